@@ -1,0 +1,72 @@
+# imagerec: `make run` serves the app, `make test` runs the suite. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+MODEL_VARIANT ?= lite0
+MODEL_DIR ?= models
+STAMP := $(VENV)/.deps-stamp
+DEV_STAMP := $(VENV)/.dev-deps-stamp
+
+.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench verify-model clean
+
+help:
+	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
+	@echo "make test   - install test dependencies and run the whole test suite"
+	@echo "make model  - build the default model (efficientnet_lite0) into $(MODEL_DIR)/"
+	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $@
+
+deps: $(STAMP)
+dev-deps: $(DEV_STAMP)
+
+model: deps
+	$(PY) -m training.build_imagenet --variant $(MODEL_VARIANT) --out $(MODEL_DIR)
+
+model-lite2: deps
+	$(PY) -m training.build_imagenet --variant lite2 --out $(MODEL_DIR)
+
+# Installs the optional PyTorch reference and rebuilds the model card with equivalence figures.
+verify-model: deps
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-verify.txt
+	$(PY) -m training.build_imagenet --variant $(MODEL_VARIANT) --out $(MODEL_DIR) --force
+
+migrate: deps
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_superuser
+
+run: model migrate
+	@bash bin/run-dev $(PORT)
+
+worker: deps
+	$(VENV)/bin/celery -A imagerec worker --pool=solo -Q inference,celery --loglevel=INFO
+
+test: dev-deps model
+	$(PY) -m pytest
+
+test-fast: dev-deps model
+	$(PY) -m pytest -m "not slow"
+
+lint: dev-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: dev-deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: dev-deps model
+	$(PY) -m training.bench --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --out bench/results.json
+
+clean:
+	rm -rf var/test .pytest_cache

@@ -1,0 +1,289 @@
+"""REST API v1: one view per resource action, small nested serializers, one error shape.
+
+Every error body is ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from . import selectors, services
+from .exceptions import ApplicationError
+from .models import Prediction, PredictionStatus
+from .selectors import PredictionFilters
+
+MAX_WAIT_SECONDS = 30
+
+
+# --- Errors -------------------------------------------------------------------
+
+ErrorSerializer = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorDetail",
+            {
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "field": serializers.CharField(allow_null=True),
+            },
+        )
+    },
+)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def _first_message(detail: Any) -> tuple[str, str | None]:
+    """Flatten DRF's nested validation detail to (message, field)."""
+    if isinstance(detail, dict):
+        field, value = next(iter(detail.items()))
+        message, _ = _first_message(value)
+        return message, None if field == "non_field_errors" else str(field)
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail), None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Map application and DRF errors to the one JSON error shape."""
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("No such prediction.")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.APIException):
+        message, field = _first_message(exc.detail)
+        code = exc.get_codes()
+        while isinstance(code, dict | list):
+            code = next(iter(code.values())) if isinstance(code, dict) else code[0]
+        response.data = error_body(str(code), message, field)
+    return response
+
+
+# --- Serializers ----------------------------------------------------------------
+
+
+class LabelScoreSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    class_id = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    class TimingsSerializer(serializers.Serializer):
+        queue = serializers.FloatField(source="queue_ms", allow_null=True)
+        preprocess = serializers.FloatField(source="preprocess_ms", allow_null=True)
+        inference = serializers.FloatField(source="inference_ms", allow_null=True)
+        total = serializers.FloatField(source="total_ms", allow_null=True)
+
+    class ModelSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        version = serializers.CharField()
+
+    class ImageSerializer(serializers.Serializer):
+        url = serializers.SerializerMethodField()
+        sha256 = serializers.CharField()
+        width = serializers.IntegerField()
+        height = serializers.IntegerField()
+        filename = serializers.CharField(source="original_filename")
+
+        def get_url(self, prediction: Prediction) -> str:
+            return _absolute(self.context, reverse("predictions:image", args=[prediction.id]))
+
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=PredictionStatus.choices)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    label = serializers.CharField(allow_blank=True)
+    class_id = serializers.CharField(allow_blank=True)
+    confidence = serializers.FloatField(allow_null=True)
+    top_k = serializers.IntegerField()
+    predictions = LabelScoreSerializer(many=True, source="top_predictions")
+    timings_ms = TimingsSerializer(source="*")
+    model = ModelSerializer(source="model_version", allow_null=True)
+    image = ImageSerializer(source="*")
+    error = serializers.CharField(allow_blank=True)
+
+    def get_url(self, prediction: Prediction) -> str:
+        return _absolute(self.context, reverse("api:prediction-detail", args=[prediction.id]))
+
+
+class SubmittedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    filename = serializers.CharField(source="original_filename")
+
+    def get_url(self, prediction: Prediction) -> str:
+        return _absolute(self.context, reverse("api:prediction-detail", args=[prediction.id]))
+
+
+def _absolute(context: dict[str, Any], path: str) -> str:
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+# --- Views ----------------------------------------------------------------------
+
+
+class SubmitRateThrottle(UserRateThrottle):
+    """Per-user limit on submissions only (``THROTTLE_SUBMIT``); reads are not throttled."""
+
+    scope = "submit"
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        if request.method != "POST":
+            return True
+        return super().allow_request(request, view)
+
+
+class PredictionPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class PredictionListCreateApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [SubmitRateThrottle]
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=PredictionStatus.choices, required=False)
+        label = serializers.CharField(required=False)
+        created_after = serializers.DateField(required=False)
+        created_before = serializers.DateField(required=False)
+        model_version = serializers.CharField(required=False)
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+        top_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: PredictionOutputSerializer(many=True), 400: ErrorSerializer, 401: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
+        paginator = PredictionPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        context = {"request": request}
+        return paginator.get_paginated_response(PredictionOutputSerializer(page, many=True, context=context).data)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "SubmitRequest",
+                {
+                    "image": serializers.ListField(child=serializers.FileField()),
+                    "top_k": serializers.IntegerField(min_value=1, max_value=20, required=False),
+                },
+            )
+        },
+        responses={
+            202: SubmittedSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            413: ErrorSerializer,
+            415: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+        description="Submit one image (202 with one object and a Location header) or several "
+        "`image` fields (202 with a list, one entry per file in order).",
+    )
+    def post(self, request: Request) -> Response:
+        files = request.FILES.getlist("image")
+        if not files:
+            raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
+        if len(files) > settings.MAX_FILES_PER_REQUEST:
+            raise ApplicationError(
+                f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", field="image"
+            )
+        top_k = self.InputSerializer(data={"image": files, "top_k": request.data.get("top_k", settings.DEFAULT_TOP_K)})
+        top_k.is_valid(raise_exception=True)
+        outcomes = services.prediction_create_many(
+            user=request.user, uploaded_files=files, top_k=top_k.validated_data["top_k"]
+        )
+        context = {"request": request}
+        if len(outcomes) == 1:
+            outcome = outcomes[0]
+            if outcome.error is not None:
+                raise outcome.error
+            body = SubmittedSerializer(outcome.prediction, context=context).data
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        entries = [
+            SubmittedSerializer(o.prediction, context=context).data
+            if o.prediction is not None
+            else {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
+            for o in outcomes
+        ]
+        if all(o.prediction is None for o in outcomes):
+            return Response(
+                {**error_body("no_valid_images", "None of the files was accepted."), "results": entries},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(entries, status=status.HTTP_202_ACCEPTED)
+
+
+class PredictionDetailApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("wait", OpenApiTypes.INT, description=f"Long-poll up to N seconds (max {MAX_WAIT_SECONDS}) for a final status")
+        ],
+        responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, prediction_id: str) -> Response:
+        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        try:
+            wait = min(max(float(request.query_params.get("wait", 0)), 0.0), MAX_WAIT_SECONDS)
+        except ValueError as error:
+            raise ApplicationError("wait must be a number of seconds.", field="wait") from error
+        deadline = time.monotonic() + wait
+        while not prediction.is_final and time.monotonic() < deadline:
+            time.sleep(0.2)
+            prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
+
+    @extend_schema(responses={204: OpenApiResponse(description="Deleted"), 404: ErrorSerializer})
+    def delete(self, request: Request, prediction_id: str) -> Response:
+        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        services.prediction_delete(prediction=prediction)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelVersionListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        version = serializers.CharField()
+        is_active = serializers.BooleanField()
+        input_size = serializers.IntegerField(source="metadata.input_size", allow_null=True)
+        parameters = serializers.IntegerField(source="metadata.parameters", allow_null=True, default=None)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(responses={200: OutputSerializer(many=True), 401: ErrorSerializer})
+    def get(self, request: Request) -> Response:
+        services.model_version_sync()
+        return Response(self.OutputSerializer(selectors.model_version_list(), many=True).data)

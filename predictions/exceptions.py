@@ -1,0 +1,32 @@
+"""Application errors: each carries an HTTP status, a stable code and a message a person understands."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidImageError(ApplicationError):
+    code = "invalid_image"
+
+
+class UnsupportedImageError(InvalidImageError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ImageTooLargeError(InvalidImageError):
+    status_code = 413
+    code = "too_large"
+
+
+class ModelUnavailableError(ApplicationError):
+    status_code = 503
+    code = "model_unavailable"

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from .models import PredictionStatus
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several files under one field name; each is validated by the service layer."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else [data]
+        files = [f for f in files if f]
+        if not files:
+            raise forms.ValidationError("Choose at least one image to upload.")
+        if len(files) > settings.MAX_FILES_PER_REQUEST:
+            raise forms.ValidationError(
+                f"Upload at most {settings.MAX_FILES_PER_REQUEST} images at a time."
+            )
+        return files
+
+
+class UploadForm(forms.Form):
+    images = MultipleImageField(label="Images")
+    top_k = forms.IntegerField(
+        label="Top-k labels", min_value=1, max_value=settings.MAX_TOP_K, initial=settings.DEFAULT_TOP_K
+    )
+
+
+class HistoryFilterForm(forms.Form):
+    label = forms.CharField(required=False)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any status"), *PredictionStatus.choices]
+    )
+    created_after = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_before = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )

@@ -1,0 +1,117 @@
+"""Data and its invariants: no I/O, no model running here."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class ModelVersion(models.Model):
+    """One exported model on disk (``MODEL_DIR/<name>/<version>``); at most one is active."""
+
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    path = models.CharField(max_length=500, help_text="Directory of the exported model")
+    is_active = models.BooleanField(default=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="model_version_unique"),
+            models.UniqueConstraint(
+                fields=["is_active"],
+                condition=models.Q(is_active=True),
+                name="model_version_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}{' (active)' if self.is_active else ''}"
+
+
+class PredictionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+FINAL_STATUSES = (PredictionStatus.SUCCEEDED, PredictionStatus.FAILED)
+
+
+def prediction_upload_to(instance: Prediction, filename: str) -> str:
+    # Never the client's name as a path: a generated name keeps traversal and
+    # collisions out; the original name is kept in original_filename.
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "img"
+    return f"uploads/{instance.created_at:%Y/%m/%d}/{instance.id.hex}.{extension[:5]}"
+
+
+class Prediction(models.Model):
+    """One submitted image and, once the worker is done, its classification."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions"
+    )
+    status = models.CharField(
+        max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING
+    )
+    image = models.ImageField(upload_to=prediction_upload_to, max_length=200)
+    original_filename = models.CharField(max_length=255)
+    image_format = models.CharField(max_length=10)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    top_k = models.PositiveSmallIntegerField(default=5)
+
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="predictions"
+    )
+    label = models.CharField(max_length=200, blank=True)
+    class_id = models.CharField(max_length=20, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    top_predictions = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    queue_ms = models.FloatField(null=True, blank=True)
+    preprocess_ms = models.FloatField(null=True, blank=True)
+    inference_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="prediction_user_created"),
+            models.Index(fields=["status", "created_at"], name="prediction_status_created"),
+            models.Index(fields=["created_at"], name="prediction_created"),
+            models.Index(fields=["label"], name="prediction_label"),
+            models.Index(fields=["model_version", "created_at"], name="prediction_model_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status=PredictionStatus.SUCCEEDED)
+                | (models.Q(confidence__isnull=False) & models.Q(completed_at__isnull=False)),
+                name="prediction_succeeded_has_result",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(top_k__gte=1) & models.Q(top_k__lte=20),
+                name="prediction_top_k_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.original_filename} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES

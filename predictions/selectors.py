@@ -1,0 +1,82 @@
+"""Every read that is more than a ``get()``. Per-user scoping lives here, once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from .models import ModelVersion, Prediction, PredictionStatus
+
+
+@dataclass(frozen=True)
+class PredictionFilters:
+    status: str = ""
+    label: str = ""
+    created_after: date | datetime | None = None
+    created_before: date | datetime | None = None
+    model_version: str = ""
+
+
+def prediction_list(
+    *, user: AbstractBaseUser, filters: PredictionFilters | None = None
+) -> QuerySet[Prediction]:
+    """The user's own predictions, newest first, narrowed by ``filters``."""
+    queryset = Prediction.objects.filter(user=user).select_related("model_version")
+    filters = filters or PredictionFilters()
+    if filters.status:
+        queryset = queryset.filter(status=filters.status)
+    if filters.label:
+        queryset = queryset.filter(label__icontains=filters.label)
+    if filters.created_after:
+        queryset = queryset.filter(created_at__date__gte=_as_date(filters.created_after))
+    if filters.created_before:
+        queryset = queryset.filter(created_at__date__lte=_as_date(filters.created_before))
+    if filters.model_version:
+        queryset = queryset.filter(model_version__version=filters.model_version)
+    return queryset.order_by("-created_at")
+
+
+def _as_date(value: date | datetime) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> Prediction:
+    """One of the user's predictions; another user's (or a malformed id) is a 404.
+
+    ``user=None`` reads any user's prediction: for staff views only.
+    """
+    try:
+        uuid.UUID(str(prediction_id))
+    except ValueError as error:
+        raise Http404("No such prediction.") from error
+    try:
+        queryset = Prediction.objects.select_related("model_version")
+        if user is not None:
+            queryset = queryset.filter(user=user)
+        return queryset.get(id=prediction_id)
+    except Prediction.DoesNotExist as error:
+        raise Http404("No such prediction.") from error
+
+
+def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
+    """Ids of predictions still pending/running that were created before ``before``."""
+    return list(
+        Prediction.objects.filter(
+            status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING], created_at__lt=before
+        )
+        .order_by("created_at")
+        .values_list("id", flat=True)
+    )
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.order_by("name", "version")

@@ -1,0 +1,49 @@
+"""Thin Celery tasks: take an id, call a service, decide about retries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
+
+from . import services
+from .exceptions import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class PredictionTask(Task):
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # Whatever went wrong, the prediction ends in a final state with a reason.
+        message = exc.message if isinstance(exc, ApplicationError) else f"Classification failed: {exc}"
+        if isinstance(exc, SoftTimeLimitExceeded):
+            message = "Classification took too long and was stopped."
+        services.prediction_fail(prediction_id=args[0], error=message)
+
+
+@shared_task(
+    base=PredictionTask,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+    acks_late=True,
+)
+def prediction_run(prediction_id: str) -> None:
+    services.prediction_process(prediction_id=prediction_id)
+
+
+@shared_task
+def prediction_reconcile() -> int:
+    return services.prediction_reconcile()
+
+
+@worker_ready.connect
+def _warm_up_model(**_: Any) -> None:
+    try:
+        services.model_warmup()
+    except ApplicationError as error:
+        logger.warning("Model not warmed up: %s", error.message)

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+app_name = "predictions"
+
+urlpatterns = [
+    path("", views.upload, name="upload"),
+    path("results/", views.batch, name="batch"),
+    path("history/", views.history, name="history"),
+    path("history/export.csv", views.history_csv, name="history-csv"),
+    path("profile/", views.profile, name="profile"),
+    path("predictions/<str:prediction_id>/", views.detail, name="detail"),
+    path("predictions/<str:prediction_id>/card/", views.card, name="card"),
+    path("predictions/<str:prediction_id>/image/", views.image, name="image"),
+    path("predictions/<str:prediction_id>/delete/", views.delete, name="delete"),
+]

@@ -1,0 +1,198 @@
+"""Pages for people: parse input, call a service or selector, render."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from PIL import Image
+from rest_framework.authtoken.models import Token
+
+from . import selectors, services
+from .forms import HistoryFilterForm, UploadForm
+from .models import Prediction
+from .selectors import PredictionFilters
+
+
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            outcomes = services.prediction_create_many(
+                user=request.user,
+                uploaded_files=form.cleaned_data["images"],
+                top_k=form.cleaned_data["top_k"],
+            )
+            created = [o.prediction for o in outcomes if o.prediction is not None]
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    form.add_error("images", f"{outcome.filename}: {outcome.error.message}")
+            if created and len(created) == len(outcomes):
+                if len(created) == 1:
+                    return redirect("predictions:detail", prediction_id=created[0].id)
+                query = "&".join(f"id={p.id}" for p in created)
+                return redirect(f"{reverse('predictions:batch')}?{query}")
+            if created:
+                for outcome in outcomes:
+                    if outcome.error is not None:
+                        messages.error(request, f"{outcome.filename}: {outcome.error.message}")
+                query = "&".join(f"id={p.id}" for p in created)
+                return redirect(f"{reverse('predictions:batch')}?{query}")
+            status = max(o.error.status_code for o in outcomes if o.error is not None)
+        else:
+            status = 400
+    return render(request, "predictions/upload.html", {"form": form}, status=status)
+
+
+@login_required
+def detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    return render(request, "predictions/detail.html", {"predictions": [prediction]})
+
+
+@login_required
+def batch(request: HttpRequest) -> HttpResponse:
+    ids = request.GET.getlist("id")[: settings.MAX_FILES_PER_REQUEST]
+    predictions = [selectors.prediction_get(user=request.user, prediction_id=i) for i in ids]
+    return render(request, "predictions/detail.html", {"predictions": predictions})
+
+
+@login_required
+def card(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    """The result card alone: the result page polls it until the prediction is final."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    return render(request, "predictions/_card.html", {"prediction": prediction})
+
+
+@login_required
+def image(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    """The uploaded image, to its owner only (media is never served publicly)."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    return _image_response(request, prediction)
+
+
+@staff_member_required
+def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    """Any prediction's image, for staff reviewing the log in the admin."""
+    prediction = selectors.prediction_get(user=None, prediction_id=prediction_id)
+    return _image_response(request, prediction)
+
+
+def _image_response(request: HttpRequest, prediction: Prediction) -> HttpResponse:
+    if request.GET.get("size") == "thumb":
+        with Image.open(prediction.image.path) as original:
+            original.seek(0)
+            thumb = original.convert("RGB")
+        thumb.thumbnail((160, 160))
+        buffer = io.BytesIO()
+        thumb.save(buffer, "JPEG", quality=80)
+        response: HttpResponse = HttpResponse(buffer.getvalue(), content_type="image/jpeg")
+    else:
+        response = FileResponse(prediction.image.open("rb"))
+        response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _history_filters(request: HttpRequest) -> tuple[HistoryFilterForm, PredictionFilters]:
+    form = HistoryFilterForm(request.GET or None)
+    if not form.is_valid():
+        return form, PredictionFilters()
+    data = form.cleaned_data
+    return form, PredictionFilters(
+        status=data["status"],
+        label=data["label"],
+        created_after=data["created_after"],
+        created_before=data["created_before"],
+    )
+
+
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    form, filters = _history_filters(request)
+    queryset = selectors.prediction_list(user=request.user, filters=filters)
+    page = Paginator(queryset, 20).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "predictions/history.html",
+        {"form": form, "page": page, "query": query.urlencode()},
+    )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def history_csv(request: HttpRequest) -> StreamingHttpResponse:
+    _, filters = _history_filters(request)
+    queryset = selectors.prediction_list(user=request.user, filters=filters)
+    writer = csv.writer(_Echo())
+    header = [
+        "id", "created_at", "completed_at", "filename", "status", "label", "class_id",
+        "confidence", "model", "model_version", "queue_ms", "preprocess_ms", "inference_ms",
+        "total_ms", "width", "height", "sha256", "error",
+    ]  # fmt: skip
+
+    def rows():
+        yield writer.writerow(header)
+        for p in queryset.iterator(chunk_size=500):
+            yield writer.writerow([
+                p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
+                p.original_filename, p.status, p.label, p.class_id,
+                "" if p.confidence is None else f"{p.confidence:.6f}",
+                p.model_version.name if p.model_version else "",
+                p.model_version.version if p.model_version else "",
+                p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
+                p.width, p.height, p.sha256, p.error,
+            ])  # fmt: skip
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="predictions.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, prediction_id: str) -> HttpResponse:
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    services.prediction_delete(prediction=prediction)
+    messages.success(request, f"Deleted {prediction.original_filename}.")
+    return redirect("predictions:history")
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        services.token_rotate(user=request.user)
+        messages.success(request, "A new API token was created; the old one no longer works.")
+        return redirect("predictions:profile")
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "predictions/profile.html", {"token": token})
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/signup.html", {"form": form})
+

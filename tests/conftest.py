@@ -1,0 +1,144 @@
+"""Shared fixtures: private media per session, the shipped model, users, real photos,
+and a real Celery worker process for end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from PIL import Image
+
+from tests.factories import UserFactory
+from training.test_photos import TEST_PHOTOS
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PHOTOS = {photo.name: photo for photo in TEST_PHOTOS}
+CAT_CLASSES = set(PHOTOS["chelsea"].expected)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _private_media(settings, media_dir: Path) -> None:
+    settings.MEDIA_ROOT = media_dir
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The shipped default model, built by the same code as `make model` if absent."""
+    path = Path(django_settings.MODEL_DIR) / django_settings.MODEL_NAME / "1"
+    if not (path / "metadata.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "training.build_imagenet", "--variant", "lite0", "--out",
+             str(django_settings.MODEL_DIR)],
+            check=True, cwd=BASE_DIR,
+        )  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def active_model(db, model_dir: Path):
+    from predictions import services
+
+    services.model_version_sync()
+    return services.model_version_get_or_sync_active()
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def user_client(client, user):
+    client.force_login(user)
+    return client
+
+
+def photo_bytes(name: str, image_format: str = "JPEG") -> bytes:
+    """One of the real photos shipped with scikit-image, encoded as ``image_format``."""
+    with Image.open(PHOTOS[name].path) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    params = connection.settings_dict
+    if params["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{params['NAME']}"
+    auth = params["USER"] or ""
+    if params["PASSWORD"]:
+        auth += f":{params['PASSWORD']}"
+    host = params["HOST"] or "localhost"
+    port = params["PORT"] or 5432
+    return f"postgres://{auth}@{host}:{port}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir: Path, tmp_path_factory):
+    """A real `celery worker` process on the test database and media, as in production."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(media_dir),
+        "RECONCILE_AFTER_SECONDS": "30",
+    }
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=solo",
+             "-Q", "inference,celery", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for_final(prediction_id, timeout: float = 90.0):
+    """Poll the database until the prediction is final (the worker writes it)."""
+    from predictions.models import Prediction
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        prediction = Prediction.objects.get(id=prediction_id)
+        if prediction.is_final:
+            return prediction
+        time.sleep(0.3)
+    raise AssertionError(f"prediction {prediction_id} still {prediction.status} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Iterator[Path]:
+    path = BASE_DIR / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    yield path

@@ -1,0 +1,51 @@
+"""factory_boy factories for users and predictions (rows, not model runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import factory
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.utils import timezone
+from PIL import Image
+
+from predictions.models import Prediction
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+
+    @factory.post_generation
+    def save_password(self, create, extracted, **kwargs):
+        if create:
+            self.save()
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    """A pending prediction with a real small JPEG on disk."""
+
+    class Meta:
+        model = Prediction
+
+    user = factory.SubFactory(UserFactory)
+    created_at = factory.LazyFunction(timezone.now)
+    original_filename = factory.Sequence(lambda n: f"photo{n}.jpg")
+    image_format = "JPEG"
+    width = 64
+    height = 48
+    image = factory.LazyAttribute(lambda o: ContentFile(jpeg_bytes(), name="upload.jpg"))
+    size_bytes = factory.LazyAttribute(lambda o: len(jpeg_bytes()))
+    sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(jpeg_bytes()).hexdigest())

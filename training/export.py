@@ -1,0 +1,133 @@
+"""Write a Keras classifier in the served model-directory layout (the contract with serving).
+
+``models/<name>/<version>/``::
+
+    saved_model/    Keras 3 ``model.export`` output; signature ``serve``:
+                    float32 [N, S, S, 3] RGB 0..255 -> probabilities [N, C]
+    model.tflite    the same SavedModel converted to fp32 TFLite
+    labels.json     [{"index": i, "class_id": ..., "label": ...}, ...]
+    metadata.json   at least name, version, input_size (int), format_version
+    MODEL_CARD.md   human-readable description
+
+Everything is written into a temporary sibling directory which is renamed into place at
+the end, so a half-written model is never visible under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+FORMAT_VERSION = 1
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+
+def model_dir(out: str | Path, name: str, version: str | int) -> Path:
+    """``<out>/<name>/<version>``."""
+    return Path(out) / name / str(version)
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` holds a finished model directory."""
+    path = Path(path)
+    return all((path / f).exists() for f in (SAVED_MODEL_DIR, TFLITE_FILE, LABELS_FILE, METADATA_FILE))
+
+
+@contextlib.contextmanager
+def staging_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temp dir next to ``target``; on success move it to ``target`` atomically.
+
+    With ``force`` an existing ``target`` is replaced (moved aside, then deleted). On error
+    the temp dir is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the finished model must be readable by the server
+    try:
+        yield tmp
+        old: Path | None = None
+        if target.exists():
+            if not force:
+                raise FileExistsError(f"{target} appeared while building")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.rename(target, old / "model")
+        os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_saved_model(model: keras.Model, path: Path) -> None:
+    """Keras 3 ``model.export`` (signature ``serve``) into ``path``."""
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def convert_tflite(saved_model: Path, path: Path) -> None:
+    """Convert a SavedModel to an fp32 ``.tflite`` file."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = []
+    path.write_bytes(converter.convert())
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write pretty UTF-8 JSON with a trailing newline."""
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def dir_size(path: Path) -> int:
+    """Total size in bytes of the files under ``path`` (or of the file ``path``)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def saved_model_probabilities(saved_model: str | Path, batch: np.ndarray) -> np.ndarray:
+    """Run the ``serve`` signature of a SavedModel on a float32 batch ``[N, S, S, 3]``."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(saved_model)).signatures["serve"]
+    return signature_probabilities(fn, batch)
+
+
+def signature_probabilities(fn: Any, batch: np.ndarray) -> np.ndarray:
+    """Call a loaded ``serve`` signature and return its single output as numpy."""
+    import tensorflow as tf
+
+    (input_name,) = fn.structured_input_signature[1].keys()
+    outputs = fn(**{input_name: tf.constant(np.asarray(batch, dtype=np.float32))})
+    (output,) = outputs.values()
+    return np.asarray(output.numpy())
+
+
+def tflite_probabilities(tflite_path: str | Path, batch: np.ndarray) -> np.ndarray:
+    """Run a ``.tflite`` classifier image by image with the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    results = []
+    for image in np.asarray(batch, dtype=np.float32):
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(results)
