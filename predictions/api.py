@@ -177,8 +177,8 @@ class PredictionListCreateApi(APIView):
         model_version = serializers.CharField(required=False)
 
     class InputSerializer(serializers.Serializer):
-        image = serializers.ListField(child=serializers.FileField(), allow_empty=False)
-        top_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
+        # Files are validated by the service layer (one message per file); this checks the rest.
+        top_k = serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K)
 
     @extend_schema(
         parameters=[FilterSerializer],
@@ -222,10 +222,10 @@ class PredictionListCreateApi(APIView):
             raise ApplicationError(
                 f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", field="image"
             )
-        top_k = self.InputSerializer(data={"image": files, "top_k": request.data.get("top_k", settings.DEFAULT_TOP_K)})
-        top_k.is_valid(raise_exception=True)
+        options = self.InputSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
         outcomes = services.prediction_create_many(
-            user=request.user, uploaded_files=files, top_k=top_k.validated_data["top_k"]
+            user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"]
         )
         context = {"request": request}
         if len(outcomes) == 1:

@@ -112,7 +112,7 @@ def finetune(
     name: str,
     version: str = "1",
     epochs: int = 10,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 1e-2,
     batch_size: int = 32,
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="models")
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", default="1")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of the head")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)

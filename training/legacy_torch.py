@@ -178,7 +178,10 @@ def _restricted_load(handle: IO[bytes]) -> Any:
 def load_legacy(path: str | Path) -> Any:
     """Load any object saved in the legacy format, tensors becoming numpy arrays."""
     with open(path, "rb") as handle:
-        magic = _restricted_load(handle)
+        try:
+            magic = _restricted_load(handle)
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
+            raise LegacyFormatError(f"{path}: not a legacy torch file ({exc})") from exc
         if magic != LEGACY_MAGIC_NUMBER:
             raise LegacyFormatError(f"{path}: not a legacy torch file (magic {magic!r})")
         protocol = _restricted_load(handle)

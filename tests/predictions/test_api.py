@@ -1,0 +1,189 @@
+"""REST API v1 contract: statuses, fields, one error shape, per-user scoping."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from predictions.models import Prediction, PredictionStatus
+from tests.conftest import photo_bytes
+from tests.factories import PredictionFactory
+
+LIST_URL = "/api/v1/predictions/"
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def _image(name: str = "cat.jpg", content: bytes | None = None) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg")
+
+
+def _assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "field"}
+    assert error["message"]
+    if code:
+        assert error["code"] == code
+    return error
+
+
+def test_anonymous_requests_get_401(db):
+    client = APIClient()
+    _assert_error(client.get(LIST_URL), 401)
+    _assert_error(client.post(LIST_URL, {"image": _image()}, format="multipart"), 401)
+
+
+def test_submit_one_image_is_202_with_location(api):
+    response = api.post(LIST_URL, {"image": _image(), "top_k": 3}, format="multipart")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) >= {"id", "status", "url", "created_at"}
+    assert body["status"] == "pending"
+    assert response["Location"] == body["url"]
+    assert Prediction.objects.get(id=body["id"]).top_k == 3
+
+
+def test_submit_several_images_gives_one_entry_each_in_order(api):
+    files = [_image("a.jpg"), _image("bad.jpg", b"nope"), _image("c.jpg")]
+
+    response = api.post(LIST_URL, {"image": files}, format="multipart")
+
+    assert response.status_code == 202
+    entries = response.json()
+    assert [e.get("filename") for e in entries] == ["a.jpg", "bad.jpg", "c.jpg"]
+    assert entries[1]["error"]["code"] == "unsupported_media_type"
+    assert "id" in entries[0] and "id" in entries[2]
+    assert Prediction.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (b"", 400, "invalid_image"),
+        (b"GIF89a-but-not-really", 415, "unsupported_media_type"),
+        (b"<html>hello</html>", 415, "unsupported_media_type"),
+        (photo_bytes("chelsea")[:5000], 400, "invalid_image"),
+    ],
+    ids=["empty", "fake-gif", "html", "truncated"],
+)
+def test_bad_images_get_clear_errors_and_no_row(api, content, status, code):
+    error = _assert_error(api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code)
+
+    assert error["field"] == "image"
+    assert Prediction.objects.count() == 0
+
+
+def test_too_large_is_413(api, settings):
+    settings.MAX_UPLOAD_BYTES = 2000
+    _assert_error(api.post(LIST_URL, {"image": _image()}, format="multipart"), 413, "too_large")
+
+
+def test_missing_file_and_bad_top_k_are_400(api):
+    _assert_error(api.post(LIST_URL, {"top_k": 3}, format="multipart"), 400)
+    error = _assert_error(api.post(LIST_URL, {"image": _image(), "top_k": 99}, format="multipart"), 400)
+    assert error["field"] == "top_k"
+
+
+def test_json_body_is_415(api):
+    _assert_error(api.post(LIST_URL, {"image": "x"}, format="json"), 415)
+
+
+def test_submission_is_throttled_per_user(api, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"submit": "2/min"}}
+    from rest_framework.settings import api_settings
+
+    from predictions.api import SubmitRateThrottle
+
+    SubmitRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    try:
+        statuses = [api.post(LIST_URL, {"image": _image()}, format="multipart").status_code for _ in range(3)]
+        assert statuses == [202, 202, 429]
+        assert api.get(LIST_URL).status_code == 200  # reads are not throttled
+    finally:
+        cache.clear()
+
+
+def test_poll_returns_every_documented_field(api, user, active_model):
+    prediction = PredictionFactory(
+        user=user, status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045", confidence=0.7,
+        top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.7}], queue_ms=1.0,
+        preprocess_ms=2.0, inference_ms=13.0, total_ms=30.0, completed_at=timezone.now(), model_version=active_model,
+    )  # fmt: skip
+
+    body = api.get(f"{LIST_URL}{prediction.id}/").json()
+
+    assert body["status"] == "succeeded" and body["label"] == "tabby cat" and body["class_id"] == "n02123045"
+    assert body["predictions"] == [{"label": "tabby cat", "class_id": "n02123045", "score": 0.7}]
+    assert body["timings_ms"] == {"queue": 1.0, "preprocess": 2.0, "inference": 13.0, "total": 30.0}
+    assert body["model"] == {"name": "efficientnet_lite0", "version": "1"}
+    assert set(body["image"]) == {"url", "sha256", "width", "height", "filename"}
+    assert {"created_at", "started_at", "completed_at", "error", "confidence"} <= set(body)
+
+
+def test_long_poll_returns_when_time_is_up_for_pending(api, user):
+    prediction = PredictionFactory(user=user)
+
+    body = api.get(f"{LIST_URL}{prediction.id}/", {"wait": 0.5}).json()
+
+    assert body["status"] == "pending"
+
+
+def test_other_users_ids_are_404(api, other_user):
+    prediction = PredictionFactory(user=other_user)
+
+    _assert_error(api.get(f"{LIST_URL}{prediction.id}/"), 404, "not_found")
+    _assert_error(api.delete(f"{LIST_URL}{prediction.id}/"), 404)
+    _assert_error(api.get(f"{LIST_URL}not-a-uuid/"), 404)
+    assert Prediction.objects.filter(id=prediction.id).exists()
+
+
+def test_list_is_own_newest_first_and_filtered(api, user, other_user):
+    PredictionFactory(user=user, label="espresso", status=PredictionStatus.FAILED, completed_at=timezone.now())
+    newest = PredictionFactory(user=user)
+    PredictionFactory(user=other_user)
+
+    everything = api.get(LIST_URL).json()
+    failed = api.get(LIST_URL, {"status": "failed"}).json()
+    bad_filter = api.get(LIST_URL, {"created_after": "yesterday"})
+
+    assert everything["count"] == 2 and everything["results"][0]["id"] == str(newest.id)
+    assert [r["label"] for r in failed["results"]] == ["espresso"]
+    _assert_error(bad_filter, 400)
+
+
+def test_delete_is_204_and_removes_row(api, user):
+    prediction = PredictionFactory(user=user)
+
+    assert api.delete(f"{LIST_URL}{prediction.id}/").status_code == 204
+    assert not Prediction.objects.exists()
+
+
+def test_models_lists_the_active_version(api, model_dir):
+    models = api.get("/api/v1/models/").json()
+
+    active = [m for m in models if m["is_active"]]
+    assert [(m["name"], m["version"]) for m in active] == [("efficientnet_lite0", "1")]
+    assert active[0]["input_size"] == 224
+
+
+def test_schema_and_docs_are_served_offline(api):
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    docs = api.get(reverse("api:docs"))
+
+    assert schema.status_code == 200
+    assert "/api/v1/predictions/{prediction_id}/" in schema.json()["paths"]
+    assert docs.status_code == 200 and b"cdn" not in docs.content.lower()

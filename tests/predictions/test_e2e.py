@@ -1,0 +1,74 @@
+"""End to end through a real Celery worker process, on the configured database and broker."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from predictions.models import Prediction, PredictionStatus
+from tests.conftest import CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_upload_in_the_browser_flow_is_classified_by_the_worker(celery_worker, client, user):
+    client.force_login(user)
+    photo = SimpleUploadedFile("chelsea.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
+
+    response = client.post(reverse("predictions:upload"), {"images": [photo], "top_k": 5})
+    prediction = Prediction.objects.get(user=user)
+    assert response.url == reverse("predictions:detail", args=[prediction.id])
+
+    prediction = wait_for_final(prediction.id)
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error
+    assert prediction.class_id in CAT_CLASSES
+    assert prediction.model_version is not None and prediction.model_version.name == "efficientnet_lite0"
+    for timing in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms):
+        assert timing is not None and timing >= 0
+    assert prediction.inference_ms > 0
+    assert prediction.started_at and prediction.completed_at
+
+    card = client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
+    assert prediction.label in card and card.count('class="bar-row"') == 5
+    history = client.get(reverse("predictions:history")).content.decode()
+    assert "chelsea.jpg" in history and prediction.label in history
+
+
+def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    photos = {name: photo_bytes(name) for name in ("coffee", "rocket")}
+
+    submitted = api.post(
+        "/api/v1/predictions/",
+        {"image": [SimpleUploadedFile(f"{n}.jpg", c) for n, c in photos.items()]},
+        format="multipart",
+    )
+    assert submitted.status_code == 202
+    for entry, name in zip(submitted.json(), photos, strict=True):
+        body = api.get(f"/api/v1/predictions/{entry['id']}/", {"wait": 30}).json()
+        if body["status"] not in ("succeeded", "failed"):
+            body = api.get(f"/api/v1/predictions/{entry['id']}/", {"wait": 30}).json()
+        assert body["status"] == "succeeded", body
+        assert {p["class_id"] for p in body["predictions"][:3]} & set(PHOTOS[name].expected), body["predictions"]
+        assert body["timings_ms"]["inference"] > 0
+
+
+def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_worker, user):
+    from predictions import services
+
+    broken = services.prediction_create(
+        user=user, uploaded_file=SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))
+    )
+    # Damage the stored file after validation: the model step must fail cleanly.
+    with open(broken.image.path, "wb") as stored:
+        stored.write(b"garbage")
+    good = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cup.jpg", photo_bytes("coffee")))
+
+    broken = wait_for_final(broken.id)
+    good = wait_for_final(good.id)
+    assert broken.status == PredictionStatus.FAILED and "decode" in broken.error
+    assert good.status == PredictionStatus.SUCCEEDED

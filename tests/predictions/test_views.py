@@ -1,0 +1,184 @@
+"""Pages as a logged-in person uses them: upload, results, history, privacy."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+
+from predictions.models import Prediction, PredictionStatus
+from tests.conftest import photo_bytes
+from tests.factories import PredictionFactory
+
+
+def test_pages_require_login(client):
+    for name in ["predictions:upload", "predictions:history"]:
+        response = client.get(reverse(name))
+        assert response.status_code == 302 and "/accounts/login/" in response.url
+
+
+def test_signup_logs_the_new_user_in(client, db):
+    response = client.post(
+        reverse("signup"),
+        {"username": "newcomer", "password1": "a-long-passphrase-42", "password2": "a-long-passphrase-42"},
+        follow=True,
+    )
+    assert response.context["user"].username == "newcomer"
+
+
+def test_upload_one_image_redirects_to_its_result(user_client, user):
+    image = SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
+
+    response = user_client.post(reverse("predictions:upload"), {"images": [image], "top_k": 5})
+
+    prediction = Prediction.objects.get(user=user)
+    assert response.status_code == 302
+    assert response.url == reverse("predictions:detail", args=[prediction.id])
+    page = user_client.get(response.url)
+    assert b"Pending" in page.content and b"cat.jpg" in page.content
+
+
+def test_upload_several_images_shows_them_together(user_client, user):
+    images = [SimpleUploadedFile(f"p{i}.png", photo_bytes(name, "PNG")) for i, name in enumerate(["coffee", "rocket", "chelsea"])]
+
+    response = user_client.post(reverse("predictions:upload"), {"images": images, "top_k": 3}, follow=True)
+
+    assert response.status_code == 200
+    assert len(response.context["predictions"]) == 3
+    assert Prediction.objects.filter(user=user, top_k=3).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("notes.txt", b"just some text", b"not an image"),
+        ("empty.jpg", b"", b"empty"),
+        ("broken.jpg", photo_bytes("chelsea")[:3000], b"damaged or incomplete"),
+    ],
+)
+def test_bad_files_get_a_form_error_and_leave_nothing(user_client, media_dir, name, content, message):
+    files_before = sorted(media_dir.rglob("*"))
+
+    response = user_client.post(reverse("predictions:upload"), {"images": [SimpleUploadedFile(name, content)], "top_k": 5})
+
+    assert 400 <= response.status_code < 500
+    assert message in response.content
+    assert name.encode() in response.content
+    assert Prediction.objects.count() == 0
+    assert sorted(media_dir.rglob("*")) == files_before
+
+
+def test_result_card_shows_chart_and_latency_when_done(user_client, user):
+    prediction = PredictionFactory(
+        user=user, status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045",
+        confidence=0.8, top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.8},
+                                         {"label": "tiger cat", "class_id": "n02123159", "score": 0.1}],
+        queue_ms=5, preprocess_ms=3, inference_ms=14, total_ms=40, completed_at=timezone.now(),
+    )  # fmt: skip
+
+    response = user_client.get(reverse("predictions:card", args=[prediction.id]))
+
+    html = response.content.decode()
+    assert html.count('class="bar-row"') == 2
+    assert "width: 80%" in html and "tabby cat" in html
+    assert "40 ms" in html
+
+
+def test_history_lists_own_predictions_with_filters_and_csv(user_client, user, other_user):
+    PredictionFactory(user=user, label="tabby cat", status=PredictionStatus.PENDING)
+    PredictionFactory(user=user, label="espresso", status=PredictionStatus.PENDING)
+    PredictionFactory(user=other_user, label="tabby cat", original_filename="secret.jpg")
+
+    page = user_client.get(reverse("predictions:history"))
+    filtered = user_client.get(reverse("predictions:history"), {"label": "espresso"})
+    exported = user_client.get(reverse("predictions:history-csv"), {"label": "tabby"})
+
+    assert page.context["page"].paginator.count == 2
+    assert b"secret.jpg" not in page.content
+    assert [p.label for p in filtered.context["page"].object_list] == ["espresso"]
+    rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert rows[0][0] == "id" and len(rows) == 2 and rows[1][5] == "tabby cat"
+
+
+def test_history_is_paginated_newest_first(user_client, user):
+    for _ in range(25):
+        PredictionFactory(user=user)
+
+    first = user_client.get(reverse("predictions:history"))
+    second = user_client.get(reverse("predictions:history"), {"page": 2})
+
+    assert len(first.context["page"].object_list) == 20
+    assert len(second.context["page"].object_list) == 5
+    newest = Prediction.objects.order_by("-created_at").first()
+    assert first.context["page"].object_list[0] == newest
+
+
+def test_other_users_cannot_see_poll_delete_or_fetch_the_image(client, user, other_user):
+    prediction = PredictionFactory(user=user)
+    client.force_login(other_user)
+
+    for name in ["predictions:detail", "predictions:card", "predictions:image"]:
+        assert client.get(reverse(name, args=[prediction.id])).status_code == 404
+    assert client.post(reverse("predictions:delete", args=[prediction.id])).status_code == 404
+    assert client.get(reverse("predictions:batch"), {"id": prediction.id}).status_code == 404
+    assert Prediction.objects.filter(id=prediction.id).exists()
+
+
+def test_owner_gets_the_image_and_a_thumbnail(user_client, user):
+    prediction = PredictionFactory(user=user)
+
+    full = user_client.get(reverse("predictions:image", args=[prediction.id]))
+    thumb = user_client.get(reverse("predictions:image", args=[prediction.id]), {"size": "thumb"})
+
+    assert full["Content-Type"] == "image/jpeg"
+    assert b"".join(full.streaming_content) == prediction.image.open("rb").read()
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+
+
+def test_media_is_not_served_publicly(client, user):
+    prediction = PredictionFactory(user=user)
+    assert client.get(f"/media/{prediction.image.name}").status_code == 404
+    assert client.get(reverse("predictions:image", args=[prediction.id])).status_code == 302
+
+
+def test_delete_removes_the_prediction_and_its_file(user_client, user, django_capture_on_commit_callbacks):
+    prediction = PredictionFactory(user=user)
+    path = prediction.image.path
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = user_client.post(reverse("predictions:delete", args=[prediction.id]))
+
+    assert response.status_code == 302
+    assert not Prediction.objects.exists()
+    import os
+
+    assert not os.path.exists(path)
+
+
+def test_admin_lists_predictions_read_only(client, user, django_user_model):
+    admin = django_user_model.objects.create_superuser("boss", password="x-long-password-1")
+    prediction = PredictionFactory(user=user, label="tabby cat")
+    client.force_login(admin)
+
+    listing = client.get(reverse("admin:predictions_prediction_changelist"))
+    change = client.get(reverse("admin:predictions_prediction_change", args=[prediction.id]))
+    image = client.get(reverse("admin-prediction-image", args=[prediction.id]))
+
+    assert listing.status_code == 200 and b"tabby cat" in listing.content
+    assert change.status_code == 200 and b'name="_save"' not in change.content
+    assert image.status_code == 200
+
+
+def test_profile_creates_and_rotates_the_api_token(user_client, user):
+    from rest_framework.authtoken.models import Token
+
+    user_client.post(reverse("predictions:profile"))
+    first = Token.objects.get(user=user).key
+    user_client.post(reverse("predictions:profile"))
+
+    assert Token.objects.get(user=user).key != first
+    assert Token.objects.get(user=user).key.encode() in user_client.get(reverse("predictions:profile")).content
