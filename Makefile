@@ -52,6 +52,7 @@ worker: deps
 	$(VENV)/bin/celery -A imagerec worker --pool=solo -Q inference,celery --loglevel=INFO
 
 test: dev-deps model
+	@bash bin/ensure-system-deps
 	$(PY) -m pytest
 
 test-fast: dev-deps model

@@ -178,7 +178,9 @@ class PredictionListCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         # Files are validated by the service layer (one message per file); this checks the rest.
-        top_k = serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K)
+        top_k = serializers.IntegerField(
+            min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K
+        )
 
     @extend_schema(
         parameters=[FilterSerializer],
@@ -187,11 +189,15 @@ class PredictionListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
+        queryset = selectors.prediction_list(
+            user=request.user, filters=PredictionFilters(**filters.validated_data)
+        )
         paginator = PredictionPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         context = {"request": request}
-        return paginator.get_paginated_response(PredictionOutputSerializer(page, many=True, context=context).data)
+        return paginator.get_paginated_response(
+            PredictionOutputSerializer(page, many=True, context=context).data
+        )
 
     @extend_schema(
         request={
@@ -251,7 +257,11 @@ class PredictionListCreateApi(APIView):
 class PredictionDetailApi(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("wait", OpenApiTypes.INT, description=f"Long-poll up to N seconds (max {MAX_WAIT_SECONDS}) for a final status")
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.INT,
+                description=f"Long-poll up to N seconds (max {MAX_WAIT_SECONDS}) for a final status",
+            )
         ],
         responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
     )

@@ -23,9 +23,7 @@ class MultipleImageField(forms.FileField):
         if not files:
             raise forms.ValidationError("Choose at least one image to upload.")
         if len(files) > settings.MAX_FILES_PER_REQUEST:
-            raise forms.ValidationError(
-                f"Upload at most {settings.MAX_FILES_PER_REQUEST} images at a time."
-            )
+            raise forms.ValidationError(f"Upload at most {settings.MAX_FILES_PER_REQUEST} images at a time.")
         return files
 
 
@@ -38,9 +36,7 @@ class UploadForm(forms.Form):
 
 class HistoryFilterForm(forms.Form):
     label = forms.CharField(required=False)
-    status = forms.ChoiceField(
-        required=False, choices=[("", "Any status"), *PredictionStatus.choices]
-    )
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PredictionStatus.choices])
     created_after = forms.DateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
     )

@@ -60,8 +60,7 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
                 width, height = image.size
                 if image_format not in SUPPORTED_FORMATS:
                     raise UnsupportedImageError(
-                        f"{image_format or 'This'} images are not supported; "
-                        f"upload {SUPPORTED_DESCRIPTION}.",
+                        f"{image_format or 'This'} images are not supported; upload {SUPPORTED_DESCRIPTION}.",
                         field="image",
                     )
                 _check_pixels(width, height, max_pixels)

@@ -139,9 +139,7 @@ class Classifier:
         metadata_path = self.model_dir / "metadata.json"
         labels_path = self.model_dir / "labels.json"
         if not metadata_path.exists() or not labels_path.exists():
-            raise ModelLoadError(
-                f"No exported model at {self.model_dir} (run `make model` to build it)"
-            )
+            raise ModelLoadError(f"No exported model at {self.model_dir} (run `make model` to build it)")
         self.metadata = json.loads(metadata_path.read_text())
         if self.metadata.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
             raise ModelLoadError(

@@ -54,9 +54,7 @@ class Prediction(models.Model):
     """One submitted image and, once the worker is done, its classification."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions")
     status = models.CharField(
         max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING
     )

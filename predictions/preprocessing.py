@@ -56,7 +56,7 @@ def to_model_input(image: Image.Image, input_size: int) -> np.ndarray:
     Normalisation ((x - 127) / 128 for EfficientNet-Lite) lives inside the exported
     model, so every engine is fed the same raw pixel values.
     """
-    resize_to = int(round(input_size / CROP_FRACTION))
+    resize_to = round(input_size / CROP_FRACTION)
     width, height = image.size
     scale = resize_to / min(width, height)
     new_size = (max(input_size, round(width * scale)), max(input_size, round(height * scale)))

@@ -141,9 +141,7 @@ def prediction_start(*, prediction_id: object) -> Prediction | None:
     return Prediction.objects.select_related("model_version").get(id=prediction_id)
 
 
-def prediction_complete(
-    *, prediction: Prediction, result: ImageResult, model_version: ModelVersion
-) -> bool:
+def prediction_complete(*, prediction: Prediction, result: ImageResult, model_version: ModelVersion) -> bool:
     """Store a successful classification; only a ``running`` row is completed (exactly once)."""
     completed_at = timezone.now()
     top = result.top

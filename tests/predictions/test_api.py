@@ -24,7 +24,9 @@ def api(user) -> APIClient:
 
 
 def _image(name: str = "cat.jpg", content: bytes | None = None) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg")
+    return SimpleUploadedFile(
+        name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg"
+    )
 
 
 def _assert_error(response, status: int, code: str | None = None) -> dict:
@@ -78,7 +80,9 @@ def test_submit_several_images_gives_one_entry_each_in_order(api):
     ids=["empty", "fake-gif", "html", "truncated"],
 )
 def test_bad_images_get_clear_errors_and_no_row(api, content, status, code):
-    error = _assert_error(api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code)
+    error = _assert_error(
+        api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code
+    )
 
     assert error["field"] == "image"
     assert Prediction.objects.count() == 0
@@ -121,7 +125,8 @@ def test_poll_returns_every_documented_field(api, user, active_model):
     prediction = PredictionFactory(
         user=user, status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045", confidence=0.7,
         top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.7}], queue_ms=1.0,
-        preprocess_ms=2.0, inference_ms=13.0, total_ms=30.0, completed_at=timezone.now(), model_version=active_model,
+        preprocess_ms=2.0, inference_ms=13.0, total_ms=30.0, completed_at=timezone.now(),
+        model_version=active_model,
     )  # fmt: skip
 
     body = api.get(f"{LIST_URL}{prediction.id}/").json()
@@ -152,7 +157,9 @@ def test_other_users_ids_are_404(api, other_user):
 
 
 def test_list_is_own_newest_first_and_filtered(api, user, other_user):
-    PredictionFactory(user=user, label="espresso", status=PredictionStatus.FAILED, completed_at=timezone.now())
+    PredictionFactory(
+        user=user, label="espresso", status=PredictionStatus.FAILED, completed_at=timezone.now()
+    )
     newest = PredictionFactory(user=user)
     PredictionFactory(user=other_user)
 

@@ -26,7 +26,12 @@ def test_upload_in_the_browser_flow_is_classified_by_the_worker(celery_worker, c
     assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error
     assert prediction.class_id in CAT_CLASSES
     assert prediction.model_version is not None and prediction.model_version.name == "efficientnet_lite0"
-    for timing in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms):
+    for timing in (
+        prediction.queue_ms,
+        prediction.preprocess_ms,
+        prediction.inference_ms,
+        prediction.total_ms,
+    ):
         assert timing is not None and timing >= 0
     assert prediction.inference_ms > 0
     assert prediction.started_at and prediction.completed_at
@@ -53,7 +58,9 @@ def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
         if body["status"] not in ("succeeded", "failed"):
             body = api.get(f"/api/v1/predictions/{entry['id']}/", {"wait": 30}).json()
         assert body["status"] == "succeeded", body
-        assert {p["class_id"] for p in body["predictions"][:3]} & set(PHOTOS[name].expected), body["predictions"]
+        assert {p["class_id"] for p in body["predictions"][:3]} & set(PHOTOS[name].expected), body[
+            "predictions"
+        ]
         assert body["timings_ms"]["inference"] > 0
 
 
@@ -66,7 +73,9 @@ def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_
     # Damage the stored file after validation: the model step must fail cleanly.
     with open(broken.image.path, "wb") as stored:
         stored.write(b"garbage")
-    good = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cup.jpg", photo_bytes("coffee")))
+    good = services.prediction_create(
+        user=user, uploaded_file=SimpleUploadedFile("cup.jpg", photo_bytes("coffee"))
+    )
 
     broken = wait_for_final(broken.id)
     good = wait_for_final(good.id)

@@ -22,13 +22,19 @@ def _media_files(media_dir: Path) -> list[Path]:
     return [p for p in media_dir.rglob("*") if p.is_file()]
 
 
-def test_create_stores_row_and_file_then_queues_after_commit(user, media_dir, django_capture_on_commit_callbacks, monkeypatch):
+def test_create_stores_row_and_file_then_queues_after_commit(
+    user, media_dir, django_capture_on_commit_callbacks, monkeypatch
+):
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(
+        services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True
+    )
     content = photo_bytes("chelsea")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        prediction = services.prediction_create(user=user, uploaded_file=_upload(content, "../../etc/Chelsea the cat.jpg"))
+        prediction = services.prediction_create(
+            user=user, uploaded_file=_upload(content, "../../etc/Chelsea the cat.jpg")
+        )
         assert sent == []  # nothing is sent before the row is committed
     for callback in callbacks:
         callback()
@@ -96,7 +102,10 @@ def test_process_stores_label_timings_and_model_version(user, active_model):
     assert len(prediction.top_predictions) == 5
     assert prediction.top_predictions[0]["class_id"] == prediction.class_id
     assert prediction.model_version == active_model
-    assert all(v is not None and v >= 0 for v in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms))
+    assert all(
+        v is not None and v >= 0
+        for v in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms)
+    )
     assert prediction.started_at <= prediction.completed_at
     assert prediction.attempts == 1
 
@@ -148,7 +157,9 @@ def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
 
 def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(
+        services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True
+    )
     old = PredictionFactory(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
     PredictionFactory(user=user)  # fresh: not stuck yet

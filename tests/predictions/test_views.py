@@ -43,7 +43,10 @@ def test_upload_one_image_redirects_to_its_result(user_client, user):
 
 
 def test_upload_several_images_shows_them_together(user_client, user):
-    images = [SimpleUploadedFile(f"p{i}.png", photo_bytes(name, "PNG")) for i, name in enumerate(["coffee", "rocket", "chelsea"])]
+    images = [
+        SimpleUploadedFile(f"p{i}.png", photo_bytes(name, "PNG"))
+        for i, name in enumerate(["coffee", "rocket", "chelsea"])
+    ]
 
     response = user_client.post(reverse("predictions:upload"), {"images": images, "top_k": 3}, follow=True)
 
@@ -63,7 +66,9 @@ def test_upload_several_images_shows_them_together(user_client, user):
 def test_bad_files_get_a_form_error_and_leave_nothing(user_client, media_dir, name, content, message):
     files_before = sorted(media_dir.rglob("*"))
 
-    response = user_client.post(reverse("predictions:upload"), {"images": [SimpleUploadedFile(name, content)], "top_k": 5})
+    response = user_client.post(
+        reverse("predictions:upload"), {"images": [SimpleUploadedFile(name, content)], "top_k": 5}
+    )
 
     assert 400 <= response.status_code < 500
     assert message in response.content
@@ -181,4 +186,6 @@ def test_profile_creates_and_rotates_the_api_token(user_client, user):
     user_client.post(reverse("predictions:profile"))
 
     assert Token.objects.get(user=user).key != first
-    assert Token.objects.get(user=user).key.encode() in user_client.get(reverse("predictions:profile")).content
+    assert (
+        Token.objects.get(user=user).key.encode() in user_client.get(reverse("predictions:profile")).content
+    )

