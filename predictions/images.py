@@ -23,8 +23,9 @@ SUPPORTED_FORMATS = {
     "GIF": "gif",
     "BMP": "bmp",
     "TIFF": "tiff",
+    "AVIF": "avif",
 }
-SUPPORTED_DESCRIPTION = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+SUPPORTED_DESCRIPTION = "JPEG, PNG, WebP, AVIF, GIF, BMP or TIFF"
 
 
 @dataclass(frozen=True)

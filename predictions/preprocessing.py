@@ -51,17 +51,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_model_input(image: Image.Image, input_size: int) -> np.ndarray:
-    """Resize the shorter side, centre-crop ``input_size`` square, return float32 HxWx3 in [0, 255].
+    """Centre-crop and resize to ``input_size`` square; float32 HxWx3 in [0, 255].
 
+    Equivalent to "resize the shorter side to input_size / 0.875, then centre-crop
+    input_size", done in one resampling step from the crop box in source
+    coordinates, so memory stays bounded for extreme aspect ratios (1x10000).
     Normalisation ((x - 127) / 128 for EfficientNet-Lite) lives inside the exported
     model, so every engine is fed the same raw pixel values.
     """
-    resize_to = round(input_size / CROP_FRACTION)
     width, height = image.size
-    scale = resize_to / min(width, height)
-    new_size = (max(input_size, round(width * scale)), max(input_size, round(height * scale)))
-    resized = image.resize(new_size, Image.Resampling.BICUBIC)
-    left = (new_size[0] - input_size) // 2
-    top = (new_size[1] - input_size) // 2
-    cropped = resized.crop((left, top, left + input_size, top + input_size))
+    side = min(width, height) * CROP_FRACTION
+    left = (width - side) / 2
+    top = (height - side) / 2
+    cropped = image.resize(
+        (input_size, input_size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
+    )
     return np.asarray(cropped, dtype=np.float32)

@@ -283,12 +283,14 @@ def build(
             "output": {"kind": "probabilities", "shape": [None, len(labels)]},
             "preprocessing": {
                 "description": (
-                    "decode, apply EXIF orientation, convert to RGB; bicubic-resize the shorter side to "
-                    f"round(input_size / 0.875) = {round(params.resolution / 0.875)} px; centre-crop "
-                    f"{params.resolution}x{params.resolution}; float32 0..255 (predictions.preprocessing."
-                    "to_model_input). Normalisation (x - 127) / 128 is inside the model."
+                    "decode, apply EXIF orientation, convert to RGB; take the centre square of "
+                    "0.875 x the shorter side and bicubic-resize it to "
+                    f"{params.resolution}x{params.resolution} (= resize the shorter side to "
+                    f"{round(params.resolution / 0.875)} px, then centre-crop); float32 0..255 "
+                    "(predictions.preprocessing.to_model_input). Normalisation (x - 127) / 128 is "
+                    "inside the model."
                 ),
-                "resize": "shorter side to round(input_size / 0.875), bicubic",
+                "resize": "centre square of 0.875 x shorter side, bicubic to input_size",
                 "crop": "centre, input_size x input_size",
                 "normalization_in_model": "(x - 127) / 128",
             },
