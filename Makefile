@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.deps-stamp
 DEV_STAMP := $(VENV)/.dev-deps-stamp
 
-.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench verify-model clean
+.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench chaos loadtest verify-model clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -54,6 +54,7 @@ worker: deps
 test: dev-deps model
 	@bash bin/ensure-system-deps
 	$(PY) -m pytest
+	$(PY) -m pytest -m chaos tests/chaos -s
 
 test-fast: dev-deps model
 	$(PY) -m pytest -m "not slow"
@@ -68,6 +69,14 @@ format: dev-deps
 
 bench: dev-deps model
 	$(PY) -m training.bench --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --out bench/results.json
+
+# 500 submissions while workers are SIGKILLed (and Redis restarted when CELERY_BROKER_URL is redis://).
+chaos: dev-deps model
+	$(PY) -m pytest -m chaos tests/chaos -s
+
+# 50 clients for 60 s against gunicorn + a worker on PostgreSQL and Redis on this machine.
+loadtest: dev-deps model
+	@bash bin/loadtest
 
 clean:
 	rm -rf var/test .pytest_cache

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "predictions.metrics.RequestMetricsMiddleware",  # first: times the whole request
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -102,11 +103,30 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web process and the worker write to the same file: wait for locks
-    # instead of failing, and give tests a file (not :memory:) a worker can open.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # The web process and the worker write to the same file: WAL lets readers run
+    # beside a writer, IMMEDIATE transactions take the write lock up front (so the busy
+    # timeout applies instead of an instant "database is locked"), and tests get a file
+    # (not :memory:) that a worker process can open.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Throttling counters (API submissions, login failures) live in the cache: share it
+# between processes with CACHE_URL=redis://... in production.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL.startswith(("redis://", "rediss://"))
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -245,3 +265,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("RECONCILE_INTERVAL_SECONDS", 60)),
     },
 }
+
+# --- Observability: stats page, health checks, /metrics ------------------------
+# Predictions below this confidence count as "low confidence" on the stats page.
+LOW_CONFIDENCE_THRESHOLD = float(os.environ.get("LOW_CONFIDENCE_THRESHOLD", "0.5"))
+# Workers write a heartbeat this often; readiness wants one newer than the max age.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_int("WORKER_HEARTBEAT_INTERVAL_SECONDS", 15)
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 60)
+# Seconds the readiness broker check (and the metrics queue-depth read) may take.
+HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("HEALTH_BROKER_TIMEOUT_SECONDS", "2"))
+# /metrics: staff session, or "Authorization: Bearer $METRICS_TOKEN", or a client IP listed here.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
+# PostgreSQL work_mem for the stats queries only (SET LOCAL): keeps percentile sorts in memory.
+STATS_WORK_MEM = os.environ.get("STATS_WORK_MEM", "64MB")

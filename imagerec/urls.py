@@ -3,13 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from predictions import api
+from predictions import api, observability_views
 from predictions import views as prediction_views
 
 api_urls = [
     path("predictions/", api.PredictionListCreateApi.as_view(), name="prediction-list"),
     path("predictions/<str:prediction_id>/", api.PredictionDetailApi.as_view(), name="prediction-detail"),
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
+    path("stats/", api.StatsApi.as_view(), name="stats"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
@@ -22,9 +23,13 @@ urlpatterns = [
         name="admin-prediction-image",
     ),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", prediction_views.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", prediction_views.signup, name="signup"),
     path("api/v1/", include((api_urls, "api"))),
+    path("stats/", observability_views.stats_page, name="stats"),
+    path("health/live", observability_views.health_live, name="health-live"),
+    path("health/ready", observability_views.health_ready, name="health-ready"),
+    path("metrics", observability_views.metrics_view, name="metrics"),
     path("", include("predictions.urls")),
 ]

@@ -178,9 +178,7 @@ class PredictionListCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         # Files are validated by the service layer (one message per file); this checks the rest.
-        top_k = serializers.IntegerField(
-            min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K
-        )
+        top_k = serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K)
 
     @extend_schema(
         parameters=[FilterSerializer],
@@ -189,15 +187,11 @@ class PredictionListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = selectors.prediction_list(
-            user=request.user, filters=PredictionFilters(**filters.validated_data)
-        )
+        queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
         paginator = PredictionPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         context = {"request": request}
-        return paginator.get_paginated_response(
-            PredictionOutputSerializer(page, many=True, context=context).data
-        )
+        return paginator.get_paginated_response(PredictionOutputSerializer(page, many=True, context=context).data)
 
     @extend_schema(
         request={
@@ -225,9 +219,7 @@ class PredictionListCreateApi(APIView):
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
         if len(files) > settings.MAX_FILES_PER_REQUEST:
-            raise ApplicationError(
-                f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", field="image"
-            )
+            raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", field="image")
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
         outcomes = services.prediction_create_many(
@@ -297,3 +289,95 @@ class ModelVersionListApi(APIView):
     def get(self, request: Request) -> Response:
         services.model_version_sync()
         return Response(self.OutputSerializer(selectors.model_version_list(), many=True).data)
+
+
+# --- Stats (appended) -----------------------------------------------------------
+from .stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats  # noqa: E402
+
+
+class LatencySummarySerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    mean = serializers.FloatField(allow_null=True)
+    p50 = serializers.FloatField(allow_null=True)
+    p95 = serializers.FloatField(allow_null=True)
+    p99 = serializers.FloatField(allow_null=True)
+
+
+class LatencySetSerializer(serializers.Serializer):
+    """Milliseconds, keyed like a prediction's ``timings_ms``."""
+
+    queue = LatencySummarySerializer(source="queue_ms")
+    preprocess = LatencySummarySerializer(source="preprocess_ms")
+    inference = LatencySummarySerializer(source="inference_ms")
+    total = LatencySummarySerializer(source="total_ms")
+
+
+class StatsApi(APIView):
+    """Aggregates over the last ``days`` days: staff see every user, others their own."""
+
+    class InputSerializer(serializers.Serializer):
+        days = serializers.ChoiceField(choices=list(WINDOW_DAYS), default=DEFAULT_WINDOW_DAYS)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Stats"
+
+        class DaySerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsDay"
+
+            day = serializers.DateField()
+            predictions = serializers.IntegerField()
+            latency_ms = LatencySetSerializer(source="latency")
+
+        class ModelVersionSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsModelVersion"
+
+            name = serializers.CharField()
+            version = serializers.CharField()
+            predictions = serializers.IntegerField()
+            mean_confidence = serializers.FloatField(allow_null=True)
+            latency_ms = LatencySetSerializer(source="latency")
+
+        class BucketSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsHistogramBucket"
+
+            upper_ms = serializers.FloatField(allow_null=True, help_text="null: above the last bound")
+            count = serializers.IntegerField()
+
+        class LabelSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsLabel"
+
+            label = serializers.CharField()
+            count = serializers.IntegerField()
+
+        days = serializers.IntegerField()
+        since = serializers.DateTimeField()
+        all_users = serializers.BooleanField()
+        total = serializers.IntegerField()
+        succeeded = serializers.IntegerField()
+        failed = serializers.IntegerField()
+        pending = serializers.IntegerField(help_text="pending + running")
+        distinct_users = serializers.IntegerField()
+        latency_ms = LatencySetSerializer(source="latency")
+        per_day = DaySerializer(many=True)
+        per_model_version = ModelVersionSerializer(many=True)
+        histogram_field = serializers.CharField()
+        histogram = BucketSerializer(many=True)
+        top_labels = LabelSerializer(many=True)
+        mean_confidence = serializers.FloatField(allow_null=True)
+        low_confidence_share = serializers.FloatField(allow_null=True)
+        low_confidence_threshold = serializers.FloatField()
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        options = self.InputSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        report = prediction_stats(user=request.user, days=options.validated_data["days"])
+        return Response(self.OutputSerializer(report).data)

@@ -37,9 +37,5 @@ class UploadForm(forms.Form):
 class HistoryFilterForm(forms.Form):
     label = forms.CharField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PredictionStatus.choices])
-    created_after = forms.DateField(
-        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    created_before = forms.DateField(
-        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
-    )
+    created_after = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    created_before = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))

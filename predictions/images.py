@@ -47,8 +47,7 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
         raise InvalidImageError("The file is empty.", field="image")
     if len(content) > settings.MAX_UPLOAD_BYTES:
         raise ImageTooLargeError(
-            f"The file is {len(content) / 1e6:.1f} MB; the limit is "
-            f"{settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB.",
+            f"The file is {len(content) / 1e6:.1f} MB; the limit is {settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB.",
             field="image",
         )
     max_pixels = settings.MAX_IMAGE_PIXELS

@@ -150,9 +150,7 @@ class Classifier:
         engine_class = _SavedModelEngine if self.engine_name == "savedmodel" else _TFLiteEngine
         self._engine = engine_class(self.model_dir, self.threads)
         self.load_seconds = time.perf_counter() - started
-        logger.info(
-            "Loaded %s v%s (%s) in %.2fs", self.name, self.version, self.engine_name, self.load_seconds
-        )
+        logger.info("Loaded %s v%s (%s) in %.2fs", self.name, self.version, self.engine_name, self.load_seconds)
         return self
 
     def warmup(self) -> None:

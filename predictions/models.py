@@ -55,9 +55,7 @@ class Prediction(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions")
-    status = models.CharField(
-        max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING
-    )
+    status = models.CharField(max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING)
     image = models.ImageField(upload_to=prediction_upload_to, max_length=200)
     original_filename = models.CharField(max_length=255)
     image_format = models.CharField(max_length=10)
@@ -83,6 +81,9 @@ class Prediction(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
 
     created_at = models.DateTimeField()
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time the task was handed to the broker"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
@@ -113,3 +114,24 @@ class Prediction(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class WorkerHeartbeat(models.Model):
+    """Last sign of life of one Celery worker process, written by the worker itself.
+
+    Readiness ("at least one worker answering") and the worker metrics read this table,
+    so they work with every broker, including the filesystem one.
+    """
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    model_version = models.CharField(max_length=160, blank=True)
+    model_load_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["hostname"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} (seen {self.last_seen_at:%Y-%m-%d %H:%M:%S})"

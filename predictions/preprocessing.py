@@ -63,7 +63,5 @@ def to_model_input(image: Image.Image, input_size: int) -> np.ndarray:
     side = min(width, height) * CROP_FRACTION
     left = (width - side) / 2
     top = (height - side) / 2
-    cropped = image.resize(
-        (input_size, input_size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
-    )
+    cropped = image.resize((input_size, input_size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
     return np.asarray(cropped, dtype=np.float32)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from .models import ModelVersion, Prediction, PredictionStatus
@@ -22,9 +22,7 @@ class PredictionFilters:
     model_version: str = ""
 
 
-def prediction_list(
-    *, user: AbstractBaseUser, filters: PredictionFilters | None = None
-) -> QuerySet[Prediction]:
+def prediction_list(*, user: AbstractBaseUser, filters: PredictionFilters | None = None) -> QuerySet[Prediction]:
     """The user's own predictions, newest first, narrowed by ``filters``."""
     queryset = Prediction.objects.filter(user=user).select_related("model_version")
     filters = filters or PredictionFilters()
@@ -64,11 +62,14 @@ def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> P
 
 
 def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
-    """Ids of predictions still pending/running that were created before ``before``."""
+    """Ids of predictions pending since before ``before``, or running since before it
+    (their worker died or their message was lost), whose task was not (re)sent since."""
     return list(
         Prediction.objects.filter(
-            status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING], created_at__lt=before
+            Q(status=PredictionStatus.PENDING, created_at__lt=before)
+            | Q(status=PredictionStatus.RUNNING, started_at__lt=before)
         )
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=before))
         .order_by("created_at")
         .values_list("id", flat=True)
     )
@@ -80,3 +81,17 @@ def model_version_active() -> ModelVersion | None:
 
 def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("name", "version")
+
+
+# --- Workers (appended: health checks and metrics) ---------------------------------
+from datetime import timedelta  # noqa: E402
+
+from django.utils import timezone  # noqa: E402
+
+from .models import WorkerHeartbeat  # noqa: E402
+
+
+def worker_heartbeat_list_fresh(*, max_age_seconds: int) -> list[WorkerHeartbeat]:
+    """Workers whose heartbeat is newer than ``max_age_seconds``: the ones answering."""
+    cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
+    return list(WorkerHeartbeat.objects.filter(last_seen_at__gte=cutoff).order_by("hostname"))

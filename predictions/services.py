@@ -10,6 +10,7 @@ The life of one image::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -19,12 +20,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
 
 from . import selectors
 from .exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, ModelUnavailableError
@@ -63,9 +64,7 @@ def _clean_filename(name: str | None) -> str:
     return base[-255:]
 
 
-def prediction_create(
-    *, user: AbstractBaseUser, uploaded_file: UploadedFile, top_k: int | None = None
-) -> Prediction:
+def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, top_k: int | None = None) -> Prediction:
     """Validate an upload, store the file and a ``pending`` row, queue it after commit.
 
     Raises ``InvalidImageError`` (or a subclass) before anything is written.
@@ -120,9 +119,12 @@ def prediction_enqueue(*, prediction_id: object) -> bool:
 
     try:
         prediction_run.apply_async(args=[str(prediction_id)], retry=False)
-    except (BrokerError, OSError) as error:
+    except Exception as error:  # any transport's connection error: the row is safe, log it
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
         return False
+    # Remembered so the reconciler re-sends a message at most once per threshold,
+    # instead of flooding a long (but healthy) queue with duplicates.
+    Prediction.objects.filter(id=prediction_id).update(enqueued_at=timezone.now())
     return True
 
 
@@ -151,8 +153,7 @@ def prediction_complete(*, prediction: Prediction, result: ImageResult, model_ve
     prediction.class_id = top.class_id
     prediction.confidence = top.score
     prediction.top_predictions = [
-        {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6)}
-        for item in result.predictions
+        {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6)} for item in result.predictions
     ]
     prediction.queue_ms = _ms(prediction.started_at - prediction.created_at)
     prediction.preprocess_ms = round(result.preprocess_ms, 3)
@@ -282,9 +283,7 @@ def model_version_get_or_sync_active() -> ModelVersion:
         model_version_sync()
         active = selectors.model_version_active()
     if active is None:
-        raise ModelUnavailableError(
-            f"No model is installed under {settings.MODEL_DIR}; run `make model` to build one."
-        )
+        raise ModelUnavailableError(f"No model is installed under {settings.MODEL_DIR}; run `make model` to build one.")
     return active
 
 
@@ -311,6 +310,28 @@ __all__ = [
     "prediction_reconcile",
     "prediction_start",
 ]
+
+
+def _login_key(*, ip_address: str, username: str) -> str:
+    digest = hashlib.sha256(f"{ip_address}|{username.lower()}".encode()).hexdigest()
+    return f"login-failures:{digest}"
+
+
+def login_attempt_allowed(*, ip_address: str, username: str) -> bool:
+    """False once this address has failed ``LOGIN_FAILURE_LIMIT`` times for this username
+    within ``LOGIN_FAILURE_WINDOW_SECONDS``."""
+    failures = cache.get(_login_key(ip_address=ip_address, username=username), 0)
+    return failures < settings.LOGIN_FAILURE_LIMIT
+
+
+def login_failure_record(*, ip_address: str, username: str) -> None:
+    key = _login_key(ip_address=ip_address, username=username)
+    cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+    cache.incr(key)
+
+
+def login_failures_clear(*, ip_address: str, username: str) -> None:
+    cache.delete(_login_key(ip_address=ip_address, username=username))
 
 
 @transaction.atomic

@@ -47,3 +47,34 @@ def _warm_up_model(**_: Any) -> None:
         services.model_warmup()
     except ApplicationError as error:
         logger.warning("Model not warmed up: %s", error.message)
+
+
+# --- Worker heartbeat (appended): readiness and /metrics read it ------------------
+import socket  # noqa: E402
+
+from celery.signals import worker_shutdown  # noqa: E402
+
+from . import heartbeat  # noqa: E402
+
+# Connected after _warm_up_model, so the model is loaded when the first beat is written.
+# One heartbeat thread per worker process; kept here so shutdown can stop it.
+_heartbeats: list[heartbeat.HeartbeatThread] = []
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    model_version, load_seconds = heartbeat.loaded_model()
+    thread = heartbeat.HeartbeatThread(
+        hostname=getattr(sender, "hostname", None) or socket.gethostname(),
+        model_version=model_version,
+        model_load_seconds=load_seconds,
+    )
+    thread.beat()
+    thread.start()
+    _heartbeats.append(thread)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()

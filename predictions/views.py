@@ -11,6 +11,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -186,6 +187,27 @@ def profile(request: HttpRequest) -> HttpResponse:
         return redirect("predictions:profile")
     token = Token.objects.filter(user=request.user).first()
     return render(request, "predictions/profile.html", {"token": token})
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login, refusing further attempts (429) after repeated failures."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        ip_address = request.META.get("REMOTE_ADDR", "")
+        username = request.POST.get("username", "")
+        if not services.login_attempt_allowed(ip_address=ip_address, username=username):
+            form = self.get_form()
+            form.add_error(
+                None,
+                f"Too many failed attempts. Try again in {settings.LOGIN_FAILURE_WINDOW_SECONDS // 60} minutes.",
+            )
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            services.login_failures_clear(ip_address=ip_address, username=username)
+        else:
+            services.login_failure_record(ip_address=ip_address, username=username)
+        return response
 
 
 def signup(request: HttpRequest) -> HttpResponse:

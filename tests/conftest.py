@@ -23,6 +23,15 @@ PHOTOS = {photo.name: photo for photo in TEST_PHOTOS}
 CAT_CLASSES = set(PHOTOS["chelsea"].expected)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A SQLite test database is deleted without its WAL files; stale ones would
+    corrupt the next one ("disk I/O error"), so remove them before it is created."""
+    test_name = django_settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if test_name and django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{test_name}{suffix}").unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
@@ -31,6 +40,16 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _private_media(settings, media_dir: Path) -> None:
     settings.MEDIA_ROOT = media_dir
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Throttling counters live in the cache: no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(scope="session")

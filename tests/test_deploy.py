@@ -44,14 +44,11 @@ def test_docker_compose_file_is_valid_and_complete():
     if shutil.which("docker-compose"):
         command = ["docker-compose", "-f", "docker-compose.yml", "config"]
     elif (
-        shutil.which("docker")
-        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+        shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
     ):
         command = ["docker", "compose", "-f", "docker-compose.yml", "config"]
     else:
-        pytest.fail(
-            "Neither docker-compose nor the docker compose plugin is installed (bin/ensure-system-deps)"
-        )
+        pytest.fail("Neither docker-compose nor the docker compose plugin is installed (bin/ensure-system-deps)")
     result = subprocess.run(
         command, cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
         env={**os.environ, "SECRET_KEY": "test", "DJANGO_SUPERUSER_PASSWORD": "test"},

@@ -82,9 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="Engine threads (0 = engine default)")
     args = parser.parse_args()
 
-    results = [
-        bench_engine(args.model, e, args.batch_sizes, args.seconds, args.threads) for e in args.engines
-    ]
+    results = [bench_engine(args.model, e, args.batch_sizes, args.seconds, args.threads) for e in args.engines]
     metadata = json.loads((args.model / "metadata.json").read_text())
     report = {
         "model": f"{metadata['name']} v{metadata['version']}",
@@ -100,9 +98,7 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\n{report['model']} on {os.cpu_count()} CPUs ({report['created']})\n")
-    print(
-        "| engine | load s | preprocess ms/img | batch | ms/batch p50 | ms/batch p95 | ms/image | images/s |"
-    )
+    print("| engine | load s | preprocess ms/img | batch | ms/batch p50 | ms/batch p95 | ms/image | images/s |")
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         for row in result["batches"]:

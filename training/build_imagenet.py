@@ -135,8 +135,7 @@ def check_equivalence(
     return {
         "checked": True,
         "reference": (
-            "independent functional torch forward pass (training/reference_torch.py), "
-            f"torch {torch.__version__}"
+            f"independent functional torch forward pass (training/reference_torch.py), torch {torch.__version__}"
         ),
         "legacy_reader_matches_torch_load": bool(reader_exact),
         "images": len(names),
@@ -144,9 +143,7 @@ def check_equivalence(
         "max_abs_logit": float(np.abs(torch_logits).max()),
         "tolerance": LOGITS_TOLERANCE,
         "all_top5_identical": all(item["top5_identical"] for item in per_image),
-        "passed": bool(
-            reader_exact and max_diff <= LOGITS_TOLERANCE and all(i["top5_identical"] for i in per_image)
-        ),
+        "passed": bool(reader_exact and max_diff <= LOGITS_TOLERANCE and all(i["top5_identical"] for i in per_image)),
         "per_image": per_image,
     }
 
@@ -227,9 +224,7 @@ EfficientNet-Lite0 is about 75 %, Lite2 about 77.6 %.
 """
 
 
-def build(
-    variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = "1", force: bool = False
-) -> Path:
+def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = "1", force: bool = False) -> Path:
     """Build ``<out>/efficientnet_<variant>/<version>``; return its path (existing one unless ``force``)."""
     name = f"efficientnet_{variant}"
     target = model_dir(out, name, version)

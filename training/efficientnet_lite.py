@@ -155,9 +155,7 @@ def _bn(name: str) -> layers.Layer:
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
-def build_model(
-    variant: str = "lite0", num_classes: int = NUM_CLASSES, name: str | None = None
-) -> keras.Model:
+def build_model(variant: str = "lite0", num_classes: int = NUM_CLASSES, name: str | None = None) -> keras.Model:
     """Build an untrained EfficientNet-Lite classifier.
 
     Input: float32 ``[None, S, S, 3]`` RGB in [0, 255]. Output: softmax probabilities
@@ -176,9 +174,7 @@ def build_model(
         prefix = f"block{spec.index}_"
         shortcut = x
         if spec.expand != 1:
-            x = layers.Conv2D(spec.expanded, 1, padding="same", use_bias=False, name=prefix + "expand_conv")(
-                x
-            )
+            x = layers.Conv2D(spec.expanded, 1, padding="same", use_bias=False, name=prefix + "expand_conv")(x)
             x = _bn(prefix + "expand_bn")(x)
             x = _relu6(prefix + "expand_relu")(x)
         x = layers.DepthwiseConv2D(
@@ -186,9 +182,7 @@ def build_model(
         )(x)
         x = _bn(prefix + "dw_bn")(x)
         x = _relu6(prefix + "dw_relu")(x)
-        x = layers.Conv2D(spec.filters_out, 1, padding="same", use_bias=False, name=prefix + "project_conv")(
-            x
-        )
+        x = layers.Conv2D(spec.filters_out, 1, padding="same", use_bias=False, name=prefix + "project_conv")(x)
         x = _bn(prefix + "project_bn")(x)
         if spec.has_skip:
             x = layers.Add(name=prefix + "add")([x, shortcut])
@@ -227,16 +221,12 @@ def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [state[prefix + k] for k in ("weight", "bias", "running_mean", "running_var")]
 
 
-def _set(
-    model: keras.Model, layer_name: str, weights: list[np.ndarray], used: set[str], keys: list[str]
-) -> None:
+def _set(model: keras.Model, layer_name: str, weights: list[np.ndarray], used: set[str], keys: list[str]) -> None:
     layer = model.get_layer(layer_name)
     expected = [tuple(w.shape) for w in layer.get_weights()]
     got = [tuple(w.shape) for w in weights]
     if expected != got:
-        raise ValueError(
-            f"shape mismatch for {layer_name} ({', '.join(keys)}): model {expected}, weights {got}"
-        )
+        raise ValueError(f"shape mismatch for {layer_name} ({', '.join(keys)}): model {expected}, weights {got}")
     layer.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
     used.update(keys)
 
@@ -269,9 +259,7 @@ def validate_state_dict(state: dict[str, np.ndarray], variant: str) -> None:
         raise ValueError(f"{variant}: unexpected head {state['_conv_head.weight'].shape}")
 
 
-def load_torch_weights(
-    model: keras.Model, state: dict[str, np.ndarray], variant: str, load_head: bool = True
-) -> None:
+def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], variant: str, load_head: bool = True) -> None:
     """Copy an ``efficientnet_pytorch``-named state dict into a model from :func:`build_model`.
 
     Every float tensor of the state dict must be used (``num_batches_tracked`` is ignored),

@@ -121,9 +121,7 @@ def score(
         ]
         ranks = [r + 1 for r, entry in enumerate(top5) if entry["class_id"] in sample.expected]
         rank = ranks[0] if ranks else None
-        results.append(
-            SampleResult(sample.name, list(sample.expected), top5, rank == 1, rank is not None, rank)
-        )
+        results.append(SampleResult(sample.name, list(sample.expected), top5, rank == 1, rank is not None, rank))
     n = len(results)
     return EvaluationReport(
         engine=engine,
@@ -139,9 +137,7 @@ def load_batch(samples: Sequence[Sample], input_size: int) -> np.ndarray:
     return np.stack([to_model_input(open_rgb(s.path), input_size) for s in samples]).astype(np.float32)
 
 
-def predict(
-    model: str | Path, samples: Sequence[Sample], input_size: int, engine: str = "saved_model"
-) -> np.ndarray:
+def predict(model: str | Path, samples: Sequence[Sample], input_size: int, engine: str = "saved_model") -> np.ndarray:
     """Probabilities ``[len(samples), C]`` from the SavedModel (or ``engine="tflite"``) in ``model``."""
     model = Path(model)
     chunks = []
@@ -150,9 +146,7 @@ def predict(
 
         fn = tf.saved_model.load(str(model / SAVED_MODEL_DIR)).signatures["serve"]
         for start in range(0, len(samples), BATCH_SIZE):
-            chunks.append(
-                signature_probabilities(fn, load_batch(samples[start : start + BATCH_SIZE], input_size))
-            )
+            chunks.append(signature_probabilities(fn, load_batch(samples[start : start + BATCH_SIZE], input_size)))
     elif engine == "tflite":
         for start in range(0, len(samples), BATCH_SIZE):
             batch = load_batch(samples[start : start + BATCH_SIZE], input_size)
@@ -181,8 +175,7 @@ def format_report(report: EvaluationReport) -> str:
         mark = "ok " if r.top1_correct else ("top5" if r.top5_correct else "MISS")
         lines.append(f"[{mark}] {r.name}: {best['label']} ({best['class_id']}, p={best['probability']:.3f})")
     lines.append(
-        f"{report.engine}: {report.count} images, "
-        f"top-1 {report.top1_accuracy:.1%}, top-5 {report.top5_accuracy:.1%}"
+        f"{report.engine}: {report.count} images, top-1 {report.top1_accuracy:.1%}, top-5 {report.top5_accuracy:.1%}"
     )
     return "\n".join(lines)
 
@@ -191,12 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory, e.g. models/efficientnet_lite0/1")
-    parser.add_argument(
-        "--images", help="folder laid out as DIR/<class_id>/*.jpg (default: shipped test photos)"
-    )
-    parser.add_argument(
-        "--tflite", action="store_true", help="evaluate model.tflite instead of the SavedModel"
-    )
+    parser.add_argument("--images", help="folder laid out as DIR/<class_id>/*.jpg (default: shipped test photos)")
+    parser.add_argument("--tflite", action="store_true", help="evaluate model.tflite instead of the SavedModel")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
     report = evaluate_model(args.model, args.images, "tflite" if args.tflite else "saved_model")

@@ -99,9 +99,7 @@ def build_classifier(variant: str, num_classes: int, dropout: float = 0.2) -> tu
     probs = layers.Activation("softmax", name="probabilities", dtype="float32")(x)
     head = keras.Model(features, probs, name="head")
     image = backbone.inputs[0]
-    model = keras.Model(
-        image, head(backbone(image, training=False)), name=f"efficientnet_{variant}_finetuned"
-    )
+    model = keras.Model(image, head(backbone(image, training=False)), name=f"efficientnet_{variant}_finetuned")
     return model, backbone, head
 
 
@@ -152,9 +150,7 @@ def finetune(
     )
     final = {k: round(float(v[-1]), 4) for k, v in history.history.items()}
 
-    labels = [
-        {"index": i, "class_id": c, "label": c.replace("_", " ")} for i, c in enumerate(dataset.classes)
-    ]
+    labels = [{"index": i, "class_id": c, "label": c.replace("_", " ")} for i, c in enumerate(dataset.classes)]
     with staging_dir(target, force=force) as tmp:
         export_saved_model(model, tmp / SAVED_MODEL_DIR)
         convert_tflite(tmp / SAVED_MODEL_DIR, tmp / TFLITE_FILE)

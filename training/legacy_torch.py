@@ -117,9 +117,7 @@ def _rebuild_tensor(
     return _TensorPlaceholder(storage, storage_offset, size, stride)
 
 
-def _rebuild_parameter(
-    data: _TensorPlaceholder, requires_grad: bool, backward_hooks: Any
-) -> _TensorPlaceholder:
+def _rebuild_parameter(data: _TensorPlaceholder, requires_grad: bool, backward_hooks: Any) -> _TensorPlaceholder:
     return data
 
 

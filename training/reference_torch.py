@@ -103,9 +103,7 @@ class ReferenceEfficientNetLite:
         torch = self.torch
         f = torch.nn.functional
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images_nhwc_0_255, dtype=np.float32)).permute(
-                0, 3, 1, 2
-            )
+            x = torch.from_numpy(np.ascontiguousarray(images_nhwc_0_255, dtype=np.float32)).permute(0, 3, 1, 2)
             if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
                 raise ValueError(f"expected {self.image_size}px input, got {tuple(x.shape)}")
             x = (x - 127.0) / 128.0

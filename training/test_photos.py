@@ -69,7 +69,5 @@ TEST_PHOTOS: tuple[TestPhoto, ...] = (
         ("n03785016", "n03791053"),
         "a motorbike in a lab (moped / motor scooter)",
     ),
-    TestPhoto(
-        "cameraman", "camera.png", ("n04485082",), "the 'cameraman' photo, camera on a tripod (tripod)"
-    ),
+    TestPhoto("cameraman", "camera.png", ("n04485082",), "the 'cameraman' photo, camera on a tripod (tripod)"),
 )

@@ -24,9 +24,7 @@ def api(user) -> APIClient:
 
 
 def _image(name: str = "cat.jpg", content: bytes | None = None) -> SimpleUploadedFile:
-    return SimpleUploadedFile(
-        name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg"
-    )
+    return SimpleUploadedFile(name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg")
 
 
 def _assert_error(response, status: int, code: str | None = None) -> dict:
@@ -80,9 +78,7 @@ def test_submit_several_images_gives_one_entry_each_in_order(api):
     ids=["empty", "fake-gif", "html", "truncated"],
 )
 def test_bad_images_get_clear_errors_and_no_row(api, content, status, code):
-    error = _assert_error(
-        api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code
-    )
+    error = _assert_error(api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code)
 
     assert error["field"] == "image"
     assert Prediction.objects.count() == 0
@@ -103,22 +99,15 @@ def test_json_body_is_415(api):
     _assert_error(api.post(LIST_URL, {"image": "x"}, format="json"), 415)
 
 
-def test_submission_is_throttled_per_user(api, settings):
-    from django.core.cache import cache
-
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"submit": "2/min"}}
-    from rest_framework.settings import api_settings
-
+def test_submission_is_throttled_per_user(api, monkeypatch):
     from predictions.api import SubmitRateThrottle
 
-    SubmitRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        statuses = [api.post(LIST_URL, {"image": _image()}, format="multipart").status_code for _ in range(3)]
-        assert statuses == [202, 202, 429]
-        assert api.get(LIST_URL).status_code == 200  # reads are not throttled
-    finally:
-        cache.clear()
+    monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "2/min"})
+
+    statuses = [api.post(LIST_URL, {"image": _image()}, format="multipart").status_code for _ in range(3)]
+
+    assert statuses == [202, 202, 429]
+    assert api.get(LIST_URL).status_code == 200  # reads are not throttled
 
 
 def test_poll_returns_every_documented_field(api, user, active_model):
@@ -157,9 +146,7 @@ def test_other_users_ids_are_404(api, other_user):
 
 
 def test_list_is_own_newest_first_and_filtered(api, user, other_user):
-    PredictionFactory(
-        user=user, label="espresso", status=PredictionStatus.FAILED, completed_at=timezone.now()
-    )
+    PredictionFactory(user=user, label="espresso", status=PredictionStatus.FAILED, completed_at=timezone.now())
     newest = PredictionFactory(user=user)
     PredictionFactory(user=other_user)
 

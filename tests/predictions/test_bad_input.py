@@ -42,12 +42,7 @@ def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     """A tiny PNG whose header declares 900 megapixels."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     data = zlib.compress(b"\x00" * 1024)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", data)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 def _exif_rotated() -> bytes:
@@ -210,9 +205,7 @@ def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(kind, api, active_model, m
         assert "/" not in prediction.original_filename and len(prediction.original_filename) <= 255
         assert prediction.image.name.startswith("uploads/") and prediction.id.hex in prediction.image.name
         if kind in CAT_KINDS:
-            assert {p["class_id"] for p in prediction.top_predictions[:3]} & CAT_CLASSES, (
-                prediction.top_predictions
-            )
+            assert {p["class_id"] for p in prediction.top_predictions[:3]} & CAT_CLASSES, prediction.top_predictions
     else:
         status, code = expected
         assert response.status_code == status, response.content
@@ -226,9 +219,7 @@ def test_file_over_the_size_limit_is_413_and_leaves_nothing(api, settings, media
     settings.MAX_UPLOAD_BYTES = 50_000
     before = _files(media_dir)
 
-    response = api.post(
-        "/api/v1/predictions/", {"image": SimpleUploadedFile("big.png", PNG)}, format="multipart"
-    )
+    response = api.post("/api/v1/predictions/", {"image": SimpleUploadedFile("big.png", PNG)}, format="multipart")
 
     assert response.status_code == 413
     assert "limit" in response.json()["error"]["message"]
@@ -245,9 +236,7 @@ def test_multipart_with_no_file_is_400(api):
 def test_unicode_and_long_names_are_kept_for_people_but_not_used_as_paths(api, active_model):
     long_name = "c" * 296 + ".jpg"
     for name in ["кошка 猫 🐈.jpg", long_name, "../../etc/passwd.jpg"]:
-        response = api.post(
-            "/api/v1/predictions/", {"image": SimpleUploadedFile(name, JPEG)}, format="multipart"
-        )
+        response = api.post("/api/v1/predictions/", {"image": SimpleUploadedFile(name, JPEG)}, format="multipart")
         assert response.status_code == 202
     names = set(Prediction.objects.values_list("original_filename", flat=True))
     assert names == {"кошка 猫 🐈.jpg", long_name[-255:], "passwd.jpg"}

@@ -31,9 +31,7 @@ def page(artifacts_dir):
         browser.close()
 
 
-def test_log_in_upload_three_photos_see_results_and_history(
-    page, live_server, celery_worker, user, artifacts_dir
-):
+def test_log_in_upload_three_photos_see_results_and_history(page, live_server, celery_worker, user, artifacts_dir):
     page.goto(f"{live_server.url}/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "correct-horse-battery")
@@ -41,16 +39,12 @@ def test_log_in_upload_three_photos_see_results_and_history(
     page.wait_for_selector("#dropzone")
     page.screenshot(path=artifacts_dir / "1-upload.png", full_page=True)
 
-    page.set_input_files(
-        "input[type=file]", [str(PHOTOS[name].path) for name in ("chelsea", "coffee", "rocket")]
-    )
+    page.set_input_files("input[type=file]", [str(PHOTOS[name].path) for name in ("chelsea", "coffee", "rocket")])
     assert page.locator("#previews img").count() == 3
     page.click("#submit")
 
     page.wait_for_selector(".card", timeout=10_000)
-    page.wait_for_function(
-        "document.querySelectorAll('.card[data-status=succeeded]').length === 3", timeout=90_000
-    )
+    page.wait_for_function("document.querySelectorAll('.card[data-status=succeeded]').length === 3", timeout=90_000)
     page.screenshot(path=artifacts_dir / "2-results.png", full_page=True)
     labels = page.locator(".card .top-label .label").all_inner_texts()
     assert len(labels) == 3

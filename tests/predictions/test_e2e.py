@@ -58,24 +58,18 @@ def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
         if body["status"] not in ("succeeded", "failed"):
             body = api.get(f"/api/v1/predictions/{entry['id']}/", {"wait": 30}).json()
         assert body["status"] == "succeeded", body
-        assert {p["class_id"] for p in body["predictions"][:3]} & set(PHOTOS[name].expected), body[
-            "predictions"
-        ]
+        assert {p["class_id"] for p in body["predictions"][:3]} & set(PHOTOS[name].expected), body["predictions"]
         assert body["timings_ms"]["inference"] > 0
 
 
 def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_worker, user):
     from predictions import services
 
-    broken = services.prediction_create(
-        user=user, uploaded_file=SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))
-    )
+    broken = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cat.jpg", photo_bytes("chelsea")))
     # Damage the stored file after validation: the model step must fail cleanly.
     with open(broken.image.path, "wb") as stored:
         stored.write(b"garbage")
-    good = services.prediction_create(
-        user=user, uploaded_file=SimpleUploadedFile("cup.jpg", photo_bytes("coffee"))
-    )
+    good = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cup.jpg", photo_bytes("coffee")))
 
     broken = wait_for_final(broken.id)
     good = wait_for_final(good.id)

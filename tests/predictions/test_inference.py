@@ -72,14 +72,10 @@ def test_batch_of_mixed_modes_equals_one_by_one(classifier):
         alone = classifier.classify([content], top_k=5)[0]
         assert not in_batch.error, name
         assert [p.class_id for p in in_batch.predictions] == [p.class_id for p in alone.predictions], name
-        assert np.allclose(
-            [p.score for p in in_batch.predictions], [p.score for p in alone.predictions], atol=1e-4
-        )
+        assert np.allclose([p.score for p in in_batch.predictions], [p.score for p in alone.predictions], atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "name", ["rgb_jpeg", "rgba_png", "cmyk_jpeg", "exif_rotated_jpeg", "webp", "palette_png"]
-)
+@pytest.mark.parametrize("name", ["rgb_jpeg", "rgba_png", "cmyk_jpeg", "exif_rotated_jpeg", "webp", "palette_png"])
 def test_every_mode_still_sees_a_cat(classifier, name):
     result = classifier.classify([_variants()[name]], top_k=3)[0]
 

@@ -26,9 +26,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     user, media_dir, django_capture_on_commit_callbacks, monkeypatch
 ):
     sent = []
-    monkeypatch.setattr(
-        services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True
-    )
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     content = photo_bytes("chelsea")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -157,9 +155,7 @@ def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
 
 def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
     sent = []
-    monkeypatch.setattr(
-        services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True
-    )
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     old = PredictionFactory(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
     PredictionFactory(user=user)  # fresh: not stuck yet
@@ -191,3 +187,18 @@ def test_model_versions_sync_from_disk_and_activate(db, model_dir):
 
     assert ("efficientnet_lite0", "1") in [(v.name, v.version) for v in found]
     assert services.model_version_get_or_sync_active().metadata["input_size"] == 224
+
+
+def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    sent = []
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    long_ago = timezone.now() - timedelta(minutes=30)
+    dead = PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
+    PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
+
+    assert services.prediction_reconcile(older_than_seconds=60) == 1
+    assert sent == [dead.id]

@@ -186,6 +186,28 @@ def test_profile_creates_and_rotates_the_api_token(user_client, user):
     user_client.post(reverse("predictions:profile"))
 
     assert Token.objects.get(user=user).key != first
-    assert (
-        Token.objects.get(user=user).key.encode() in user_client.get(reverse("predictions:profile")).content
-    )
+    assert Token.objects.get(user=user).key.encode() in user_client.get(reverse("predictions:profile")).content
+
+
+def test_login_is_throttled_after_repeated_failures(client, user, settings):
+    settings.LOGIN_FAILURE_LIMIT = 3
+    url = reverse("login")
+    for _ in range(3):
+        assert client.post(url, {"username": user.username, "password": "wrong"}).status_code == 200
+
+    blocked = client.post(url, {"username": user.username, "password": "correct-horse-battery"})
+
+    assert blocked.status_code == 429
+    assert b"Too many failed attempts" in blocked.content
+    assert "_auth_user_id" not in client.session
+
+
+def test_successful_login_resets_the_failure_count(client, user, settings):
+    settings.LOGIN_FAILURE_LIMIT = 2
+    url = reverse("login")
+    client.post(url, {"username": user.username, "password": "wrong"})
+    assert client.post(url, {"username": user.username, "password": "correct-horse-battery"}).status_code == 302
+    client.logout()
+
+    client.post(url, {"username": user.username, "password": "wrong"})
+    assert client.post(url, {"username": user.username, "password": "correct-horse-battery"}).status_code == 302

@@ -51,9 +51,7 @@ def test_tflite_agrees_with_saved_model(built_lite0: Path) -> None:
     assert np.abs(saved - lite).max() < 1e-4
 
 
-def test_evaluate_cli_and_folder_layout(
-    built_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_cli_and_folder_layout(built_lite0: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for photo in TEST_PHOTOS[:2]:
         folder = tmp_path / photo.expected[0]
         folder.mkdir()

@@ -58,8 +58,7 @@ class Command(BaseCommand):
                 line["error"] = result.error
             else:
                 line["predictions"] = [
-                    {"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)}
-                    for p in result.predictions
+                    {"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)} for p in result.predictions
                 ]
                 line["timings_ms"] = {
                     "preprocess": round(result.preprocess_ms, 3),

@@ -11,9 +11,7 @@ class Command(BaseCommand):
     help = "Re-send predictions that are still pending or running after --older-than seconds."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--older-than", type=int, default=None, help="Seconds (default RECONCILE_AFTER_SECONDS)"
-        )
+        parser.add_argument("--older-than", type=int, default=None, help="Seconds (default RECONCILE_AFTER_SECONDS)")
 
     def handle(self, *args: object, **options: object) -> None:
         sent = services.prediction_reconcile(older_than_seconds=options["older_than"])

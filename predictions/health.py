@@ -1,0 +1,142 @@
+"""Readiness checks (database, broker, workers, model) and the broker queue depth.
+
+Each check returns a ``CheckResult``; none raises, and the broker ones give up after
+``HEALTH_BROKER_TIMEOUT_SECONDS`` so a dead Redis cannot hang a probe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from kombu import Connection
+from kombu.exceptions import ChannelError, KombuError
+
+from . import selectors
+
+INFERENCE_QUEUE = "inference"
+# What a broker outage looks like from kombu/redis-py: connection refused, timeouts, DNS.
+BROKER_ERRORS = (KombuError, OSError, ChannelError, TimeoutError)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **self.detail}
+
+
+def readiness_checks() -> list[CheckResult]:
+    """All readiness checks, in the order a request would need them."""
+    return [check_database(), check_broker(), check_workers(), check_model()]
+
+
+def check_database() -> CheckResult:
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as error:
+        return CheckResult("database", False, {"error": _describe(error)})
+    return CheckResult("database", True, {"vendor": connection.vendor, "ms": _ms_since(started)})
+
+
+def broker_connection() -> Connection:
+    """A short-timeout connection to the Celery broker (not the app's pool)."""
+    timeout = settings.HEALTH_BROKER_TIMEOUT_SECONDS
+    options = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "max_retries": 0,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    return Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=options)
+
+
+def check_broker() -> CheckResult:
+    started = time.perf_counter()
+    timeout = settings.HEALTH_BROKER_TIMEOUT_SECONDS
+    try:
+        with broker_connection() as broker:
+            broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            transport = broker.transport.driver_type
+            if transport == "filesystem":
+                _check_broker_folders()
+    except BROKER_ERRORS as error:
+        return CheckResult("broker", False, {"error": _describe(error), "ms": _ms_since(started)})
+    return CheckResult("broker", True, {"transport": transport, "ms": _ms_since(started)})
+
+
+def _check_broker_folders() -> None:
+    # The filesystem "broker" always connects; what can fail is its folders.
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    for key in ("data_folder_in", "data_folder_out"):
+        folder = Path(options.get(key, ""))
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise OSError(f"broker folder {key} is missing or not writable")
+
+
+def broker_queue_depth(queue: str = INFERENCE_QUEUE) -> int | None:
+    """Messages waiting in ``queue`` (Redis LLEN, files for the filesystem transport);
+    ``None`` when the broker cannot be reached within the timeout."""
+    try:
+        with broker_connection() as broker:
+            broker.ensure_connection(
+                max_retries=1,
+                interval_start=0,
+                interval_step=0,
+                timeout=settings.HEALTH_BROKER_TIMEOUT_SECONDS,
+            )
+            channel = broker.default_channel
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError:
+                return 0  # never declared (or emptied and deleted by Redis): nothing waiting
+    except BROKER_ERRORS:
+        return None
+
+
+def check_workers() -> CheckResult:
+    max_age = settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+    try:
+        workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=max_age)
+    except DatabaseError as error:
+        return CheckResult("workers", False, {"error": _describe(error)})
+    detail: dict[str, Any] = {
+        "count": len(workers),
+        "max_age_seconds": max_age,
+        "workers": [worker.hostname for worker in workers],
+    }
+    if not workers:
+        detail["error"] = f"no worker heartbeat in the last {max_age} s"
+    return CheckResult("workers", bool(workers), detail)
+
+
+def check_model() -> CheckResult:
+    try:
+        active = selectors.model_version_active()
+    except DatabaseError as error:
+        return CheckResult("model", False, {"error": _describe(error)})
+    if active is None:
+        return CheckResult("model", False, {"error": "no active model version"})
+    if not (Path(active.path) / "metadata.json").exists():
+        return CheckResult("model", False, {"model": f"{active.name}:{active.version}", "error": "model files missing"})
+    return CheckResult("model", True, {"model": f"{active.name}:{active.version}"})
+
+
+def _describe(error: BaseException) -> str:
+    # The class and message only: enough to act on, no URLs with credentials.
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -1,0 +1,162 @@
+"""Prometheus metrics: request metrics from a middleware in this process, and every
+worker-side figure read from the database (and broker) at scrape time.
+
+Worker metrics travel through the database, not through a push gateway or a
+multiprocess directory shared with the worker: ``PredictionCollector`` runs a few
+GROUP BY queries per scrape (predictions by status and model version, the inference
+latency histogram from ``inference_ms``), asks the broker for the queue depth and
+reads the worker heartbeats (count, model load time). Any web process answers the
+same, so there is nothing to aggregate across gunicorn workers for these.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from . import health, selectors, stats
+from .models import WorkerHeartbeat
+
+# Request metrics live in their own registry (not the global default one), so tests
+# and scrapes see exactly what this module defines.
+REQUEST_REGISTRY = CollectorRegistry(auto_describe=True)
+REQUESTS = Counter(
+    "imagerec_http_requests",
+    "HTTP requests handled, by view, method and status code.",
+    ["view", "method", "status"],
+    registry=REQUEST_REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "imagerec_http_request_duration_seconds",
+    "Time to produce a response, by view and method.",
+    ["view", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REQUEST_REGISTRY,
+)
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every request, labelled by URL name (never the raw path, which
+    would put prediction ids into label values)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = match.view_name if match is not None else "<unresolved>"
+        REQUEST_LATENCY.labels(view=view, method=request.method).observe(time.perf_counter() - started)
+        REQUESTS.labels(view=view, method=request.method, status=str(response.status_code)).inc()
+        return response
+
+
+class PredictionCollector(Collector):
+    """Worker-side metrics, computed from the database and broker at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("imagerec_database_up", "1 if the metrics queries could read the database.")
+        try:
+            families = list(self._from_database())
+        except DatabaseError:
+            up.add_metric([], 0)
+            yield up
+        else:
+            up.add_metric([], 1)
+            yield up
+            yield from families
+        yield from self._from_broker()
+
+    def _from_database(self) -> Iterator[Metric]:
+        predictions = GaugeMetricFamily(
+            "imagerec_predictions",
+            "Predictions stored, by status and model version (name:version; empty before a run).",
+            labels=["status", "model_version"],
+        )
+        for status, model_version, count in stats.prediction_counts_by_status_and_model():
+            predictions.add_metric([status, model_version], count)
+        yield predictions
+
+        buckets, total_ms = stats.inference_histogram_all_time()
+        cumulative, running = [], 0
+        for bucket in buckets:
+            running += bucket.count
+            upper = "+Inf" if bucket.upper_ms is None else _float_label(bucket.upper_ms / 1000)
+            cumulative.append((upper, running))
+        histogram = HistogramMetricFamily(
+            "imagerec_inference_duration_seconds",
+            "Model inference time per image of succeeded predictions (from inference_ms).",
+        )
+        histogram.add_metric([], buckets=cumulative, sum_value=total_ms / 1000)
+        yield histogram
+
+        workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
+        count = GaugeMetricFamily("imagerec_workers", "Celery workers with a fresh heartbeat (answering).")
+        count.add_metric([], len(workers))
+        yield count
+        yield self._load_times(workers)
+
+    def _load_times(self, workers: list[WorkerHeartbeat]) -> Metric:
+        load = GaugeMetricFamily(
+            "imagerec_model_load_seconds",
+            "Time the worker took to load the model, per answering worker.",
+            labels=["worker", "model_version"],
+        )
+        for worker in workers:
+            if worker.model_load_seconds is not None:
+                load.add_metric([worker.hostname, worker.model_version], worker.model_load_seconds)
+        return load
+
+    def _from_broker(self) -> Iterator[Metric]:
+        depth = health.broker_queue_depth()
+        up = GaugeMetricFamily("imagerec_broker_up", "1 if the broker answered the queue-depth read.")
+        up.add_metric([], 0 if depth is None else 1)
+        yield up
+        if depth is not None:
+            queue = GaugeMetricFamily("imagerec_queue_depth", "Messages waiting in the broker queue.", labels=["queue"])
+            queue.add_metric([health.INFERENCE_QUEUE], depth)
+            yield queue
+
+
+def _float_label(value: float) -> str:
+    return repr(float(value))
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    """Staff session, ``Authorization: Bearer $METRICS_TOKEN``, or a listed client IP."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    token = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    presented = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
+        return True
+    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a proxy rewrites it.
+    return request.META.get("REMOTE_ADDR", "") in settings.METRICS_ALLOWED_IPS
+
+
+def metrics_text() -> bytes:
+    """The full exposition: this process's request metrics plus the database collector.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (several gunicorn workers), the request
+    metrics of every web process are merged from that directory.
+    """
+    request_registry = REQUEST_REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        request_registry = CollectorRegistry()
+        MultiProcessCollector(request_registry)
+    scrape_registry = CollectorRegistry(auto_describe=False)
+    scrape_registry.register(PredictionCollector())
+    return generate_latest(request_registry) + generate_latest(scrape_registry)

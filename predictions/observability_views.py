@@ -1,0 +1,81 @@
+"""Stats page, health probes and the Prometheus scrape: parse input, call a selector
+or check, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import health, metrics, stats
+
+
+@login_required
+@require_GET
+def stats_page(request: HttpRequest) -> HttpResponse:
+    days = window_days(request.GET.get("days"))
+    report = stats.prediction_stats(user=request.user, days=days)
+    context = {
+        "report": report,
+        "window_choices": stats.WINDOW_DAYS,
+        "volume_bars": _bars([(day.day.isoformat(), day.predictions) for day in report.per_day]),
+        "histogram_bars": _bars([(_bucket_label(b.upper_ms), b.count) for b in report.histogram]),
+        "label_bars": _bars([(item.label, item.count) for item in report.top_labels]),
+        "latency_rows": [(name.removesuffix("_ms"), report.latency[name]) for name in stats.LATENCY_FIELDS],
+    }
+    return render(request, "predictions/stats.html", context)
+
+
+def window_days(raw: str | None) -> int:
+    """The ``?days=`` window; anything but an offered choice falls back to the default."""
+    try:
+        days = int(raw or stats.DEFAULT_WINDOW_DAYS)
+    except ValueError:
+        return stats.DEFAULT_WINDOW_DAYS
+    return days if days in stats.WINDOW_DAYS else stats.DEFAULT_WINDOW_DAYS
+
+
+def _bars(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Bars for the CSS charts: each value as a percentage of the largest."""
+    largest = max((value for _, value in items), default=0) or 1
+    return [{"label": label, "value": value, "percent": round(100 * value / largest, 1)} for label, value in items]
+
+
+def _bucket_label(upper_ms: float | None) -> str:
+    if upper_ms is None:
+        return f"> {stats.HISTOGRAM_BOUNDS_MS[-1]:g} ms"
+    return f"≤ {upper_ms:g} ms"
+
+
+@never_cache
+@require_GET
+def health_live(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving requests; nothing else is checked."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def health_ready(request: HttpRequest) -> JsonResponse:
+    """200 when database, broker, a worker and the active model are all there, else 503."""
+    checks = health.readiness_checks()
+    failing = [check.name for check in checks if not check.ok]
+    body = {
+        "status": "unavailable" if failing else "ok",
+        "failing": failing,
+        "checks": {check.name: check.as_dict() for check in checks},
+    }
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+@never_cache
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not metrics.metrics_allowed(request):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    return HttpResponse(metrics.metrics_text(), content_type=CONTENT_TYPE_LATEST)
