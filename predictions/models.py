@@ -81,9 +81,7 @@ class Prediction(models.Model):
     total_ms = models.FloatField(null=True, blank=True)
 
     created_at = models.DateTimeField()
-    enqueued_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last time the task was handed to the broker"
-    )
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="Last time the task was handed to the broker")
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
