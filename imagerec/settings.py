@@ -123,7 +123,8 @@ CACHE_URL = os.environ.get("CACHE_URL", "")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL.startswith(("redis://", "rediss://"))
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    # Files are shared by the web server and the worker on one machine (make run).
+    else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
 }
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 300)
@@ -279,3 +280,10 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
 # PostgreSQL work_mem for the stats queries only (SET LOCAL): keeps percentile sorts in memory.
 STATS_WORK_MEM = os.environ.get("STATS_WORK_MEM", "64MB")
+# The stats page/API serve a report up to this old; beat refreshes the all-users one.
+STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 120)
+STATS_REFRESH_SECONDS = env_int("STATS_REFRESH_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["refresh-stats"] = {
+    "task": "predictions.tasks.stats_refresh",
+    "schedule": float(STATS_REFRESH_SECONDS),
+}

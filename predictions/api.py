@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -83,6 +82,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 # --- Serializers ----------------------------------------------------------------
 
 
+class PredictionUrlField(serializers.HyperlinkedIdentityField):
+    """The prediction's absolute API URL (its poll / delete address)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            view_name="api:prediction-detail", lookup_field="id", lookup_url_kwarg="prediction_id", **kwargs
+        )
+
+
 class LabelScoreSerializer(serializers.Serializer):
     label = serializers.CharField()
     class_id = serializers.CharField()
@@ -111,7 +119,7 @@ class PredictionOutputSerializer(serializers.Serializer):
             return _absolute(self.context, reverse("predictions:image", args=[prediction.id]))
 
     id = serializers.UUIDField()
-    url = serializers.SerializerMethodField()
+    url = PredictionUrlField()
     status = serializers.ChoiceField(choices=PredictionStatus.choices)
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
@@ -126,19 +134,13 @@ class PredictionOutputSerializer(serializers.Serializer):
     image = ImageSerializer(source="*")
     error = serializers.CharField(allow_blank=True)
 
-    def get_url(self, prediction: Prediction) -> str:
-        return _absolute(self.context, reverse("api:prediction-detail", args=[prediction.id]))
-
 
 class SubmittedSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
-    url = serializers.SerializerMethodField()
+    url = PredictionUrlField()
     created_at = serializers.DateTimeField()
     filename = serializers.CharField(source="original_filename")
-
-    def get_url(self, prediction: Prediction) -> str:
-        return _absolute(self.context, reverse("api:prediction-detail", args=[prediction.id]))
 
 
 def _absolute(context: dict[str, Any], path: str) -> str:
@@ -231,7 +233,7 @@ class PredictionListCreateApi(APIView):
             if outcome.error is not None:
                 raise outcome.error
             body = SubmittedSerializer(outcome.prediction, context=context).data
-            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
         entries = [
             SubmittedSerializer(o.prediction, context=context).data
             if o.prediction is not None
@@ -251,7 +253,7 @@ class PredictionDetailApi(APIView):
         parameters=[
             OpenApiParameter(
                 "wait",
-                OpenApiTypes.INT,
+                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
                 description=f"Long-poll up to N seconds (max {MAX_WAIT_SECONDS}) for a final status",
             )
         ],
@@ -292,7 +294,7 @@ class ModelVersionListApi(APIView):
 
 
 # --- Stats (appended) -----------------------------------------------------------
-from .stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats  # noqa: E402
+from .stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats_cached  # noqa: E402
 
 
 class LatencySummarySerializer(serializers.Serializer):
@@ -379,5 +381,5 @@ class StatsApi(APIView):
     def get(self, request: Request) -> Response:
         options = self.InputSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
-        report = prediction_stats(user=request.user, days=options.validated_data["days"])
+        report = prediction_stats_cached(user=request.user, days=options.validated_data["days"])
         return Response(self.OutputSerializer(report).data)

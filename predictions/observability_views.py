@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -19,13 +20,14 @@ from . import health, metrics, stats
 @require_GET
 def stats_page(request: HttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
-    report = stats.prediction_stats(user=request.user, days=days)
+    report = stats.prediction_stats_cached(user=request.user, days=days)
     context = {
         "report": report,
         "window_choices": stats.WINDOW_DAYS,
         "volume_bars": _bars([(day.day.isoformat(), day.predictions) for day in report.per_day]),
         "histogram_bars": _bars([(_bucket_label(b.upper_ms), b.count) for b in report.histogram]),
         "label_bars": _bars([(item.label, item.count) for item in report.top_labels]),
+        "stats_cache_seconds": settings.STATS_CACHE_SECONDS,
         "latency_rows": [(name.removesuffix("_ms"), report.latency[name]) for name in stats.LATENCY_FIELDS],
     }
     return render(request, "predictions/stats.html", context)

@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Aggregate, Avg, Count, Expression, F, FloatField, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate
@@ -123,6 +124,7 @@ class PredictionStats:
     mean_confidence: float | None = None
     low_confidence_share: float | None = None
     low_confidence_threshold: float = 0.5
+    computed_at: datetime | None = None
 
 
 # --- Selectors ------------------------------------------------------------------
@@ -146,8 +148,41 @@ def prediction_stats(
     exactly ``days`` entries (today included). Latency, labels and confidence are over
     succeeded predictions (the only ones with timings and a label).
     """
+    now = now or timezone.now()
     with _sort_memory():
-        return _prediction_stats(user=user, days=days, now=now or timezone.now())
+        report = _prediction_stats(user=user, days=days, now=now)
+    report.computed_at = now
+    return report
+
+
+def _stats_cache_key(*, user: AbstractBaseUser | None, days: int) -> str:
+    all_users = user is None or getattr(user, "is_staff", False)
+    return f"prediction-stats:v1:{'all' if all_users else f'user-{user.pk}'}:{days}"
+
+
+def prediction_stats_cached(*, user: AbstractBaseUser | None, days: int = DEFAULT_WINDOW_DAYS) -> PredictionStats:
+    """What the page and the API show: ``prediction_stats`` kept for ``STATS_CACHE_SECONDS``.
+
+    The everyone-scope report (what staff see) is also recomputed in the background by
+    ``prediction_stats_refresh`` (Celery beat), so with a million rows staff never wait
+    for the percentiles; one user's own report is small and computed on demand.
+    """
+    key = _stats_cache_key(user=user, days=days)
+    report = cache.get(key)
+    if report is None:
+        report = prediction_stats(user=user, days=days)
+        cache.set(key, report, settings.STATS_CACHE_SECONDS)
+    return report
+
+
+def prediction_stats_refresh() -> None:
+    """Recompute and cache the everyone-scope report for every offered window."""
+    for days in WINDOW_DAYS:
+        cache.set(
+            _stats_cache_key(user=None, days=days),
+            prediction_stats(user=None, days=days),
+            settings.STATS_CACHE_SECONDS,
+        )
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
-from . import services
+from . import services, stats
 from .exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ def prediction_run(prediction_id: str) -> None:
 @shared_task
 def prediction_reconcile() -> int:
     return services.prediction_reconcile()
+
+
+@shared_task(ignore_result=True)
+def stats_refresh() -> None:
+    stats.prediction_stats_refresh()
 
 
 @worker_ready.connect

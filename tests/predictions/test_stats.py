@@ -314,3 +314,22 @@ def test_api_rejects_unknown_window(user):
     response = client.get(API_URL, {"days": 8})
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "days"
+
+
+def test_staff_page_is_served_from_the_refreshed_report_without_aggregate_queries(
+    client, django_user_model, django_assert_max_num_queries
+):
+    from predictions import stats
+    from predictions.tasks import stats_refresh
+
+    staff = django_user_model.objects.create_user("boss", password="x-long-password-1", is_staff=True)
+    PredictionFactory(user=staff)
+    client.force_login(staff)
+    stats_refresh()
+
+    with django_assert_max_num_queries(3):  # session and user only: the report comes from the cache
+        page = client.get("/stats/?days=30")
+
+    assert page.status_code == 200
+    assert page.context["report"].total == 1
+    assert stats.prediction_stats_cached(user=staff, days=30).computed_at is not None

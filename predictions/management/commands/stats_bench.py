@@ -212,6 +212,8 @@ class Command(BaseCommand):
         self._time("GET /stats/?days=90 (staff, full page)", lambda: _ok(client.get("/stats/?days=90")))
         self._time("GET /api/v1/stats/?days=30 (staff)", lambda: _ok(client.get("/api/v1/stats/?days=30")))
         self._time("metrics_text() (/metrics body)", metrics.metrics_text)
+        self._time("prediction_stats_refresh() (beat, 3 windows)", stats.prediction_stats_refresh)
+        self._time("GET /stats/?days=90 (staff, after refresh)", lambda: _ok(client.get("/stats/?days=90")))
 
     def _time(self, label: str, call: Any) -> None:
         # The generation above can fill the bounded query log, which would make the

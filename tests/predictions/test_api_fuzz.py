@@ -1,0 +1,36 @@
+"""Schema-driven fuzzing: schemathesis generates requests from the served OpenAPI schema
+and sends them to a live server; no request may get a 5xx."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from tests.factories import PredictionFactory
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_fuzzing_the_api_finds_no_server_errors(live_server, user, active_model, tmp_path, monkeypatch):
+    from predictions.api import SubmitRateThrottle
+
+    monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
+    PredictionFactory(user=user)
+    token = Token.objects.create(user=user).key
+    cli = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+
+    result = subprocess.run(
+        [cli, "run", f"{live_server.url}/api/v1/schema/", "--checks", "not_a_server_error",
+         "--max-examples", "25", "--header", f"Authorization: Token {token}",
+         "--generation-deterministic", "--workers", "1", "--no-color", "--request-timeout", "45"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+    assert "6 selected / 6 total" in result.stdout  # every operation was exercised
