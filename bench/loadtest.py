@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
+import requests.adapters
+from urllib3.util.retry import Retry
 from PIL import Image
 
 MIX = (("submit", 0.15), ("poll", 0.45), ("list", 0.2), ("history_page", 0.2))
@@ -127,6 +129,8 @@ def main() -> None:
     drain_began = time.monotonic()
     final: dict[str, str] = {}
     checker = requests.Session()
+    # Idle between rounds: a kept-alive connection the server already closed is retried.
+    checker.mount("http://", requests.adapters.HTTPAdapter(max_retries=Retry(total=3, allowed_methods=["GET"])))
     owner = {pid: client.account["token"] for client in clients for pid in client.submitted}
     while len(final) < len(submitted) and time.monotonic() - drain_began < args.drain_timeout:
         for pid in submitted:
