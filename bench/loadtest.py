@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import requests
 import requests.adapters
-from urllib3.util.retry import Retry
 from PIL import Image
+from urllib3.util.retry import Retry
 
 MIX = (("submit", 0.15), ("poll", 0.45), ("list", 0.2), ("history_page", 0.2))
 

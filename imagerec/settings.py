@@ -192,7 +192,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = (
         "polling_interval": 0.1,  # seconds between folder scans: keeps queue wait low
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600)}
 )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True

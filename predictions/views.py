@@ -28,34 +28,29 @@ from .selectors import PredictionFilters
 
 @login_required
 def upload(request: HttpRequest) -> HttpResponse:
+    """Upload form. Good files are submitted even when others in the batch are refused;
+    refused files are reported by name (on the form if nothing was accepted)."""
     form = UploadForm(request.POST or None, request.FILES or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            outcomes = services.prediction_create_many(
-                user=request.user,
-                uploaded_files=form.cleaned_data["images"],
-                top_k=form.cleaned_data["top_k"],
-            )
-            created = [o.prediction for o in outcomes if o.prediction is not None]
-            for outcome in outcomes:
-                if outcome.error is not None:
-                    form.add_error("images", f"{outcome.filename}: {outcome.error.message}")
-            if created and len(created) == len(outcomes):
-                if len(created) == 1:
-                    return redirect("predictions:detail", prediction_id=created[0].id)
-                query = "&".join(f"id={p.id}" for p in created)
-                return redirect(f"{reverse('predictions:batch')}?{query}")
-            if created:
-                for outcome in outcomes:
-                    if outcome.error is not None:
-                        messages.error(request, f"{outcome.filename}: {outcome.error.message}")
-                query = "&".join(f"id={p.id}" for p in created)
-                return redirect(f"{reverse('predictions:batch')}?{query}")
-            status = max(o.error.status_code for o in outcomes if o.error is not None)
-        else:
-            status = 400
-    return render(request, "predictions/upload.html", {"form": form}, status=status)
+    if request.method != "POST":
+        return render(request, "predictions/upload.html", {"form": form})
+    if not form.is_valid():
+        return render(request, "predictions/upload.html", {"form": form}, status=400)
+    outcomes = services.prediction_create_many(
+        user=request.user, uploaded_files=form.cleaned_data["images"], top_k=form.cleaned_data["top_k"]
+    )
+    created = [o.prediction for o in outcomes if o.prediction is not None]
+    refused = [o for o in outcomes if o.error is not None]
+    if not created:
+        for outcome in refused:
+            form.add_error("images", f"{outcome.filename}: {outcome.error.message}")
+        status = max(o.error.status_code for o in refused)
+        return render(request, "predictions/upload.html", {"form": form}, status=status)
+    for outcome in refused:
+        messages.error(request, f"{outcome.filename}: {outcome.error.message}")
+    if len(created) == 1 and not refused:
+        return redirect("predictions:detail", prediction_id=created[0].id)
+    query = "&".join(f"id={p.id}" for p in created)
+    return redirect(f"{reverse('predictions:batch')}?{query}")
 
 
 @login_required

@@ -211,3 +211,16 @@ def test_successful_login_resets_the_failure_count(client, user, settings):
 
     client.post(url, {"username": user.username, "password": "wrong"})
     assert client.post(url, {"username": user.username, "password": "correct-horse-battery"}).status_code == 302
+
+
+def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(user_client, user):
+    files = [
+        SimpleUploadedFile("cup.png", photo_bytes("coffee", "PNG")),
+        SimpleUploadedFile("notes.txt", b"just text"),
+    ]
+
+    response = user_client.post(reverse("predictions:upload"), {"images": files, "top_k": 5}, follow=True)
+
+    assert len(response.context["predictions"]) == 1
+    assert b"notes.txt" in response.content and b"not an image" in response.content
+    assert Prediction.objects.filter(user=user).count() == 1
