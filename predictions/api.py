@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -67,6 +68,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such prediction.")
+    if isinstance(exc, TooManyFilesSent):
+        return Response(
+            error_body("too_many_files", f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", "image"),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("too_large", "The request body is larger than the configured limit."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -289,7 +300,6 @@ class ModelVersionListApi(APIView):
 
     @extend_schema(responses={200: OutputSerializer(many=True), 401: ErrorSerializer})
     def get(self, request: Request) -> Response:
-        services.model_version_sync()
         return Response(self.OutputSerializer(selectors.model_version_list(), many=True).data)
 
 

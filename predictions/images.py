@@ -51,7 +51,6 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
             field="image",
         )
     max_pixels = settings.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -92,6 +91,17 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
         sha256=hashlib.sha256(content).hexdigest(),
         size_bytes=len(content),
     )
+
+
+def thumbnail_jpeg(path: str, *, size: int = 160) -> bytes:
+    """A small upright JPEG of a stored image (EXIF orientation applied, any mode)."""
+    with Image.open(path) as image:
+        image.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
+        thumb = open_rgb(image)
+        thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:

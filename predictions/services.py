@@ -10,6 +10,7 @@ The life of one image::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,8 +25,9 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from . import selectors
 from .exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, ModelUnavailableError
@@ -119,7 +121,7 @@ def prediction_enqueue(*, prediction_id: object) -> bool:
 
     try:
         prediction_run.apply_async(args=[str(prediction_id)], retry=False)
-    except Exception as error:  # any transport's connection error: the row is safe, log it
+    except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
         return False
     # Remembered so the reconciler re-sends a message at most once per threshold,
@@ -128,19 +130,46 @@ def prediction_enqueue(*, prediction_id: object) -> bool:
     return True
 
 
-def prediction_start(*, prediction_id: object) -> Prediction | None:
-    """Claim a prediction for this worker; ``None`` when it is already final or gone.
+@functools.cache
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """What the configured transport raises when the broker is unreachable."""
+    from celery import current_app
 
-    A conditional update makes duplicate deliveries harmless. A ``running`` row may
-    be claimed again: that is a redelivery after a worker died mid-task.
+    connection = current_app.connection_for_write()
+    return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+
+
+def prediction_start(*, prediction_id: object) -> Prediction | None:
+    """Claim a prediction for this worker; ``None`` when it is final, gone, or being
+    worked on right now.
+
+    A conditional update makes duplicate deliveries harmless. A ``running`` row is
+    claimed again only once it is older than ``RECONCILE_AFTER_SECONDS`` (its worker
+    died mid-task); after ``MAX_ATTEMPTS`` claims it is failed instead, so an image
+    that kills workers cannot loop forever.
     """
     now = timezone.now()
-    claimed = Prediction.objects.filter(
-        id=prediction_id, status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING]
-    ).update(status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    claimable = Prediction.objects.filter(id=prediction_id).filter(
+        Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
+    )
+    if claimable.filter(attempts__gte=settings.MAX_ATTEMPTS).exists():
+        prediction_fail(
+            prediction_id=prediction_id,
+            error=f"Gave up after {settings.MAX_ATTEMPTS} attempts: the worker stopped while processing this image.",
+        )
+        return None
+    claimed = claimable.filter(attempts__lt=settings.MAX_ATTEMPTS).update(
+        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
+    )
     if claimed != 1:
         return None
     return Prediction.objects.select_related("model_version").get(id=prediction_id)
+
+
+def prediction_release(*, prediction_id: object) -> None:
+    """Give a claimed prediction back (``running`` -> ``pending``) for a retry."""
+    Prediction.objects.filter(id=prediction_id, status=PredictionStatus.RUNNING).update(status=PredictionStatus.PENDING)
 
 
 def prediction_complete(*, prediction: Prediction, result: ImageResult, model_version: ModelVersion) -> bool:
@@ -218,7 +247,7 @@ def prediction_delete(*, prediction: Prediction) -> None:
     with transaction.atomic():
         prediction.delete()
         if name:
-            transaction.on_commit(lambda: storage.delete(name))
+            transaction.on_commit(lambda: storage.delete(name), robust=True)
 
 
 def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
@@ -247,7 +276,11 @@ def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
     root = Path(model_dir or settings.MODEL_DIR)
     found = []
     for metadata_path in sorted(root.glob("*/*/metadata.json")):
-        metadata = json.loads(metadata_path.read_text())
+        try:
+            metadata = json.loads(metadata_path.read_text())
+        except (OSError, ValueError) as error:
+            logger.warning("Skipping %s: unreadable metadata (%s)", metadata_path, error)
+            continue
         version, _ = ModelVersion.objects.update_or_create(
             name=str(metadata.get("name", metadata_path.parent.parent.name)),
             version=str(metadata.get("version", metadata_path.parent.name)),
@@ -326,8 +359,12 @@ def login_attempt_allowed(*, ip_address: str, username: str) -> bool:
 
 def login_failure_record(*, ip_address: str, username: str) -> None:
     key = _login_key(ip_address=ip_address, username=username)
-    cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    cache.incr(key)
+    if cache.add(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS):
+        return
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between add() and incr()
+        cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS)
 
 
 def login_failures_clear(*, ip_address: str, username: str) -> None:

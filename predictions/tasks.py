@@ -25,15 +25,14 @@ class PredictionTask(Task):
         services.prediction_fail(prediction_id=args[0], error=message)
 
 
-@shared_task(
-    base=PredictionTask,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=3,
-    acks_late=True,
-)
-def prediction_run(prediction_id: str) -> None:
-    services.prediction_process(prediction_id=prediction_id)
+@shared_task(bind=True, base=PredictionTask, max_retries=3, acks_late=True)
+def prediction_run(self: Task, prediction_id: str) -> None:
+    try:
+        services.prediction_process(prediction_id=prediction_id)
+    except (OperationalError, InterfaceError) as error:
+        # A database hiccup: hand the row back (pending) so the retry can claim it.
+        services.prediction_release(prediction_id=prediction_id)
+        raise self.retry(exc=error, countdown=2**self.request.retries) from error
 
 
 @shared_task

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -22,6 +21,7 @@ from rest_framework.authtoken.models import Token
 
 from . import selectors, services
 from .forms import HistoryFilterForm, UploadForm
+from .images import thumbnail_jpeg
 from .models import Prediction
 from .selectors import PredictionFilters
 
@@ -88,17 +88,14 @@ def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
 
 
 def _image_response(request: HttpRequest, prediction: Prediction) -> HttpResponse:
-    if request.GET.get("size") == "thumb":
-        with Image.open(prediction.image.path) as original:
-            original.seek(0)
-            thumb = original.convert("RGB")
-        thumb.thumbnail((160, 160))
-        buffer = io.BytesIO()
-        thumb.save(buffer, "JPEG", quality=80)
-        response: HttpResponse = HttpResponse(buffer.getvalue(), content_type="image/jpeg")
-    else:
-        response = FileResponse(prediction.image.open("rb"))
-        response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
+    try:
+        if request.GET.get("size") == "thumb":
+            response: HttpResponse = HttpResponse(thumbnail_jpeg(prediction.image.path), content_type="image/jpeg")
+        else:
+            response = FileResponse(prediction.image.open("rb"))
+            response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
+    except FileNotFoundError as error:
+        raise Http404("The image file is no longer stored.") from error
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
@@ -131,6 +128,11 @@ def history(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _csv_safe(text: str) -> str:
+    """Neutralise spreadsheet formulas in user-controlled text (CSV injection)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -152,12 +154,12 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
         for p in queryset.iterator(chunk_size=500):
             yield writer.writerow([
                 p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
-                p.original_filename, p.status, p.label, p.class_id,
+                _csv_safe(p.original_filename), p.status, p.label, p.class_id,
                 "" if p.confidence is None else f"{p.confidence:.6f}",
                 p.model_version.name if p.model_version else "",
                 p.model_version.version if p.model_version else "",
                 p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
-                p.width, p.height, p.sha256, p.error,
+                p.width, p.height, p.sha256, _csv_safe(p.error),
             ])  # fmt: skip
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")

@@ -121,8 +121,9 @@ def chaos_env(media_dir) -> dict[str, str]:
 
 @pytest.fixture
 def worker(chaos_env, tmp_path):
-    worker = Worker(chaos_env, tmp_path, ["worker", "--pool=solo", "-Q", "inference,celery", "--loglevel=INFO",
-                                          "--without-gossip", "--without-mingle"])  # fmt: skip
+    command = ["worker", "--pool=solo", "-Q", "inference,maintenance,celery", "--loglevel=INFO",
+               "--without-gossip", "--without-mingle"]  # fmt: skip
+    worker = Worker(chaos_env, tmp_path, command)
     yield worker
     worker.ensure_stopped()  # never leave a worker behind, whatever the test did
 

@@ -166,7 +166,7 @@ def test_delete_is_204_and_removes_row(api, user):
     assert not Prediction.objects.exists()
 
 
-def test_models_lists_the_active_version(api, model_dir):
+def test_models_lists_the_active_version(api, active_model):
     models = api.get("/api/v1/models/").json()
 
     active = [m for m in models if m["is_active"]]
@@ -181,3 +181,13 @@ def test_schema_and_docs_are_served_offline(api):
     assert schema.status_code == 200
     assert "/api/v1/predictions/{prediction_id}/" in schema.json()["paths"]
     assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
+
+
+def test_more_files_than_allowed_is_a_json_400(api, settings):
+    files = [_image(f"{i}.jpg") for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)]
+
+    response = api.post(LIST_URL, {"image": files}, format="multipart")
+
+    error = _assert_error(response, 400, "too_many_files")
+    assert error["field"] == "image"
+    assert Prediction.objects.count() == 0

@@ -202,3 +202,30 @@ def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypat
 
     assert services.prediction_reconcile(older_than_seconds=60) == 1
     assert sent == [dead.id]
+
+
+def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.MAX_ATTEMPTS = 3
+    prediction = PredictionFactory(
+        user=user, status=PredictionStatus.RUNNING, attempts=3, started_at=timezone.now() - timedelta(hours=1)
+    )
+
+    assert services.prediction_start(prediction_id=prediction.id) is None
+
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.FAILED
+    assert "Gave up after 3 attempts" in prediction.error
+
+
+def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(user):
+    from django.utils import timezone
+
+    prediction = PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
+
+    assert services.prediction_start(prediction_id=prediction.id) is None
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.RUNNING and prediction.attempts == 1

@@ -224,3 +224,21 @@ def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(use
     assert len(response.context["predictions"]) == 1
     assert b"notes.txt" in response.content and b"not an image" in response.content
     assert Prediction.objects.filter(user=user).count() == 1
+
+
+def test_missing_image_file_is_a_404_not_a_500(user_client, user):
+    import os
+
+    prediction = PredictionFactory(user=user)
+    os.unlink(prediction.image.path)
+
+    assert user_client.get(reverse("predictions:image", args=[prediction.id])).status_code == 404
+    assert user_client.get(reverse("predictions:image", args=[prediction.id]), {"size": "thumb"}).status_code == 404
+
+
+def test_csv_export_neutralises_formulas_in_filenames(user_client, user):
+    PredictionFactory(user=user, original_filename="=HYPERLINK(1).jpg")
+
+    exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
+
+    assert "'=HYPERLINK(1).jpg" in exported

@@ -13,7 +13,7 @@ from predictions import services
 from predictions.exceptions import ApplicationError
 from predictions.inference import ENGINES, MAX_BATCH, ModelLoadError, get_classifier
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class Command(BaseCommand):
