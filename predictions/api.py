@@ -5,7 +5,6 @@ Every error body is ``{"error": {"code": ..., "message": ..., "field": ...}}``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -271,15 +270,11 @@ class PredictionDetailApi(APIView):
         responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
     )
     def get(self, request: Request, prediction_id: str) -> Response:
-        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
         try:
             wait = min(max(float(request.query_params.get("wait", 0)), 0.0), MAX_WAIT_SECONDS)
         except ValueError as error:
             raise ApplicationError("wait must be a number of seconds.", field="wait") from error
-        deadline = time.monotonic() + wait
-        while not prediction.is_final and time.monotonic() < deadline:
-            time.sleep(0.2)
-            prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        prediction = selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
         return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Deleted"), 404: ErrorSerializer})

@@ -11,15 +11,15 @@ import logging
 import os
 import threading
 from datetime import datetime
-from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from . import selectors
-from .inference import ModelLoadError, get_classifier
+from .exceptions import ModelUnavailableError
 from .models import WorkerHeartbeat
+from .services import classifier_for
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def loaded_model() -> tuple[str, float | None]:
         return "", None
     label = f"{active.name}:{active.version}"
     try:
-        classifier = get_classifier(Path(active.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS)
-    except ModelLoadError:
+        classifier = classifier_for(model_version=active)
+    except ModelUnavailableError:
         return label, None
     return label, classifier.load_seconds
 

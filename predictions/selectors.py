@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -59,6 +60,22 @@ def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> P
         return queryset.get(id=prediction_id)
     except Prediction.DoesNotExist as error:
         raise Http404("No such prediction.") from error
+
+
+def prediction_wait(*, user: AbstractBaseUser, prediction_id: object, seconds: float) -> Prediction:
+    """The user's prediction, re-read until it is final or ``seconds`` pass (long-poll).
+
+    Polls the row with a growing interval (0.1 s up to 1 s): a few queries per call,
+    not one per tick.
+    """
+    deadline = time.monotonic() + (seconds if seconds == seconds else 0.0)  # NaN waits not at all
+    interval = 0.1
+    prediction = prediction_get(user=user, prediction_id=prediction_id)
+    while not prediction.is_final and time.monotonic() + interval <= deadline:
+        time.sleep(interval)
+        interval = min(interval * 1.5, 1.0)
+        prediction = prediction_get(user=user, prediction_id=prediction_id)
+    return prediction
 
 
 def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:

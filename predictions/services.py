@@ -32,7 +32,7 @@ from kombu.exceptions import KombuError
 from . import selectors
 from .exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, ModelUnavailableError
 from .images import validate_image_bytes
-from .inference import ImageResult, ModelLoadError, get_classifier
+from .inference import Classifier, ImageResult, ModelLoadError, get_classifier
 from .models import ModelVersion, Prediction, PredictionStatus
 
 logger = logging.getLogger(__name__)
@@ -221,12 +221,7 @@ def prediction_process(*, prediction_id: object) -> None:
         logger.info("Prediction %s is final or gone; nothing to do", prediction_id)
         return
     model_version = model_version_get_or_sync_active()
-    try:
-        classifier = get_classifier(
-            Path(model_version.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS
-        )
-    except ModelLoadError as error:
-        raise ModelUnavailableError(str(error)) from error
+    classifier = classifier_for(model_version=model_version)
     try:
         image_path = prediction.image.path
     except (ValueError, NotImplementedError):
@@ -320,10 +315,17 @@ def model_version_get_or_sync_active() -> ModelVersion:
     return active
 
 
+def classifier_for(*, model_version: ModelVersion) -> Classifier:
+    """The loaded classifier of ``model_version`` in this process (loaded once, then cached)."""
+    try:
+        return get_classifier(Path(model_version.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS)
+    except ModelLoadError as error:
+        raise ModelUnavailableError(str(error)) from error
+
+
 def model_warmup() -> None:
     """Load and warm up the active model in this (worker) process."""
-    model_version = model_version_get_or_sync_active()
-    get_classifier(Path(model_version.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS)
+    classifier_for(model_version=model_version_get_or_sync_active())
 
 
 __all__ = [
