@@ -50,7 +50,7 @@ run: model migrate
 	@bash bin/run-dev $(PORT)
 
 worker: deps
-	$(VENV)/bin/celery -A imagerec worker --pool=solo -Q inference,maintenance,celery --loglevel=INFO
+	$(VENV)/bin/celery -A imagerec worker --pool=prefork --concurrency=1 -Q inference,maintenance,celery --loglevel=INFO
 
 test: dev-deps model
 	@bash bin/ensure-system-deps

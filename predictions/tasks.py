@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from types import SimpleNamespace
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
-from . import services, stats
+from . import heartbeat, services, stats
 from .exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -45,27 +48,31 @@ def stats_refresh() -> None:
     stats.prediction_stats_refresh()
 
 
-@worker_ready.connect
-def _warm_up_model(**_: Any) -> None:
+# --- Worker process life cycle ------------------------------------------------------
+# Workers run the prefork pool with one child per worker (`--pool=prefork -c 1`): the
+# parent never imports TensorFlow, the child loads the model on start (worker_process_init)
+# and, since a child can be killed and re-forked by the parent, Celery's time limits are
+# enforced without ever forking a process that has TensorFlow loaded. The child also
+# writes the worker heartbeat that readiness and /metrics read.
+
+# One heartbeat thread per pool child; kept here so shutdown can stop it.
+_heartbeats: list[heartbeat.HeartbeatThread] = []
+
+
+def worker_node_name() -> str:
+    """This worker's name in heartbeats: host and the pool parent's pid."""
+    return f"celery@{socket.gethostname()}:{os.getppid()}"
+
+
+@worker_process_init.connect
+def _start_worker_process(**_: Any) -> None:
     try:
         services.model_warmup()
     except ApplicationError as error:
         logger.warning("Model not warmed up: %s", error.message)
+    _start_heartbeat(sender=SimpleNamespace(hostname=worker_node_name()))
 
 
-# --- Worker heartbeat (appended): readiness and /metrics read it ------------------
-import socket  # noqa: E402
-
-from celery.signals import worker_shutdown  # noqa: E402
-
-from . import heartbeat  # noqa: E402
-
-# Connected after _warm_up_model, so the model is loaded when the first beat is written.
-# One heartbeat thread per worker process; kept here so shutdown can stop it.
-_heartbeats: list[heartbeat.HeartbeatThread] = []
-
-
-@worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     model_version, load_seconds = heartbeat.loaded_model()
     thread = heartbeat.HeartbeatThread(
@@ -78,7 +85,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     _heartbeats.append(thread)
 
 
-@worker_shutdown.connect
+@worker_process_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     while _heartbeats:
         _heartbeats.pop().stop()

@@ -125,7 +125,7 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir
     }
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=solo",
+            [sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1",
              "-Q", "inference,maintenance,celery", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
             cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

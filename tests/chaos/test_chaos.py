@@ -119,11 +119,13 @@ def chaos_env(media_dir) -> dict[str, str]:
     }
 
 
+WORKER_COMMAND = ["worker", "--pool=prefork", "--concurrency=1", "-Q", "inference,maintenance,celery",
+                  "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+
+
 @pytest.fixture
 def worker(chaos_env, tmp_path):
-    command = ["worker", "--pool=solo", "-Q", "inference,maintenance,celery", "--loglevel=INFO",
-               "--without-gossip", "--without-mingle"]  # fmt: skip
-    worker = Worker(chaos_env, tmp_path, command)
+    worker = Worker(chaos_env, tmp_path, WORKER_COMMAND)
     yield worker
     worker.ensure_stopped()  # never leave a worker behind, whatever the test did
 

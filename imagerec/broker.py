@@ -1,0 +1,36 @@
+"""kombu's filesystem transport (the serverless broker of `make run`), with atomic writes.
+
+kombu's own ``_put`` creates the message file and then writes it, while a consumer
+moves any ``*.msg`` file it sees without taking the writer's lock: a worker polling at the
+wrong moment reads an empty file and its consumer dies with a JSONDecodeError (seen here
+under load). Writing to a temporary name and renaming it into place makes a message
+visible only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from time import monotonic
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        partial = os.path.join(self.data_folder_out, f"partial-{uuid.uuid4()}.tmp")  # never matches *.<queue>.msg
+        try:
+            with open(partial, "wb") as message_file:
+                message_file.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, os.path.join(self.data_folder_out, name))
+        except OSError as error:
+            raise ChannelError(f"Cannot add a message to {self.data_folder_out!r}: {error}") from error
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
