@@ -69,7 +69,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound("No such prediction.")
     if isinstance(exc, TooManyFilesSent):
         return Response(
-            error_body("too_many_files", f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", "image"),
+            error_body("too_many_files", f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", "image"),
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, RequestDataTooBig):
@@ -211,7 +211,7 @@ class PredictionListCreateApi(APIView):
                 "SubmitRequest",
                 {
                     "image": serializers.ListField(child=serializers.FileField()),
-                    "top_k": serializers.IntegerField(min_value=1, max_value=20, required=False),
+                    "top_k": serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, required=False),
                 },
             )
         },
@@ -230,8 +230,6 @@ class PredictionListCreateApi(APIView):
         files = request.FILES.getlist("image")
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
-        if len(files) > settings.MAX_FILES_PER_REQUEST:
-            raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images per request.", field="image")
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
         outcomes = services.prediction_create_many(

@@ -22,8 +22,6 @@ class MultipleImageField(forms.FileField):
         files = [f for f in files if f]
         if not files:
             raise forms.ValidationError("Choose at least one image to upload.")
-        if len(files) > settings.MAX_FILES_PER_REQUEST:
-            raise forms.ValidationError(f"Upload at most {settings.MAX_FILES_PER_REQUEST} images at a time.")
         return files
 
 

@@ -38,6 +38,15 @@ class ValidatedImage:
     size_bytes: int
 
 
+def check_upload_size(size_bytes: int) -> None:
+    """Refuse (413) a file over ``MAX_UPLOAD_BYTES``; callable before reading it."""
+    limit = settings.MAX_UPLOAD_BYTES
+    if size_bytes > limit:
+        raise ImageTooLargeError(
+            f"The file is {size_bytes / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.", field="image"
+        )
+
+
 def validate_image_bytes(content: bytes) -> ValidatedImage:
     """Check that ``content`` is a complete, decodable image of a supported format and size.
 
@@ -45,11 +54,7 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
     """
     if not content:
         raise InvalidImageError("The file is empty.", field="image")
-    if len(content) > settings.MAX_UPLOAD_BYTES:
-        raise ImageTooLargeError(
-            f"The file is {len(content) / 1e6:.1f} MB; the limit is {settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB.",
-            field="image",
-        )
+    check_upload_size(len(content))
     max_pixels = settings.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():

@@ -30,8 +30,8 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from . import selectors
-from .exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, ModelUnavailableError
-from .images import validate_image_bytes
+from .exceptions import ApplicationError, InvalidImageError, ModelUnavailableError
+from .images import check_upload_size, validate_image_bytes
 from .inference import Classifier, ImageResult, ModelLoadError, get_classifier
 from .models import ModelVersion, Prediction, PredictionStatus
 
@@ -48,14 +48,10 @@ class SubmissionOutcome:
 
 
 def _read_upload(uploaded_file: UploadedFile) -> bytes:
-    limit = settings.MAX_UPLOAD_BYTES
-    if uploaded_file.size is not None and uploaded_file.size > limit:
-        raise ImageTooLargeError(
-            f"The file is {uploaded_file.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.",
-            field="image",
-        )
+    if uploaded_file.size is not None:
+        check_upload_size(uploaded_file.size)
     uploaded_file.seek(0)
-    return uploaded_file.read(limit + 1)
+    return uploaded_file.read(settings.MAX_UPLOAD_BYTES + 1)
 
 
 def _clean_filename(name: str | None) -> str:
@@ -102,7 +98,13 @@ def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, to
 def prediction_create_many(
     *, user: AbstractBaseUser, uploaded_files: Iterable[UploadedFile], top_k: int | None = None
 ) -> list[SubmissionOutcome]:
-    """Submit several files; a bad one gets its own error and does not sink the others."""
+    """Submit several files; a bad one gets its own error and does not sink the others.
+
+    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files.
+    """
+    uploaded_files = list(uploaded_files)
+    if len(uploaded_files) > settings.MAX_FILES_PER_REQUEST:
+        raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", field="image")
     outcomes = []
     for uploaded_file in uploaded_files:
         outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name))

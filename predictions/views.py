@@ -20,6 +20,7 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 
 from . import selectors, services
+from .exceptions import ApplicationError
 from .forms import HistoryFilterForm, UploadForm
 from .images import thumbnail_jpeg
 from .models import Prediction
@@ -35,9 +36,13 @@ def upload(request: HttpRequest) -> HttpResponse:
         return render(request, "predictions/upload.html", {"form": form})
     if not form.is_valid():
         return render(request, "predictions/upload.html", {"form": form}, status=400)
-    outcomes = services.prediction_create_many(
-        user=request.user, uploaded_files=form.cleaned_data["images"], top_k=form.cleaned_data["top_k"]
-    )
+    try:
+        outcomes = services.prediction_create_many(
+            user=request.user, uploaded_files=form.cleaned_data["images"], top_k=form.cleaned_data["top_k"]
+        )
+    except ApplicationError as error:
+        form.add_error("images", error.message)
+        return render(request, "predictions/upload.html", {"form": form}, status=error.status_code)
     created = [o.prediction for o in outcomes if o.prediction is not None]
     refused = [o for o in outcomes if o.error is not None]
     if not created:

@@ -191,3 +191,13 @@ def test_more_files_than_allowed_is_a_json_400(api, settings):
     error = _assert_error(response, 400, "too_many_files")
     assert error["field"] == "image"
     assert Prediction.objects.count() == 0
+
+
+def test_more_files_than_the_per_request_limit_is_400(api, settings):
+    settings.MAX_FILES_PER_REQUEST = 2
+
+    response = api.post(LIST_URL, {"image": [_image(f"{i}.jpg") for i in range(3)]}, format="multipart")
+
+    error = _assert_error(response, 400)
+    assert "at most 2 images" in error["message"] and error["field"] == "image"
+    assert Prediction.objects.count() == 0

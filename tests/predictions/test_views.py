@@ -242,3 +242,14 @@ def test_csv_export_neutralises_formulas_in_filenames(user_client, user):
     exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
 
     assert "'=HYPERLINK(1).jpg" in exported
+
+
+def test_too_many_files_at_once_is_a_form_error_and_nothing_is_stored(user_client, settings):
+    settings.MAX_FILES_PER_REQUEST = 2
+    files = [SimpleUploadedFile(f"{i}.png", photo_bytes("coffee", "PNG")) for i in range(3)]
+
+    response = user_client.post(reverse("predictions:upload"), {"images": files, "top_k": 5})
+
+    assert response.status_code == 400
+    assert b"at most 2 images" in response.content
+    assert Prediction.objects.count() == 0
