@@ -30,7 +30,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from . import selectors
-from .exceptions import ApplicationError, InvalidImageError, ModelUnavailableError
+from .exceptions import ApplicationError, ModelUnavailableError
 from .images import check_upload_size, validate_image_bytes
 from .inference import Classifier, ImageResult, ModelLoadError, get_classifier
 from .models import ModelVersion, Prediction, PredictionStatus
@@ -330,25 +330,6 @@ def model_warmup() -> None:
     classifier_for(model_version=model_version_get_or_sync_active())
 
 
-__all__ = [
-    "InvalidImageError",
-    "SubmissionOutcome",
-    "model_version_activate",
-    "model_version_get_or_sync_active",
-    "model_version_sync",
-    "model_warmup",
-    "prediction_complete",
-    "prediction_create",
-    "prediction_create_many",
-    "prediction_delete",
-    "prediction_enqueue",
-    "prediction_fail",
-    "prediction_process",
-    "prediction_reconcile",
-    "prediction_start",
-]
-
-
 def _login_key(*, ip_address: str, username: str) -> str:
     digest = hashlib.sha256(f"{ip_address}|{username.lower()}".encode()).hexdigest()
     return f"login-failures:{digest}"
@@ -362,6 +343,7 @@ def login_attempt_allowed(*, ip_address: str, username: str) -> bool:
 
 
 def login_failure_record(*, ip_address: str, username: str) -> None:
+    """Count one failed login for this address and username (window starts at the first)."""
     key = _login_key(ip_address=ip_address, username=username)
     if cache.add(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS):
         return
@@ -372,6 +354,7 @@ def login_failure_record(*, ip_address: str, username: str) -> None:
 
 
 def login_failures_clear(*, ip_address: str, username: str) -> None:
+    """Forget the failures after a successful login."""
     cache.delete(_login_key(ip_address=ip_address, username=username))
 
 
