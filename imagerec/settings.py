@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "adrf",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "predictions",
@@ -176,6 +177,19 @@ MODEL_ENGINE = os.environ.get("MODEL_ENGINE", "savedmodel")
 MODEL_THREADS = env_int("MODEL_THREADS", 0)  # 0 = let the engine decide
 DEFAULT_TOP_K = env_int("DEFAULT_TOP_K", 5)
 MAX_TOP_K = 20
+# Micro-batching: a worker classifies its message's image together with up to
+# INFERENCE_BATCH_SIZE - 1 others already waiting, in one model call. With
+# INFERENCE_BATCH_WAIT_MS > 0 a batch that is not full waits that long once for more
+# (0: never wait; an idle worker answers a lone image at once).
+INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16)
+INFERENCE_BATCH_WAIT_MS = env_int("INFERENCE_BATCH_WAIT_MS", 0)
+if not 1 <= INFERENCE_BATCH_SIZE <= 32:
+    raise ImproperlyConfigured("INFERENCE_BATCH_SIZE must be between 1 and 32")
+# Same bytes, same active model: reuse the stored result. "user" (the uploader's own
+# earlier predictions), "all" (anyone's) or "off".
+RESULT_CACHE = os.environ.get("RESULT_CACHE", "user").strip().lower()
+if RESULT_CACHE not in ("user", "all", "off"):
+    raise ImproperlyConfigured(f"RESULT_CACHE must be user, all or off, not {RESULT_CACHE!r}")
 
 # --- Celery ------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
@@ -224,6 +238,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS.setdefault("max_retries", 2)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 300)
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)  # claims of one prediction before it is failed
+
+# Long-poll wake-ups (predictions.events): Redis pub/sub, by default on the broker's or
+# the cache's Redis; empty (no Redis anywhere) means waiters re-read their row instead.
+EVENTS_REDIS_URL = os.environ.get(
+    "EVENTS_REDIS_URL",
+    next((url for url in (CELERY_BROKER_URL, CACHE_URL) if url.startswith(("redis://", "rediss://"))), ""),
+)
+EVENTS_RECHECK_SECONDS = float(os.environ.get("EVENTS_RECHECK_SECONDS") or 5)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import Http404
@@ -143,11 +145,13 @@ class PredictionOutputSerializer(serializers.Serializer):
     model = ModelSerializer(source="model_version", allow_null=True)
     image = ImageSerializer(source="*")
     error = serializers.CharField(allow_blank=True)
+    cached = serializers.BooleanField(help_text="The result was reused: same bytes, same model, classified before")
 
 
 class SubmittedSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.CharField(help_text="pending, or succeeded at once when the result is cached")
+    cached = serializers.BooleanField()
     url = PredictionUrlField()
     created_at = serializers.DateTimeField()
     filename = serializers.CharField(source="original_filename")
@@ -256,7 +260,9 @@ class PredictionListCreateApi(APIView):
         return Response(entries, status=status.HTTP_202_ACCEPTED)
 
 
-class PredictionDetailApi(APIView):
+class PredictionDetailApi(AsyncAPIView):
+    """An async view: a long-polling client waits on an event, not on a web thread."""
+
     @extend_schema(
         parameters=[
             OpenApiParameter(
@@ -267,18 +273,18 @@ class PredictionDetailApi(APIView):
         ],
         responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
     )
-    def get(self, request: Request, prediction_id: str) -> Response:
+    async def get(self, request: Request, prediction_id: str) -> Response:
         try:
             wait = min(max(float(request.query_params.get("wait", 0)), 0.0), MAX_WAIT_SECONDS)
         except ValueError as error:
             raise ApplicationError("wait must be a number of seconds.", field="wait") from error
-        prediction = selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
+        prediction = await selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
         return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
 
     @extend_schema(responses={204: OpenApiResponse(description="Deleted"), 404: ErrorSerializer})
-    def delete(self, request: Request, prediction_id: str) -> Response:
-        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-        services.prediction_delete(prediction=prediction)
+    async def delete(self, request: Request, prediction_id: str) -> Response:
+        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
+        await sync_to_async(services.prediction_delete)(prediction=prediction)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

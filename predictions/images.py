@@ -48,7 +48,14 @@ def check_upload_size(size_bytes: int) -> None:
 
 
 def validate_image_bytes(content: bytes) -> ValidatedImage:
-    """Check that ``content`` is a complete, decodable image of a supported format and size.
+    """Check what the upload path can check without decoding the pixels: not empty, under
+    the size limit, a supported format, declared dimensions within ``MAX_IMAGE_PIXELS``,
+    and (JPEG, PNG) not cut short. Computes the SHA-256.
+
+    The full decode happens once, in the worker, which needs the pixels anyway: decoding a
+    12-megapixel JPEG costs ~160 ms of CPU against ~0.05 ms for its header (README
+    "Upload path"). A file whose pixel data turns out to be damaged ends ``failed`` there
+    with a message for the uploader.
 
     Raises an ``InvalidImageError`` subclass with a message meant for the uploader.
     """
@@ -62,32 +69,25 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
             with Image.open(io.BytesIO(content)) as image:
                 image_format = image.format or ""
                 width, height = image.size
-                if image_format not in SUPPORTED_FORMATS:
-                    raise UnsupportedImageError(
-                        f"{image_format or 'This'} images are not supported; upload {SUPPORTED_DESCRIPTION}.",
-                        field="image",
-                    )
-                _check_pixels(width, height, max_pixels)
-                # verify() then a full decode: verify catches broken PNG chunks,
-                # the decode catches truncated JPEG data.
-                image.verify()
-            rgb = open_rgb(content)
-            rgb.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidImageError(
             f"The image declares too many pixels; the limit is {max_pixels:,}.", field="image"
         ) from error
     except UnidentifiedImageError as error:
         raise UnsupportedImageError(
-            f"The file is not an image Pillow can read; upload {SUPPORTED_DESCRIPTION}.",
+            f"The file is not an image in a supported format; upload {SUPPORTED_DESCRIPTION}.",
             field="image",
         ) from error
-    except InvalidImageError:
-        raise
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InvalidImageError(
-            f"The image is damaged or incomplete and cannot be decoded ({error}).", field="image"
-        ) from error
+        raise InvalidImageError(DAMAGED_MESSAGE, field="image") from error
+    if image_format not in SUPPORTED_FORMATS:
+        raise UnsupportedImageError(
+            f"{image_format or 'This'} images are not supported; upload {SUPPORTED_DESCRIPTION}.",
+            field="image",
+        )
+    _check_pixels(width, height, max_pixels)
+    if not _is_complete(image_format, content):
+        raise InvalidImageError(DAMAGED_MESSAGE, field="image")
     return ValidatedImage(
         image_format=image_format,
         extension=SUPPORTED_FORMATS[image_format],
@@ -96,6 +96,26 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
         sha256=hashlib.sha256(content).hexdigest(),
         size_bytes=len(content),
     )
+
+
+DAMAGED_MESSAGE = "The image is damaged or incomplete and cannot be read. Try exporting or uploading it again."
+
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def _is_complete(image_format: str, content: bytes) -> bool:
+    """Catch the commonest damage, an upload cut short, from the bytes alone.
+
+    A JPEG's last scan (after its last SOS marker, FFDA) must be followed by the
+    end-of-image marker (FFD9): entropy-coded data never contains either (0xFF is
+    stuffed), so a file cut inside its pixel data has no FFD9 after its last FFDA. A PNG
+    ends with its IEND chunk.
+    """
+    if image_format in ("JPEG", "MPO"):
+        return content.rfind(b"\xff\xd9") > content.rfind(b"\xff\xda")
+    if image_format == "PNG":
+        return _PNG_END in content[-64:]
+    return True
 
 
 def thumbnail_jpeg(path: str, *, size: int = 160) -> bytes:

@@ -15,7 +15,9 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
@@ -47,19 +49,37 @@ REQUEST_LATENCY = Histogram(
 
 class RequestMetricsMiddleware:
     """Counts and times every request, labelled by URL name (never the raw path, which
-    would put prediction ids into label values)."""
+    would put prediction ids into label values). Sync and async capable, so under ASGI
+    it adds no thread hop."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        view = match.view_name if match is not None else "<unresolved>"
-        REQUEST_LATENCY.labels(view=view, method=request.method).observe(time.perf_counter() - started)
-        REQUESTS.labels(view=view, method=request.method, status=str(response.status_code)).inc()
+        _observe(request, response, started)
         return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        _observe(request, response, started)
+        return response
+
+
+def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    match = getattr(request, "resolver_match", None)
+    view = match.view_name if match is not None else "<unresolved>"
+    REQUEST_LATENCY.labels(view=view, method=request.method).observe(time.perf_counter() - started)
+    REQUESTS.labels(view=view, method=request.method, status=str(response.status_code)).inc()
 
 
 class PredictionCollector(Collector):

@@ -74,6 +74,13 @@ class Prediction(models.Model):
     top_predictions = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    claim = models.UUIDField(
+        null=True, blank=True, editable=False, help_text="Token of the worker batch that claimed this prediction last"
+    )
+    cached = models.BooleanField(
+        default=False, help_text="The result was reused from an earlier prediction of the same bytes and model"
+    )
+    thumbnail = models.ImageField(upload_to="thumbnails/", max_length=200, blank=True)
 
     queue_ms = models.FloatField(null=True, blank=True)
     preprocess_ms = models.FloatField(null=True, blank=True)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
-from .models import ModelVersion, Prediction, PredictionStatus
+from . import events
+from .models import ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 
 
 @dataclass(frozen=True)
@@ -62,20 +65,60 @@ def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> P
         raise Http404("No such prediction.") from error
 
 
-def prediction_wait(*, user: AbstractBaseUser, prediction_id: object, seconds: float) -> Prediction:
-    """The user's prediction, re-read until it is final or ``seconds`` pass (long-poll).
+async def prediction_wait(*, user: AbstractBaseUser, prediction_id: object, seconds: float) -> Prediction:
+    """The user's prediction, once it is final or after ``seconds`` (long-poll).
 
-    Polls the row with a growing interval (0.1 s up to 1 s): a few queries per call,
-    not one per tick.
+    Waits on the worker's announcement (``events``), holding no thread: the row is read
+    when the wait starts, once more after subscribing (so a result stored in between is
+    not missed), then only when woken, every ``EVENTS_RECHECK_SECONDS`` as a safety
+    net, and at the deadline. Without Redis the subscription re-reads on a growing
+    interval instead.
     """
-    deadline = time.monotonic() + (seconds if seconds == seconds else 0.0)  # NaN waits not at all
-    interval = 0.1
-    prediction = prediction_get(user=user, prediction_id=prediction_id)
-    while not prediction.is_final and time.monotonic() + interval <= deadline:
-        time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
-        prediction = prediction_get(user=user, prediction_id=prediction_id)
-    return prediction
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (seconds if seconds == seconds else 0.0)  # NaN waits not at all
+    prediction = await prediction_aget(user=user, prediction_id=prediction_id)
+    if prediction.is_final or seconds <= 0:
+        return prediction
+    async with events.prediction_final_subscription(prediction.id) as subscription:
+        while True:
+            prediction = await prediction_aget(user=user, prediction_id=prediction_id)
+            remaining = deadline - loop.time()
+            if prediction.is_final or remaining <= 0:
+                return prediction
+            await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS))
+
+
+async def prediction_aget(*, user: AbstractBaseUser, prediction_id: object) -> Prediction:
+    """``prediction_get`` for async views."""
+    try:
+        uuid.UUID(str(prediction_id))
+        return await Prediction.objects.select_related("model_version").filter(user=user).aget(id=prediction_id)
+    except (ValueError, Prediction.DoesNotExist) as error:
+        raise Http404("No such prediction.") from error
+
+
+def prediction_reusable(*, user: AbstractBaseUser, sha256: str, top_k: int) -> Prediction | None:
+    """An earlier successful prediction of the same bytes by the active model, whose
+    stored result covers ``top_k``; the user's own unless ``RESULT_CACHE`` is ``all``."""
+    scope = settings.RESULT_CACHE
+    if scope == "off":
+        return None
+    queryset = Prediction.objects.filter(
+        sha256=sha256, status=PredictionStatus.SUCCEEDED, model_version__is_active=True, top_k__gte=top_k
+    )
+    if scope != "all":
+        queryset = queryset.filter(user=user)
+    return queryset.order_by("-completed_at").first()
+
+
+def prediction_pending_ids(*, limit: int, exclude: object = None) -> list[uuid.UUID]:
+    """The oldest pending predictions a worker may take into its batch."""
+    if limit <= 0:
+        return []
+    queryset = Prediction.objects.filter(status=PredictionStatus.PENDING, attempts__lt=settings.MAX_ATTEMPTS)
+    if exclude is not None:
+        queryset = queryset.exclude(id=exclude)
+    return list(queryset.order_by("created_at").values_list("id", flat=True)[:limit])
 
 
 def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
@@ -98,14 +141,6 @@ def model_version_active() -> ModelVersion | None:
 
 def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("name", "version")
-
-
-# --- Workers (appended: health checks and metrics) ---------------------------------
-from datetime import timedelta  # noqa: E402
-
-from django.utils import timezone  # noqa: E402
-
-from .models import WorkerHeartbeat  # noqa: E402
 
 
 def worker_heartbeat_list_fresh(*, max_age_seconds: int) -> list[WorkerHeartbeat]:

@@ -4,8 +4,9 @@ actions and commands call these functions; none of them writes rows itself.
 The life of one image::
 
     prediction_create() -> row (pending) + file -> on commit: tasks.prediction_run(id)
-    -> prediction_process(): prediction_start() claims it, the runner classifies,
-       prediction_complete() / prediction_fail() store the outcome.
+    -> prediction_process(): prediction_claim() takes it and the predictions waiting
+       beside it, the runner classifies them in one call, prediction_complete_many()
+       stores every outcome at once, events.prediction_final_publish() wakes the waiters.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import functools
 import hashlib
 import json
 import logging
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -24,18 +28,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from . import selectors
+from . import events, selectors
 from .exceptions import ApplicationError, ModelUnavailableError
-from .images import check_upload_size, validate_image_bytes
+from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
 from .inference import Classifier, ImageResult, ModelLoadError, get_classifier
 from .models import ModelVersion, Prediction, PredictionStatus
 
 logger = logging.getLogger(__name__)
+batch_logger = logging.getLogger("predictions.batch")
 
 
 @dataclass
@@ -63,18 +68,23 @@ def _clean_filename(name: str | None) -> str:
 
 
 def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, top_k: int | None = None) -> Prediction:
-    """Validate an upload, store the file and a ``pending`` row, queue it after commit.
+    """Check an upload, store the file and a row, and queue it after commit.
 
-    Raises ``InvalidImageError`` (or a subclass) before anything is written.
+    The row is ``pending``, or already ``succeeded`` with ``cached=True`` when the same
+    bytes were classified by the active model before (``RESULT_CACHE``). Raises
+    ``InvalidImageError`` (or a subclass) before anything is written.
     """
+    received = time.perf_counter()
     top_k = settings.DEFAULT_TOP_K if top_k is None else top_k
     if not 1 <= top_k <= settings.MAX_TOP_K:
         raise ApplicationError(f"top_k must be between 1 and {settings.MAX_TOP_K}.", field="top_k")
     content = _read_upload(uploaded_file)
     checked = validate_image_bytes(content)
+    now = timezone.now()
     prediction = Prediction(
         user=user,
-        created_at=timezone.now(),
+        created_at=now,
+        enqueued_at=now,  # sent on commit; cleared if the broker refuses (prediction_enqueue)
         original_filename=_clean_filename(uploaded_file.name),
         image_format=checked.image_format,
         size_bytes=checked.size_bytes,
@@ -83,16 +93,34 @@ def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, to
         sha256=checked.sha256,
         top_k=top_k,
     )
+    earlier = selectors.prediction_reusable(user=user, sha256=checked.sha256, top_k=top_k)
+    if earlier is not None:
+        _copy_result(source=earlier, target=prediction, received=received)
     prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
     try:
         with transaction.atomic():
-            prediction.full_clean()
+            # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
+            prediction.clean_fields(exclude=["image", "thumbnail"])
             prediction.save(force_insert=True)
-            transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
+            if earlier is None:
+                transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
     except BaseException:
         prediction.image.delete(save=False)
         raise
     return prediction
+
+
+def _copy_result(*, source: Prediction, target: Prediction, received: float) -> None:
+    """Give ``target`` the stored result of ``source`` (same bytes, same active model)."""
+    target.status = PredictionStatus.SUCCEEDED
+    target.cached = True
+    target.enqueued_at = None
+    target.model_version_id = source.model_version_id
+    target.label, target.class_id, target.confidence = source.label, source.class_id, source.confidence
+    target.top_predictions = source.top_predictions[: target.top_k]
+    target.started_at = target.completed_at = timezone.now()
+    target.queue_ms = target.preprocess_ms = target.inference_ms = 0.0
+    target.total_ms = round((time.perf_counter() - received) * 1000, 3)
 
 
 def prediction_create_many(
@@ -125,11 +153,18 @@ def prediction_enqueue(*, prediction_id: object) -> bool:
         prediction_run.apply_async(args=[str(prediction_id)], retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
+        # Unsent: the reconciler picks it up once it is older than its threshold.
+        Prediction.objects.filter(id=prediction_id).update(enqueued_at=None)
         return False
-    # Remembered so the reconciler re-sends a message at most once per threshold,
-    # instead of flooding a long (but healthy) queue with duplicates.
-    Prediction.objects.filter(id=prediction_id).update(enqueued_at=timezone.now())
     return True
+
+
+def prediction_enqueue_many(*, prediction_ids: Iterable[object]) -> int:
+    """Send the task of each prediction and record the time (the reconciler re-sends a
+    message at most once per threshold, instead of flooding a long but healthy queue)."""
+    sent = [prediction_id for prediction_id in prediction_ids if prediction_enqueue(prediction_id=prediction_id)]
+    Prediction.objects.filter(id__in=sent).update(enqueued_at=timezone.now())
+    return len(sent)
 
 
 @functools.cache
@@ -141,110 +176,275 @@ def broker_errors() -> tuple[type[BaseException], ...]:
     return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
 
 
-def prediction_start(*, prediction_id: object) -> Prediction | None:
-    """Claim a prediction for this worker; ``None`` when it is final, gone, or being
-    worked on right now.
+# --- The worker's side: claim a batch, classify it in one model call, store it -------
 
-    A conditional update makes duplicate deliveries harmless. A ``running`` row is
-    claimed again only once it is older than ``RECONCILE_AFTER_SECONDS`` (its worker
-    died mid-task); after ``MAX_ATTEMPTS`` claims it is failed instead, so an image
-    that kills workers cannot loop forever.
+
+@dataclass
+class BatchReport:
+    """What one worker batch did, and where its time went (logged per batch)."""
+
+    size: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    claim_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    store_ms: float = 0.0
+    notify_ms: float = 0.0
+
+    def log_line(self) -> str:
+        return (
+            f"batch size={self.size} succeeded={self.succeeded} failed={self.failed} claim_ms={self.claim_ms:.2f} "
+            f"preprocess_ms={self.preprocess_ms:.2f} inference_ms={self.inference_ms:.2f} "
+            f"store_ms={self.store_ms:.2f} notify_ms={self.notify_ms:.2f}"
+        )
+
+
+class _FinishedIds:
+    """Ids this worker process finished lately. A prediction classified as part of an
+    earlier batch still has its own message in the queue; when that message arrives it
+    is answered from here, without a query."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def add(self, ids: Iterable[object]) -> None:
+        for prediction_id in ids:
+            self._ids[str(prediction_id)] = None
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, prediction_id: object) -> bool:
+        return str(prediction_id) in self._ids
+
+
+_finished_here = _FinishedIds()
+
+FAILED_SERVER_MESSAGE = "The image could not be classified because of a problem on our side. Please try again."
+MISSING_FILE_MESSAGE = "The stored image file is missing, so it could not be classified. Please upload it again."
+
+
+def prediction_claim(*, prediction_id: object, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
+    """Claim ``prediction_id`` and up to ``batch_size - 1`` of the oldest other pending
+    predictions for this worker, in one conditional UPDATE; returns the claim token and
+    the claimed rows (empty when there was nothing to do).
+
+    Only ``pending`` rows are claimed, plus this message's own row when it has been
+    ``running`` for longer than ``RECONCILE_AFTER_SECONDS`` (its worker died mid-task).
+    A row claimed ``MAX_ATTEMPTS`` times is failed instead, so an image that kills
+    workers cannot loop forever. Each claimed row gets the batch's token: completing a
+    row later requires it, so a row claimed again by someone else is never completed
+    twice.
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    claimable = Prediction.objects.filter(id=prediction_id).filter(
+    token = uuid.uuid4()
+    own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
     )
-    if claimable.filter(attempts__gte=settings.MAX_ATTEMPTS).exists():
-        prediction_fail(
-            prediction_id=prediction_id,
-            error=f"Gave up after {settings.MAX_ATTEMPTS} attempts: the worker stopped while processing this image.",
-        )
-        return None
-    claimed = claimable.filter(attempts__lt=settings.MAX_ATTEMPTS).update(
-        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
+    others = selectors.prediction_pending_ids(limit=batch_size - 1, exclude=prediction_id) if batch_size > 1 else []
+    claimable = own | Q(id__in=others, status=PredictionStatus.PENDING) if others else own
+    Prediction.objects.filter(claimable, attempts__lt=settings.MAX_ATTEMPTS).update(
+        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1, claim=token
     )
-    if claimed != 1:
-        return None
-    return Prediction.objects.select_related("model_version").get(id=prediction_id)
+    claimed = list(Prediction.objects.filter(id__in=[prediction_id, *others], claim=token).order_by("created_at"))
+    if not any(str(p.id) == str(prediction_id) for p in claimed):
+        exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
+        if exhausted.exists():
+            prediction_fail(
+                prediction_id=prediction_id,
+                error=f"Gave up after {settings.MAX_ATTEMPTS} attempts: the worker stopped while processing "
+                "this image.",
+            )
+    return token, claimed
 
 
-def prediction_release(*, prediction_id: object) -> None:
-    """Give a claimed prediction back (``running`` -> ``pending``) for a retry."""
-    Prediction.objects.filter(id=prediction_id, status=PredictionStatus.RUNNING).update(status=PredictionStatus.PENDING)
+def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: object) -> None:
+    """Hand claimed predictions back (``running`` -> ``pending``) for a retry.
+
+    The message being retried covers ``lead_id``; the others borrowed into its batch
+    have had their own messages answered already, so they are sent again.
+    """
+    ids = [p.id for p in predictions]
+    Prediction.objects.filter(id__in=ids, claim=token, status=PredictionStatus.RUNNING).update(
+        status=PredictionStatus.PENDING
+    )
+    prediction_enqueue_many(prediction_ids=[i for i in ids if str(i) != str(lead_id)])
 
 
-def prediction_complete(*, prediction: Prediction, result: ImageResult, model_version: ModelVersion) -> bool:
-    """Store a successful classification; only a ``running`` row is completed (exactly once)."""
-    completed_at = timezone.now()
-    top = result.top
-    prediction.status = PredictionStatus.SUCCEEDED
-    prediction.model_version = model_version
-    prediction.label = top.label
-    prediction.class_id = top.class_id
-    prediction.confidence = top.score
-    prediction.top_predictions = [
-        {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6)} for item in result.predictions
-    ]
-    prediction.queue_ms = _ms(prediction.started_at - prediction.created_at)
-    prediction.preprocess_ms = round(result.preprocess_ms, 3)
-    prediction.inference_ms = round(result.inference_ms, 3)
-    prediction.total_ms = _ms(completed_at - prediction.created_at)
-    prediction.completed_at = completed_at
-    prediction.error = ""
-    prediction.full_clean(exclude=["image"])
+def prediction_complete_many(
+    *, predictions: list[Prediction], token: uuid.UUID, model_version: ModelVersion | None
+) -> list[Prediction]:
+    """Store the outcome (result or error) of each prediction of a batch in one
+    transaction and one UPDATE. Only rows still ``running`` under this batch's claim
+    token are written; returns those."""
     fields = [
         "status", "model_version", "label", "class_id", "confidence", "top_predictions",
         "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error",
     ]  # fmt: skip
-    return (
-        Prediction.objects.filter(id=prediction.id, status=PredictionStatus.RUNNING).update(
-            **{name: getattr(prediction, name) for name in fields}
+    with transaction.atomic():
+        ours = set(
+            Prediction.objects.select_for_update()
+            .filter(id__in=[p.id for p in predictions], claim=token, status=PredictionStatus.RUNNING)
+            .values_list("id", flat=True)
         )
-        == 1
+        rows = [p for p in predictions if p.id in ours]
+        for row in rows:
+            row.model_version = model_version if row.status == PredictionStatus.SUCCEEDED else row.model_version
+            row.clean_fields(exclude=["image", "thumbnail", "user"])
+        if rows:
+            Prediction.objects.bulk_update(rows, fields)
+    return rows
+
+
+def _set_result(prediction: Prediction, result: ImageResult, completed_at: datetime) -> None:
+    prediction.completed_at = completed_at
+    prediction.queue_ms = _ms(prediction.started_at - prediction.created_at)
+    prediction.preprocess_ms = round(result.preprocess_ms, 3)
+    prediction.inference_ms = round(result.inference_ms, 3)
+    prediction.total_ms = _ms(completed_at - prediction.created_at)
+    if result.error:
+        logger.info("Prediction %s cannot be decoded: %s", prediction.id, result.error)
+        prediction.status = PredictionStatus.FAILED
+        prediction.error = DAMAGED_MESSAGE
+        return
+    top = result.predictions[: prediction.top_k]
+    prediction.status = PredictionStatus.SUCCEEDED
+    prediction.label, prediction.class_id, prediction.confidence = top[0].label, top[0].class_id, top[0].score
+    prediction.top_predictions = [
+        {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6)} for item in top
+    ]
+    prediction.error = ""
+
+
+def _set_failed(prediction: Prediction, message: str, completed_at: datetime) -> None:
+    prediction.status = PredictionStatus.FAILED
+    prediction.error = message
+    prediction.completed_at = completed_at
+    prediction.total_ms = _ms(completed_at - prediction.created_at)
+
+
+def prediction_process(*, prediction_id: object) -> BatchReport | None:
+    """What the worker runs for one message: claim this prediction and up to
+    ``INFERENCE_BATCH_SIZE - 1`` others waiting beside it, classify them in one model
+    call, store every outcome in one transaction, announce them. Idempotent: a message
+    whose prediction is final, gone or being worked on does nothing.
+
+    A database error hands the batch back (``pending``) and re-raises for a retry; any
+    other error fails the batch with a message for people and re-raises.
+    """
+    if prediction_id in _finished_here:
+        return None
+    report = BatchReport()
+    began = time.perf_counter()
+    token, claimed = prediction_claim(prediction_id=prediction_id, batch_size=settings.INFERENCE_BATCH_SIZE)
+    if not claimed:
+        return None
+    if settings.INFERENCE_BATCH_WAIT_MS and len(claimed) < settings.INFERENCE_BATCH_SIZE:
+        time.sleep(settings.INFERENCE_BATCH_WAIT_MS / 1000)
+        claimed += prediction_claim_more(token=token, limit=settings.INFERENCE_BATCH_SIZE - len(claimed))
+    report.size = len(claimed)
+    report.claim_ms = (time.perf_counter() - began) * 1000
+    try:
+        model_version = model_version_get_or_sync_active()
+        classifier = classifier_for(model_version=model_version)
+        _classify(claimed, classifier, report)
+        began = time.perf_counter()
+        stored = prediction_complete_many(predictions=claimed, token=token, model_version=model_version)
+        report.store_ms = (time.perf_counter() - began) * 1000
+    except (OperationalError, InterfaceError, ModelUnavailableError):
+        prediction_release(predictions=claimed, token=token, lead_id=prediction_id)
+        raise
+    except BaseException:
+        logger.exception("Batch of %d predictions failed: %s", len(claimed), [str(p.id) for p in claimed])
+        now = timezone.now()
+        for prediction in claimed:
+            _set_failed(prediction, FAILED_SERVER_MESSAGE, now)
+        prediction_complete_many(predictions=claimed, token=token, model_version=None)
+        events.prediction_final_publish(p.id for p in claimed)
+        raise
+    began = time.perf_counter()
+    events.prediction_final_publish(p.id for p in stored)
+    report.notify_ms = (time.perf_counter() - began) * 1000
+    _finished_here.add(p.id for p in claimed)
+    report.succeeded = sum(p.status == PredictionStatus.SUCCEEDED for p in stored)
+    report.failed = len(stored) - report.succeeded
+    batch_logger.info(report.log_line())
+    return report
+
+
+def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
+    """Add up to ``limit`` more pending predictions to the batch holding ``token``."""
+    ids = selectors.prediction_pending_ids(limit=limit)
+    if not ids:
+        return []
+    Prediction.objects.filter(id__in=ids, status=PredictionStatus.PENDING, attempts__lt=settings.MAX_ATTEMPTS).update(
+        status=PredictionStatus.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, claim=token
     )
+    return list(Prediction.objects.filter(id__in=ids, claim=token).order_by("created_at"))
+
+
+def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchReport) -> None:
+    """Run the model once over every claimed image whose file is there; set outcomes."""
+    readable: list[Prediction] = []
+    paths: list[str] = []
+    now = timezone.now()
+    for prediction in claimed:
+        try:
+            path = prediction.image.path
+        except (ValueError, NotImplementedError):
+            path = ""
+        if path and Path(path).exists():
+            readable.append(prediction)
+            paths.append(path)
+        else:
+            _set_failed(prediction, MISSING_FILE_MESSAGE, now)
+    if not readable:
+        return
+    results = classifier.classify(paths, top_k=max(p.top_k for p in readable))
+    completed_at = timezone.now()
+    for prediction, result in zip(readable, results, strict=True):
+        _set_result(prediction, result, completed_at)
+    report.preprocess_ms = sum(r.preprocess_ms for r in results)
+    report.inference_ms = sum(r.inference_ms for r in results)
 
 
 def prediction_fail(*, prediction_id: object, error: str) -> bool:
     """Mark a non-final prediction ``failed`` with a readable reason."""
     now = timezone.now()
-    return (
+    failed = (
         Prediction.objects.filter(
             id=prediction_id, status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING]
         ).update(status=PredictionStatus.FAILED, error=error[:2000], completed_at=now)
         == 1
     )
+    if failed:
+        events.prediction_final_publish([prediction_id])
+    return failed
 
 
-def prediction_process(*, prediction_id: object) -> None:
-    """Run one prediction end to end in the worker. Idempotent."""
-    prediction = prediction_start(prediction_id=prediction_id)
-    if prediction is None:
-        logger.info("Prediction %s is final or gone; nothing to do", prediction_id)
-        return
-    model_version = model_version_get_or_sync_active()
-    classifier = classifier_for(model_version=model_version)
-    try:
-        image_path = prediction.image.path
-    except (ValueError, NotImplementedError):
-        image_path = ""
-    if not image_path or not Path(image_path).exists():
-        prediction_fail(prediction_id=prediction.id, error="The stored image file is missing.")
-        return
-    result = classifier.classify([image_path], top_k=prediction.top_k)[0]
-    if result.error:
-        prediction_fail(prediction_id=prediction.id, error=result.error)
-        return
-    prediction_complete(prediction=prediction, result=result, model_version=model_version)
+def prediction_thumbnail(*, prediction: Prediction) -> str:
+    """The storage name of the prediction's thumbnail, made and stored on first use:
+    pages show it without decoding the original again."""
+    storage = prediction.thumbnail.storage
+    if prediction.thumbnail.name and storage.exists(prediction.thumbnail.name):
+        return prediction.thumbnail.name
+    content = thumbnail_jpeg(prediction.image.path)
+    name = storage.save(f"thumbnails/{prediction.created_at:%Y/%m/%d}/{prediction.id.hex}.jpg", ContentFile(content))
+    Prediction.objects.filter(id=prediction.id).update(thumbnail=name)
+    prediction.thumbnail.name = name
+    return name
 
 
 def prediction_delete(*, prediction: Prediction) -> None:
     """Delete a prediction and, once the deletion is committed, its image file."""
-    storage, name = prediction.image.storage, prediction.image.name
+    storage = prediction.image.storage
+    names = [name for name in (prediction.image.name, prediction.thumbnail.name) if name]
     with transaction.atomic():
         prediction.delete()
-        if name:
-            transaction.on_commit(lambda: storage.delete(name), robust=True)
+        for name in names:
+            transaction.on_commit(functools.partial(storage.delete, name), robust=True)
 
 
 def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
@@ -254,10 +454,7 @@ def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
     """
     age = settings.RECONCILE_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
     cutoff = timezone.now() - timedelta(seconds=age)
-    sent = 0
-    for prediction_id in selectors.prediction_stuck_ids(before=cutoff):
-        sent += prediction_enqueue(prediction_id=prediction_id)
-    return sent
+    return prediction_enqueue_many(prediction_ids=selectors.prediction_stuck_ids(before=cutoff))
 
 
 def _ms(delta: timedelta) -> float:

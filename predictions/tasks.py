@@ -14,27 +14,32 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
 from . import heartbeat, services, stats
-from .exceptions import ApplicationError
+from .exceptions import ApplicationError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
 
 class PredictionTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        # Whatever went wrong, the prediction ends in a final state with a reason.
-        message = exc.message if isinstance(exc, ApplicationError) else f"Classification failed: {exc}"
-        if isinstance(exc, SoftTimeLimitExceeded):
-            message = "Classification took too long and was stopped."
+        # Whatever went wrong, the prediction ends in a final state with a reason a person
+        # can read; the details are in the worker's log.
+        if isinstance(exc, ApplicationError):
+            message = exc.message
+        elif isinstance(exc, SoftTimeLimitExceeded):
+            message = "Classification took too long and was stopped. Please try again."
+        else:
+            message = services.FAILED_SERVER_MESSAGE
+        logger.error("Prediction %s failed: %r", args[0], exc)
         services.prediction_fail(prediction_id=args[0], error=message)
 
 
 @shared_task(bind=True, base=PredictionTask, max_retries=3, acks_late=True)
 def prediction_run(self: Task, prediction_id: str) -> None:
+    """Classify this prediction, batched with others waiting (services.prediction_process)."""
     try:
         services.prediction_process(prediction_id=prediction_id)
-    except (OperationalError, InterfaceError) as error:
-        # A database hiccup: hand the row back (pending) so the retry can claim it.
-        services.prediction_release(prediction_id=prediction_id)
+    except (OperationalError, InterfaceError, ModelUnavailableError) as error:
+        # The batch was handed back (pending): retry once the database or model is back.
         raise self.retry(exc=error, countdown=2**self.request.retries) from error
 
 

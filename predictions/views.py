@@ -22,7 +22,6 @@ from rest_framework.authtoken.models import Token
 from . import selectors, services
 from .exceptions import ApplicationError
 from .forms import HistoryFilterForm, UploadForm
-from .images import thumbnail_jpeg
 from .models import Prediction
 from .selectors import PredictionFilters
 
@@ -95,12 +94,16 @@ def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
 def _image_response(request: HttpRequest, prediction: Prediction) -> HttpResponse:
     try:
         if request.GET.get("size") == "thumb":
-            response: HttpResponse = HttpResponse(thumbnail_jpeg(prediction.image.path), content_type="image/jpeg")
+            name = services.prediction_thumbnail(prediction=prediction)
+            response: HttpResponse = FileResponse(prediction.thumbnail.storage.open(name, "rb"))
+            response["Content-Type"] = "image/jpeg"
         else:
             response = FileResponse(prediction.image.open("rb"))
             response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
     except FileNotFoundError as error:
         raise Http404("The image file is no longer stored.") from error
+    except (OSError, ValueError, SyntaxError) as error:  # a damaged upload has no preview
+        raise Http404("This image cannot be shown.") from error
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -128,7 +128,7 @@ def test_missing_image_file_fails_with_a_reason(user, active_model):
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
-    assert "missing" in prediction.error
+    assert prediction.error == services.MISSING_FILE_MESSAGE
 
 
 def test_task_failure_marks_prediction_failed(user):
@@ -139,7 +139,7 @@ def test_task_failure_marks_prediction_failed(user):
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
-    assert "boom" in prediction.error
+    assert prediction.error == services.FAILED_SERVER_MESSAGE  # for people; "boom" goes to the log
 
 
 def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
@@ -214,7 +214,7 @@ def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(us
         user=user, status=PredictionStatus.RUNNING, attempts=3, started_at=timezone.now() - timedelta(hours=1)
     )
 
-    assert services.prediction_start(prediction_id=prediction.id) is None
+    assert services.prediction_claim(prediction_id=prediction.id)[1] == []
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
@@ -226,6 +226,142 @@ def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(use
 
     prediction = PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
 
-    assert services.prediction_start(prediction_id=prediction.id) is None
+    assert services.prediction_claim(prediction_id=prediction.id, batch_size=8)[1] == []
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.RUNNING and prediction.attempts == 1
+
+
+# --- Micro-batching, claims, the duplicate-result cache, thumbnails -----------------------
+
+
+def _photo_upload(name: str, image_format: str = "JPEG") -> SimpleUploadedFile:
+    return _upload(photo_bytes(name, image_format), f"{name}.{image_format.lower()}")
+
+
+def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_model, monkeypatch):
+    created = [
+        services.prediction_create(user=user, uploaded_file=_photo_upload(name))
+        for name in ("chelsea", "coffee", "rocket", "motorcycle")
+    ]
+    calls = []
+    classifier = services.classifier_for(model_version=active_model)
+    real_predict = classifier.predict
+    monkeypatch.setattr(classifier, "predict", lambda batch: calls.append(len(batch)) or real_predict(batch))
+
+    report = services.prediction_process(prediction_id=created[0].id)
+
+    assert calls == [4]  # one model call for the four images
+    assert report.size == 4 and report.succeeded == 4
+    rows = {p.id: p for p in Prediction.objects.all()}
+    assert rows[created[0].id].class_id in CAT_CLASSES
+    assert all(p.status == PredictionStatus.SUCCEEDED and p.attempts == 1 for p in rows.values())
+    assert all(p.preprocess_ms > 0 and p.inference_ms > 0 and p.queue_ms >= 0 for p in rows.values())
+    # The later messages of the batched images find them done and do nothing.
+    assert services.prediction_process(prediction_id=created[3].id) is None
+    assert Prediction.objects.get(id=created[3].id).attempts == 1
+
+
+def test_batch_size_bounds_what_one_message_takes(user, active_model, settings):
+    settings.INFERENCE_BATCH_SIZE = 2
+    created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
+    created.append(services.prediction_create(user=user, uploaded_file=_photo_upload("rocket")))
+
+    report = services.prediction_process(prediction_id=created[2].id)
+
+    assert report.size == 2
+    statuses = dict(Prediction.objects.values_list("id", "status"))
+    # Its own image first, then the oldest one waiting.
+    assert statuses[created[2].id] == statuses[created[0].id] == PredictionStatus.SUCCEEDED
+    assert statuses[created[1].id] == PredictionStatus.PENDING
+
+
+def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(user, active_model):
+    prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
+    token, claimed = services.prediction_claim(prediction_id=prediction.id)
+    Prediction.objects.filter(id=prediction.id).update(claim=None)  # someone else's claim now
+
+    stored = services.prediction_complete_many(predictions=claimed, token=token, model_version=active_model)
+
+    assert stored == []
+    assert Prediction.objects.get(id=prediction.id).status == PredictionStatus.RUNNING
+
+
+def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user, active_model):
+    png = photo_bytes("chelsea", "PNG")
+    middle = len(png) // 2
+    damaged = png[:middle] + bytes(2000) + png[middle + 2000 :]  # header and end intact, pixel data zeroed
+    prediction = services.prediction_create(user=user, uploaded_file=_upload(damaged, "damaged.png"))
+    assert prediction.status == PredictionStatus.PENDING
+
+    services.prediction_process(prediction_id=prediction.id)
+
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.FAILED
+    assert prediction.error.startswith("The image is damaged or incomplete")
+    assert "/" not in prediction.error  # no server paths or library messages
+
+
+def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user, active_model, monkeypatch):
+    from django.db import OperationalError
+
+    created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
+    sent = []
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+
+    def broken(**kwargs):
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(services, "prediction_complete_many", broken)
+    with pytest.raises(OperationalError):
+        services.prediction_process(prediction_id=created[1].id)
+
+    assert set(Prediction.objects.values_list("status", flat=True)) == {PredictionStatus.PENDING}
+    assert sent == [created[0].id]  # the lead's own message is retried by Celery
+
+
+def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model, monkeypatch):
+    first = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"))
+    services.prediction_process(prediction_id=first.id)
+    first.refresh_from_db()
+    sent = []
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+
+    again = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=3)
+
+    assert again.status == PredictionStatus.SUCCEEDED and again.cached
+    assert (again.label, again.class_id, again.confidence) == (first.label, first.class_id, first.confidence)
+    assert again.top_predictions == first.top_predictions[:3]
+    assert again.model_version_id == active_model.id and Path(again.image.path).exists()
+    assert sent == []  # nothing queued, the model never ran
+    # A wider top-k than stored, another user, or the cache turned off: classified afresh.
+    assert services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=10).cached is False
+
+
+def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, settings):
+    from tests.factories import UserFactory
+
+    first = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
+    services.prediction_process(prediction_id=first.id)
+    other = UserFactory()
+
+    assert services.prediction_create(user=other, uploaded_file=_photo_upload("coffee")).cached is False
+    settings.RESULT_CACHE = "all"
+    assert services.prediction_create(user=other, uploaded_file=_photo_upload("coffee")).cached is True
+    settings.RESULT_CACHE = "off"
+    assert services.prediction_create(user=user, uploaded_file=_photo_upload("coffee")).cached is False
+
+
+def test_thumbnail_is_made_once_and_stored(user, monkeypatch):
+    prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
+    made = []
+    real = services.thumbnail_jpeg
+    monkeypatch.setattr(services, "thumbnail_jpeg", lambda path: made.append(path) or real(path))
+
+    name = services.prediction_thumbnail(prediction=prediction)
+    again = services.prediction_thumbnail(prediction=Prediction.objects.get(id=prediction.id))
+
+    assert name == again and len(made) == 1
+    from PIL import Image
+
+    with Image.open(prediction.thumbnail.storage.path(name)) as thumb:
+        assert thumb.format == "JPEG" and max(thumb.size) <= 160

@@ -141,7 +141,7 @@ def test_owner_gets_the_image_and_a_thumbnail(user_client, user):
 
     assert full["Content-Type"] == "image/jpeg"
     assert b"".join(full.streaming_content) == prediction.image.open("rb").read()
-    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    assert thumb.status_code == 200 and b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
 
 
 def test_media_is_not_served_publicly(client, user):
