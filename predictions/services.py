@@ -28,7 +28,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -100,7 +100,7 @@ def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, to
     try:
         with transaction.atomic():
             # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
-            prediction.clean_fields(exclude=["image", "thumbnail"])
+            prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version"])
             prediction.save(force_insert=True)
             if earlier is None:
                 transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
@@ -273,16 +273,23 @@ def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_
     prediction_enqueue_many(prediction_ids=[i for i in ids if str(i) != str(lead_id)])
 
 
+_OUTCOME_FIELDS = (
+    "status", "model_version", "label", "class_id", "confidence", "top_predictions",
+    "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error",
+)  # fmt: skip
+
+
 def prediction_complete_many(
     *, predictions: list[Prediction], token: uuid.UUID, model_version: ModelVersion | None
 ) -> list[Prediction]:
-    """Store the outcome (result or error) of each prediction of a batch in one
-    transaction and one UPDATE. Only rows still ``running`` under this batch's claim
-    token are written; returns those."""
-    fields = [
-        "status", "model_version", "label", "class_id", "confidence", "top_predictions",
-        "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error",
-    ]  # fmt: skip
+    """Store the outcome (result or error) of each prediction of a batch, in one
+    transaction. Only rows still ``running`` under this batch's claim token are written
+    (a row claimed again by another worker is left to it); returns those."""
+    for prediction in predictions:
+        if prediction.status == PredictionStatus.SUCCEEDED:
+            prediction.model_version = model_version
+        # Field validation only: the foreign keys are objects we hold, not user input.
+        prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version"])
     with transaction.atomic():
         ours = set(
             Prediction.objects.select_for_update()
@@ -290,12 +297,29 @@ def prediction_complete_many(
             .values_list("id", flat=True)
         )
         rows = [p for p in predictions if p.id in ours]
-        for row in rows:
-            row.model_version = model_version if row.status == PredictionStatus.SUCCEEDED else row.model_version
-            row.clean_fields(exclude=["image", "thumbnail", "user"])
-        if rows:
-            Prediction.objects.bulk_update(rows, fields)
+        _update_rows(rows, _OUTCOME_FIELDS)
     return rows
+
+
+def _update_rows(rows: list[Prediction], field_names: Iterable[str]) -> None:
+    """One parametrised UPDATE per row, sent with ``executemany`` (a single round trip
+    with psycopg 3's pipeline). ``bulk_update`` builds a CASE WHEN per field instead,
+    which cost more CPU than the model call for a batch of 16 (profiled)."""
+    if not rows:
+        return
+    connection = connections[Prediction.objects.db]
+    quote = connection.ops.quote_name
+    fields = [Prediction._meta.get_field(name) for name in field_names]
+    pk = Prediction._meta.pk
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(Prediction._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
+    params = [
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+        + [pk.get_db_prep_value(row.pk, connection)]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _set_result(prediction: Prediction, result: ImageResult, completed_at: datetime) -> None:
