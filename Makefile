@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.deps-stamp
 DEV_STAMP := $(VENV)/.dev-deps-stamp
 
-.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench chaos loadtest verify-model clean
+.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -40,6 +40,12 @@ model-lite2: deps
 verify-model: deps
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-verify.txt
 	$(PY) -m training.build_imagenet --variant $(MODEL_VARIANT) --out $(MODEL_DIR) --force
+
+# TFLite fp16 / int8 and ONNX files next to the model (training/convert.py); the onnx engine
+# (MODEL_ENGINE=onnx) serves model.onnx, so run this before selecting it.
+convert: deps model
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-convert.txt
+	$(PY) -m training.convert --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --formats tflite-fp16,tflite-int8,onnx
 
 migrate: deps
 	$(PY) manage.py migrate --noinput

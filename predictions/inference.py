@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from .engines import ENGINES, EngineLoadError, load_engine
+from .engines import Engine as _Engine
 from .preprocessing import open_rgb, to_model_input
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("savedmodel", "tflite")
 # Batches are padded up to one of these sizes so each engine sees a handful of
 # shapes, not one per request size (no retracing, no tensor reallocation).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
@@ -57,54 +57,6 @@ class ImageResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _Engine(Protocol):
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-class _SavedModelEngine:
-    def __init__(self, model_dir: Path, threads: int) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of logs
-        import tensorflow as tf
-
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(1)
-            except RuntimeError:  # already initialised in this process
-                logger.debug("TensorFlow threading already configured")
-        self._tf = tf
-        self._module = tf.saved_model.load(str(model_dir / "saved_model"))
-        self._serve = self._module.signatures["serve"]
-        _, kwargs = self._serve.structured_input_signature
-        self._input_name = next(iter(kwargs))
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        outputs = self._serve(**{self._input_name: self._tf.constant(batch)})
-        return next(iter(outputs.values())).numpy()
-
-
-class _TFLiteEngine:
-    def __init__(self, model_dir: Path, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        path = model_dir / "model.tflite"
-        if not path.exists():
-            raise ModelLoadError(f"{path} is missing: rebuild the model to get the TFLite file")
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._batch_size = 0
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[0] != self._batch_size:
-            self._interpreter.resize_tensor_input(self._input, list(batch.shape))
-            self._interpreter.allocate_tensors()
-            self._batch_size = batch.shape[0]
-        self._interpreter.set_tensor(self._input, batch)
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
 
 
 class Classifier:
@@ -147,8 +99,10 @@ class Classifier:
                 f"this runner reads {SUPPORTED_FORMAT_VERSIONS}"
             )
         self.labels = json.loads(labels_path.read_text())
-        engine_class = _SavedModelEngine if self.engine_name == "savedmodel" else _TFLiteEngine
-        self._engine = engine_class(self.model_dir, self.threads)
+        try:
+            self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
+        except EngineLoadError as error:
+            raise ModelLoadError(str(error)) from error
         self.load_seconds = time.perf_counter() - started
         logger.info("Loaded %s v%s (%s) in %.2fs", self.name, self.version, self.engine_name, self.load_seconds)
         return self

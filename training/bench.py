@@ -1,113 +1,247 @@
-"""Inference benchmark: load time and latency per engine and batch size.
+"""Inference benchmark: every engine's load time, latency per batch size and agreement.
 
     python -m training.bench --model models/efficientnet_lite0/1 --out bench/results.json
 
-Prints a Markdown table and writes the figures as JSON. Runs the same runner the
-workers use (predictions.inference), on real photos, after a warm-up.
+For each engine (the SavedModel with and without XLA, TFLite fp32 / fp16 / int8 through
+XNNPACK, ONNX Runtime) it measures, in this one run so the ratios are comparable: load
+time, ms per image at batch 1 / 8 / 32 after warm-up, images/s, and the top-1 agreement
+with the SavedModel on real photos (``training.convert.agreement_photos()``), plus the
+mean and max |probability difference|. It prints a Markdown table headed by the CPU
+(model, cores, SIMD flags) and writes the same figures to ``--out`` as JSON.
+
+Engines run one after another through ``predictions.engines`` (the classes the workers
+use), each in a fresh process as in a worker (runtimes' idle thread pools in one process
+would slow each other), with the runtime's default threads. Files from
+``training.convert`` that are missing are reported, not fatal: ``make convert`` builds them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from predictions.inference import ENGINES, Classifier
-from training.test_photos import TEST_PHOTOS
+from predictions.engines import CANDIDATE_ENGINES, ENGINES, MIN_TOP1_AGREEMENT, EngineLoadError, load_engine
+from training.convert import FORMATS, PHOTOSET_DIR, Agreement, agreement, agreement_photos, convert, photo_batch
+
+# (label in the report, engine name, extra load_engine options)
+VARIANTS: tuple[tuple[str, str, dict], ...] = (
+    ("savedmodel", "savedmodel", {}),
+    ("savedmodel-xla", "savedmodel", {"xla": True}),
+    ("tflite", "tflite", {}),
+    ("tflite-fp16", "tflite-fp16", {}),
+    ("tflite-int8", "tflite-int8", {}),
+    ("onnx", "onnx", {}),
+)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx")
+AGREEMENT_BATCH = 32  # the largest bucket, as a worker would use
+# XLA runs this network ~10x slower on CPU; its agreement is measured on the first photos
+# only, so the whole benchmark stays within a few minutes.
+XLA_AGREEMENT_PHOTOS = 96
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def bench_engine(model_dir: Path, engine: str, batch_sizes: list[int], seconds: float, threads: int) -> dict:
-    started = time.perf_counter()
-    classifier = Classifier(model_dir, engine=engine, threads=threads).load()
-    load_s = time.perf_counter() - started
-    started = time.perf_counter()
-    classifier.warmup()
-    warmup_s = time.perf_counter() - started
-
-    photos = [p.path.read_bytes() for p in TEST_PHOTOS]
-    preprocess_ms = []
-    arrays = []
-    for content in photos * 4:
-        began = time.perf_counter()
-        arrays.append(classifier.preprocess(content))
-        preprocess_ms.append((time.perf_counter() - began) * 1000)
-
-    rows = []
-    for batch_size in batch_sizes:
-        batch = np.stack([arrays[i % len(arrays)] for i in range(batch_size)])
-        classifier.predict(batch)  # shape warm-up
-        timings = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(timings) < 5:
-            began = time.perf_counter()
-            classifier.predict(batch)
-            timings.append((time.perf_counter() - began) * 1000)
-        rows.append(
-            {
-                "batch": batch_size,
-                "runs": len(timings),
-                "batch_ms_p50": round(statistics.median(timings), 2),
-                "batch_ms_p95": round(_percentile(timings, 95), 2),
-                "per_image_ms": round(statistics.median(timings) / batch_size, 2),
-                "images_per_s": round(1000 * batch_size / statistics.median(timings), 1),
-            }
-        )
+def cpu_info() -> dict:
+    """CPU model, core count and the SIMD flags that decide which kernels the runtimes pick."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: the model and core count still say something
+        pass
+    present = {flag: flag in flags for flag in CPU_FLAGS}
+    present["amx"] = any(flag.startswith("amx") for flag in flags)
     return {
-        "engine": engine,
-        "load_s": round(load_s, 3),
-        "warmup_s": round(warmup_s, 3),
-        "preprocess_ms_p50": round(statistics.median(preprocess_ms), 2),
-        "batches": rows,
+        "model": model,
+        "cores": os.cpu_count(),
+        "flags": present,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 
+def cpu_line(cpu: dict) -> str:
+    flags = " ".join(flag for flag, present in cpu["flags"].items() if present) or "none of the listed"
+    missing = " ".join(flag for flag, present in cpu["flags"].items() if not present)
+    return f"{cpu['model']}, {cpu['cores']} cores, flags: {flags}" + (f" (no {missing})" if missing else "")
+
+
+def probabilities(engine, images: np.ndarray, batch: int = AGREEMENT_BATCH) -> np.ndarray:
+    """The engine's probabilities for every image, in batches padded to ``batch`` like the runner does."""
+    outputs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        padded = np.zeros((batch, *images.shape[1:]), np.float32)
+        padded[: len(chunk)] = chunk
+        outputs.append(engine.run(padded)[: len(chunk)])
+    return np.concatenate(outputs)
+
+
+def latency(engine, images: np.ndarray, batch: int, seconds: float, min_runs: int = 2) -> dict:
+    """Median / p95 wall time of ``engine.run`` on one real-photo batch, after one warm-up call."""
+    batch_images = np.ascontiguousarray(images[np.arange(batch) % len(images)])
+    engine.run(batch_images)  # first call at this shape: tracing, compilation, allocation
+    timings = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(timings) < min_runs:
+        began = time.perf_counter()
+        engine.run(batch_images)
+        timings.append((time.perf_counter() - began) * 1000)
+    median = statistics.median(timings)
+    return {
+        "batch": batch,
+        "runs": len(timings),
+        "batch_ms_p50": round(median, 2),
+        "batch_ms_p95": round(float(np.percentile(timings, 95)), 2),
+        "per_image_ms": round(median / batch, 2),
+        "images_per_s": round(1000 * batch / median, 1),
+    }
+
+
+def bench_variant(
+    label: str, name: str, options: dict, model_dir: Path, images_path: Path, batch_sizes: list[int], seconds: float
+) -> tuple[dict, np.ndarray | None]:
+    """Load one engine, time it, and return its figures and its probabilities on the saved images."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    images = np.load(images_path, mmap_mode="r")
+    result: dict = {"engine": label, "offered": label in ENGINES}
+    started = time.perf_counter()
+    try:
+        engine = load_engine(name, model_dir, **options)
+    except EngineLoadError as error:
+        result["error"] = str(error)
+        return result, None
+    result["load_s"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    probs = probabilities(engine, images[:XLA_AGREEMENT_PHOTOS] if options.get("xla") else images)
+    result["agreement_pass_s"] = round(time.perf_counter() - started, 2)
+    result["batches"] = [latency(engine, images, size, seconds) for size in batch_sizes]
+    return result, probs
+
+
+def bench_in_subprocess(label: str, name: str, options: dict, *args) -> tuple[dict, np.ndarray | None]:
+    """``bench_variant`` in a fresh interpreter, so each engine has the CPU to itself."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(bench_variant, (label, name, options, *args))
+
+
+def convert_missing(model_dir: Path, formats: list[str]) -> None:
+    """Build converted files that are absent (``make convert`` does it once; ONNX needs tf2onnx)."""
+    missing = [fmt for fmt in formats if not (model_dir / FORMATS[fmt]).exists()]
+    if "onnx" in missing and importlib.util.find_spec("tf2onnx") is None:
+        print("onnx: model.onnx is missing and tf2onnx is not installed: run `make convert`")
+        missing.remove("onnx")
+    if missing:
+        print(f"converting {', '.join(missing)} first (as `make convert` would)...", flush=True)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:  # keep TensorFlow out of this process
+            pool.apply(convert, (model_dir, missing))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("models/efficientnet_lite0/1"))
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    labels = [label for label, _, _ in VARIANTS]
+    parser.add_argument("--engines", nargs="+", default=labels, choices=labels)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--seconds", type=float, default=5.0, help="Time spent per batch size")
-    parser.add_argument("--threads", type=int, default=0, help="Engine threads (0 = engine default)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="Time spent per engine and batch size")
+    parser.add_argument("--photos", type=int, default=600, help="Real photos for the agreement figures")
+    parser.add_argument("--photoset", type=Path, default=PHOTOSET_DIR)
     args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    bench_started = time.perf_counter()
 
-    results = [bench_engine(args.model, e, args.batch_sizes, args.seconds, args.threads) for e in args.engines]
     metadata = json.loads((args.model / "metadata.json").read_text())
+    convert_missing(args.model, [label for label in args.engines if label in FORMATS])
+    cpu = cpu_info()
+    images = photo_batch(agreement_photos(args.photoset, args.photos), int(metadata["input_size"]))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-")
+    images_path = Path(scratch.name) / "images.npy"
+    np.save(images_path, images)
+
+    results, reference = [], None
+    # The reference runs first: every other engine is compared with its probabilities.
+    variants = sorted((v for v in VARIANTS if v[0] in args.engines), key=lambda v: v[0] != "savedmodel")
+    for label, name, options in variants:
+        print(f"{label}...", flush=True)
+        result, probs = bench_in_subprocess(
+            label, name, options, args.model, images_path, args.batch_sizes, args.seconds
+        )
+        if probs is not None and reference is None and label == "savedmodel":
+            reference = probs
+        if probs is not None and reference is not None:
+            measured: Agreement = agreement(reference[: len(probs)], probs)
+            result["agreement"] = measured.as_dict()
+            result["meets_threshold"] = measured.top1_agreement >= MIN_TOP1_AGREEMENT
+            if result["meets_threshold"] != result["offered"] and label in CANDIDATE_ENGINES:
+                result["note"] = "offered status disagrees with this measurement: review predictions/engines.ENGINES"
+        results.append(result)
+
+    base = {row["batch"]: row["per_image_ms"] for r in results if r["engine"] == "savedmodel" for row in r["batches"]}
+    for result in results:
+        for row in result.get("batches", []):
+            if row["batch"] in base:
+                row["speedup_vs_savedmodel"] = round(base[row["batch"]] / row["per_image_ms"], 2)
+
+    scratch.cleanup()
+    cpu["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     report = {
         "model": f"{metadata['name']} v{metadata['version']}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": cpu,
+        "photos": len(images),
+        "min_top1_agreement": MIN_TOP1_AGREEMENT,
+        "offered_engines": list(ENGINES),
+        "seconds": round(time.perf_counter() - bench_started, 1),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report, args.batch_sizes)
+    print(f"\nwritten to {args.out} in {report['seconds']} s")
 
-    print(f"\n{report['model']} on {os.cpu_count()} CPUs ({report['created']})\n")
-    print("| engine | load s | preprocess ms/img | batch | ms/batch p50 | ms/batch p95 | ms/image | images/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for result in results:
-        for row in result["batches"]:
-            cells = [
-                result["engine"], result["load_s"], result["preprocess_ms_p50"], row["batch"],
-                row["batch_ms_p50"], row["batch_ms_p95"], row["per_image_ms"], row["images_per_s"],
-            ]  # fmt: skip
-            print("| " + " | ".join(str(cell) for cell in cells) + " |")
-    print(f"\nwritten to {args.out}")
+
+def print_table(report: dict, batch_sizes: list[int]) -> None:
+    cpu = report["machine"]
+    load = cpu["load_average_1m_at_start"]
+    print(f"\n{report['model']} on {cpu_line(cpu)} ({report['created']}, load average {load})")
+    photos, threshold = report["photos"], MIN_TOP1_AGREEMENT
+    print(f"top-1 agreement with the SavedModel on {photos} real photos; offered if >= {threshold:.1%}\n")
+    sizes = " | ".join(f"ms/img b{size}" for size in batch_sizes)
+    columns = f"img/s b{batch_sizes[-1]} | vs savedmodel | top-1 agree | mean / max abs diff | offered"
+    print(f"| engine | load s | {sizes} | {columns} |")
+    print("|---" * (len(batch_sizes) + 7) + "|")
+    for result in report["results"]:
+        if "error" in result:
+            print(f"| {result['engine']} | {result['error']} |")
+            continue
+        rows = result["batches"]
+        agree = result.get("agreement", {})
+        ratios = "/".join(f"{row.get('speedup_vs_savedmodel', 0):.2f}" for row in rows)
+        cells = [
+            result["engine"], result["load_s"], *(row["per_image_ms"] for row in rows), rows[-1]["images_per_s"],
+            f"{ratios}x", f"{agree.get('top1_agreement', 0):.2%}",
+            f"{agree.get('mean_abs_prob_diff', 0):.1e} / {agree.get('max_abs_prob_diff', 0):.1e}",
+            "yes" if result["offered"] else "no",
+        ]  # fmt: skip
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for result in report["results"]:
+        if "note" in result:
+            print(f"note: {result['engine']}: {result['note']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,199 @@
+"""Convert an exported model's SavedModel to the other engines' formats, next to it.
+
+    python -m training.convert --model models/efficientnet_lite0/1 --formats tflite-fp16,tflite-int8,onnx
+
+Writes into the model directory (each file atomically: a temp file renamed into place):
+
+- ``model_fp16.tflite``: float16 weights (post-training quantisation), float32 compute.
+- ``model_int8.tflite``: full-integer post-training quantisation, calibrated on real photos
+  (crops of scikit-image's photographs that are *not* among the photos the agreement
+  figures are measured on); float32 input and output, so the runner feeds it unchanged.
+- ``model.onnx``: the ``serve`` signature converted by tf2onnx (opset 17) with a dynamic
+  batch dimension, for ONNX Runtime.
+
+The SavedModel stays the reference; ``agreement()`` compares any engine's probabilities
+with it, and ``make bench`` reports the figures. Needs ``requirements-convert.txt``
+(tf2onnx, onnx) on top of ``requirements.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from predictions.engines import ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FP16_FILE, TFLITE_INT8_FILE
+from predictions.preprocessing import open_rgb, to_model_input
+from training.photoset import photoset
+
+FORMATS = {"tflite-fp16": TFLITE_FP16_FILE, "tflite-int8": TFLITE_INT8_FILE, "onnx": ONNX_FILE}
+ONNX_OPSET = 17
+PHOTOSET_DIR = Path("var/photoset")
+# photoset() is deterministic: its first AGREEMENT_PHOTOS crops measure agreement, the next
+# CALIBRATION_PHOTOS (built in their own directory, so a shorter set in PHOTOSET_DIR that
+# someone else is reading is never rebuilt under them) calibrate int8.
+CALIBRATION_DIR = Path("var/photoset-calibration")
+AGREEMENT_PHOTOS = 600
+CALIBRATION_PHOTOS = 200
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely one engine's probabilities follow the reference's on the same images."""
+
+    images: int
+    top1_agreement: float  # fraction of images with the same top-1 class
+    mean_abs_diff: float  # mean |p - p_ref| over every image and class
+    max_abs_diff: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "images": self.images,
+            "top1_agreement": round(self.top1_agreement, 5),
+            "mean_abs_prob_diff": float(f"{self.mean_abs_diff:.3g}"),
+            "max_abs_prob_diff": float(f"{self.max_abs_diff:.3g}"),
+        }
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    """Top-1 agreement and probability differences of ``candidate`` vs ``reference`` ([N, C] each)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape or reference.ndim != 2 or not len(reference):
+        raise ValueError(f"Need two non-empty [N, C] arrays of one shape, got {reference.shape} and {candidate.shape}")
+    difference = np.abs(reference - candidate)
+    same = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    return Agreement(
+        images=len(reference),
+        top1_agreement=float(same.mean()),
+        mean_abs_diff=float(difference.mean()),
+        max_abs_diff=float(difference.max()),
+    )
+
+
+def photo_batch(paths: list[Path], input_size: int) -> np.ndarray:
+    """Real photos preprocessed exactly as the runner does, as one float32 batch."""
+    return np.stack([to_model_input(open_rgb(path), input_size) for path in paths])
+
+
+def agreement_photos(photoset_dir: Path = PHOTOSET_DIR, count: int = AGREEMENT_PHOTOS) -> list[Path]:
+    """The real photos agreement is measured on (built once into ``photoset_dir``)."""
+    return photoset(count, photoset_dir)
+
+
+def calibration_photos(calibration_dir: Path = CALIBRATION_DIR, count: int = CALIBRATION_PHOTOS) -> list[Path]:
+    """Real photos for int8 calibration, none of them among ``agreement_photos()``."""
+    return photoset(AGREEMENT_PHOTOS + count, calibration_dir)[AGREEMENT_PHOTOS:]
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temp file next to ``path``, then rename it into place."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        tmp.chmod(0o644)  # mkstemp makes it 0600; the worker may run as another user
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _tflite_converter(model_dir: Path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir / SAVED_MODEL_DIR))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return tf, converter
+
+
+def convert_tflite_fp16(model_dir: Path, out: Path) -> None:
+    """float16 weights; LiteRT dequantises them at load and computes in float32 on CPUs without fp16."""
+    tf, converter = _tflite_converter(model_dir)
+    converter.target_spec.supported_types = [tf.float16]
+    out.write_bytes(converter.convert())
+
+
+def convert_tflite_int8(model_dir: Path, out: Path, calibration: np.ndarray) -> None:
+    """Full-integer quantisation (int8 weights and activations), float32 input/output."""
+    tf, converter = _tflite_converter(model_dir)
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for image in calibration:
+            yield [image[None]]
+
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    out.write_bytes(converter.convert())
+
+
+def convert_onnx(model_dir: Path, out: Path, input_size: int) -> None:
+    """tf2onnx from the ``serve`` signature, wrapped so the batch dimension stays dynamic."""
+    import tensorflow as tf
+    import tf2onnx
+
+    module = tf.saved_model.load(str(model_dir / SAVED_MODEL_DIR))  # keep it: it owns the variables
+    serve = module.signatures["serve"]
+    (input_name,) = serve.structured_input_signature[1].keys()
+    spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="image")
+
+    @tf.function(input_signature=[spec])
+    def probabilities(image):
+        (output,) = serve(**{input_name: image}).values()
+        return {"probabilities": output}
+
+    tf2onnx.convert.from_function(probabilities, input_signature=[spec], opset=ONNX_OPSET, output_path=str(out))
+
+
+def convert(
+    model_dir: Path,
+    formats: list[str],
+    *,
+    calibration_dir: Path = CALIBRATION_DIR,
+    calibration_count: int = CALIBRATION_PHOTOS,
+) -> dict[str, Path]:
+    """Write each of ``formats`` next to the SavedModel in ``model_dir``; returns the paths."""
+    model_dir = Path(model_dir)
+    if not (model_dir / SAVED_MODEL_DIR).is_dir():
+        raise FileNotFoundError(f"No SavedModel in {model_dir} (run `make model` first)")
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"Unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
+    input_size = int(json.loads((model_dir / "metadata.json").read_text())["input_size"])
+    written = {}
+    for fmt in formats:
+        path = model_dir / FORMATS[fmt]
+        started = time.perf_counter()
+        if fmt == "tflite-fp16":
+            _write_atomically(path, lambda tmp: convert_tflite_fp16(model_dir, tmp))
+        elif fmt == "tflite-int8":
+            calibration = photo_batch(calibration_photos(calibration_dir, calibration_count), input_size)
+            _write_atomically(path, lambda tmp, c=calibration: convert_tflite_int8(model_dir, tmp, c))
+        else:
+            _write_atomically(path, lambda tmp: convert_onnx(model_dir, tmp, input_size))
+        print(f"{fmt}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")
+        written[fmt] = path
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models/efficientnet_lite0/1"))
+    parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, from {', '.join(FORMATS)}")
+    parser.add_argument("--calibration-dir", type=Path, default=CALIBRATION_DIR, help="int8 calibration photos")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    formats = [fmt.strip() for fmt in args.formats.split(",") if fmt.strip()]
+    convert(args.model, formats, calibration_dir=args.calibration_dir)
+
+
+if __name__ == "__main__":
+    main()
