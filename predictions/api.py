@@ -5,6 +5,7 @@ Every error body is ``{"error": {"code": ..., "message": ..., "field": ...}}``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
@@ -181,7 +182,33 @@ class PredictionPagination(PageNumberPagination):
     max_page_size = 100
 
 
-class PredictionListCreateApi(APIView):
+WAIT_PARAMETER = OpenApiParameter(
+    "wait",
+    {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+    description=f"Wait up to N seconds (max {MAX_WAIT_SECONDS}) for a final status before answering. "
+    "The header `Prefer: wait=N` (RFC 7240) does the same.",
+)
+
+
+def _wait_seconds(request: Request) -> float:
+    """Seconds to wait, from ``?wait=N`` or ``Prefer: wait=N``; 0 when neither is given."""
+    raw = request.query_params.get("wait")
+    if raw is None:
+        prefer = request.headers.get("Prefer", "")
+        match = re.search(r"(?:^|[,;\s])wait=([^,;\s]+)", prefer)
+        raw = match.group(1) if match else "0"
+    try:
+        seconds = float(raw)
+    except ValueError as error:
+        raise ApplicationError("wait must be a number of seconds.", field="wait") from error
+    if seconds != seconds:  # NaN
+        return 0.0
+    return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+
+
+class PredictionListCreateApi(AsyncAPIView):
+    """Async, so a submission that waits for its result (``wait``) holds no web thread."""
+
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [SubmitRateThrottle]
 
@@ -200,7 +227,10 @@ class PredictionListCreateApi(APIView):
         parameters=[FilterSerializer],
         responses={200: PredictionOutputSerializer(many=True), 400: ErrorSerializer, 401: ErrorSerializer},
     )
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
+        return await sync_to_async(self._list)(request)
+
+    def _list(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
@@ -210,6 +240,7 @@ class PredictionListCreateApi(APIView):
         return paginator.get_paginated_response(PredictionOutputSerializer(page, many=True, context=context).data)
 
     @extend_schema(
+        parameters=[WAIT_PARAMETER],
         request={
             "multipart/form-data": inline_serializer(
                 "SubmitRequest",
@@ -220,6 +251,7 @@ class PredictionListCreateApi(APIView):
             )
         },
         responses={
+            201: PredictionOutputSerializer,
             202: SubmittedSerializer,
             400: ErrorSerializer,
             401: ErrorSerializer,
@@ -228,9 +260,47 @@ class PredictionListCreateApi(APIView):
             429: ErrorSerializer,
         },
         description="Submit one image (202 with one object and a Location header) or several "
-        "`image` fields (202 with a list, one entry per file in order).",
+        "`image` fields (202 with a list, one entry per file in order). With `wait`, the answer "
+        "comes once every accepted image is final (201, full results) or when the wait is over "
+        "(202, full objects still pending): one request from upload to label.",
     )
-    def post(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
+        wait = _wait_seconds(request)
+        outcomes = await sync_to_async(self._create)(request)
+        context = {"request": request}
+        created = [o.prediction for o in outcomes if o.prediction is not None]
+        if wait and created:
+            final = await selectors.predictions_wait(
+                user=request.user, prediction_ids=[p.id for p in created], seconds=wait
+            )
+            by_id = {p.id: p for p in final}
+            for outcome in outcomes:
+                if outcome.prediction is not None:
+                    outcome.prediction = by_id[outcome.prediction.id]
+            created = final
+        body_serializer = PredictionOutputSerializer if wait else SubmittedSerializer
+        done = all(p.is_final for p in created) if wait else False
+        code = status.HTTP_201_CREATED if done else status.HTTP_202_ACCEPTED
+        if len(outcomes) == 1:
+            outcome = outcomes[0]
+            if outcome.error is not None:
+                raise outcome.error
+            body = body_serializer(outcome.prediction, context=context).data
+            return Response(body, status=code, headers={"Location": str(body["url"])})
+        entries = [
+            body_serializer(o.prediction, context=context).data
+            if o.prediction is not None
+            else {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
+            for o in outcomes
+        ]
+        if not created:
+            return Response(
+                {**error_body("no_valid_images", "None of the files was accepted."), "results": entries},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(entries, status=code)
+
+    def _create(self, request: Request) -> list[services.SubmissionOutcome]:
         files = request.FILES.getlist("image")
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
@@ -239,45 +309,20 @@ class PredictionListCreateApi(APIView):
         outcomes = services.prediction_create_many(
             user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"]
         )
-        context = {"request": request}
-        if len(outcomes) == 1:
-            outcome = outcomes[0]
-            if outcome.error is not None:
-                raise outcome.error
-            body = SubmittedSerializer(outcome.prediction, context=context).data
-            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
-        entries = [
-            SubmittedSerializer(o.prediction, context=context).data
-            if o.prediction is not None
-            else {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
-            for o in outcomes
-        ]
-        if all(o.prediction is None for o in outcomes):
-            return Response(
-                {**error_body("no_valid_images", "None of the files was accepted."), "results": entries},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        return Response(entries, status=status.HTTP_202_ACCEPTED)
+        if _wait_seconds(request):
+            selectors.connection_release()
+        return outcomes
 
 
 class PredictionDetailApi(AsyncAPIView):
     """An async view: a long-polling client waits on an event, not on a web thread."""
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "wait",
-                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
-                description=f"Long-poll up to N seconds (max {MAX_WAIT_SECONDS}) for a final status",
-            )
-        ],
+        parameters=[WAIT_PARAMETER],
         responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
     )
     async def get(self, request: Request, prediction_id: str) -> Response:
-        try:
-            wait = min(max(float(request.query_params.get("wait", 0)), 0.0), MAX_WAIT_SECONDS)
-        except ValueError as error:
-            raise ApplicationError("wait must be a number of seconds.", field="wait") from error
+        wait = _wait_seconds(request)
         prediction = await selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
         return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
 

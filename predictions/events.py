@@ -1,15 +1,17 @@
-"""Wake-ups for long-polling clients: the worker announces each prediction that becomes
-final, a waiting request sleeps until it hears its own.
+"""Wake-ups for waiting clients: the worker announces each prediction that becomes
+final; a request waiting for it (``?wait=`` on GET or POST) sleeps until it hears so.
 
-With Redis (``EVENTS_REDIS_URL``, by default the broker or cache URL when either is
-Redis) the worker publishes one message per finished prediction on
-``imagerec:prediction:<id>``, and a waiter subscribes to that channel: it is woken the
-moment the result is stored, and costs an idle socket, not a thread, while it waits.
-Without Redis (``make run``'s filesystem broker and SQLite) a waiter re-reads its row on a
-slow, growing interval instead.
+With Redis (``EVENTS_REDIS_URL``, by default the broker's or the cache's URL when either
+is Redis) the worker publishes one message per finished prediction on
+``imagerec:prediction:<id>``. Each web process runs one listener thread, subscribed to
+``imagerec:prediction:*`` on one connection, that hands each announcement to the
+waiters of that id in this process: a waiter costs a dictionary entry and an idle
+socket, not a thread or a Redis connection. Without Redis (``make run``: filesystem
+broker, SQLite) a waiter re-reads its row on a slow, growing interval instead.
 
-Publishing never raises: a lost wake-up only means the waiter notices on its next
-safety re-check (``EVENTS_RECHECK_SECONDS``) or at its deadline.
+Nothing here raises on a Redis outage: a lost wake-up only means the waiter notices at
+its next safety re-check (``EVENTS_RECHECK_SECONDS``) or at its deadline, and a
+listener that reconnects wakes every waiter to re-check at once.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
+import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
 
 import redis
-import redis.asyncio
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ def _publisher(url: str) -> redis.Redis:
 
 
 def prediction_final_publish(prediction_ids: Iterable[object]) -> None:
-    """Announce that these predictions are final (after their rows are committed)."""
+    """Announce that these predictions are final (call after their rows are committed)."""
     url = settings.EVENTS_REDIS_URL
     ids = list(prediction_ids)
     if not url or not ids:
@@ -54,70 +57,141 @@ def prediction_final_publish(prediction_ids: Iterable[object]) -> None:
         logger.warning("Could not announce %d finished predictions: %s", len(ids), error)
 
 
-class _Subscription:
-    """One waiter's subscription; ``wait()`` returns when woken or after ``timeout``."""
+class _Waiter:
+    """One waiting request: woken from the listener thread, awaited on its own loop."""
 
-    def __init__(self, prediction_id: object) -> None:
-        self.prediction_id = prediction_id
-        self._client: redis.asyncio.Redis | None = None
-        self._pubsub: redis.asyncio.client.PubSub | None = None
+    __slots__ = ("event", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody is waiting
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+class _Listener(threading.Thread):
+    """The process's one subscriber: dispatches announcements to registered waiters."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="prediction-events", daemon=True)
+        self.url = url
+        self.subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: defaultdict[str, set[_Waiter]] = defaultdict(set)
+
+    def register(self, prediction_id: object, waiter: _Waiter) -> None:
+        with self._lock:
+            self._waiters[str(prediction_id)].add(waiter)
+
+    def unregister(self, prediction_id: object, waiter: _Waiter) -> None:
+        with self._lock:
+            waiters = self._waiters.get(str(prediction_id))
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[str(prediction_id)]
+
+    def _wake(self, prediction_id: str | None) -> None:
+        with self._lock:
+            if prediction_id is None:
+                waiters = [w for group in self._waiters.values() for w in group]
+            else:
+                waiters = list(self._waiters.get(prediction_id, ()))
+        for waiter in waiters:
+            waiter.wake()
+
+    def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                client = redis.Redis.from_url(self.url, socket_connect_timeout=2, health_check_interval=30)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
+                pubsub.get_message(timeout=2)  # the confirmation: from here on nothing is missed
+                self.subscribed.set()
+                self._wake(None)  # anything announced while (re)connecting: everyone re-checks
+                delay = 0.5
+                for message in pubsub.listen():
+                    if message.get("type") == "pmessage":
+                        channel = message["channel"].decode()
+                        self._wake(channel.removeprefix(CHANNEL_PREFIX))
+            except (redis.RedisError, OSError) as error:
+                self.subscribed.clear()
+                logger.warning("Prediction events: Redis unavailable (%s); retrying in %.1fs", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+_listener_lock = threading.Lock()
+_listeners: dict[str, _Listener] = {}
+
+
+def _listener() -> _Listener | None:
+    url = settings.EVENTS_REDIS_URL
+    if not url:
+        return None
+    with _listener_lock:
+        listener = _listeners.get(url)
+        if listener is None or not listener.is_alive():
+            listener = _listeners[url] = _Listener(url)
+            listener.start()
+    return listener
+
+
+class Subscription:
+    """A waiter's view of one prediction's announcements; ``wait()`` returns when woken
+    (True) or after ``timeout`` seconds (False)."""
+
+    def __init__(self, prediction_ids: Iterable[object]) -> None:
+        self.prediction_ids = [str(i) for i in prediction_ids]
+        self._listener = _listener()
+        self._waiter = _Waiter()
         self._poll_interval = 0.05
 
     @property
     def live(self) -> bool:
-        return self._pubsub is not None
-
-    async def __aenter__(self) -> _Subscription:
-        url = settings.EVENTS_REDIS_URL
-        if not url:
-            return self
-        try:
-            self._client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=1)
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=False)
-            await self._pubsub.subscribe(channel_for(self.prediction_id))
-            # Read the confirmation: from here on no announcement can be missed, so the
-            # caller's next read of the row is the last one that could miss the result.
-            await self._pubsub.get_message(timeout=1.0)
-        except (redis.RedisError, OSError, TimeoutError) as error:
-            logger.warning("Long-poll falls back to polling (Redis unavailable: %s)", error)
-            await self._close()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        if self._pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._pubsub.aclose()
-        if self._client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._client.aclose()
-        self._pubsub = self._client = None
+        """Whether announcements arrive now (else ``wait`` is a timed sleep)."""
+        return self._listener is not None and self._listener.subscribed.is_set()
 
     async def wait(self, timeout: float) -> bool:
-        """Sleep until woken (True) or for at most ``timeout`` seconds (False)."""
         if timeout <= 0:
             return False
-        if self._pubsub is None:
-            # No Redis: the caller re-reads the row after a growing interval (50 ms to 1 s).
+        if not self.live:
+            # No Redis (or not yet subscribed): re-read after a growing interval, 50 ms to 1 s.
             delay = min(timeout, self._poll_interval)
             self._poll_interval = min(self._poll_interval * 1.5, 1.0)
             await asyncio.sleep(delay)
             return False
         try:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        except (redis.RedisError, OSError) as error:
-            logger.warning("Long-poll lost Redis, falls back to polling: %s", error)
-            await self._close()
+            await asyncio.wait_for(self._waiter.event.wait(), timeout)
+        except TimeoutError:
             return False
-        return message is not None
+        self._waiter.event.clear()
+        return True
+
+    def _register(self) -> None:
+        if self._listener is not None:
+            for prediction_id in self.prediction_ids:
+                self._listener.register(prediction_id, self._waiter)
+
+    def _unregister(self) -> None:
+        if self._listener is not None:
+            for prediction_id in self.prediction_ids:
+                self._listener.unregister(prediction_id, self._waiter)
 
 
 @contextlib.asynccontextmanager
-async def prediction_final_subscription(prediction_id: object) -> AsyncIterator[_Subscription]:
-    """Subscribe to one prediction's "final" announcement for the duration of the block."""
-    async with _Subscription(prediction_id) as subscription:
+async def prediction_final_subscription(prediction_ids: Iterable[object]) -> AsyncIterator[Subscription]:
+    """Listen for these predictions' "final" announcements for the duration of the block.
+
+    Read the rows *inside* the block: an announcement made before the block began is
+    not heard, but its row is already final when read.
+    """
+    subscription = Subscription(prediction_ids)
+    subscription._register()
+    try:
         yield subscription
+    finally:
+        subscription._unregister()

@@ -7,8 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -66,35 +68,57 @@ def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> P
 
 
 async def prediction_wait(*, user: AbstractBaseUser, prediction_id: object, seconds: float) -> Prediction:
-    """The user's prediction, once it is final or after ``seconds`` (long-poll).
+    """The user's prediction, once it is final or after ``seconds`` (long-poll)."""
+    return (await predictions_wait(user=user, prediction_ids=[prediction_id], seconds=seconds))[0]
 
-    Waits on the worker's announcement (``events``), holding no thread: the row is read
-    when the wait starts, once more after subscribing (so a result stored in between is
-    not missed), then only when woken, every ``EVENTS_RECHECK_SECONDS`` as a safety
-    net, and at the deadline. Without Redis the subscription re-reads on a growing
-    interval instead.
+
+async def predictions_wait(*, user: AbstractBaseUser, prediction_ids: list[object], seconds: float) -> list[Prediction]:
+    """The user's predictions, once all are final or after ``seconds``.
+
+    Waits on the worker's announcements (``events``), holding no thread: the rows are
+    read once listening has begun, then only when woken, every
+    ``EVENTS_RECHECK_SECONDS`` as a safety net, and at the deadline. Without Redis the
+    subscription re-reads on a growing interval instead. A missing or foreign id is a 404.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (seconds if seconds == seconds else 0.0)  # NaN waits not at all
-    prediction = await prediction_aget(user=user, prediction_id=prediction_id)
-    if prediction.is_final or seconds <= 0:
-        return prediction
-    async with events.prediction_final_subscription(prediction.id) as subscription:
+    async with events.prediction_final_subscription(prediction_ids) as subscription:
         while True:
-            prediction = await prediction_aget(user=user, prediction_id=prediction_id)
+            predictions = await _predictions_read(user, prediction_ids)
             remaining = deadline - loop.time()
-            if prediction.is_final or remaining <= 0:
-                return prediction
+            if all(p.is_final for p in predictions) or remaining <= 0:
+                return predictions
             await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS))
+
+
+def _predictions_read_sync(user: AbstractBaseUser, prediction_ids: list[object]) -> list[Prediction]:
+    try:
+        found = {
+            str(p.id): p
+            for p in Prediction.objects.select_related("model_version").filter(
+                user=user, id__in=[uuid.UUID(str(i)) for i in prediction_ids]
+            )
+        }
+        return [found[str(uuid.UUID(str(i)))] for i in prediction_ids]
+    except (ValueError, KeyError) as error:
+        raise Http404("No such prediction.") from error
+    finally:
+        connection_release()
+
+
+def connection_release() -> None:
+    """Hand this thread's database connection back (to the pool) before a long wait:
+    a waiting request must not hold one of the few connections for its whole wait."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+_predictions_read = sync_to_async(_predictions_read_sync)
 
 
 async def prediction_aget(*, user: AbstractBaseUser, prediction_id: object) -> Prediction:
     """``prediction_get`` for async views."""
-    try:
-        uuid.UUID(str(prediction_id))
-        return await Prediction.objects.select_related("model_version").filter(user=user).aget(id=prediction_id)
-    except (ValueError, Prediction.DoesNotExist) as error:
-        raise Http404("No such prediction.") from error
+    return (await _predictions_read(user, [prediction_id]))[0]
 
 
 def prediction_reusable(*, user: AbstractBaseUser, sha256: str, top_k: int) -> Prediction | None:

@@ -75,3 +75,25 @@ def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_
     good = wait_for_final(good.id)
     assert broken.status == PredictionStatus.FAILED and broken.error.startswith("The image is damaged")
     assert good.status == PredictionStatus.SUCCEEDED
+
+
+def test_submit_with_wait_answers_with_the_label_in_one_request(celery_worker, user):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+
+    response = api.post(
+        "/api/v1/predictions/?wait=30", {"image": SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))}
+    )
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "succeeded" and body["class_id"] in CAT_CLASSES
+    assert body["cached"] is False and body["timings_ms"]["inference"] > 0
+    assert response["Location"] == body["url"]
+
+    # The same bytes again: the stored result, at once, marked cached; the model is not run.
+    again = api.post(
+        "/api/v1/predictions/", {"image": SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))}, HTTP_PREFER="wait=5"
+    )
+    assert again.status_code == 201 and again.json()["cached"] is True
+    assert again.json()["label"] == body["label"] and again.json()["timings_ms"]["inference"] == 0
