@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 STAMP := $(VENV)/.deps-stamp
 DEV_STAMP := $(VENV)/.dev-deps-stamp
 
-.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -84,6 +84,12 @@ chaos: dev-deps model
 # 50 clients for 60 s against gunicorn + a worker on PostgreSQL and Redis on this machine.
 loadtest: dev-deps model
 	@bash bin/loadtest
+
+# Real photos through the HTTP API at concurrency 1/16/64 on the real stack, baseline revision vs
+# now, plus the raw runner and model.predict() on the same photos (bench/e2e.json). bin/bench-e2e --quick
+# for a short run; BENCH_N, BENCH_LEVELS, BENCH_BASELINE, BENCH_WORKERS, BENCH_SECOND_HOST.
+bench-e2e: dev-deps model
+	@bash bin/bench-e2e
 
 clean:
 	rm -rf var/test .pytest_cache

@@ -69,9 +69,9 @@ def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings):
     ).start()
 
     began = time.monotonic()
-    waited = asyncio.run(selectors.prediction_wait(user=user, prediction_id=prediction.id, seconds=10))
+    waited = asyncio.run(selectors.prediction_wait(user=user, prediction_id=prediction.id, seconds=30))
 
-    assert waited.status == PredictionStatus.FAILED and time.monotonic() - began < 3
+    assert waited.status == PredictionStatus.FAILED and time.monotonic() - began < 10  # re-read every <= 1 s
 
 
 def _free_port() -> int:
