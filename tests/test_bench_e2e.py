@@ -1,0 +1,121 @@
+"""The pure parts of bench/e2e.py: percentiles, summaries, log parsing, compose parsing, tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location("bench_e2e", Path(__file__).resolve().parent.parent / "bench" / "e2e.py")
+e2e = importlib.util.module_from_spec(SPEC)
+sys.modules.setdefault("bench_e2e", e2e)  # dataclasses look their module up while it loads
+SPEC.loader.exec_module(e2e)
+
+
+def test_percentile_interpolates_and_handles_edges():
+    assert e2e.percentile([], 50) is None
+    assert e2e.percentile([7.0], 99) == 7.0
+    assert e2e.percentile([1, 2, 3, 4], 50) == 2.5
+    assert e2e.percentile(list(range(101)), 95) == 95
+    assert e2e.percentile([3, 1, 2], 100) == 3
+
+
+def test_parse_batch_lines_reads_key_values_only_from_batch_lines():
+    log = (
+        "2026-01-01 INFO celery.worker: Task received\n"
+        "2026-01-01 INFO predictions.batch: batch size=8 claim_ms=1.20 preprocess_ms=30.1 "
+        "inference_ms=60.2 store_ms=2.10 notify_ms=0.30\n"
+        "2026-01-01 INFO predictions.batch: batch size=2 store_ms=4.5\n"
+    )
+    batches = e2e.parse_batch_lines(log)
+    assert batches == [
+        {"size": 8, "claim_ms": 1.2, "preprocess_ms": 30.1, "inference_ms": 60.2, "store_ms": 2.1, "notify_ms": 0.3},
+        {"size": 2, "store_ms": 4.5},
+    ]
+
+
+def _record(i, submit, final, status="succeeded", cached=False, timings=None):
+    return {
+        "index": i,
+        "name": f"{i}.jpg",
+        "submit_t": submit,
+        "final_t": final,
+        "latency_ms": (final - submit) * 1000 if final is not None else None,
+        "status": status,
+        "cached": cached,
+        "http_errors": 0,
+        "submit_ms": 5.0,
+        "timings": timings or {"queue": 10.0, "preprocess": 2.0, "inference": 20.0, "total": 40.0},
+    }
+
+
+def test_level_summary_throughput_counts_and_stages():
+    records = [_record(0, 0.0, 1.0), _record(1, 0.5, 2.0, status="failed"), _record(2, 1.0, 3.0, cached=True)]
+    lost = {"index": 3, "name": "3.jpg", "submit_t": 1.5, "http_errors": 1}
+    summary = e2e.level_summary(
+        [*records, lost], n=4, batches=[{"size": 2, "store_ms": 3.0}, {"size": 1, "store_ms": 5.0}]
+    )
+    assert summary["final"] == 3 and summary["lost"] == 1
+    assert summary["succeeded"] == 2 and summary["failed"] == 1 and summary["cached"] == 1
+    assert summary["http_errors"] == 1
+    assert summary["seconds"] == 3.0
+    assert summary["images_per_s"] == pytest.approx(1.0)
+    assert summary["images_per_min"] == pytest.approx(60.0)
+    assert summary["latency_ms"]["p50"] == pytest.approx(1500.0)
+    assert summary["stage_p50_ms"]["queue"] == 10.0 and summary["stage_p50_ms"]["store"] is None
+    assert summary["db_write_p50_ms"] == 4.0 and summary["mean_batch_size"] == 1.5
+
+
+def test_stack_commands_new_and_old_compose_layouts():
+    new = {
+        "services": {
+            "migrate": {"command": ["sh", "-c", "python manage.py migrate --noinput && python manage.py sync_models"]},
+            "web": {
+                "command": ["gunicorn", "imagerec.asgi:application", "--bind", "0.0.0.0:8000"],
+                "environment": {"WEB_CONCURRENCY": "${BENCH_TEST_UNSET_VARIABLE:-2}"},
+            },
+            "worker": {"command": ["celery", "-A", "imagerec", "worker", "--concurrency=1"]},
+        }
+    }
+    commands = e2e.stack_commands(new, 9000)
+    assert commands["setup"] == [new["services"]["migrate"]["command"]]
+    assert commands["web"] == ["gunicorn", "imagerec.asgi:application", "--bind", "127.0.0.1:9000"]
+    assert commands["web_env"] == {"WEB_CONCURRENCY": "2"}
+    old = {
+        "services": {
+            "web": {
+                "command": 'sh -c "python manage.py migrate --noinput &&\n python manage.py sync_models &&\n'
+                ' gunicorn imagerec.wsgi --bind 0.0.0.0:8000 --workers 3 --threads 4"\n',
+                "environment": {"DEBUG": "false"},
+            },
+            "worker": {"command": "celery -A imagerec worker -Q inference"},
+        }
+    }
+    commands = e2e.stack_commands(old, 9001)
+    assert commands["setup"] == [["sh", "-c", "python manage.py migrate --noinput && python manage.py sync_models"]]
+    assert commands["web"][-6:] == ["--bind", "127.0.0.1:9001", "--workers", "3", "--threads", "4"]
+    assert commands["web_env"] == {}
+    assert commands["worker"] == ["celery", "-A", "imagerec", "worker", "-Q", "inference"]
+
+
+def test_tables_render_every_level_and_revision():
+    records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
+    level = e2e.level_summary(records, n=10, cpu={"share_pct": dict.fromkeys(e2e.GROUPS, 10.0), "other_pct": 5.0})
+    table = e2e.level_table("now", {"1": level, "16": level})
+    lines = table.splitlines()
+    assert lines[0] == "**now**"
+    assert len(lines) == 6 and all(line.count("|") == lines[2].count("|") for line in lines[2:])
+    raw = {"batch1": {"images_per_s": 50.0, "p50_ms": 20.0}, "batched": {"images_per_s": 80.0}}
+    rows = e2e.summary_rows(
+        raw, {"images_per_s": 8.0}, {"baseline": {"levels": {"1": level}}, "now": {"levels": {"16": level}}}
+    )
+    summary = e2e.summary_table(rows, ["baseline (abc)", "now (def)"])
+    assert (
+        "| raw runner, batch 1 / batched (images/s, same process, decode included) | 50.0 / 80.0 | 50.0 / 80.0 |"
+        in summary
+    )
+    assert "not run" in summary
+    throughput = next(values for label, values in rows if label.startswith("service throughput at 16"))
+    assert throughput[1].endswith("(" + f"{100 * level['images_per_s'] / 80:.0f} %)")
