@@ -9,9 +9,10 @@ with the SavedModel on real photos (``training.convert.agreement_photos()``), pl
 mean and max |probability difference|. It prints a Markdown table headed by the CPU
 (model, cores, SIMD flags) and writes the same figures to ``--out`` as JSON.
 
-Engines run one after another through ``predictions.engines`` (the classes the workers
-use), each in a fresh process as in a worker (runtimes' idle thread pools in one process
-would slow each other), with the runtime's default threads. Files from
+Each engine runs through ``predictions.engines`` (the classes the workers use) in its own
+process, as in a worker, with the runtime's default threads; only one computes at a time,
+and the timings are taken in interleaved rounds so that load from other processes on a
+shared machine falls on every engine alike. Files from
 ``training.convert`` that are missing are reported, not fatal: ``make convert`` builds them.
 """
 
@@ -91,16 +92,58 @@ def probabilities(engine, images: np.ndarray, batch: int = AGREEMENT_BATCH) -> n
     return np.concatenate(outputs)
 
 
-def latency(engine, images: np.ndarray, batch: int, seconds: float, min_runs: int = 2) -> dict:
-    """Median / p95 wall time of ``engine.run`` on one real-photo batch, after one warm-up call."""
-    batch_images = np.ascontiguousarray(images[np.arange(batch) % len(images)])
-    engine.run(batch_images)  # first call at this shape: tracing, compilation, allocation
-    timings = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(timings) < min_runs:
-        began = time.perf_counter()
-        engine.run(batch_images)
-        timings.append((time.perf_counter() - began) * 1000)
+def _serve_engine(conn, name: str, options: dict, model_dir: Path, images_path: Path) -> None:
+    """Child process: load one engine, then answer the parent's requests until told to stop."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    images = np.load(images_path, mmap_mode="r")
+    started = time.perf_counter()
+    try:
+        engine = load_engine(name, model_dir, **options)
+    except EngineLoadError as error:
+        conn.send({"error": str(error)})
+        return
+    conn.send({"load_s": time.perf_counter() - started})
+    warm: set[int] = set()
+    while (request := conn.recv()) is not None:
+        if request[0] == "probabilities":
+            conn.send(probabilities(engine, np.asarray(images[: request[1]])))
+            continue
+        _, batch, seconds, min_runs = request
+        batch_images = np.ascontiguousarray(images[np.arange(batch) % len(images)])
+        if batch not in warm:  # first call at this shape: tracing, compilation, allocation
+            engine.run(batch_images)
+            warm.add(batch)
+        timings = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(timings) < min_runs:
+            began = time.perf_counter()
+            engine.run(batch_images)
+            timings.append((time.perf_counter() - began) * 1000)
+        conn.send(timings)
+
+
+class EngineProcess:
+    """One engine in its own interpreter, as in a worker: runtimes' thread pools never share a process."""
+
+    def __init__(self, label: str, name: str, options: dict, model_dir: Path, images_path: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.label, self.xla = label, bool(options.get("xla"))
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_engine, args=(child, name, options, model_dir, images_path))
+        self._process.start()
+        self.loaded = self._conn.recv()
+
+    def ask(self, *request):
+        self._conn.send(request)
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        if self._process.is_alive() and "error" not in self.loaded:
+            self._conn.send(None)
+        self._process.join(timeout=30)
+
+
+def latency_row(batch: int, timings: list[float]) -> dict:
     median = statistics.median(timings)
     return {
         "batch": batch,
@@ -112,31 +155,43 @@ def latency(engine, images: np.ndarray, batch: int, seconds: float, min_runs: in
     }
 
 
-def bench_variant(
-    label: str, name: str, options: dict, model_dir: Path, images_path: Path, batch_sizes: list[int], seconds: float
-) -> tuple[dict, np.ndarray | None]:
-    """Load one engine, time it, and return its figures and its probabilities on the saved images."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    images = np.load(images_path, mmap_mode="r")
-    result: dict = {"engine": label, "offered": label in ENGINES}
-    started = time.perf_counter()
+def bench_engines(args: argparse.Namespace, images_path: Path, photos: int) -> tuple[list[dict], dict]:
+    """Load every engine (one at a time), get its probabilities, then time them in interleaved rounds.
+
+    Rounds alternate the engines, so load from other processes on a shared machine falls on
+    all of them alike and the ratios between engines stay meaningful.
+    """
+    variants = [variant for variant in VARIANTS if variant[0] in args.engines]
+    processes, results, probs = [], {}, {}
     try:
-        engine = load_engine(name, model_dir, **options)
-    except EngineLoadError as error:
-        result["error"] = str(error)
-        return result, None
-    result["load_s"] = round(time.perf_counter() - started, 3)
-    started = time.perf_counter()
-    probs = probabilities(engine, images[:XLA_AGREEMENT_PHOTOS] if options.get("xla") else images)
-    result["agreement_pass_s"] = round(time.perf_counter() - started, 2)
-    result["batches"] = [latency(engine, images, size, seconds) for size in batch_sizes]
-    return result, probs
-
-
-def bench_in_subprocess(label: str, name: str, options: dict, *args) -> tuple[dict, np.ndarray | None]:
-    """``bench_variant`` in a fresh interpreter, so each engine has the CPU to itself."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(bench_variant, (label, name, options, *args))
+        for label, name, options in variants:
+            print(f"loading {label}...", flush=True)
+            process = EngineProcess(label, name, options, args.model, images_path)
+            results[label] = {"engine": label, "offered": label in ENGINES}
+            if "error" in process.loaded:
+                results[label]["error"] = process.loaded["error"]
+                process.stop()
+                continue
+            results[label]["load_s"] = round(process.loaded["load_s"], 3)
+            processes.append(process)
+        for process in processes:
+            print(f"agreement pass: {process.label}...", flush=True)
+            probs[process.label] = process.ask("probabilities", XLA_AGREEMENT_PHOTOS if process.xla else photos)
+        timings: dict[tuple[str, int], list[float]] = {}
+        for round_number in range(args.rounds):
+            print(f"latency round {round_number + 1}/{args.rounds}...", flush=True)
+            for batch in args.batch_sizes:
+                for process in processes:
+                    measured = process.ask("latency", batch, args.seconds, 1 if process.xla else 2)
+                    timings.setdefault((process.label, batch), []).extend(measured)
+        for process in processes:
+            results[process.label]["batches"] = [
+                latency_row(batch, timings[process.label, batch]) for batch in args.batch_sizes
+            ]
+    finally:
+        for process in processes:
+            process.stop()
+    return list(results.values()), probs
 
 
 def convert_missing(model_dir: Path, formats: list[str]) -> None:
@@ -158,7 +213,8 @@ def main() -> None:
     labels = [label for label, _, _ in VARIANTS]
     parser.add_argument("--engines", nargs="+", default=labels, choices=labels)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--seconds", type=float, default=1.5, help="Time spent per engine and batch size")
+    parser.add_argument("--seconds", type=float, default=0.5, help="Time per engine, batch size and round")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved timing rounds over all engines")
     parser.add_argument("--photos", type=int, default=600, help="Real photos for the agreement figures")
     parser.add_argument("--photoset", type=Path, default=PHOTOSET_DIR)
     args = parser.parse_args()
@@ -173,23 +229,17 @@ def main() -> None:
     images_path = Path(scratch.name) / "images.npy"
     np.save(images_path, images)
 
-    results, reference = [], None
-    # The reference runs first: every other engine is compared with its probabilities.
-    variants = sorted((v for v in VARIANTS if v[0] in args.engines), key=lambda v: v[0] != "savedmodel")
-    for label, name, options in variants:
-        print(f"{label}...", flush=True)
-        result, probs = bench_in_subprocess(
-            label, name, options, args.model, images_path, args.batch_sizes, args.seconds
-        )
-        if probs is not None and reference is None and label == "savedmodel":
-            reference = probs
-        if probs is not None and reference is not None:
-            measured: Agreement = agreement(reference[: len(probs)], probs)
-            result["agreement"] = measured.as_dict()
-            result["meets_threshold"] = measured.top1_agreement >= MIN_TOP1_AGREEMENT
-            if result["meets_threshold"] != result["offered"] and label in CANDIDATE_ENGINES:
-                result["note"] = "offered status disagrees with this measurement: review predictions/engines.ENGINES"
-        results.append(result)
+    results, probs = bench_engines(args, images_path, len(images))
+    reference = probs.get("savedmodel")
+    for result in results:
+        if reference is None or result["engine"] not in probs:
+            continue
+        candidate = probs[result["engine"]]
+        measured: Agreement = agreement(reference[: len(candidate)], candidate)
+        result["agreement"] = measured.as_dict()
+        result["meets_threshold"] = measured.top1_agreement >= MIN_TOP1_AGREEMENT
+        if result["meets_threshold"] != result["offered"] and result["engine"] in CANDIDATE_ENGINES:
+            result["note"] = "offered status disagrees with this measurement: review predictions/engines.ENGINES"
 
     base = {row["batch"]: row["per_image_ms"] for r in results if r["engine"] == "savedmodel" for row in r["batches"]}
     for result in results:
