@@ -223,6 +223,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = (
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True  # the Prediction row is the result store
+# No result backend ("disabled"), shared by all threads: Celery otherwise builds one per
+# thread, and under ASGI every request runs in a new thread (one per upload).
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
