@@ -154,7 +154,7 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
     header = [
         "id", "created_at", "completed_at", "filename", "status", "label", "class_id",
         "confidence", "model", "model_version", "queue_ms", "preprocess_ms", "inference_ms",
-        "total_ms", "width", "height", "sha256", "error",
+        "total_ms", "width", "height", "sha256", "cached", "error",
     ]  # fmt: skip
 
     def rows():
@@ -167,7 +167,7 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
                 p.model_version.name if p.model_version else "",
                 p.model_version.version if p.model_version else "",
                 p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
-                p.width, p.height, p.sha256, _csv_safe(p.error),
+                p.width, p.height, p.sha256, "true" if p.cached else "false", _csv_safe(p.error),
             ])  # fmt: skip
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")

@@ -253,3 +253,19 @@ def test_too_many_files_at_once_is_a_form_error_and_nothing_is_stored(user_clien
     assert response.status_code == 400
     assert b"at most 2 images" in response.content
     assert Prediction.objects.count() == 0
+
+
+def test_a_cached_result_says_so_on_its_card_and_in_history(user_client, user):
+    from django.utils import timezone
+
+    prediction = PredictionFactory(
+        user=user, status="succeeded", label="tabby", class_id="n02123045", confidence=0.8, cached=True,
+        top_predictions=[{"label": "tabby", "class_id": "n02123045", "score": 0.8}], total_ms=4.0,
+        queue_ms=0, preprocess_ms=0, inference_ms=0, completed_at=timezone.now(),
+    )  # fmt: skip
+
+    card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
+    history = user_client.get(reverse("predictions:history")).content.decode()
+
+    assert "cached result" in card and "inference 0" not in card
+    assert ">cached<" in history
