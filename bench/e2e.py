@@ -580,6 +580,7 @@ async def run_clients(
     *,
     deadline_s: float,
     submit_wait: bool = False,
+    per_request: int = 1,
 ) -> list[dict]:
     """``concurrency`` coroutines share a queue of photos: POST each, then long-poll it final.
 
@@ -657,12 +658,58 @@ async def run_clients(
         )
         return record
 
+    async def several(session: aiohttp.ClientSession, items: list, token: str) -> list[dict]:
+        """``per_request`` photos in one POST with ``?wait=30``; one record per photo."""
+        headers = {"Authorization": f"Token {token}"}
+        began = time.perf_counter()
+        form = aiohttp.FormData()
+        for _, (name, content) in items:
+            form.add_field("image", content, filename=name, content_type="image/jpeg")
+        records_here = [
+            {"index": index, "name": name, "http_errors": 0, "reconnects": 0, "submit_t": began}
+            for index, (name, _) in items
+        ]
+        try:
+            async with session.post(f"{base}/api/v1/predictions/?wait=30", data=form, headers=headers) as response:
+                text = await response.text()
+                bodies = json.loads(text) if response.status in (201, 202) else None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            bodies, text = None, repr(error)
+        now = time.perf_counter()
+        for record, body in zip(records_here, bodies or [{}] * len(items), strict=True):
+            record["submit_ms"] = (now - began) * 1000
+            if bodies is None:
+                record["http_errors"] = 1
+                record["error"] = f"POST: {text[:300]}"
+                continue
+            record["cached"] = bool(body.get("cached"))
+            if body.get("status") in ("succeeded", "failed"):
+                record["final_t"] = now
+                record["latency_ms"] = (now - began) * 1000
+            record.update(
+                status=body.get("status"),
+                id=body.get("id"),
+                label=body.get("label"),
+                class_id=body.get("class_id"),
+                timings=body.get("timings_ms"),
+                error_message=body.get("error"),
+            )
+        return records_here
+
     async def client(session: aiohttp.ClientSession, token: str) -> None:
         while True:
-            try:
-                index, (name, content) = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            items = []
+            while len(items) < per_request:
+                try:
+                    items.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            if not items:
                 return
+            if per_request > 1:
+                records.extend(await several(session, items, token))
+                continue
+            index, (name, content) = items[0]
             records.append(await one(session, index, name, content, token))
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -700,6 +747,7 @@ def run_service(
                 level,
                 deadline_s=args.level_timeout,
                 submit_wait=args.submit_wait,
+                per_request=args.images_per_request,
             )
         )
         cpu = meter.stop(len(photos))
@@ -907,6 +955,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         default=os.environ.get("BENCH_SUBMIT_WAIT") == "1",
         help="POST with ?wait=30: upload and result in one request (BENCH_SUBMIT_WAIT=1)",
+    )
+    parser.add_argument(
+        "--images-per-request",
+        type=int,
+        default=int(env_default("BENCH_IMAGES_PER_REQUEST", "1")),
+        help="photos per POST (several `image` fields, with ?wait=30) (BENCH_IMAGES_PER_REQUEST)",
     )
     parser.add_argument("--port", type=int, default=int(env_default("BENCH_PORT", "8766")))
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "efficientnet_lite0" / "1")
