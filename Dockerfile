@@ -17,4 +17,5 @@ RUN python -m training.build_imagenet --variant lite0 --out /app/models \
 USER imagerec
 
 EXPOSE 8000
-CMD ["gunicorn", "imagerec.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60"]
+# ASGI, as docker-compose.yml runs it: a waiting client (?wait=) holds no thread.
+CMD ["gunicorn", "imagerec.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--timeout", "60", "--keep-alive", "30"]
