@@ -72,6 +72,13 @@ def _palette_transparent() -> bytes:
 
 JPEG = _encode(CAT, "JPEG", quality=90)
 PNG = _encode(CAT, "PNG")
+FAILED_IN_WORKER = "failed"  # accepted from its header; the worker's decode finds the damage
+
+
+def _damaged_pixels_png() -> bytes:
+    """Header and IEND intact, a stretch of compressed pixel data zeroed."""
+    middle = len(PNG) // 2
+    return PNG[:middle] + bytes(2000) + PNG[middle + 2000 :]
 
 # kind -> (filename, bytes factory, content type, expected: "succeeded" or (status, code))
 CORPUS: dict[str, tuple[str, Callable[[], bytes], str, object]] = {
@@ -84,6 +91,7 @@ CORPUS: dict[str, tuple[str, Callable[[], bytes], str, object]] = {
     ),
     "truncated JPEG": ("cut.jpg", lambda: JPEG[: len(JPEG) // 2], "image/jpeg", (400, "invalid_image")),
     "truncated PNG": ("cut.png", lambda: PNG[: len(PNG) // 2], "image/png", (400, "invalid_image")),
+    "PNG with damaged pixel data": ("damaged.png", _damaged_pixels_png, "image/png", FAILED_IN_WORKER),
     "plain text renamed .png": (
         "notes.png",
         lambda: b"hello, world\n" * 20,
@@ -195,7 +203,13 @@ def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(kind, api, active_model, m
         format="multipart",
     )
 
-    if expected == ACCEPTED:
+    if expected == FAILED_IN_WORKER:
+        assert response.status_code == 202, response.content
+        services.prediction_process(prediction_id=response.json()["id"])
+        prediction = Prediction.objects.get(id=response.json()["id"])
+        assert prediction.status == PredictionStatus.FAILED
+        assert prediction.error.startswith("The image is damaged or incomplete") and "/" not in prediction.error
+    elif expected == ACCEPTED:
         assert response.status_code == 202, response.content
         prediction_id = response.json()["id"]
         services.prediction_process(prediction_id=prediction_id)  # what the worker runs
