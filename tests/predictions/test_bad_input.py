@@ -80,6 +80,7 @@ def _damaged_pixels_png() -> bytes:
     middle = len(PNG) // 2
     return PNG[:middle] + bytes(2000) + PNG[middle + 2000 :]
 
+
 # kind -> (filename, bytes factory, content type, expected: "succeeded" or (status, code))
 CORPUS: dict[str, tuple[str, Callable[[], bytes], str, object]] = {
     "zero-byte file": ("empty.jpg", lambda: b"", "image/jpeg", (400, "invalid_image")),
