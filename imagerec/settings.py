@@ -32,8 +32,28 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    """Read a whole number; a malformed one refuses to start, naming the variable."""
     raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a number; a malformed one refuses to start, naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if value != value:  # NaN
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}")
+    return value
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -134,6 +154,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Throttling counters (API submissions, login failures) live in the cache: share it
 # between processes with CACHE_URL=redis://... in production.
 CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL (or empty for files), not {CACHE_URL!r}")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL.startswith(("redis://", "rediss://"))
@@ -236,8 +258,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The pool child loads and warms up the model before it reports alive (~3 s here).
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 120)
-CELERY_TASK_SOFT_TIME_LIMIT = float(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT") or 120)
-CELERY_TASK_TIME_LIMIT = float(os.environ.get("CELERY_TASK_TIME_LIMIT") or 180)
+CELERY_TASK_SOFT_TIME_LIMIT = env_float("CELERY_TASK_SOFT_TIME_LIMIT", 120)
+CELERY_TASK_TIME_LIMIT = env_float("CELERY_TASK_TIME_LIMIT", 180)
 # Inference has its own queue; reconcile and stats refresh go to "maintenance" so a slow
 # stats refresh never holds up an image (docker-compose runs a worker for each).
 CELERY_TASK_ROUTES = {
@@ -265,7 +287,7 @@ EVENTS_REDIS_URL = os.environ.get(
     "EVENTS_REDIS_URL",
     next((url for url in (CELERY_BROKER_URL, CACHE_URL) if url.startswith(("redis://", "rediss://"))), ""),
 )
-EVENTS_RECHECK_SECONDS = float(os.environ.get("EVENTS_RECHECK_SECONDS") or 5)
+EVENTS_RECHECK_SECONDS = env_float("EVENTS_RECHECK_SECONDS", 5)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -321,12 +343,12 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Observability: stats page, health checks, /metrics ------------------------
 # Predictions below this confidence count as "low confidence" on the stats page.
-LOW_CONFIDENCE_THRESHOLD = float(os.environ.get("LOW_CONFIDENCE_THRESHOLD", "0.5"))
+LOW_CONFIDENCE_THRESHOLD = env_float("LOW_CONFIDENCE_THRESHOLD", 0.5)
 # Workers write a heartbeat this often; readiness wants one newer than the max age.
 WORKER_HEARTBEAT_INTERVAL_SECONDS = env_int("WORKER_HEARTBEAT_INTERVAL_SECONDS", 15)
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 60)
 # Seconds the readiness broker check (and the metrics queue-depth read) may take.
-HEALTH_BROKER_TIMEOUT_SECONDS = float(os.environ.get("HEALTH_BROKER_TIMEOUT_SECONDS", "2"))
+HEALTH_BROKER_TIMEOUT_SECONDS = env_float("HEALTH_BROKER_TIMEOUT_SECONDS", 2)
 # /metrics: staff session, or "Authorization: Bearer $METRICS_TOKEN", or a client IP listed here.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")

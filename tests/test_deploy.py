@@ -56,3 +56,16 @@ def test_docker_compose_file_is_valid_and_complete():
     assert result.returncode == 0, result.stderr
     for service in ("web:", "worker:", "postgres:", "redis:", "healthcheck:", "pgdata:", "media:"):
         assert service in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MAX_ATTEMPTS", "abc", "MAX_ATTEMPTS must be a whole number, not 'abc'"),
+        ("CELERY_TASK_TIME_LIMIT", "3 minutes", "CELERY_TASK_TIME_LIMIT must be a number, not '3 minutes'"),
+        ("CACHE_URL", "memcached://127.0.0.1:11211", "CACHE_URL must be a redis:// or rediss:// URL"),
+    ],
+)
+def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable, value, message):
+    result = _manage("check", **{variable: value})
+    assert result.returncode != 0 and message in result.stderr
