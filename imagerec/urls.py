@@ -9,6 +9,7 @@ from predictions import views as prediction_views
 api_urls = [
     path("predictions/", api.PredictionListCreateApi.as_view(), name="prediction-list"),
     path("predictions/<str:prediction_id>/", api.PredictionDetailApi.as_view(), name="prediction-detail"),
+    path("predictions/<str:prediction_id>/image/", api.PredictionImageApi.as_view(), name="prediction-image"),
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
     path("stats/", api.StatsApi.as_view(), name="stats"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -12,7 +12,7 @@ from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -26,6 +26,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import selectors, services
 from .exceptions import ApplicationError
+from .media import image_response
 from .models import Prediction, PredictionStatus
 from .selectors import PredictionFilters
 
@@ -122,14 +123,18 @@ class PredictionOutputSerializer(serializers.Serializer):
         version = serializers.CharField()
 
     class ImageSerializer(serializers.Serializer):
-        url = serializers.SerializerMethodField()
+        url = serializers.SerializerMethodField(help_text="The uploaded image, for the same credentials")
+        thumbnail_url = serializers.SerializerMethodField(help_text="A small JPEG of it (at most 160 px)")
         sha256 = serializers.CharField()
         width = serializers.IntegerField()
         height = serializers.IntegerField()
         filename = serializers.CharField(source="original_filename")
 
         def get_url(self, prediction: Prediction) -> str:
-            return _absolute(self.context, reverse("predictions:image", args=[prediction.id]))
+            return _absolute(self.context, reverse("api:prediction-image", args=[prediction.id]))
+
+        def get_thumbnail_url(self, prediction: Prediction) -> str:
+            return _absolute(self.context, reverse("api:prediction-image", args=[prediction.id])) + "?size=thumb"
 
     id = serializers.UUIDField()
     url = PredictionUrlField()
@@ -331,6 +336,23 @@ class PredictionDetailApi(AsyncAPIView):
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
         await sync_to_async(services.prediction_delete)(prediction=prediction)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PredictionImageApi(APIView):
+    """The uploaded image (or ``?size=thumb``), to its owner, with the API's credentials:
+    a token client follows ``image.url`` with the token it already has."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("size", {"type": "string", "enum": ["thumb"]}, description="thumb: small JPEG")],
+        responses={
+            (200, "image/*"): OpenApiResponse(description="The image bytes"),
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, prediction_id: str) -> HttpResponse:
+        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        return image_response(prediction, thumbnail=request.query_params.get("size") == "thumb")
 
 
 class ModelVersionListApi(APIView):

@@ -12,17 +12,16 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from PIL import Image
 from rest_framework.authtoken.models import Token
 
 from . import selectors, services
 from .exceptions import ApplicationError
 from .forms import HistoryFilterForm, UploadForm
-from .models import Prediction
+from .media import image_response
 from .selectors import PredictionFilters
 
 
@@ -81,32 +80,14 @@ def card(request: HttpRequest, prediction_id: str) -> HttpResponse:
 def image(request: HttpRequest, prediction_id: str) -> HttpResponse:
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-    return _image_response(request, prediction)
+    return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
 
 
 @staff_member_required
 def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
     """Any prediction's image, for staff reviewing the log in the admin."""
     prediction = selectors.prediction_get(user=None, prediction_id=prediction_id)
-    return _image_response(request, prediction)
-
-
-def _image_response(request: HttpRequest, prediction: Prediction) -> HttpResponse:
-    try:
-        if request.GET.get("size") == "thumb":
-            name = services.prediction_thumbnail(prediction=prediction)
-            response: HttpResponse = FileResponse(prediction.thumbnail.storage.open(name, "rb"))
-            response["Content-Type"] = "image/jpeg"
-        else:
-            response = FileResponse(prediction.image.open("rb"))
-            response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
-    except FileNotFoundError as error:
-        raise Http404("The image file is no longer stored.") from error
-    except (OSError, ValueError, SyntaxError) as error:  # a damaged upload has no preview
-        raise Http404("This image cannot be shown.") from error
-    response["Cache-Control"] = "private, max-age=3600"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
 
 
 def _history_filters(request: HttpRequest) -> tuple[HistoryFilterForm, PredictionFilters]:

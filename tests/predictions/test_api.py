@@ -124,7 +124,7 @@ def test_poll_returns_every_documented_field(api, user, active_model):
     assert body["predictions"] == [{"label": "tabby cat", "class_id": "n02123045", "score": 0.7}]
     assert body["timings_ms"] == {"queue": 1.0, "preprocess": 2.0, "inference": 13.0, "total": 30.0}
     assert body["model"] == {"name": "efficientnet_lite0", "version": "1"}
-    assert set(body["image"]) == {"url", "sha256", "width", "height", "filename"}
+    assert set(body["image"]) == {"url", "thumbnail_url", "sha256", "width", "height", "filename"}
     assert {"created_at", "started_at", "completed_at", "error", "confidence"} <= set(body)
 
 
@@ -201,3 +201,21 @@ def test_more_files_than_the_per_request_limit_is_400(api, settings):
     error = _assert_error(response, 400)
     assert "at most 2 images" in error["message"] and error["field"] == "image"
     assert Prediction.objects.count() == 0
+
+
+def test_a_token_client_fetches_its_image_and_thumbnail_from_the_urls_in_the_api(api, user):
+    from tests.factories import UserFactory
+
+    submitted = api.post(LIST_URL, {"image": _image()}, format="multipart").json()
+    body = api.get(submitted["url"]).json()
+
+    full = api.get(body["image"]["url"])
+    thumb = api.get(body["image"]["thumbnail_url"])
+
+    assert full.status_code == 200 and full["Content-Type"] == "image/jpeg"
+    assert b"".join(full.streaming_content) == Prediction.objects.get(id=body["id"]).image.open("rb").read()
+    assert thumb.status_code == 200 and b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
+    stranger = APIClient()
+    stranger.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory()).key}")
+    assert stranger.get(body["image"]["url"]).status_code == 404
+    assert APIClient().get(body["image"]["url"]).status_code == 401
