@@ -271,7 +271,7 @@ class PredictionListCreateApi(AsyncAPIView):
     )
     async def post(self, request: Request) -> Response:
         wait = _wait_seconds(request)
-        outcomes = await sync_to_async(self._create)(request)
+        outcomes = await sync_to_async(self._create)(request, release_connection=bool(wait))
         context = {"request": request}
         created = [o.prediction for o in outcomes if o.prediction is not None]
         if wait and created:
@@ -305,7 +305,7 @@ class PredictionListCreateApi(AsyncAPIView):
             )
         return Response(entries, status=code)
 
-    def _create(self, request: Request) -> list[services.SubmissionOutcome]:
+    def _create(self, request: Request, *, release_connection: bool) -> list[services.SubmissionOutcome]:
         files = request.FILES.getlist("image")
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
@@ -314,7 +314,7 @@ class PredictionListCreateApi(AsyncAPIView):
         outcomes = services.prediction_create_many(
             user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"]
         )
-        if _wait_seconds(request):
+        if release_connection:  # about to wait: do not hold a pooled connection meanwhile
             selectors.connection_release()
         return outcomes
 

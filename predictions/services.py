@@ -244,11 +244,7 @@ def prediction_claim(*, prediction_id: object, batch_size: int = 1) -> tuple[uui
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
     )
     others = selectors.prediction_pending_ids(limit=batch_size - 1, exclude=prediction_id) if batch_size > 1 else []
-    claimable = own | Q(id__in=others, status=PredictionStatus.PENDING) if others else own
-    Prediction.objects.filter(claimable, attempts__lt=settings.MAX_ATTEMPTS).update(
-        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1, claim=token
-    )
-    claimed = list(Prediction.objects.filter(id__in=[prediction_id, *others], claim=token).order_by("created_at"))
+    claimed = _claim_rows(ids=[prediction_id, *others], token=token, now=now, also=own)
     if not any(str(p.id) == str(prediction_id) for p in claimed):
         exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
         if exhausted.exists():
@@ -403,8 +399,17 @@ def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
     ids = selectors.prediction_pending_ids(limit=limit)
     if not ids:
         return []
-    Prediction.objects.filter(id__in=ids, status=PredictionStatus.PENDING, attempts__lt=settings.MAX_ATTEMPTS).update(
-        status=PredictionStatus.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, claim=token
+    return _claim_rows(ids=ids, token=token, now=timezone.now())
+
+
+def _claim_rows(*, ids: list[object], token: uuid.UUID, now: datetime, also: Q | None = None) -> list[Prediction]:
+    """One conditional UPDATE: the ``pending`` rows among ``ids``, plus any row matching
+    ``also``, below ``MAX_ATTEMPTS``, become ``running`` under ``token``; returns them."""
+    claimable = Q(id__in=ids, status=PredictionStatus.PENDING)
+    if also is not None:
+        claimable |= also
+    Prediction.objects.filter(claimable, attempts__lt=settings.MAX_ATTEMPTS).update(
+        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1, claim=token
     )
     return list(Prediction.objects.filter(id__in=ids, claim=token).order_by("created_at"))
 
