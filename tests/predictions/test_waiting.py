@@ -24,6 +24,14 @@ from tests.factories import PredictionFactory
 LOCAL_REDIS = os.environ.get("TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
+def _in_progress(user):
+    """A prediction a worker is working on right now: no worker (the e2e tests' one may
+    still run) claims it, so only the test decides when it becomes final."""
+    from django.utils import timezone
+
+    return PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
+
+
 def _redis_or_skip() -> None:
     try:
         redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping()
@@ -36,7 +44,7 @@ def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(user, set
     _redis_or_skip()
     settings.EVENTS_REDIS_URL = LOCAL_REDIS
     settings.EVENTS_RECHECK_SECONDS = 20  # far longer than the test: only the wake-up can end the wait
-    prediction = PredictionFactory(user=user)
+    prediction = _in_progress(user)
 
     def finish_later() -> None:
         time.sleep(0.5)
@@ -62,7 +70,7 @@ def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(user, set
 @pytest.mark.django_db(transaction=True)
 def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings):
     settings.EVENTS_REDIS_URL = ""
-    prediction = PredictionFactory(user=user)
+    prediction = _in_progress(user)
     threading.Timer(
         0.3,
         lambda: PredictionFactory._meta.model.objects.filter(id=prediction.id).update(status=PredictionStatus.FAILED),
@@ -94,7 +102,7 @@ def test_200_long_polls_do_not_delay_health_or_an_upload(user, media_dir, active
     prediction no worker will finish: a health probe and an upload still answer at once."""
     aiohttp = pytest.importorskip("aiohttp")
     token = Token.objects.create(user=user).key
-    pending = PredictionFactory(user=user)
+    pending = _in_progress(user)
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": _database_url(), "MEDIA_ROOT": str(media_dir), "WEB_CONCURRENCY": "2",
            "THROTTLE_SUBMIT": "100000/min", "LOG_LEVEL": "WARNING"}  # fmt: skip
