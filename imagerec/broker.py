@@ -4,7 +4,7 @@ kombu's own ``_put`` creates the message file and then writes it, while a consum
 moves any ``*.msg`` file it sees without taking the writer's lock: a worker polling at the
 wrong moment reads an empty file and its consumer dies with a JSONDecodeError (seen here
 under load). Writing to a temporary name and renaming it into place makes a message
-visible only when complete.
+visible only when complete. The folders are created on first connection.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The folders are made here, on first use, not when the settings are imported.
+        for folder in {self.data_folder_in, self.data_folder_out, self.control_folder}:
+            os.makedirs(folder, exist_ok=True)
+
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         partial = os.path.join(self.data_folder_out, f"partial-{uuid.uuid4()}.tmp")  # never matches *.<queue>.msg

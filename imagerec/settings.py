@@ -6,62 +6,27 @@ See README.md "Configuration" for the full list of variables.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .env import env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / os.environ.get("VAR_DIR", "var")  # relative paths are taken from BASE_DIR
-# SQLite file, broker folders and collected static live here; make sure it exists.
-VAR_DIR.mkdir(parents=True, exist_ok=True)
-
-
-def env_bool(name: str, default: bool) -> bool:
-    """Read a boolean; refuse anything but true/false/1/0/yes/no so typos fail loudly."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
-
-
-def env_int(name: str, default: int) -> int:
-    """Read a whole number; a malformed one refuses to start, naming the variable."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
-
-
-def env_float(name: str, default: float) -> float:
-    """Read a number; a malformed one refuses to start, naming the variable."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
-    if value != value:  # NaN
-        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}")
-    return value
+# SQLite file, broker folders and the file cache live here (relative paths are taken
+# from BASE_DIR). Nothing is created at import: `manage.py`, the broker transport and
+# the cache create what they use (a read-only image can import these settings).
+VAR_DIR = BASE_DIR / env.str("VAR_DIR", default="var")
 
 
 def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    """A comma-separated list; blanks around items are dropped."""
+    return [item.strip() for item in env.str(name, default=default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
@@ -119,8 +84,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=0),
         # A connection broken by a database restart is replaced before use, not after a failure.
         conn_health_checks=True,
     )
@@ -138,7 +103,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", True):
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
     # A pool per process (psycopg 3): under ASGI every request runs its sync part in a
     # fresh thread, so without one each request would open (and PostgreSQL fork) a new
     # connection, a few ms of CPU each on both sides.
@@ -146,14 +111,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
         raise ImproperlyConfigured("DATABASE_CONN_MAX_AGE must be 0 with DATABASE_POOL on")
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
-        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
         "timeout": 10,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Throttling counters (API submissions, login failures) live in the cache: share it
 # between processes with CACHE_URL=redis://... in production.
-CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHE_URL = env.str("CACHE_URL", default="")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL (or empty for files), not {CACHE_URL!r}")
 CACHES = {
@@ -162,8 +127,8 @@ CACHES = {
     # Files are shared by the web server and the worker on one machine (make run).
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
 }
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
-LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 300)
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -176,13 +141,12 @@ LOGIN_REDIRECT_URL = "predictions:upload"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=VAR_DIR / "static"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -194,45 +158,43 @@ STORAGES = {
 }
 # Uploaded images are private: they are never served from MEDIA_URL, only
 # through the permission-checked image view.
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=BASE_DIR / "media"))
 MEDIA_URL = "/media-not-served/"
 
 # --- Uploads -----------------------------------------------------------------
-MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
-MAX_FILES_PER_REQUEST = env_int("MAX_FILES_PER_REQUEST", 20)
+MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=50_000_000)
+MAX_FILES_PER_REQUEST = env.int("MAX_FILES_PER_REQUEST", default=20)
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_REQUEST + 1
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
 
 # --- Model -------------------------------------------------------------------
-MODEL_DIR = Path(os.environ.get("MODEL_DIR", BASE_DIR / "models"))
-MODEL_NAME = os.environ.get("MODEL_NAME", "efficientnet_lite0")
-MODEL_ENGINE = os.environ.get("MODEL_ENGINE", "savedmodel")
-MODEL_THREADS = env_int("MODEL_THREADS", 0)  # 0 = let the engine decide
-DEFAULT_TOP_K = env_int("DEFAULT_TOP_K", 5)
+MODEL_DIR = Path(env.str("MODEL_DIR", default=BASE_DIR / "models"))
+MODEL_NAME = env.str("MODEL_NAME", default="efficientnet_lite0")
+MODEL_ENGINE = env.str("MODEL_ENGINE", default="savedmodel")
+MODEL_THREADS = env.int("MODEL_THREADS", default=0)  # 0 = let the engine decide
+DEFAULT_TOP_K = env.int("DEFAULT_TOP_K", default=5)
 MAX_TOP_K = 20
 # Micro-batching: a worker classifies its message's image together with up to
 # INFERENCE_BATCH_SIZE - 1 others already waiting, in one model call. With
 # INFERENCE_BATCH_WAIT_MS > 0 a batch that is not full waits that long once for more
 # (0: never wait; an idle worker answers a lone image at once).
-INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 16)
-INFERENCE_BATCH_WAIT_MS = env_int("INFERENCE_BATCH_WAIT_MS", 0)
+INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=16)
+INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=0)
 if not 1 <= INFERENCE_BATCH_SIZE <= 32:
     raise ImproperlyConfigured("INFERENCE_BATCH_SIZE must be between 1 and 32")
 # Same bytes, same active model: reuse the stored result. "user" (the uploader's own
 # earlier predictions), "all" (anyone's) or "off".
-RESULT_CACHE = os.environ.get("RESULT_CACHE", "user").strip().lower()
+RESULT_CACHE = env.str("RESULT_CACHE", default="user").strip().lower()
 if RESULT_CACHE not in ("user", "all", "off"):
     raise ImproperlyConfigured(f"RESULT_CACHE must be user, all or off, not {RESULT_CACHE!r}")
 
 # --- Celery ------------------------------------------------------------------
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT = "imagerec.broker:Transport"  # atomic message files
-    for _folder in ("queue", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = (
     {
         "data_folder_in": str(_broker_dir / "queue"),
@@ -242,9 +204,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = (
         "polling_interval": 0.02,  # seconds between folder scans: keeps queue wait low
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600)}
+    else {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
 )
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True  # the Prediction row is the result store
 # No result backend ("disabled"), shared by all threads: Celery otherwise builds one per
@@ -257,9 +219,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The pool child loads and warms up the model before it reports alive (~3 s here).
-CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 120)
-CELERY_TASK_SOFT_TIME_LIMIT = env_float("CELERY_TASK_SOFT_TIME_LIMIT", 120)
-CELERY_TASK_TIME_LIMIT = env_float("CELERY_TASK_TIME_LIMIT", 180)
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=120)
+CELERY_TASK_SOFT_TIME_LIMIT = env.float("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
+CELERY_TASK_TIME_LIMIT = env.float("CELERY_TASK_TIME_LIMIT", default=180)
 # Inference has its own queue; reconcile and stats refresh go to "maintenance" so a slow
 # stats refresh never holds up an image (docker-compose runs a worker for each).
 CELERY_TASK_ROUTES = {
@@ -271,23 +233,23 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connections (and a connection pool) around
 # every task unless told to reuse them; predictions.tasks checks them between tasks the
 # way Django does between requests instead.
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Fail fast when the broker is down at submission: the row stays pending and the
 # reconciler re-enqueues it, instead of the request hanging.
 CELERY_BROKER_TRANSPORT_OPTIONS.setdefault("max_retries", 2)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
-RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 300)
-MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)  # claims of one prediction before it is failed
+RECONCILE_AFTER_SECONDS = env.int("RECONCILE_AFTER_SECONDS", default=300)
+MAX_ATTEMPTS = env.int("MAX_ATTEMPTS", default=3)  # claims of one prediction before it is failed
 
 # Long-poll wake-ups (predictions.events): Redis pub/sub, by default on the broker's or
 # the cache's Redis; empty (no Redis anywhere) means waiters re-read their row instead.
-EVENTS_REDIS_URL = os.environ.get(
+EVENTS_REDIS_URL = env.str(
     "EVENTS_REDIS_URL",
-    next((url for url in (CELERY_BROKER_URL, CACHE_URL) if url.startswith(("redis://", "rediss://"))), ""),
+    default=next((url for url in (CELERY_BROKER_URL, CACHE_URL) if url.startswith(("redis://", "rediss://"))), ""),
 )
-EVENTS_RECHECK_SECONDS = env_float("EVENTS_RECHECK_SECONDS", 5)
+EVENTS_RECHECK_SECONDS = env.float("EVENTS_RECHECK_SECONDS", default=5)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -301,7 +263,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_THROTTLE_RATES": {
-        "submit": os.environ.get("THROTTLE_SUBMIT", "120/min"),
+        "submit": env.str("THROTTLE_SUBMIT", default="120/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -318,10 +280,10 @@ SPECTACULAR_SETTINGS = {
 
 # --- Security behind DEBUG=False ---------------------------------------------
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
-    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -331,32 +293,32 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
 CELERY_BEAT_SCHEDULE = {
     "reconcile-stuck-predictions": {
         "task": "predictions.tasks.prediction_reconcile",
-        "schedule": float(env_int("RECONCILE_INTERVAL_SECONDS", 60)),
+        "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
     },
 }
 
 # --- Observability: stats page, health checks, /metrics ------------------------
 # Predictions below this confidence count as "low confidence" on the stats page.
-LOW_CONFIDENCE_THRESHOLD = env_float("LOW_CONFIDENCE_THRESHOLD", 0.5)
+LOW_CONFIDENCE_THRESHOLD = env.float("LOW_CONFIDENCE_THRESHOLD", default=0.5)
 # Workers write a heartbeat this often; readiness wants one newer than the max age.
-WORKER_HEARTBEAT_INTERVAL_SECONDS = env_int("WORKER_HEARTBEAT_INTERVAL_SECONDS", 15)
-WORKER_HEARTBEAT_MAX_AGE_SECONDS = env_int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", 60)
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env.int("WORKER_HEARTBEAT_INTERVAL_SECONDS", default=15)
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = env.int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", default=60)
 # Seconds the readiness broker check (and the metrics queue-depth read) may take.
-HEALTH_BROKER_TIMEOUT_SECONDS = env_float("HEALTH_BROKER_TIMEOUT_SECONDS", 2)
+HEALTH_BROKER_TIMEOUT_SECONDS = env.float("HEALTH_BROKER_TIMEOUT_SECONDS", default=2)
 # /metrics: staff session, or "Authorization: Bearer $METRICS_TOKEN", or a client IP listed here.
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
 # PostgreSQL work_mem for the stats queries only (SET LOCAL): keeps percentile sorts in memory.
-STATS_WORK_MEM = os.environ.get("STATS_WORK_MEM", "64MB")
+STATS_WORK_MEM = env.str("STATS_WORK_MEM", default="64MB")
 # The stats page/API serve a report up to this old; beat refreshes the all-users one.
-STATS_CACHE_SECONDS = env_int("STATS_CACHE_SECONDS", 120)
-STATS_REFRESH_SECONDS = env_int("STATS_REFRESH_SECONDS", 60)
+STATS_CACHE_SECONDS = env.int("STATS_CACHE_SECONDS", default=120)
+STATS_REFRESH_SECONDS = env.int("STATS_REFRESH_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE["refresh-stats"] = {
     "task": "predictions.tasks.stats_refresh",
     "schedule": float(STATS_REFRESH_SECONDS),

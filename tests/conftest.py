@@ -28,6 +28,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     corrupt the next one ("disk I/O error"), so remove them before it is created."""
     test_name = django_settings.DATABASES["default"].get("TEST", {}).get("NAME")
     if test_name and django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        Path(test_name).parent.mkdir(parents=True, exist_ok=True)  # settings create no directories
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{test_name}{suffix}").unlink(missing_ok=True)
 

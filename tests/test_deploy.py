@@ -69,3 +69,31 @@ def test_docker_compose_file_is_valid_and_complete():
 def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable, value, message):
     result = _manage("check", **{variable: value})
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_secrets_can_come_from_files_as_docker_secrets_do(tmp_path):
+    secret = tmp_path / "secret_key"
+    secret.write_text("k" * 40 + "-from-a-file\n")
+    result = _manage(
+        "shell", "-c", "from django.conf import settings; print(repr(settings.SECRET_KEY))",
+        DEBUG="false", SECRET_KEY="", SECRET_KEY_FILE=str(secret), ALLOWED_HOSTS="imagerec.example.com",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert repr("k" * 40 + "-from-a-file") in result.stdout
+
+
+def test_an_unreadable_secret_file_is_named_without_a_traceback(tmp_path):
+    result = _manage("check", SECRET_KEY_FILE=str(tmp_path / "missing"))
+    assert result.returncode != 0
+    assert "SECRET_KEY_FILE names" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_importing_the_settings_creates_no_directories(tmp_path):
+    var_dir = tmp_path / "var"
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; settings.STATIC_ROOT"],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings", "VAR_DIR": str(var_dir)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not var_dir.exists()
