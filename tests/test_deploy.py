@@ -97,3 +97,25 @@ def test_importing_the_settings_creates_no_directories(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert not var_dir.exists()
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The ENV the Docker image sets (``ENV A=1 B=2 \\`` lines)."""
+    text = (BASE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    pairs = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("ENV ")]
+    return dict(item.split("=", 1) for chunk in pairs for item in chunk.split())
+
+
+def test_the_docker_image_defaults_to_production_and_refuses_a_missing_secret_key():
+    image_env = _dockerfile_env()
+    assert image_env["DEBUG"] == "false"
+    result = _manage("check", **{k: v for k, v in image_env.items() if k in ("DEBUG",)}, SECRET_KEY="")
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_compose_web_merges_the_request_metrics_of_its_worker_processes():
+    import yaml
+
+    web = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["web"]
+    assert web["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert "python:imagerec.gunicorn" in web["command"]
