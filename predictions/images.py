@@ -42,9 +42,21 @@ def check_upload_size(size_bytes: int) -> None:
     """Refuse (413) a file over ``MAX_UPLOAD_BYTES``; callable before reading it."""
     limit = settings.MAX_UPLOAD_BYTES
     if size_bytes > limit:
-        raise ImageTooLargeError(
-            f"The file is {size_bytes / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.", field="image"
+        size, most = megabytes(size_bytes), megabytes(limit)
+        message = (
+            f"The file is {size}; the limit is {most}." if size != most else f"The file is just over the {most} limit."
         )
+        raise ImageTooLargeError(message, field="image")
+
+
+def megabytes(size_bytes: int) -> str:
+    """A size as people read it in a file manager: MB of 1,048,576 bytes, at most one
+    decimal (the 20,971,520-byte default limit is "20 MB", not "21 MB")."""
+    value = size_bytes / 1_048_576
+    text = f"{value:.1f}".removesuffix(".0")
+    if text == "0":
+        text = "0.1" if size_bytes else "0"
+    return f"{text} MB"
 
 
 def validate_image_bytes(content: bytes) -> ValidatedImage:

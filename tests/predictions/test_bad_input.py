@@ -255,3 +255,13 @@ def test_unicode_and_long_names_are_kept_for_people_but_not_used_as_paths(api, a
         assert response.status_code == 202
     names = set(Prediction.objects.values_list("original_filename", flat=True))
     assert names == {"кошка 猫 🐈.jpg", long_name[-255:], "passwd.jpg"}
+
+
+def test_the_default_size_limit_is_stated_as_people_read_it(api, settings):
+    settings.MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # the default: 20 MB in a file manager, not "21 MB"
+    oversized = SimpleUploadedFile("huge.png", b"\x89PNG" + b"\0" * (25 * 1024 * 1024))
+
+    response = api.post("/api/v1/predictions/", {"image": oversized}, format="multipart")
+
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == "The file is 25 MB; the limit is 20 MB."
