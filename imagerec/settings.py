@@ -6,6 +6,7 @@ See README.md "Configuration" for the full list of variables.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
     "adrf",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "accounts",
     "predictions",
 ]
 
@@ -62,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a lockout found inside authenticate() into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "imagerec.urls"
@@ -116,7 +121,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Throttling counters (API submissions, login failures) live in the cache: share it
+# Throttling counters (API submissions) live in the cache: share it
 # between processes with CACHE_URL=redis://... in production.
 CACHE_URL = env.str("CACHE_URL", default="")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
@@ -129,6 +134,24 @@ CACHES = {
 }
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=300)
+
+# Failed logins: django-axes counts them inside authenticate(), so every login path (the
+# login page, /admin/login/, any added later) is covered by one mechanism. Per username
+# and client address, kept in the database (the admin lists them), reset by a success;
+# a locked-out pair gets accounts.views.lockout (429) until the cool-off has passed or
+# `manage.py axes_reset_username <name>` unlocks it. The address is REMOTE_ADDR only:
+# X-Forwarded-For is whatever the client sends unless a trusted proxy rewrites it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_FAILURE_WINDOW_SECONDS)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.views.lockout"
+# Read only if django-ipware is installed (axes falls back to REMOTE_ADDR without it).
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

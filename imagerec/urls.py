@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from accounts import urls as accounts_urls
 from predictions import api, observability_views
 from predictions import views as prediction_views
 
@@ -24,9 +24,8 @@ urlpatterns = [
         name="admin-prediction-image",
     ),
     path("admin/", admin.site.urls),
-    path("accounts/login/", prediction_views.ThrottledLoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/signup/", prediction_views.signup, name="signup"),
+    path("accounts/", include(accounts_urls.auth_urlpatterns)),
+    path("accounts/", include("accounts.urls")),
     path("api/v1/", include((api_urls, "api"))),
     path("stats/", observability_views.stats_page, name="stats"),
     path("health/live", observability_views.health_live, name="health-live"),

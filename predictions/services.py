@@ -12,7 +12,6 @@ The life of one image::
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import InterfaceError, OperationalError, connections, transaction
@@ -554,40 +552,3 @@ def classifier_for(*, model_version: ModelVersion) -> Classifier:
 def model_warmup() -> None:
     """Load and warm up the active model in this (worker) process."""
     classifier_for(model_version=model_version_get_or_sync_active())
-
-
-def _login_key(*, ip_address: str, username: str) -> str:
-    digest = hashlib.sha256(f"{ip_address}|{username.lower()}".encode()).hexdigest()
-    return f"login-failures:{digest}"
-
-
-def login_attempt_allowed(*, ip_address: str, username: str) -> bool:
-    """False once this address has failed ``LOGIN_FAILURE_LIMIT`` times for this username
-    within ``LOGIN_FAILURE_WINDOW_SECONDS``."""
-    failures = cache.get(_login_key(ip_address=ip_address, username=username), 0)
-    return failures < settings.LOGIN_FAILURE_LIMIT
-
-
-def login_failure_record(*, ip_address: str, username: str) -> None:
-    """Count one failed login for this address and username (window starts at the first)."""
-    key = _login_key(ip_address=ip_address, username=username)
-    if cache.add(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS):
-        return
-    try:
-        cache.incr(key)
-    except ValueError:  # expired between add() and incr()
-        cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW_SECONDS)
-
-
-def login_failures_clear(*, ip_address: str, username: str) -> None:
-    """Forget the failures after a successful login."""
-    cache.delete(_login_key(ip_address=ip_address, username=username))
-
-
-@transaction.atomic
-def token_rotate(*, user: AbstractBaseUser) -> str:
-    """Replace the user's API token with a new one and return its key."""
-    from rest_framework.authtoken.models import Token
-
-    Token.objects.filter(user=user).delete()
-    return Token.objects.create(user=user).key

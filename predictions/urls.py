@@ -9,7 +9,6 @@ urlpatterns = [
     path("results/", views.batch, name="batch"),
     path("history/", views.history, name="history"),
     path("history/export.csv", views.history_csv, name="history-csv"),
-    path("profile/", views.profile, name="profile"),
     path("predictions/<str:prediction_id>/", views.detail, name="detail"),
     path("predictions/<str:prediction_id>/card/", views.card, name="card"),
     path("predictions/<str:prediction_id>/image/", views.image, name="image"),

@@ -7,16 +7,12 @@ import csv
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from rest_framework.authtoken.models import Token
 
 from . import selectors, services
 from .exceptions import ApplicationError
@@ -163,43 +159,3 @@ def delete(request: HttpRequest, prediction_id: str) -> HttpResponse:
     services.prediction_delete(prediction=prediction)
     messages.success(request, f"Deleted {prediction.original_filename}.")
     return redirect("predictions:history")
-
-
-@login_required
-def profile(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        services.token_rotate(user=request.user)
-        messages.success(request, "A new API token was created; the old one no longer works.")
-        return redirect("predictions:profile")
-    token = Token.objects.filter(user=request.user).first()
-    return render(request, "predictions/profile.html", {"token": token})
-
-
-class ThrottledLoginView(LoginView):
-    """Django's login, refusing further attempts (429) after repeated failures."""
-
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        ip_address = request.META.get("REMOTE_ADDR", "")
-        username = request.POST.get("username", "")
-        if not services.login_attempt_allowed(ip_address=ip_address, username=username):
-            form = self.get_form()
-            form.add_error(
-                None,
-                f"Too many failed attempts. Try again in {settings.LOGIN_FAILURE_WINDOW_SECONDS // 60} minutes.",
-            )
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
-            services.login_failures_clear(ip_address=ip_address, username=username)
-        else:
-            services.login_failure_record(ip_address=ip_address, username=username)
-        return response
-
-
-def signup(request: HttpRequest) -> HttpResponse:
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user)
-        return redirect(settings.LOGIN_REDIRECT_URL)
-    return render(request, "registration/signup.html", {"form": form})

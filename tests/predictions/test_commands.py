@@ -30,14 +30,3 @@ def test_classify_with_the_tflite_engine_in_plain_text(db, model_dir, capsys):
     call_command("classify", str(PHOTOS["coffee"].path), "--engine", "tflite")
 
     assert "espresso (n07920052)" in capsys.readouterr().out
-
-
-def test_ensure_superuser_is_idempotent(db, django_user_model, monkeypatch):
-    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "root-admin")
-    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-admin-password")
-
-    call_command("ensure_superuser")
-    call_command("ensure_superuser")
-
-    admin = django_user_model.objects.get(username="root-admin")
-    assert admin.is_superuser and admin.check_password("a-long-admin-password")

@@ -1,0 +1,21 @@
+"""Account pages. Login, logout and sign-up keep Django's un-namespaced names
+(``login``, ``logout``, ``signup``: ``LOGIN_URL`` and the templates use them); the
+profile is ``accounts:profile``."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("profile/", views.profile, name="profile"),
+]
+
+auth_urlpatterns = [
+    # Plain Django login: django-axes refuses locked-out attempts inside authenticate().
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("signup/", views.signup, name="signup"),
+]

@@ -1,0 +1,46 @@
+"""Account pages: parse input, call a service, render."""
+
+from __future__ import annotations
+
+import math
+
+from axes.helpers import get_cool_off
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from rest_framework.authtoken.models import Token
+
+from . import services
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        # Two backends are configured (axes, then ModelBackend): name the one that logs in.
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        services.token_rotate(user=request.user)
+        messages.success(request, "A new API token was created; the old one no longer works.")
+        return redirect("accounts:profile")
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "accounts/profile.html", {"token": token})
+
+
+def lockout(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    """What a locked-out login attempt gets (``AXES_LOCKOUT_CALLABLE``), on every login
+    page: 429 and when to try again. Axes passes the original response and credentials,
+    in an order that differs between its sync and async paths; neither is needed here."""
+    cool_off = get_cool_off(request)
+    minutes = math.ceil(cool_off.total_seconds() / 60) if cool_off else None
+    return render(request, "accounts/lockout.html", {"minutes": minutes}, status=429)
