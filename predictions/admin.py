@@ -1,4 +1,9 @@
-"""Admin: predictions are a read-only log; model versions are managed through services."""
+"""Admin: predictions are a read-only log; model versions are managed through services.
+
+What an admin account sees follows its Django permissions (``predictions.access``):
+``view_prediction`` to read the log, ``delete_prediction`` to delete, and
+``change_modelversion`` to activate a model. ``is_staff`` alone shows nothing.
+"""
 
 from __future__ import annotations
 
@@ -46,9 +51,6 @@ class PredictionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Prediction | None = None) -> bool:
         return False
 
-    def has_view_permission(self, request: HttpRequest, obj: Prediction | None = None) -> bool:
-        return request.user.is_staff
-
     def delete_model(self, request: HttpRequest, obj: Prediction) -> None:
         services.prediction_delete(prediction=obj)
 
@@ -70,7 +72,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Activate the selected model version")
+    @admin.action(description="Activate the selected model version", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model version.", messages.ERROR)
@@ -82,7 +84,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"{version} is now used for new predictions.")
 
-    @admin.action(description="Register model versions found on disk")
+    @admin.action(description="Register model versions found on disk", permissions=["change"])
     def sync_from_disk(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         found = services.model_version_sync()
         self.message_user(request, f"{len(found)} model version(s) on disk registered.")

@@ -8,13 +8,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import access, selectors, services
 from .exceptions import ApplicationError
 from .forms import HistoryFilterForm, UploadForm
 from .media import image_response
@@ -81,7 +82,10 @@ def image(request: HttpRequest, prediction_id: str) -> HttpResponse:
 
 @staff_member_required
 def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
-    """Any prediction's image, for staff reviewing the log in the admin."""
+    """Any prediction's image, for admin users allowed to read every prediction
+    (``access.can_view_all_predictions``); other staff get 403."""
+    if not access.can_view_all_predictions(request.user):
+        raise PermissionDenied
     prediction = selectors.prediction_get(user=None, prediction_id=prediction_id)
     return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
 
