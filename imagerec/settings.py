@@ -319,13 +319,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
-CELERY_BEAT_SCHEDULE = {
-    "reconcile-stuck-predictions": {
-        "task": "predictions.tasks.prediction_reconcile",
-        "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
-    },
-}
-
 # --- Observability: stats page, health checks, /metrics ------------------------
 # Predictions below this confidence count as "low confidence" on the stats page.
 LOW_CONFIDENCE_THRESHOLD = env.float("LOW_CONFIDENCE_THRESHOLD", default=0.5)
@@ -342,7 +335,15 @@ STATS_WORK_MEM = env.str("STATS_WORK_MEM", default="64MB")
 # The stats page/API serve a report up to this old; beat refreshes the all-users one.
 STATS_CACHE_SECONDS = env.int("STATS_CACHE_SECONDS", default=120)
 STATS_REFRESH_SECONDS = env.int("STATS_REFRESH_SECONDS", default=60)
-CELERY_BEAT_SCHEDULE["refresh-stats"] = {
-    "task": "predictions.tasks.stats_refresh",
-    "schedule": float(STATS_REFRESH_SECONDS),
+
+# Celery beat: the reconciler and the all-users stats refresh.
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-stuck-predictions": {
+        "task": "predictions.tasks.prediction_reconcile",
+        "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
+    },
+    "refresh-stats": {
+        "task": "predictions.tasks.stats_refresh",
+        "schedule": float(STATS_REFRESH_SECONDS),
+    },
 }

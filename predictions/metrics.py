@@ -14,20 +14,22 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import health, selectors, stats
-from .models import WorkerHeartbeat
+from . import health, selectors
+from .models import Prediction, PredictionStatus, WorkerHeartbeat
+from .stats import HISTOGRAM_BOUNDS_MS, HistogramBucket, histogram_aggregates, histogram_buckets
 
 # Request metrics live in their own registry (not the global default one), so tests
 # and scrapes see exactly what this module defines.
@@ -104,11 +106,11 @@ class PredictionCollector(Collector):
             "Predictions stored, by status and model version (name:version; empty before a run).",
             labels=["status", "model_version"],
         )
-        for status, model_version, count in stats.prediction_counts_by_status_and_model():
+        for status, model_version, count in prediction_counts_by_status_and_model():
             predictions.add_metric([status, model_version], count)
         yield predictions
 
-        buckets, total_ms = stats.inference_histogram_all_time()
+        buckets, total_ms = inference_histogram_all_time()
         cumulative, running = [], 0
         for bucket in buckets:
             running += bucket.count
@@ -151,6 +153,38 @@ class PredictionCollector(Collector):
 
 def _float_label(value: float) -> str:
     return repr(float(value))
+
+
+# --- Database reads at scrape time (all-time, every user) ---------------------------
+
+
+def prediction_counts_by_status_and_model() -> list[tuple[str, str, int]]:
+    """(status, "name:version" or "", count) over all predictions, one GROUP BY."""
+    rows = (
+        Prediction.objects.order_by()
+        .values("status", "model_version__name", "model_version__version")
+        .annotate(n=Count("id"))
+    )
+    return [
+        (
+            row["status"],
+            f"{row['model_version__name']}:{row['model_version__version']}" if row["model_version__name"] else "",
+            row["n"],
+        )
+        for row in rows
+    ]
+
+
+def inference_histogram_all_time(
+    *, bounds: Sequence[float] = HISTOGRAM_BOUNDS_MS
+) -> tuple[list[HistogramBucket], float]:
+    """Buckets of ``inference_ms`` over all succeeded predictions and their sum (ms), one query."""
+    counts = (
+        Prediction.objects.order_by()
+        .filter(status=PredictionStatus.SUCCEEDED)
+        .aggregate(**histogram_aggregates("inference_ms", bounds), total=Sum("inference_ms"))
+    )
+    return histogram_buckets(counts, bounds), float(counts["total"] or 0.0)
 
 
 def metrics_allowed(request: HttpRequest) -> bool:

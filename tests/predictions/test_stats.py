@@ -1,7 +1,7 @@
 """Stats selector, page and API: aggregates against hand-computed values, per-user scoping.
 
-Runs on SQLite (ranking fallback) and PostgreSQL (percentile_cont); both must give the
-same numbers, which are worked out by hand in the comments below.
+Runs on SQLite (percentiles in Python) and PostgreSQL (percentile_cont); both must give
+the same numbers, which are worked out by hand in the comments below.
 """
 
 from __future__ import annotations
@@ -222,6 +222,30 @@ def test_percentile_definition_is_linear_interpolation():
     assert stats.percentile_linear([7.0], 0.99) == 7.0
     assert stats.percentile_linear([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
     assert stats.percentile_linear([0.0, 10.0], 0.95) == pytest.approx(9.5)
+
+
+def test_percentile_edges_and_whole_percents_only():
+    assert stats.percentiles_linear([], [0.5, 0.99]) == [None, None]
+    assert stats.percentiles_linear([3.0], [0.0, 0.5, 1.0]) == [3.0, 3.0, 3.0]
+    # Any order in; p0 and p100 are the extremes, as percentile_cont gives.
+    assert stats.percentiles_linear([30.0, 10.0, 20.0], [0.0, 0.25, 1.0]) == [10.0, pytest.approx(15.0), 30.0]
+    with pytest.raises(ValueError):
+        stats.percentile_linear([1.0, 2.0], 0.995)
+    with pytest.raises(ValueError):
+        stats.percentile_linear([1.0, 2.0], 1.5)
+
+
+def test_one_helper_decides_who_sees_every_user(staff, user, history):
+    assert stats.stats_all_users(staff) and stats.stats_all_users(None)
+    assert not stats.stats_all_users(user)
+
+    mine = stats.prediction_stats_cached(user=user, days=30)
+    everyone = stats.prediction_stats_cached(user=staff, days=30)
+
+    # Cached separately: the staff report never answers a regular user, nor the reverse.
+    assert (mine.all_users, mine.total) == (False, 13)
+    assert (everyone.all_users, everyone.total) == (True, 16)
+    assert stats.prediction_stats_cached(user=user, days=30).total == 13
 
 
 def test_empty_history_has_no_percentiles(user):

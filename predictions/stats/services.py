@@ -1,0 +1,40 @@
+"""Stats services: the cached report the page and the API serve, and its refresh."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+
+from .results import PredictionStats
+from .selectors import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, StatsUser, prediction_stats, stats_all_users
+
+
+def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS) -> PredictionStats:
+    """What the page and the API show: ``prediction_stats`` kept for ``STATS_CACHE_SECONDS``
+    (read-through: computed and stored on a miss).
+
+    The everyone-scope report (what staff see) is also recomputed in the background by
+    ``prediction_stats_refresh`` (Celery beat), so with a million rows staff never wait
+    for the percentiles; one user's own report is small and computed on demand.
+    """
+    key = _stats_cache_key(user=user, days=days)
+    report: PredictionStats | None = cache.get(key)
+    if report is None:
+        report = prediction_stats(user=user, days=days)
+        cache.set(key, report, settings.STATS_CACHE_SECONDS)
+    return report
+
+
+def prediction_stats_refresh() -> None:
+    """Recompute and cache the everyone-scope report for every offered window."""
+    for days in WINDOW_DAYS:
+        cache.set(
+            _stats_cache_key(user=None, days=days),
+            prediction_stats(user=None, days=days),
+            settings.STATS_CACHE_SECONDS,
+        )
+
+
+def _stats_cache_key(*, user: StatsUser, days: int) -> str:
+    scope = "all" if stats_all_users(user) else f"user-{user.pk if user is not None else ''}"
+    return f"prediction-stats:v1:{scope}:{days}"
