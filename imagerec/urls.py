@@ -7,8 +7,17 @@ from predictions import api, observability_views
 from predictions import views as prediction_views
 
 api_urls = [
-    path("predictions/", api.PredictionListCreateApi.as_view(), name="prediction-list"),
-    path("predictions/<str:prediction_id>/", api.PredictionDetailApi.as_view(), name="prediction-detail"),
+    # One view per action; list + submit and poll + delete share a URL each.
+    path(
+        "predictions/",
+        api.method_dispatch(GET=api.PredictionListApi, POST=api.PredictionCreateApi),
+        name="prediction-list",
+    ),
+    path(
+        "predictions/<str:prediction_id>/",
+        api.method_dispatch(GET=api.PredictionDetailApi, DELETE=api.PredictionDeleteApi),
+        name="prediction-detail",
+    ),
     path("predictions/<str:prediction_id>/image/", api.PredictionImageApi.as_view(), name="prediction-image"),
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
     path("stats/", api.StatsApi.as_view(), name="stats"),

@@ -100,14 +100,36 @@ def test_json_body_is_415(api):
 
 
 def test_submission_is_throttled_per_user(api, monkeypatch):
-    from predictions.api import SubmitRateThrottle
+    from predictions.api.throttles import SubmitRateThrottle
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "2/min"})
 
     statuses = [api.post(LIST_URL, {"image": _image()}, format="multipart").status_code for _ in range(3)]
 
     assert statuses == [202, 202, 429]
-    assert api.get(LIST_URL).status_code == 200  # reads are not throttled
+    assert api.get(LIST_URL).status_code == 200  # reads have their own rate
+
+
+def test_reads_are_throttled_per_user_and_a_long_poll_counts_once(api, user, other_user, monkeypatch):
+    from predictions.api.throttles import ReadRateThrottle
+
+    monkeypatch.setattr(ReadRateThrottle, "THROTTLE_RATES", {"read": "3/min"})
+    prediction = PredictionFactory(user=user)
+
+    # A long-poll is one read, however long it waits.
+    assert api.get(f"{LIST_URL}{prediction.id}/", {"wait": 0.3}).status_code == 200
+    assert api.get(LIST_URL).status_code == 200
+    assert api.get("/api/v1/models/").status_code == 200  # one rate across every GET endpoint
+    over = api.get(f"{LIST_URL}{prediction.id}/")
+
+    error = _assert_error(over, 429, "throttled")
+    assert int(over["Retry-After"]) > 0
+    assert "second" in error["message"]
+    # Not a read: deleting is not held back by the read rate.
+    assert api.delete(f"{LIST_URL}{prediction.id}/").status_code == 204
+    other = APIClient()
+    other.force_authenticate(other_user)
+    assert other.get(LIST_URL).status_code == 200  # another user has their own count
 
 
 def test_poll_returns_every_documented_field(api, user, active_model):
@@ -172,6 +194,57 @@ def test_models_lists_the_active_version(api, active_model):
     active = [m for m in models if m["is_active"]]
     assert [(m["name"], m["version"]) for m in active] == [("efficientnet_lite0", "1")]
     assert active[0]["input_size"] == 224
+
+
+def test_schema_documents_each_action_with_its_own_view(api):
+    """List + submit share a URL, poll + delete share another: each operation is still
+    documented from its own view (parameters, request body, responses)."""
+    response = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    paths = response.json()["paths"]
+
+    collection, item = paths["/api/v1/predictions/"], paths["/api/v1/predictions/{prediction_id}/"]
+    assert set(collection) == {"get", "post"}
+    assert set(item) == {"get", "delete"}
+
+    def codes(operation):
+        return set(operation["responses"])
+
+    def parameters(operation):
+        return {parameter["name"] for parameter in operation.get("parameters", [])}
+
+    assert codes(collection["get"]) == {"200", "400", "401", "404", "429"}
+    assert {"status", "label", "created_after", "page", "page_size"} <= parameters(collection["get"])
+    listed = collection["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed == {"$ref": "#/components/schemas/PaginatedPredictionOutputList"}  # as the API answers
+    assert codes(collection["post"]) == {"201", "202", "400", "401", "413", "415", "429"}
+    assert parameters(collection["post"]) == {"wait"}
+    assert "multipart/form-data" in collection["post"]["requestBody"]["content"]
+    assert codes(item["get"]) == {"200", "401", "404", "429"}
+    assert parameters(item["get"]) == {"prediction_id", "wait"}
+    assert codes(item["delete"]) == {"204", "404"}
+    assert parameters(item["delete"]) == {"prediction_id"}
+    operation_ids = [op["operationId"] for op in (*collection.values(), *item.values())]
+    assert operation_ids == ["predictions_list", "predictions_create", "predictions_retrieve", "predictions_destroy"]
+
+
+def test_other_methods_get_405_in_the_error_shape_with_allow(api, user):
+    prediction = PredictionFactory(user=user)
+
+    on_collection = api.put(LIST_URL, {}, format="json")
+    on_item = api.put(f"{LIST_URL}{prediction.id}/", {}, format="json")
+    post_on_item = api.post(f"{LIST_URL}{prediction.id}/", {}, format="multipart")
+
+    assert _assert_error(on_collection, 405, "method_not_allowed")["message"] == 'Method "PUT" not allowed.'
+    assert on_collection["Allow"] == "GET, POST, HEAD, OPTIONS"
+    _assert_error(on_item, 405, "method_not_allowed")
+    _assert_error(post_on_item, 405, "method_not_allowed")
+    assert on_item["Allow"] == post_on_item["Allow"] == "GET, DELETE, HEAD, OPTIONS"
+    # Every answer of a shared URL lists every method of the URL, as one view did.
+    assert api.get(LIST_URL)["Allow"] == "GET, POST, HEAD, OPTIONS"
+    assert api.head(LIST_URL).status_code == 200
+    assert api.options(LIST_URL)["Allow"] == "GET, POST, HEAD, OPTIONS"
+    # Authentication comes first, as in any DRF view.
+    _assert_error(APIClient().put(LIST_URL), 401)
 
 
 def test_schema_and_docs_are_served_offline(api):

@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_fuzzing_the_api_finds_no_server_errors(live_server, user, active_model, tmp_path, monkeypatch):
-    from predictions.api import SubmitRateThrottle
+    from predictions.api.throttles import ReadRateThrottle, SubmitRateThrottle
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
+    monkeypatch.setattr(ReadRateThrottle, "THROTTLE_RATES", {"read": "100000/min"})
     # No worker runs here: every `wait` would last its full length. Cap it (the schema keeps 30).
-    monkeypatch.setattr("predictions.api.MAX_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr("predictions.api.predictions.MAX_WAIT_SECONDS", 0.2)
     PredictionFactory(user=user)
     token = Token.objects.create(user=user).key
     cli = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")

@@ -1,0 +1,37 @@
+"""REST API v1: one view per action with small nested serializers, one error shape.
+
+- ``predictions``: list, submit, poll, delete and image views.
+- ``model_versions``, ``stats``: the other read views.
+- ``serializers``: the prediction output the list, the poll and a waiting submit share.
+- ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
+- ``throttles``: per-user submit and read rates.
+- ``dispatch`` + ``schema``: several views behind one URL, routed by method, each
+  documented as its own operation in the OpenAPI schema.
+
+The URLs are in ``imagerec/urls.py`` (namespace ``api``).
+"""
+
+from .dispatch import method_dispatch
+from .model_versions import ModelVersionListApi
+from .predictions import (
+    PredictionCreateApi,
+    PredictionDeleteApi,
+    PredictionDetailApi,
+    PredictionImageApi,
+    PredictionListApi,
+)
+from .stats import StatsApi
+from .throttles import ReadRateThrottle, SubmitRateThrottle
+
+__all__ = [
+    "ModelVersionListApi",
+    "PredictionCreateApi",
+    "PredictionDeleteApi",
+    "PredictionDetailApi",
+    "PredictionImageApi",
+    "PredictionListApi",
+    "ReadRateThrottle",
+    "StatsApi",
+    "SubmitRateThrottle",
+    "method_dispatch",
+]

@@ -1,0 +1,74 @@
+"""Output serializers shared by several API views: a prediction as the list, the poll and
+a waiting submission return it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from ..models import Prediction, PredictionStatus
+
+
+class PredictionUrlField(serializers.HyperlinkedIdentityField):
+    """The prediction's absolute API URL (its poll / delete address)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            view_name="api:prediction-detail", lookup_field="id", lookup_url_kwarg="prediction_id", **kwargs
+        )
+
+
+class LabelScoreSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    class_id = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    class TimingsSerializer(serializers.Serializer):
+        queue = serializers.FloatField(source="queue_ms", allow_null=True)
+        preprocess = serializers.FloatField(source="preprocess_ms", allow_null=True)
+        inference = serializers.FloatField(source="inference_ms", allow_null=True)
+        total = serializers.FloatField(source="total_ms", allow_null=True)
+
+    class ModelSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        version = serializers.CharField()
+
+    class ImageSerializer(serializers.Serializer):
+        url = serializers.SerializerMethodField(help_text="The uploaded image, for the same credentials")
+        thumbnail_url = serializers.SerializerMethodField(help_text="A small JPEG of it (at most 160 px)")
+        sha256 = serializers.CharField()
+        width = serializers.IntegerField()
+        height = serializers.IntegerField()
+        filename = serializers.CharField(source="original_filename")
+
+        def get_url(self, prediction: Prediction) -> str:
+            return _absolute(self.context, reverse("api:prediction-image", args=[prediction.id]))
+
+        def get_thumbnail_url(self, prediction: Prediction) -> str:
+            return _absolute(self.context, reverse("api:prediction-image", args=[prediction.id])) + "?size=thumb"
+
+    id = serializers.UUIDField()
+    url = PredictionUrlField()
+    status = serializers.ChoiceField(choices=PredictionStatus.choices)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    label = serializers.CharField(allow_blank=True)
+    class_id = serializers.CharField(allow_blank=True)
+    confidence = serializers.FloatField(allow_null=True)
+    top_k = serializers.IntegerField()
+    predictions = LabelScoreSerializer(many=True, source="top_predictions")
+    timings_ms = TimingsSerializer(source="*")
+    model = ModelSerializer(source="model_version", allow_null=True)
+    image = ImageSerializer(source="*")
+    error = serializers.CharField(allow_blank=True)
+    cached = serializers.BooleanField(help_text="The result was reused: same bytes, same model, classified before")
+
+
+def _absolute(context: dict[str, Any], path: str) -> str:
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path

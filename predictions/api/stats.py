@@ -1,0 +1,103 @@
+"""Stats API view: the same report as the stats page, as JSON."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats_cached
+from .errors import ErrorSerializer
+from .throttles import ReadRateThrottle
+
+
+class LatencySummarySerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    mean = serializers.FloatField(allow_null=True)
+    p50 = serializers.FloatField(allow_null=True)
+    p95 = serializers.FloatField(allow_null=True)
+    p99 = serializers.FloatField(allow_null=True)
+
+
+class LatencySetSerializer(serializers.Serializer):
+    """Milliseconds, keyed like a prediction's ``timings_ms``."""
+
+    queue = LatencySummarySerializer(source="queue_ms")
+    preprocess = LatencySummarySerializer(source="preprocess_ms")
+    inference = LatencySummarySerializer(source="inference_ms")
+    total = LatencySummarySerializer(source="total_ms")
+
+
+class StatsApi(APIView):
+    """Aggregates over the last ``days`` days: staff see every user, others their own."""
+
+    throttle_classes = [ReadRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        days = serializers.ChoiceField(choices=list(WINDOW_DAYS), default=DEFAULT_WINDOW_DAYS)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Stats"
+
+        class DaySerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsDay"
+
+            day = serializers.DateField()
+            predictions = serializers.IntegerField()
+            latency_ms = LatencySetSerializer(source="latency")
+
+        class ModelVersionSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsModelVersion"
+
+            name = serializers.CharField()
+            version = serializers.CharField()
+            predictions = serializers.IntegerField()
+            mean_confidence = serializers.FloatField(allow_null=True)
+            latency_ms = LatencySetSerializer(source="latency")
+
+        class BucketSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsHistogramBucket"
+
+            upper_ms = serializers.FloatField(allow_null=True, help_text="null: above the last bound")
+            count = serializers.IntegerField()
+
+        class LabelSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "StatsLabel"
+
+            label = serializers.CharField()
+            count = serializers.IntegerField()
+
+        days = serializers.IntegerField()
+        since = serializers.DateTimeField()
+        all_users = serializers.BooleanField()
+        total = serializers.IntegerField()
+        succeeded = serializers.IntegerField()
+        failed = serializers.IntegerField()
+        pending = serializers.IntegerField(help_text="pending + running")
+        distinct_users = serializers.IntegerField()
+        latency_ms = LatencySetSerializer(source="latency")
+        per_day = DaySerializer(many=True)
+        per_model_version = ModelVersionSerializer(many=True)
+        histogram_field = serializers.CharField()
+        histogram = BucketSerializer(many=True)
+        top_labels = LabelSerializer(many=True)
+        mean_confidence = serializers.FloatField(allow_null=True)
+        low_confidence_share = serializers.FloatField(allow_null=True)
+        low_confidence_threshold = serializers.FloatField()
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        options = self.InputSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        report = prediction_stats_cached(user=request.user, days=options.validated_data["days"])
+        return Response(self.OutputSerializer(report).data)

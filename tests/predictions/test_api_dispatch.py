@@ -1,0 +1,46 @@
+"""method_dispatch: two single-action views behind one URL, misconfigurations refused early."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.test import APIClient
+
+from predictions.api import (
+    ModelVersionListApi,
+    PredictionCreateApi,
+    PredictionDeleteApi,
+    PredictionListApi,
+    method_dispatch,
+)
+
+
+def test_misconfigured_dispatch_fails_when_the_urls_load():
+    with pytest.raises(ImproperlyConfigured, match="all async or all sync"):
+        method_dispatch(GET=ModelVersionListApi, POST=PredictionCreateApi)
+    with pytest.raises(ImproperlyConfigured, match="has no post"):
+        method_dispatch(GET=PredictionListApi, POST=PredictionDeleteApi)
+    with pytest.raises(ImproperlyConfigured, match="HTTP method"):
+        method_dispatch(get=PredictionListApi)
+    with pytest.raises(ImproperlyConfigured):
+        method_dispatch()
+
+
+def test_each_method_reaches_its_own_view_and_the_schema_sees_them():
+    view = method_dispatch(GET=PredictionListApi, POST=PredictionCreateApi)
+
+    assert {method: callback.cls for method, callback in view.views_by_method.items()} == {
+        "GET": PredictionListApi,
+        "POST": PredictionCreateApi,
+    }
+    assert view.csrf_exempt  # like every DRF view: SessionAuthentication checks CSRF itself
+
+
+def test_session_clients_still_need_the_csrf_token_to_submit(user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(user)
+
+    response = client.post("/api/v1/predictions/", {}, format="multipart")
+
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["error"]["message"]
