@@ -27,7 +27,9 @@ class Channel(filesystem.Channel):
         for folder in {self.data_folder_in, self.data_folder_out, self.control_folder}:
             os.makedirs(folder, exist_ok=True)
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # Same signature as kombu's filesystem Channel._put, which already differs from the abstract
+    # channel's (`payload` and **kwargs vs `message`); kombu's own stubs ignore that override too.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         partial = os.path.join(self.data_folder_out, f"partial-{uuid.uuid4()}.tmp")  # never matches *.<queue>.msg
         try:

@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,10 @@ ENGINES = ("savedmodel", "tflite", "tflite-fp16", "onnx")
 CANDIDATE_ENGINES = (*ENGINES, "tflite-int8")
 MIN_TOP1_AGREEMENT = 0.995
 
+# A batch in: float32 [N, S, S, 3] RGB 0..255; probabilities out: float32 [N, C].
+Batch = NDArray[np.float32]
+Probabilities = NDArray[np.float32]
+
 _CONVERT_HINT = "run `make convert` (python -m training.convert --model {model_dir}) to build it"
 
 
@@ -52,7 +61,7 @@ class EngineLoadError(RuntimeError):
 
 
 class Engine(Protocol):
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, batch: Batch) -> Probabilities: ...
 
 
 class SavedModelEngine:
@@ -87,12 +96,13 @@ class SavedModelEngine:
         self._input_name = next(iter(kwargs))
         self.xla = xla
         # One compiled function per batch bucket: XLA needs static shapes.
-        self._compiled: dict[tuple[int, ...], object] = {}
+        self._compiled: dict[tuple[int, ...], Callable[[tf.Tensor], tf.Tensor]] = {}
 
-    def _call(self, batch):
-        return next(iter(self._serve(**{self._input_name: batch}).values()))
+    def _call(self, batch: tf.Tensor) -> tf.Tensor:
+        output: tf.Tensor = next(iter(self._serve(**{self._input_name: batch}).values()))
+        return output
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: Batch) -> Probabilities:
         tensor = self._tf.constant(batch)
         if not self.xla:
             return self._call(tensor).numpy()
@@ -120,14 +130,15 @@ class TFLiteEngine:
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch_size = 0
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: Batch) -> Probabilities:
         if batch.shape[0] != self._batch_size:
             self._interpreter.resize_tensor_input(self._input, list(batch.shape))
             self._interpreter.allocate_tensors()
             self._batch_size = batch.shape[0]
         self._interpreter.set_tensor(self._input, batch)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
+        probabilities: Probabilities = self._interpreter.get_tensor(self._output).copy()
+        return probabilities
 
 
 class OnnxEngine:
@@ -148,8 +159,9 @@ class OnnxEngine:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]
+    def run(self, batch: Batch) -> Probabilities:
+        probabilities: Probabilities = self._session.run(None, {self._input: batch})[0]
+        return probabilities
 
 
 def load_engine(name: str, model_dir: Path | str, threads: int = 0, *, xla: bool = False) -> Engine:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 
 from .models import PredictionStatus
 
@@ -13,11 +16,11 @@ class MultipleFileInput(forms.ClearableFileInput):
 class MultipleImageField(forms.FileField):
     """Several files under one field name; each is validated by the service layer."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))
         super().__init__(*args, **kwargs)
 
-    def clean(self, data, initial=None):
+    def clean(self, data: Any, initial: Any | None = None) -> list[UploadedFile[bytes]]:
         files = data if isinstance(data, list | tuple) else [data]
         files = [f for f in files if f]
         if not files:

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 # Centre-crop fraction used by EfficientNet evaluation (224 of 256).
@@ -50,7 +51,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def to_model_input(image: Image.Image, input_size: int) -> np.ndarray:
+def to_model_input(image: Image.Image, input_size: int) -> NDArray[np.float32]:
     """Centre-crop and resize to ``input_size`` square; float32 HxWx3 in [0, 255].
 
     Equivalent to "resize the shorter side to input_size / 0.875, then centre-crop

@@ -28,15 +28,26 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from predictions.engines import CANDIDATE_ENGINES, ENGINES, MIN_TOP1_AGREEMENT, EngineLoadError, load_engine
+from predictions.engines import (
+    CANDIDATE_ENGINES,
+    ENGINES,
+    MIN_TOP1_AGREEMENT,
+    Engine,
+    EngineLoadError,
+    Probabilities,
+    load_engine,
+)
 from training.convert import FORMATS, PHOTOSET_DIR, Agreement, agreement, agreement_photos, convert, photo_batch
 
 # (label in the report, engine name, extra load_engine options)
-VARIANTS: tuple[tuple[str, str, dict], ...] = (
+VARIANTS: tuple[tuple[str, str, dict[str, bool]], ...] = (
     ("savedmodel", "savedmodel", {}),
     ("savedmodel-xla", "savedmodel", {"xla": True}),
     ("tflite", "tflite", {}),
@@ -51,7 +62,7 @@ AGREEMENT_BATCH = 32  # the largest bucket, as a worker would use
 XLA_AGREEMENT_PHOTOS = 96
 
 
-def cpu_info() -> dict:
+def cpu_info() -> dict[str, Any]:
     """CPU model, core count and the SIMD flags that decide which kernels the runtimes pick."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -75,13 +86,13 @@ def cpu_info() -> dict:
     }
 
 
-def cpu_line(cpu: dict) -> str:
+def cpu_line(cpu: dict[str, Any]) -> str:
     flags = " ".join(flag for flag, present in cpu["flags"].items() if present) or "none of the listed"
     missing = " ".join(flag for flag, present in cpu["flags"].items() if not present)
     return f"{cpu['model']}, {cpu['cores']} cores, flags: {flags}" + (f" (no {missing})" if missing else "")
 
 
-def probabilities(engine, images: np.ndarray, batch: int = AGREEMENT_BATCH) -> np.ndarray:
+def probabilities(engine: Engine, images: NDArray[np.float32], batch: int = AGREEMENT_BATCH) -> Probabilities:
     """The engine's probabilities for every image, in batches padded to ``batch`` like the runner does."""
     outputs = []
     for start in range(0, len(images), batch):
@@ -92,7 +103,13 @@ def probabilities(engine, images: np.ndarray, batch: int = AGREEMENT_BATCH) -> n
     return np.concatenate(outputs)
 
 
-def _serve_engine(conn, name: str, options: dict, model_dir: Path, images_path: Path) -> None:
+def _serve_engine(
+    conn: Connection[object, tuple[Any, ...] | None],
+    name: str,
+    options: dict[str, bool],
+    model_dir: Path,
+    images_path: Path,
+) -> None:
     """Child process: load one engine, then answer the parent's requests until told to stop."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     images = np.load(images_path, mmap_mode="r")
@@ -113,7 +130,7 @@ def _serve_engine(conn, name: str, options: dict, model_dir: Path, images_path: 
         if batch not in warm:  # first call at this shape: tracing, compilation, allocation
             engine.run(batch_images)
             warm.add(batch)
-        timings = []
+        timings: list[float] = []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(timings) < min_runs:
             began = time.perf_counter()
@@ -125,7 +142,7 @@ def _serve_engine(conn, name: str, options: dict, model_dir: Path, images_path: 
 class EngineProcess:
     """One engine in its own interpreter, as in a worker: runtimes' thread pools never share a process."""
 
-    def __init__(self, label: str, name: str, options: dict, model_dir: Path, images_path: Path) -> None:
+    def __init__(self, label: str, name: str, options: dict[str, bool], model_dir: Path, images_path: Path) -> None:
         context = multiprocessing.get_context("spawn")
         self.label, self.xla = label, bool(options.get("xla"))
         self._conn, child = context.Pipe()
@@ -133,7 +150,8 @@ class EngineProcess:
         self._process.start()
         self.loaded = self._conn.recv()
 
-    def ask(self, *request):
+    def ask(self, *request: object) -> Any:
+        """Send one request to the engine's process and return its answer (timings or probabilities)."""
         self._conn.send(request)
         return self._conn.recv()
 
@@ -143,7 +161,7 @@ class EngineProcess:
         self._process.join(timeout=30)
 
 
-def latency_row(batch: int, timings: list[float]) -> dict:
+def latency_row(batch: int, timings: list[float]) -> dict[str, float]:
     median = statistics.median(timings)
     return {
         "batch": batch,
@@ -155,7 +173,9 @@ def latency_row(batch: int, timings: list[float]) -> dict:
     }
 
 
-def bench_engines(args: argparse.Namespace, images_path: Path, photos: int) -> tuple[list[dict], dict]:
+def bench_engines(
+    args: argparse.Namespace, images_path: Path, photos: int
+) -> tuple[list[dict[str, Any]], dict[str, Probabilities]]:
     """Load every engine (one at a time), get its probabilities, then time them in interleaved rounds.
 
     Rounds alternate the engines, so load from other processes on a shared machine falls on
@@ -265,7 +285,7 @@ def main() -> None:
     print(f"\nwritten to {args.out} in {report['seconds']} s")
 
 
-def print_table(report: dict, batch_sizes: list[int]) -> None:
+def print_table(report: dict[str, Any], batch_sizes: list[int]) -> None:
     cpu = report["machine"]
     load = cpu["load_average_1m_at_start"]
     print(f"\n{report['model']} on {cpu_line(cpu)} ({report['created']}, load average {load})")

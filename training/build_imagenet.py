@@ -11,6 +11,7 @@ on the shipped test photos, and move the finished directory into place atomicall
 from __future__ import annotations
 
 import argparse
+import email.message
 import hashlib
 import importlib
 import sys
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from training import efficientnet_lite
 from training.evaluate import load_batch, photo_samples, predict, score
@@ -82,7 +84,8 @@ def weights_source(variant: str) -> WeightsSource:
     files = sorted((Path(module.__file__ or "").parent / "models").glob("*.pth"))
     if len(files) != 1:
         raise FileNotFoundError(f"expected one .pth in {module_name}/models, found {files}")
-    meta = importlib_metadata.metadata(dist_name)
+    # At run time this is an email.message.Message; typeshed's PackageMetadata protocol has no .get().
+    meta = cast(email.message.Message, importlib_metadata.metadata(dist_name))
     return WeightsSource(dist_name, meta["Version"], files[0], meta.get("License") or "UNKNOWN")
 
 
@@ -98,9 +101,9 @@ def sha256(path: Path) -> str:
 def check_equivalence(
     model: Any,
     source: WeightsSource,
-    state: dict[str, np.ndarray],
+    state: dict[str, NDArray[Any]],
     variant: str,
-    photos: np.ndarray,
+    photos: NDArray[np.float32],
     photo_names: Sequence[str],
 ) -> dict[str, Any]:
     """Compare Keras logits with the torch reference on the test photos (if torch is importable)."""

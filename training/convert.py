@@ -19,6 +19,7 @@ with it, and ``make bench`` reports the figures. Needs ``requirements-convert.tx
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -26,12 +27,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from predictions.engines import ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FP16_FILE, TFLITE_INT8_FILE
 from predictions.preprocessing import open_rgb, to_model_input
 from training.photoset import photoset
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 FORMATS = {"tflite-fp16": TFLITE_FP16_FILE, "tflite-int8": TFLITE_INT8_FILE, "onnx": ONNX_FILE}
 ONNX_OPSET = 17
@@ -62,7 +69,7 @@ class Agreement:
         }
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+def agreement(reference: ArrayLike, candidate: ArrayLike) -> Agreement:
     """Top-1 agreement and probability differences of ``candidate`` vs ``reference`` ([N, C] each)."""
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
@@ -78,7 +85,7 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
     )
 
 
-def photo_batch(paths: list[Path], input_size: int) -> np.ndarray:
+def photo_batch(paths: list[Path], input_size: int) -> NDArray[np.float32]:
     """Real photos preprocessed exactly as the runner does, as one float32 batch."""
     return np.stack([to_model_input(open_rgb(path), input_size) for path in paths])
 
@@ -107,7 +114,8 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _tflite_converter(model_dir: Path):
+def _tflite_converter(model_dir: Path) -> tuple[ModuleType, Any]:
+    """TensorFlow and a TFLite converter for the SavedModel (``tf.lite`` has no published types)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir / SAVED_MODEL_DIR))
@@ -122,11 +130,11 @@ def convert_tflite_fp16(model_dir: Path, out: Path) -> None:
     out.write_bytes(converter.convert())
 
 
-def convert_tflite_int8(model_dir: Path, out: Path, calibration: np.ndarray) -> None:
+def convert_tflite_int8(model_dir: Path, out: Path, calibration: NDArray[np.float32]) -> None:
     """Full-integer quantisation (int8 weights and activations), float32 input/output."""
     tf, converter = _tflite_converter(model_dir)
 
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
+    def representative_dataset() -> Iterator[list[NDArray[np.float32]]]:
         for image in calibration:
             yield [image[None]]
 
@@ -145,8 +153,9 @@ def convert_onnx(model_dir: Path, out: Path, input_size: int) -> None:
     (input_name,) = serve.structured_input_signature[1].keys()
     spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="image")
 
-    @tf.function(input_signature=[spec])
-    def probabilities(image):
+    # tf.function is not covered by types-tensorflow (it resolves to Incomplete).
+    @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
+    def probabilities(image: tf.Tensor) -> dict[str, tf.Tensor]:
         (output,) = serve(**{input_name: image}).values()
         return {"probabilities": output}
 
@@ -176,7 +185,7 @@ def convert(
             _write_atomically(path, lambda tmp: convert_tflite_fp16(model_dir, tmp))
         elif fmt == "tflite-int8":
             calibration = photo_batch(calibration_photos(calibration_dir, calibration_count), input_size)
-            _write_atomically(path, lambda tmp, c=calibration: convert_tflite_int8(model_dir, tmp, c))
+            _write_atomically(path, functools.partial(convert_tflite_int8, model_dir, calibration=calibration))
         else:
             _write_atomically(path, lambda tmp: convert_onnx(model_dir, tmp, input_size))
         print(f"{fmt}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)")

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import layers
+from numpy.typing import NDArray
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
@@ -207,21 +208,21 @@ def features_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("avg_pool").output, name=model.name + "_features")
 
 
-def _conv_kernel(weight: np.ndarray) -> np.ndarray:
+def _conv_kernel(weight: NDArray[Any]) -> NDArray[Any]:
     """OIHW -> HWIO."""
     return np.transpose(weight, (2, 3, 1, 0))
 
 
-def _depthwise_kernel(weight: np.ndarray) -> np.ndarray:
+def _depthwise_kernel(weight: NDArray[Any]) -> NDArray[Any]:
     """(C, 1, H, W) -> (H, W, C, 1)."""
     return np.transpose(weight, (2, 3, 0, 1))
 
 
-def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+def _bn_weights(state: dict[str, NDArray[Any]], prefix: str) -> list[NDArray[Any]]:
     return [state[prefix + k] for k in ("weight", "bias", "running_mean", "running_var")]
 
 
-def _set(model: keras.Model, layer_name: str, weights: list[np.ndarray], used: set[str], keys: list[str]) -> None:
+def _set(model: keras.Model, layer_name: str, weights: list[NDArray[Any]], used: set[str], keys: list[str]) -> None:
     layer = model.get_layer(layer_name)
     expected = [tuple(w.shape) for w in layer.get_weights()]
     got = [tuple(w.shape) for w in weights]
@@ -231,7 +232,7 @@ def _set(model: keras.Model, layer_name: str, weights: list[np.ndarray], used: s
     used.update(keys)
 
 
-def validate_state_dict(state: dict[str, np.ndarray], variant: str) -> None:
+def validate_state_dict(state: dict[str, NDArray[Any]], variant: str) -> None:
     """Check that the state dict's block count and channel counts match ``variant``'s architecture."""
     specs = block_specs(variant)
     n_blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
@@ -259,7 +260,9 @@ def validate_state_dict(state: dict[str, np.ndarray], variant: str) -> None:
         raise ValueError(f"{variant}: unexpected head {state['_conv_head.weight'].shape}")
 
 
-def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], variant: str, load_head: bool = True) -> None:
+def load_torch_weights(
+    model: keras.Model, state: dict[str, NDArray[Any]], variant: str, load_head: bool = True
+) -> None:
     """Copy an ``efficientnet_pytorch``-named state dict into a model from :func:`build_model`.
 
     Every float tensor of the state dict must be used (``num_batches_tracked`` is ignored),
@@ -323,7 +326,7 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], variant
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
-def build_pretrained(variant: str, state: dict[str, np.ndarray], **kwargs: Any) -> keras.Model:
+def build_pretrained(variant: str, state: dict[str, NDArray[Any]], **kwargs: Any) -> keras.Model:
     """Build ``variant`` and load ``state`` (an ``efficientnet_pytorch`` state dict) into it."""
     model = build_model(variant, **kwargs)
     load_torch_weights(model, state, variant)

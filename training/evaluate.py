@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from predictions.preprocessing import open_rgb, to_model_input
 from training.export import (
@@ -101,7 +102,7 @@ def load_metadata(model: str | Path) -> dict[str, Any]:
 
 
 def score(
-    samples: Sequence[Sample], probabilities: np.ndarray, labels: Sequence[dict[str, Any]], engine: str
+    samples: Sequence[Sample], probabilities: NDArray[np.float32], labels: Sequence[Mapping[str, Any]], engine: str
 ) -> EvaluationReport:
     """Compare per-sample probabilities with the expected class ids."""
     known = {entry["class_id"] for entry in labels}
@@ -132,12 +133,14 @@ def score(
     )
 
 
-def load_batch(samples: Sequence[Sample], input_size: int) -> np.ndarray:
+def load_batch(samples: Sequence[Sample], input_size: int) -> NDArray[np.float32]:
     """Decode and preprocess samples with the shared serving preprocessing."""
     return np.stack([to_model_input(open_rgb(s.path), input_size) for s in samples]).astype(np.float32)
 
 
-def predict(model: str | Path, samples: Sequence[Sample], input_size: int, engine: str = "saved_model") -> np.ndarray:
+def predict(
+    model: str | Path, samples: Sequence[Sample], input_size: int, engine: str = "saved_model"
+) -> NDArray[np.float32]:
     """Probabilities ``[len(samples), C]`` from the SavedModel (or ``engine="tflite"``) in ``model``."""
     model = Path(model)
     chunks = []

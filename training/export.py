@@ -26,6 +26,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from numpy.typing import NDArray
 
 FORMAT_VERSION = 1
 SAVED_MODEL_DIR = "saved_model"
@@ -99,7 +100,7 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def saved_model_probabilities(saved_model: str | Path, batch: np.ndarray) -> np.ndarray:
+def saved_model_probabilities(saved_model: str | Path, batch: NDArray[np.float32]) -> NDArray[np.float32]:
     """Run the ``serve`` signature of a SavedModel on a float32 batch ``[N, S, S, 3]``."""
     import tensorflow as tf
 
@@ -107,7 +108,7 @@ def saved_model_probabilities(saved_model: str | Path, batch: np.ndarray) -> np.
     return signature_probabilities(fn, batch)
 
 
-def signature_probabilities(fn: Any, batch: np.ndarray) -> np.ndarray:
+def signature_probabilities(fn: Any, batch: NDArray[np.float32]) -> NDArray[np.float32]:
     """Call a loaded ``serve`` signature and return its single output as numpy."""
     import tensorflow as tf
 
@@ -117,7 +118,7 @@ def signature_probabilities(fn: Any, batch: np.ndarray) -> np.ndarray:
     return np.asarray(output.numpy())
 
 
-def tflite_probabilities(tflite_path: str | Path, batch: np.ndarray) -> np.ndarray:
+def tflite_probabilities(tflite_path: str | Path, batch: NDArray[np.float32]) -> NDArray[np.float32]:
     """Run a ``.tflite`` classifier image by image with the LiteRT interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 

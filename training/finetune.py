@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from predictions.preprocessing import open_rgb, to_model_input
 from training import efficientnet_lite
@@ -48,8 +49,8 @@ class Dataset:
     """Images of a class-per-folder dataset, preprocessed to model input."""
 
     classes: list[str]
-    images: np.ndarray  # float32 [N, S, S, 3], 0..255
-    targets: np.ndarray  # int [N]
+    images: NDArray[np.float32]  # [N, S, S, 3], 0..255
+    targets: NDArray[np.int64]  # [N]
     files: list[Path]
 
 
@@ -71,10 +72,11 @@ def load_dataset(data: str | Path, input_size: int) -> Dataset:
     return Dataset(classes, np.stack(images).astype(np.float32), np.asarray(targets, dtype=np.int64), files)
 
 
-def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Stratified train/validation index split (every class keeps at least one training image)."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[np.intp] = []
+    val: list[np.intp] = []
     for index in range(len(dataset.classes)):
         members = rng.permutation(np.flatnonzero(dataset.targets == index))
         n_val = int(len(members) * val_fraction) if len(members) > 1 else 0

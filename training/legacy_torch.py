@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 SUPPORTED_PROTOCOL = 1001
@@ -59,7 +60,7 @@ class _Storage:
         self.key = key
         self.dtype = dtype
         self.size = size
-        self.data: np.ndarray | None = None
+        self.data: NDArray[Any] | None = None
 
 
 class _TensorPlaceholder:
@@ -77,7 +78,7 @@ class _TensorPlaceholder:
         self.size = tuple(size)
         self.stride = tuple(stride)
 
-    def materialise(self) -> np.ndarray:
+    def materialise(self) -> NDArray[Any]:
         """Return a contiguous copy of the tensor's elements."""
         data = self.storage.data
         if data is None:
@@ -205,12 +206,12 @@ def load_legacy(path: str | Path) -> Any:
     return _replace_placeholders(result)
 
 
-def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+def load_state_dict(path: str | Path) -> dict[str, NDArray[Any]]:
     """Load a legacy ``torch.save(model.state_dict())`` file as ``{name: float array}``."""
     obj = load_legacy(path)
     if not isinstance(obj, dict):
         raise LegacyFormatError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    state: dict[str, np.ndarray] = {}
+    state: dict[str, NDArray[Any]] = {}
     for name, value in obj.items():
         if not isinstance(value, np.ndarray):
             raise LegacyFormatError(f"{path}: entry {name!r} is not a tensor")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 BLOCK_STRINGS = (
     "r1_k3_s11_e1_i32_o16",
@@ -46,11 +47,19 @@ def load_state_dict_torch(path: str | Path) -> dict[str, Any]:
     return dict(torch.load(str(path), map_location="cpu", weights_only=True))
 
 
+def _block_option(part: str) -> tuple[str, str]:
+    """One option of a block string: ``"k3"`` -> ``("k", "3")``."""
+    match = re.match(r"([a-z]+)(.*)", part)
+    if match is None:
+        raise ValueError(f"malformed block option {part!r}")
+    return match[1], match[2]
+
+
 def _strides(variant: str) -> list[int]:
     strides: list[int] = []
     last = len(BLOCK_STRINGS) - 1
     for group, text in enumerate(BLOCK_STRINGS):
-        opts = dict(re.match(r"([a-z]+)(.*)", part).groups() for part in text.split("_"))  # type: ignore[union-attr]
+        opts = dict(_block_option(part) for part in text.split("_"))
         repeats = int(opts["r"])
         if group not in (0, last):
             repeats = math.ceil(DEPTH[variant] * repeats)
@@ -98,7 +107,7 @@ class ReferenceEfficientNetLite:
             EPS,
         )
 
-    def logits(self, images_nhwc_0_255: np.ndarray) -> np.ndarray:
+    def logits(self, images_nhwc_0_255: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits for float RGB images ``[N, S, S, 3]`` in [0, 255] (normalised here, as in Keras)."""
         torch = self.torch
         f = torch.nn.functional
@@ -124,4 +133,5 @@ class ReferenceEfficientNetLite:
             x = f.relu6(self._bn(self._conv(x, "_conv_head.weight", 1, size), "_bn1."))
             x = x.mean(dim=(2, 3))
             x = f.linear(x, self.state["_fc.weight"], self.state["_fc.bias"])
-        return x.numpy()
+        logits: NDArray[np.float32] = x.numpy()
+        return logits
