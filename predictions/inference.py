@@ -2,8 +2,13 @@
 
 ``get_classifier()`` loads an exported model directory once per process
 (``MODEL_DIR/<name>/<version>/`` as written by ``training.build_imagenet``) and
-keeps it. Each Celery worker process loads it lazily on its first task or at
-``worker_ready``; the web process never loads it.
+keeps it; ``classifier_for()`` is the same for a registered ``ModelVersion``. A Celery
+worker consuming the inference queue loads it when its pool process starts
+(``predictions.worker``); the web process never loads it. TensorFlow is imported by
+the engines only when a model is loaded, never when this module is imported.
+
+The runner reads model directories from disk and never imports the services (the
+services import it): ``newest_model_dir()`` finds a model without a database.
 """
 
 from __future__ import annotations
@@ -12,15 +17,22 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from django.conf import settings
+from PIL import Image
 
 from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
+from .exceptions import ModelUnavailableError
 from .preprocessing import open_rgb, to_model_input
+
+if TYPE_CHECKING:
+    from .models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +102,18 @@ class Classifier:
         started = time.perf_counter()
         metadata_path = self.model_dir / "metadata.json"
         labels_path = self.model_dir / "labels.json"
-        if not metadata_path.exists() or not labels_path.exists():
+        if not metadata_path.is_file() or not labels_path.is_file():
             raise ModelLoadError(f"No exported model at {self.model_dir} (run `make model` to build it)")
-        self.metadata = json.loads(metadata_path.read_text())
-        if self.metadata.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        metadata = _read_json(metadata_path)
+        if not isinstance(metadata, dict) or metadata.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+            found = metadata.get("format_version") if isinstance(metadata, dict) else None
             raise ModelLoadError(
-                f"{self.model_dir} has format_version {self.metadata.get('format_version')!r}; "
-                f"this runner reads {SUPPORTED_FORMAT_VERSIONS}"
+                f"{self.model_dir} has format_version {found!r}; this runner reads {SUPPORTED_FORMAT_VERSIONS}"
             )
-        self.labels = json.loads(labels_path.read_text())
+        if not isinstance(metadata.get("input_size"), int):
+            raise ModelLoadError(f"{metadata_path} has no input_size")
+        self.metadata = metadata
+        self.labels = _read_json(labels_path)
         try:
             self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
         except EngineLoadError as error:
@@ -137,7 +152,7 @@ class Classifier:
             for index in order
         ]
 
-    def classify(self, sources: list[bytes | str | Path], *, top_k: int = 5) -> list[ImageResult]:
+    def classify(self, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> list[ImageResult]:
         """Classify images (bytes or paths); an unreadable one gets an ``error``, the rest go on."""
         results: list[ImageResult] = [ImageResult() for _ in sources]
         for start in range(0, len(sources), MAX_BATCH):
@@ -149,7 +164,7 @@ class Classifier:
                 try:
                     arrays.append(self.preprocess(sources[index]))
                     ready.append(index)
-                except (OSError, ValueError, SyntaxError) as error:
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                     results[index].error = f"Cannot decode image: {error}"
                 results[index].preprocess_ms = (time.perf_counter() - began) * 1000
             if not arrays:
@@ -177,3 +192,39 @@ def get_classifier(model_dir: Path | str, *, engine: str = "savedmodel", threads
             classifier.warmup()
             _cache[key] = classifier
         return classifier
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path} is unreadable: {error}") from error
+
+
+def classifier_for(*, model_version: ModelVersion) -> Classifier:
+    """The loaded classifier of a registered ``model_version`` in this process (loaded
+    and warmed up once, then cached), with the configured engine and threads.
+
+    Raises ``ModelUnavailableError`` when its files are missing or unreadable (a deploy
+    that has not copied them yet): the caller retries later.
+    """
+    try:
+        return get_classifier(Path(model_version.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS)
+    except ModelLoadError as error:
+        raise ModelUnavailableError(str(error)) from error
+
+
+def newest_model_dir(*, root: Path | str, prefer_name: str = "") -> Path | None:
+    """The newest exported model under ``root`` (``<name>/<version>/metadata.json``),
+    read from disk only: ``prefer_name``'s highest numeric version, else the highest of
+    any name; ``None`` when there is none."""
+    found = [path.parent for path in Path(root).glob("*/*/metadata.json")]
+    preferred = [path for path in found if path.parent.name == prefer_name] or found
+    if not preferred:
+        return None
+    return max(preferred, key=lambda path: (*_version_key(path.name), path.parent.name))
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    # Numeric versions order as numbers ("10" after "9"); any other name sorts below them.
+    return (int(version), "") if version.isdigit() else (-1, version)

@@ -1,57 +1,86 @@
-"""Classify local files or folders with the model runner: no web server or worker needed."""
+"""Classify local files or folders with the model runner: no web server, worker or
+database needed (the model is read from disk)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from predictions import services
-from predictions.exceptions import ApplicationError
-from predictions.inference import ENGINES, MAX_BATCH, ModelLoadError, get_classifier
+from predictions.engines import ENGINES
+from predictions.inference import MAX_BATCH, Classifier, ImageResult, ModelLoadError, get_classifier, newest_model_dir
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class Command(BaseCommand):
-    help = "Classify image files or folders with the active model and print the top-k labels."
+    help = (
+        "Classify image files or folders and print the top-k labels. Reads the model from disk "
+        "(--model, or the newest under MODEL_DIR); needs no database, web server or worker."
+    )
+    # The service's checks (task time limits and the like) do not concern a local run.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", help="Image files or folders (searched recursively)")
         parser.add_argument("--top-k", type=int, default=settings.DEFAULT_TOP_K)
         parser.add_argument("--json", action="store_true", help="One JSON object per line per image")
         parser.add_argument("--engine", choices=ENGINES, default=settings.MODEL_ENGINE)
-        parser.add_argument("--model", help="Model directory (default: the active model version)")
+        parser.add_argument(
+            "--model",
+            help="Exported model directory (default: the newest under MODEL_DIR, MODEL_NAME preferred)",
+        )
 
-    def handle(self, *args: object, **options: object) -> None:
-        files = list(_expand(Path(p) for p in options["paths"]))
+    def handle(self, *args: Any, **options: Any) -> None:
+        top_k = int(options["top_k"])
+        if not 1 <= top_k <= settings.MAX_TOP_K:
+            raise CommandError(f"--top-k must be between 1 and {settings.MAX_TOP_K}, not {top_k}.")
+        paths = [Path(p) for p in options["paths"]]
+        missing = [str(path) for path in paths if not path.exists()]
+        if missing:
+            raise CommandError(f"No such file or folder: {', '.join(missing)}")
+        files = list(_expand(paths))
         if not files:
-            raise CommandError("No files found.")
-        model_dir = options["model"]
-        if not model_dir:
-            try:
-                model_dir = services.model_version_get_or_sync_active().path
-            except ApplicationError as error:
-                raise CommandError(error.message) from error
-        try:
-            classifier = get_classifier(model_dir, engine=options["engine"], threads=settings.MODEL_THREADS)
-        except ModelLoadError as error:
-            raise CommandError(str(error)) from error
+            raise CommandError(f"No image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+        classifier = self._classifier(options["model"], engine=str(options["engine"]))
         progress = _progress(len(files)) if sys.stderr.isatty() and options["json"] else None
+        failed = 0
         for start in range(0, len(files), MAX_BATCH):
             batch = files[start : start + MAX_BATCH]
-            results = classifier.classify([str(f) for f in batch], top_k=options["top_k"])
+            results = classifier.classify([str(f) for f in batch], top_k=top_k)
             for path, result in zip(batch, results, strict=True):
                 self._print(path, result, as_json=bool(options["json"]))
+                failed += bool(result.error)
             if progress:
                 progress.update(len(batch))
         if progress:
             progress.close()
+        if failed:
+            raise CommandError(f"{failed} of {len(files)} file(s) could not be classified (see above).")
 
-    def _print(self, path: Path, result, *, as_json: bool) -> None:
+    def _classifier(self, model: object, *, engine: str) -> Classifier:
+        """The runner for ``--model``, else the newest model on disk: never the database."""
+        model_dir = (
+            Path(str(model)) if model else newest_model_dir(root=settings.MODEL_DIR, prefer_name=settings.MODEL_NAME)
+        )
+        if model_dir is None:
+            raise CommandError(
+                f"No exported model under MODEL_DIR ({settings.MODEL_DIR}): run `make model`, or pass --model DIR."
+            )
+        try:
+            return get_classifier(model_dir, engine=engine, threads=settings.MODEL_THREADS)
+        except ModelLoadError as error:
+            raise CommandError(str(error)) from error
+
+    def _print(self, path: Path, result: ImageResult, *, as_json: bool) -> None:
         if as_json:
             line: dict[str, object] = {"file": str(path)}
             if result.error:
@@ -74,7 +103,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {p.score:6.1%}  {p.label} ({p.class_id})")
 
 
-def _expand(paths):
+def _expand(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -82,7 +111,7 @@ def _expand(paths):
             yield path
 
 
-def _progress(total: int):
+def _progress(total: int) -> tqdm[NoReturn]:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from predictions import services
 
@@ -13,6 +16,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--older-than", type=int, default=None, help="Seconds (default RECONCILE_AFTER_SECONDS)")
 
-    def handle(self, *args: object, **options: object) -> None:
-        sent = services.prediction_reconcile(older_than_seconds=options["older_than"])
+    def handle(self, *args: Any, **options: Any) -> None:
+        older_than = options["older_than"]
+        if older_than is not None and older_than < 0:
+            raise CommandError(f"--older-than must be 0 or more seconds, not {older_than}.")
+        try:
+            sent = services.prediction_reconcile(older_than_seconds=older_than)
+        except DatabaseError as error:
+            raise CommandError(f"Cannot read the predictions ({error}); is the database up and migrated?") from error
         self.stdout.write(f"Re-enqueued {sent} prediction(s).")

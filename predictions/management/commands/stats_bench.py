@@ -19,7 +19,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -46,6 +46,16 @@ class Command(BaseCommand):
         name = str(connection.settings_dict["NAME"])
         if "bench" not in name:
             raise CommandError(f"Refusing to fill database {name!r}: use a scratch one named *bench*.")
+        for option, least in (("rows", 0), ("days", 1), ("users", 2), ("batch", 1)):
+            if options[option] < least:
+                # --users: the first is the staff user, the second the regular one measured.
+                raise CommandError(f"--{option} must be at least {least}, not {options[option]}.")
+        try:
+            self._run(options)
+        except DatabaseError as error:
+            raise CommandError(f"Database error ({error}); is {name!r} up and migrated?") from error
+
+    def _run(self, options: dict[str, Any]) -> None:
         users = self._users(options["users"])
         if not options["skip_generate"]:
             started = time.perf_counter()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from predictions import selectors, services
+from predictions.exceptions import ApplicationError
 
 
 class Command(BaseCommand):
     help = "Register model versions found under MODEL_DIR; activate MODEL_NAME if none is active."
 
-    def handle(self, *args: object, **options: object) -> None:
-        found = services.model_version_sync()
-        active = selectors.model_version_active()
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            found = services.model_version_sync()
+            active = selectors.model_version_active()
+        except ApplicationError as error:
+            raise CommandError(error.message) from error
+        except DatabaseError as error:
+            raise CommandError(f"Cannot register the models ({error}); is the database up and migrated?") from error
         self.stdout.write(f"{len(found)} model version(s) on disk; active: {active or 'none'}")
