@@ -2,10 +2,19 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagerec.settings")
 
 app = Celery("imagerec", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_init.connect
+def _worker_life_cycle(**_: object) -> None:
+    # The worker's own signals (model warm-up and heartbeat in each pool child,
+    # connection checks between tasks) live in predictions.worker. Imported here, in the
+    # worker's main process once Celery's Django fixup has set Django up, and before
+    # the pool forks; never in the web process. It does not import TensorFlow.
+    import predictions.worker  # noqa: F401

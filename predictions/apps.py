@@ -6,8 +6,12 @@ class PredictionsConfig(AppConfig):
     name = "predictions"
 
     def ready(self) -> None:
-        # Pillow's decompression-bomb guard, the same in every process (web, worker, CLI).
         from django.conf import settings
+        from django.core import checks as django_checks
         from PIL import Image
 
+        from . import checks, tasks  # noqa: F401 - tasks: registered here too, so eager mode runs them
+
+        # Pillow's decompression-bomb guard, the same in every process (web, worker, CLI).
         Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS
+        django_checks.register(checks.reconcile_after_time_limit_check)

@@ -18,6 +18,7 @@ from kombu import Connection
 from kombu.exceptions import ChannelError, KombuError
 
 from . import selectors
+from .models import WorkerHeartbeat
 
 INFERENCE_QUEUE = "inference"
 # What a broker outage looks like from kombu/redis-py: connection refused, timeouts, DNS.
@@ -59,7 +60,11 @@ def broker_connection() -> Connection:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
     }
-    return Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=options)
+    url = settings.CELERY_BROKER_URL
+    # The filesystem broker through the app's own transport (imagerec.broker), as Celery
+    # uses it: its channel makes the folders.
+    transport = getattr(settings, "CELERY_BROKER_TRANSPORT", None) if url.startswith("filesystem") else None
+    return Connection(url, transport=transport, connect_timeout=timeout, transport_options=options)
 
 
 def check_broker() -> CheckResult:
@@ -70,6 +75,7 @@ def check_broker() -> CheckResult:
             broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
             transport = broker.transport.driver_type
             if transport == "filesystem":
+                broker.default_channel  # noqa: B018 - a channel makes its folders, as the first message would
                 _check_broker_folders()
     except BROKER_ERRORS as error:
         return CheckResult("broker", False, {"error": _describe(error), "ms": _ms_since(started)})
@@ -106,19 +112,35 @@ def broker_queue_depth(queue: str = INFERENCE_QUEUE) -> int | None:
 
 
 def check_workers() -> CheckResult:
+    """Ready when a worker consuming the inference queue, with its model loaded, has
+    sent a heartbeat within ``WORKER_HEARTBEAT_MAX_AGE_SECONDS``. Other fresh workers
+    (the maintenance worker, one still warming up) are listed with the reason."""
     max_age = settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
     try:
         workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=max_age)
     except DatabaseError as error:
         return CheckResult("workers", False, {"error": _describe(error)})
-    detail: dict[str, Any] = {
-        "count": len(workers),
-        "max_age_seconds": max_age,
-        "workers": [worker.hostname for worker in workers],
-    }
-    if not workers:
-        detail["error"] = f"no worker heartbeat in the last {max_age} s"
-    return CheckResult("workers", bool(workers), detail)
+    reasons = {worker.hostname: _not_serving_reason(worker) for worker in workers}
+    serving = [hostname for hostname, reason in reasons.items() if not reason]
+    not_serving = {hostname: reason for hostname, reason in reasons.items() if reason}
+    detail: dict[str, Any] = {"count": len(serving), "max_age_seconds": max_age, "workers": serving}
+    if not_serving:
+        detail["not_serving"] = not_serving
+    if not serving:
+        detail["error"] = (
+            f"no worker consuming the {INFERENCE_QUEUE!r} queue with its model loaded has sent a heartbeat "
+            f"in the last {max_age} s" + "".join(f"; {hostname} {reason}" for hostname, reason in not_serving.items())
+        )
+    return CheckResult("workers", bool(serving), detail)
+
+
+def _not_serving_reason(worker: WorkerHeartbeat) -> str:
+    """Why a fresh worker cannot classify an image now; empty when it can."""
+    if INFERENCE_QUEUE not in worker.queues:
+        return f"does not consume the {INFERENCE_QUEUE!r} queue (consumes: {', '.join(worker.queues) or 'none'})"
+    if not worker.model_loaded:
+        return f"model not loaded yet: {worker.model_error or 'warming up'}"
+    return ""
 
 
 def check_model() -> CheckResult:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -34,8 +35,8 @@ from kombu.exceptions import KombuError
 from . import events, selectors
 from .exceptions import ApplicationError, ModelUnavailableError
 from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
-from .inference import Classifier, ImageResult, ModelLoadError, get_classifier
-from .models import ModelVersion, Prediction, PredictionStatus
+from .inference import Classifier, ImageResult, classifier_for
+from .models import ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -142,13 +143,19 @@ def prediction_create_many(
     return outcomes
 
 
+# The task is named, not imported: the tasks import the services, never the reverse.
+PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
+
+
 def prediction_enqueue(*, prediction_id: object) -> bool:
     """Send the task. A broker outage is logged, not raised: the row stays pending
     and ``prediction_reconcile`` sends it again later."""
-    from .tasks import prediction_run
+    from celery import current_app
 
     try:
-        prediction_run.apply_async(args=[str(prediction_id)], retry=False)
+        # The registered task when this process has imported it (eager mode, tests),
+        # else a message by name, routed to the inference queue like the task itself.
+        current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)]).apply_async(retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
         # Unsent: the reconciler picks it up once it is older than its threshold.
@@ -541,14 +548,37 @@ def model_version_get_or_sync_active() -> ModelVersion:
     return active
 
 
-def classifier_for(*, model_version: ModelVersion) -> Classifier:
-    """The loaded classifier of ``model_version`` in this process (loaded once, then cached)."""
-    try:
-        return get_classifier(Path(model_version.path), engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS)
-    except ModelLoadError as error:
-        raise ModelUnavailableError(str(error)) from error
+# --- Worker heartbeats (written by predictions.worker, read by readiness and /metrics) ---
 
 
-def model_warmup() -> None:
-    """Load and warm up the active model in this (worker) process."""
-    classifier_for(model_version=model_version_get_or_sync_active())
+def worker_heartbeat_record(
+    *,
+    hostname: str,
+    started_at: datetime,
+    queues: Iterable[str] = (),
+    model_loaded: bool = False,
+    model_version: str = "",
+    model_load_seconds: float | None = None,
+    model_error: str = "",
+) -> WorkerHeartbeat:
+    """Create or refresh this worker's heartbeat row (``last_seen_at`` = now): the
+    queues it consumes and whether its model is loaded (else why not)."""
+    heartbeat, _ = WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname[:255],
+        defaults={
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "last_seen_at": timezone.now(),
+            "queues": sorted(queues),
+            "model_loaded": model_loaded,
+            "model_version": model_version[:160],
+            "model_load_seconds": model_load_seconds,
+            "model_error": model_error[:300],
+        },
+    )
+    return heartbeat
+
+
+def worker_heartbeat_remove(*, hostname: str) -> None:
+    """Forget a worker that is shutting down, so it stops counting at once."""
+    WorkerHeartbeat.objects.filter(hostname=hostname[:255]).delete()

@@ -123,6 +123,9 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir
         "DATABASE_URL": database_url,
         "MEDIA_ROOT": str(media_dir),
         "RECONCILE_AFTER_SECONDS": "30",
+        # Reconciling must wait longer than a task may run (system check predictions.E001).
+        "CELERY_TASK_TIME_LIMIT": "25",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "20",
     }
     with open(log_path, "w") as log:
         process = subprocess.Popen(

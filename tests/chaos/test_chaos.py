@@ -114,6 +114,9 @@ def chaos_env(media_dir) -> dict[str, str]:
         "DATABASE_URL": _database_url(),
         "MEDIA_ROOT": str(media_dir),
         "RECONCILE_AFTER_SECONDS": "8",
+        # Reconciling must wait longer than a task may run (system check predictions.E001).
+        "CELERY_TASK_TIME_LIMIT": "7",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "6",
         "RECONCILE_INTERVAL_SECONDS": "3",
         "CELERY_VISIBILITY_TIMEOUT": "30",
     }

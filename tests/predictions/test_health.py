@@ -1,16 +1,16 @@
 """Liveness and readiness probes: per-check JSON, 503 naming the failing check, fast
-failure when the broker is down, and the worker heartbeat that readiness reads."""
+failure when the broker is down, and the worker heartbeat that readiness reads (only a
+worker consuming the inference queue with its model loaded counts)."""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
 
-from predictions import heartbeat, tasks
+from predictions import services
 from predictions.models import WorkerHeartbeat
 
 READY_URL = "/health/ready"
@@ -18,8 +18,13 @@ READY_URL = "/health/ready"
 
 @pytest.fixture
 def fresh_worker(db):
-    return heartbeat.worker_heartbeat_record(
-        hostname="celery@test", started_at=timezone.now(), model_version="m:1", model_load_seconds=1.5
+    return services.worker_heartbeat_record(
+        hostname="celery@test",
+        started_at=timezone.now(),
+        queues=["inference"],
+        model_loaded=True,
+        model_version="m:1",
+        model_load_seconds=1.5,
     )
 
 
@@ -78,31 +83,64 @@ def test_ready_fails_without_an_active_model(client, fresh_worker, settings, tmp
     assert response.json()["failing"] == ["model"]
 
 
-def test_worker_signals_write_and_remove_the_heartbeat(active_model, settings, monkeypatch):
-    """What ``worker_ready`` / ``worker_shutdown`` do, without starting the thread's loop."""
-    monkeypatch.setattr(heartbeat, "loaded_model", lambda: ("m:1", 2.25))
-    monkeypatch.setattr(heartbeat.HeartbeatThread, "start", lambda self: None)
+def test_a_maintenance_worker_alone_is_not_ready(client, active_model):
+    """The maintenance worker (no inference queue) answers, but cannot classify an image."""
+    services.worker_heartbeat_record(
+        hostname="maintenance@box", started_at=timezone.now(), queues=["celery", "maintenance"]
+    )
 
-    tasks._start_heartbeat(sender=SimpleNamespace(hostname="celery@box"))
-    row = WorkerHeartbeat.objects.get(hostname="celery@box")
-    assert (row.model_version, row.model_load_seconds) == ("m:1", 2.25)
-    assert timezone.now() - row.last_seen_at < timedelta(seconds=5)
+    response = client.get(READY_URL)
 
-    tasks._stop_heartbeat()
-    assert not WorkerHeartbeat.objects.exists()
+    assert response.status_code == 503
+    workers = response.json()["checks"]["workers"]
+    assert response.json()["failing"] == ["workers"]
+    assert workers["count"] == 0 and workers["workers"] == []
+    assert "does not consume the 'inference' queue" in workers["not_serving"]["maintenance@box"]
+    assert "no worker consuming the 'inference' queue with its model loaded" in workers["error"]
+
+
+def test_an_inference_worker_still_warming_up_is_not_ready_and_says_why(client, active_model):
+    services.worker_heartbeat_record(
+        hostname="celery@box",
+        started_at=timezone.now(),
+        queues=["inference"],
+        model_error="database: OperationalError: no such table: predictions_modelversion",
+    )
+
+    response = client.get(READY_URL)
+
+    assert response.status_code == 503
+    workers = response.json()["checks"]["workers"]
+    assert workers["not_serving"] == {
+        "celery@box": "model not loaded yet: database: OperationalError: no such table: predictions_modelversion"
+    }
+    assert "celery@box model not loaded yet" in workers["error"]
+
+
+def test_one_serving_worker_beside_a_maintenance_worker_is_ready(client, active_model, fresh_worker):
+    services.worker_heartbeat_record(hostname="maintenance@box", started_at=timezone.now(), queues=["maintenance"])
+
+    response = client.get(READY_URL)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["workers"]["workers"] == ["celery@test"]
+    assert list(response.json()["checks"]["workers"]["not_serving"]) == ["maintenance@box"]
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_makes_the_service_ready(client, celery_worker, active_model):
-    """A real worker on the filesystem broker writes its heartbeat (with the model load
-    time) once the model is warm, and readiness turns 200."""
+    """A real worker on the filesystem broker (``-Q inference,maintenance,celery``)
+    writes its heartbeat (its queues, the model load time) once the model is warm, and
+    readiness turns 200."""
     deadline = time.monotonic() + 60
-    while not WorkerHeartbeat.objects.exists() and time.monotonic() < deadline:
+    while not WorkerHeartbeat.objects.filter(model_loaded=True).exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     row = WorkerHeartbeat.objects.get()
+    assert row.queues == ["celery", "inference", "maintenance"]  # as the pool child sees them
+    assert row.model_loaded and row.model_error == ""
     assert row.model_load_seconds is not None and row.model_load_seconds > 0
-    assert row.model_version
+    assert row.model_version == f"{active_model.name}:{active_model.version}"
 
     response = client.get(READY_URL)
     assert response.status_code == 200, response.json()

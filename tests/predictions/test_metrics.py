@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from predictions import heartbeat
+from predictions import services
 from predictions.models import ModelVersion, PredictionStatus
 from tests.factories import PredictionFactory, UserFactory, jpeg_bytes
 
@@ -115,7 +115,7 @@ def test_counts_a_prediction_made_in_the_test(staff_client, user):
 
 
 def test_workers_queue_and_model_load_time(staff_client, db):
-    heartbeat.worker_heartbeat_record(
+    services.worker_heartbeat_record(
         hostname="celery@w1", started_at=timezone.now(), model_version="m:1", model_load_seconds=3.5
     )
 

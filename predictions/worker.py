@@ -1,0 +1,152 @@
+"""The Celery worker's life cycle: model warm-up, the heartbeat, connection checks.
+
+Connected from ``imagerec.celery`` once the worker has set Django up; nothing else
+imports this module. Workers run the prefork pool with one child per worker
+(``--pool=prefork -c 1``): the parent never imports TensorFlow (forking a process that
+has it loaded deadlocks), and since a child can be killed and re-forked by the parent,
+Celery's time limits are enforced. Each pool child, when it starts:
+
+- finds the queues its worker consumes (``-Q``);
+- loads and warms up the active model, only when one of them is the inference queue
+  (the maintenance worker never loads it);
+- writes its heartbeat (queues, model loaded or why not) and refreshes it from a
+  daemon thread, which also retries a warm-up that failed (the database not migrated
+  yet, the model files not copied yet) until it succeeds.
+
+Readiness (``health.check_workers``) counts a worker only once it consumes the
+inference queue with its model loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from celery import current_app
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connections
+from django.utils import timezone
+
+from . import inference, services
+from .exceptions import ApplicationError
+from .health import INFERENCE_QUEUE
+
+logger = logging.getLogger(__name__)
+
+
+def worker_node_name() -> str:
+    """This worker's name in heartbeats: host and the pool parent's pid."""
+    return f"celery@{socket.gethostname()}:{os.getppid()}"
+
+
+def consumed_queues() -> list[str]:
+    """Names of the queues this worker consumes.
+
+    The worker selects its ``-Q`` queues on the app (``amqp.queues.consume_from``)
+    before it forks the pool, so a pool child sees the same selection; without ``-Q``
+    it is the default queue.
+    """
+    return sorted(current_app.amqp.queues.consume_from)
+
+
+class HeartbeatThread(threading.Thread):
+    """This pool child's heartbeat: a daemon thread that refreshes the row every
+    ``WORKER_HEARTBEAT_INTERVAL_SECONDS`` and, for an inference worker, warms the model
+    up until it is loaded."""
+
+    def __init__(self, *, hostname: str, queues: Iterable[str]) -> None:
+        super().__init__(name="worker-heartbeat", daemon=True)
+        self.hostname = hostname
+        self.queues = sorted(queues)
+        self.wants_model = INFERENCE_QUEUE in self.queues
+        self.started_at = timezone.now()
+        self.stopped = threading.Event()
+        self.model_loaded = False
+        self.model_version = ""
+        self.model_load_seconds: float | None = None
+        self.model_error = "" if self.wants_model else f"not loaded: this worker does not consume {INFERENCE_QUEUE!r}"
+
+    def warm_up(self) -> bool:
+        """Load and warm up the active model in this process; ``False`` (and the reason
+        in ``model_error``) when the database or the model files are not there yet."""
+        try:
+            model_version = services.model_version_get_or_sync_active()
+            classifier = inference.classifier_for(model_version=model_version)
+        except ApplicationError as error:
+            self.model_error = error.message
+        except DatabaseError as error:
+            self.model_error = f"database: {type(error).__name__}: {str(error)[:200]}"
+        else:
+            self.model_loaded = True
+            self.model_version = f"{model_version.name}:{model_version.version}"
+            self.model_load_seconds = classifier.load_seconds
+            self.model_error = ""
+            return True
+        logger.warning("Model not warmed up (retried every heartbeat): %s", self.model_error)
+        return False
+
+    def beat(self) -> None:
+        """Warm up if still needed, then write the heartbeat; never raises for the database."""
+        if self.wants_model and not self.model_loaded:
+            self.warm_up()
+        try:
+            services.worker_heartbeat_record(
+                hostname=self.hostname,
+                started_at=self.started_at,
+                queues=self.queues,
+                model_loaded=self.model_loaded,
+                model_version=self.model_version,
+                model_load_seconds=self.model_load_seconds,
+                model_error=self.model_error,
+            )
+        except DatabaseError as error:
+            # A database blip must not kill the worker; readiness will notice the gap.
+            logger.warning("Worker heartbeat not written: %s", error)
+
+    def run(self) -> None:
+        while not self.stopped.wait(settings.WORKER_HEARTBEAT_INTERVAL_SECONDS):
+            self.beat()
+            connections.close_all()  # this thread's own connections: no idle ones left open
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            services.worker_heartbeat_remove(hostname=self.hostname)
+        except DatabaseError as error:
+            logger.warning("Worker heartbeat not removed: %s", error)
+
+
+# The running heartbeat of this pool child, kept so shutdown can stop it.
+_heartbeats: list[HeartbeatThread] = []
+
+
+@worker_process_init.connect
+def worker_process_start(**_: Any) -> HeartbeatThread:
+    """A pool child starts: warm up (inference workers only), first heartbeat, then the thread."""
+    heartbeat = HeartbeatThread(hostname=worker_node_name(), queues=consumed_queues())
+    heartbeat.beat()
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
+    return heartbeat
+
+
+@worker_process_shutdown.connect
+def worker_process_stop(**_: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def database_connections_check(**_: Any) -> None:
+    # Django's rule between requests, applied between tasks: drop a connection that is
+    # broken or past CONN_MAX_AGE (with the pool: hand it back). Celery's own Django fixup
+    # would close every connection, and with a pool the whole pool, around every task, so
+    # each batch opened a new PostgreSQL connection (~10 ms); CELERY_DB_REUSE_MAX in the
+    # settings turns that off.
+    close_old_connections()

@@ -1,0 +1,66 @@
+"""The prediction task: a model missing during a deploy hands the batch back and the
+task retries; and enqueueing reaches the task by name (services never import tasks)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from predictions import services, tasks
+from predictions.exceptions import ModelUnavailableError
+from predictions.models import Prediction, PredictionStatus
+from tests.conftest import CAT_CLASSES, photo_bytes
+
+
+def _photo(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(f"{name}.jpg", photo_bytes(name), content_type="image/jpeg")
+
+
+@pytest.fixture(autouse=True)
+def _eager_retries(monkeypatch) -> None:
+    """``apply()`` runs a task as a worker would, and a retry at once (not after its
+    countdown); errors are returned in the result instead of raised, as in a worker."""
+    monkeypatch.setitem(tasks.prediction_run.app.conf, "task_eager_propagates", False)
+
+
+def test_a_model_missing_during_a_deploy_releases_the_batch_and_the_task_retries(user, active_model, monkeypatch):
+    lead, borrowed = (
+        services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
+    )
+    resent = []
+    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True)
+    real_classifier_for = services.classifier_for
+    states_seen_by_retry = []
+
+    def classifier_for(*, model_version):
+        if not states_seen_by_retry:  # the first attempt: the files are being copied
+            states_seen_by_retry.append(set(Prediction.objects.values_list("status", flat=True)))
+            raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2 (deploy in progress)")
+        states_seen_by_retry.append(set(Prediction.objects.values_list("status", flat=True)))
+        return real_classifier_for(model_version=model_version)
+
+    monkeypatch.setattr(services, "classifier_for", classifier_for)
+
+    result = tasks.prediction_run.apply(args=[str(lead.id)])
+
+    assert result.successful(), result.traceback
+
+    # The first attempt had claimed both; the retry found them handed back (pending) and
+    # claimed them again; the borrowed one's own message was sent again.
+    assert states_seen_by_retry == [{PredictionStatus.RUNNING}, {PredictionStatus.RUNNING}]
+    assert resent == [borrowed.id]
+    lead.refresh_from_db()
+    borrowed.refresh_from_db()
+    assert lead.status == borrowed.status == PredictionStatus.SUCCEEDED
+    assert lead.class_id in CAT_CLASSES
+    assert lead.attempts == borrowed.attempts == 2  # claimed, released, claimed again
+
+
+def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda *args, **kwargs: sent.append((args, kwargs)))
+
+    assert services.prediction_enqueue(prediction_id="abc") is True
+
+    assert tasks.prediction_run.name == services.PREDICTION_RUN_TASK
+    assert sent == [((("abc",), {}), {"retry": False})]

@@ -1,0 +1,206 @@
+"""The worker's life cycle (predictions.worker): which workers load the model, and a
+warm-up that fails (database not migrated yet) is retried while heartbeats go on."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import OperationalError
+
+from predictions import inference, services, worker
+from predictions.models import WorkerHeartbeat
+from tests.conftest import BASE_DIR
+
+READY_URL = "/health/ready"
+
+
+@pytest.fixture
+def pool_child(monkeypatch) -> Iterator[None]:
+    """worker_process_start / _stop as a pool child runs them, minus the thread's loop
+    (tests call ``beat()``, which the loop runs every WORKER_HEARTBEAT_INTERVAL_SECONDS)."""
+    monkeypatch.setattr(worker.HeartbeatThread, "start", lambda self: None)
+    yield
+    worker.worker_process_stop()
+
+
+def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_is_back(
+    client, active_model, pool_child, monkeypatch
+):
+    """A worker started beside the one-shot migrate: its warm-up hits a missing table."""
+    real_active_version = services.model_version_get_or_sync_active
+    database = {"migrated": False}
+
+    def active_version():
+        if not database["migrated"]:
+            raise OperationalError("no such table: predictions_modelversion")
+        return real_active_version()
+
+    monkeypatch.setattr(services, "model_version_get_or_sync_active", active_version)
+    monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
+
+    heartbeat = worker.worker_process_start()
+
+    row = WorkerHeartbeat.objects.get()
+    assert row.queues == ["inference"] and row.model_loaded is False
+    assert "no such table" in row.model_error
+    response = client.get(READY_URL)
+    assert response.status_code == 503
+    assert "model not loaded yet" in response.json()["checks"]["workers"]["not_serving"][row.hostname]
+
+    database["migrated"] = True
+    heartbeat.beat()  # the next heartbeat retries the warm-up
+
+    row.refresh_from_db()
+    assert row.model_loaded and row.model_error == ""
+    assert row.model_version == f"{active_model.name}:{active_model.version}"
+    assert client.get(READY_URL).status_code == 200
+
+    worker.worker_process_stop()
+    assert not WorkerHeartbeat.objects.exists()  # a stopping worker stops counting at once
+
+
+def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_child, monkeypatch):
+    monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
+    settings.MODEL_DIR = tmp_path  # a deploy that has not copied the model yet
+
+    heartbeat = worker.worker_process_start()
+
+    row = WorkerHeartbeat.objects.get()
+    assert not row.model_loaded and "No model is installed" in row.model_error
+    assert heartbeat.model_loaded is False
+
+
+def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool_child, monkeypatch):
+    loads = []
+    monkeypatch.setattr(inference, "get_classifier", lambda *args, **kwargs: loads.append(args))
+    monkeypatch.setattr(worker, "consumed_queues", lambda: ["celery", "maintenance"])
+
+    heartbeat = worker.worker_process_start()
+    heartbeat.beat()
+
+    assert loads == []
+    row = WorkerHeartbeat.objects.get()
+    assert row.queues == ["celery", "maintenance"] and not row.model_loaded
+    assert "does not consume 'inference'" in row.model_error
+    assert client.get(READY_URL).status_code == 503
+
+
+def test_consumed_queues_are_the_ones_the_worker_selected(monkeypatch):
+    from celery import current_app
+
+    queues = current_app.amqp.queues
+    monkeypatch.setattr(queues, "_consume_from", None)
+    queues.select(["maintenance", "celery"])  # what `celery worker -Q maintenance,celery` does
+
+    assert worker.consumed_queues() == ["celery", "maintenance"]
+
+
+# --- Real worker processes, on a database that is not migrated when they start --------
+
+
+def _tensorflow_mapped(pid: int) -> bool:
+    return "/tensorflow/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _heartbeats(database: Path) -> dict[str, dict]:
+    try:
+        with sqlite3.connect(database) as connection:
+            rows = connection.execute(
+                "SELECT hostname, queues, model_loaded, model_error FROM predictions_workerheartbeat"
+            ).fetchall()
+    except sqlite3.OperationalError:  # not migrated yet
+        return {}
+    return {
+        hostname: {"queues": json.loads(queues), "model_loaded": bool(loaded), "model_error": error}
+        for hostname, queues, loaded, error in rows
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see who loaded TensorFlow")
+def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_dir):
+    """As in docker-compose: an inference and a maintenance worker start while the
+    database is still empty. Both keep beating; once migrated, the inference worker
+    loads the model and readiness passes; the maintenance worker never loads it, and no
+    pool parent ever maps TensorFlow."""
+    database = tmp_path / "db.sqlite3"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("CACHE_URL", "EVENTS_REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    env.update(
+        VAR_DIR=str(tmp_path),  # its own database, broker folders and cache
+        DATABASE_URL=f"sqlite:///{database}",
+        CELERY_BROKER_URL="filesystem://",
+        WORKER_HEARTBEAT_INTERVAL_SECONDS="1",
+    )
+    command = [sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1",
+               "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+    logs = {name: tmp_path / f"{name}.log" for name in ("inference", "maintenance")}
+    processes = {}
+    try:
+        for name, queues in (("inference", "inference"), ("maintenance", "maintenance,celery")):
+            with open(logs[name], "w") as log:
+                processes[name] = subprocess.Popen(
+                    [*command, "-Q", queues, "--hostname", f"{name}@%h"],
+                    cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not all("ready." in log.read_text() for log in logs.values()):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values()), {
+                name: log.read_text()[-3000:] for name, log in logs.items()
+            }
+            time.sleep(0.5)
+        assert "no such table" in logs["inference"].read_text()  # the warm-up failed
+
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=BASE_DIR,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
+        deadline = time.monotonic() + 120
+        while not any(row["model_loaded"] for row in _heartbeats(database).values()):
+            assert time.monotonic() < deadline, (_heartbeats(database), logs["inference"].read_text()[-3000:])
+            time.sleep(0.5)
+        time.sleep(2)  # a beat of each worker since the migration
+        rows = sorted(_heartbeats(database).values(), key=lambda row: row["queues"])
+        assert [(row["queues"], row["model_loaded"]) for row in rows] == [
+            (["celery", "maintenance"], False),
+            (["inference"], True),
+        ]
+        readiness = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "import json; from predictions.health import check_workers; print(json.dumps(check_workers().as_dict()))"],
+            cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        workers = json.loads(readiness.stdout.strip().splitlines()[-1])
+        assert workers["ok"] is True and workers["count"] == 1
+
+        inference_child, maintenance_child = (_children(processes[name].pid) for name in ("inference", "maintenance"))
+        assert [_tensorflow_mapped(pid) for pid in inference_child] == [True]
+        assert [_tensorflow_mapped(pid) for pid in maintenance_child] == [False]
+        assert not any(_tensorflow_mapped(process.pid) for process in processes.values())  # pool parents
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

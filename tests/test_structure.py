@@ -1,0 +1,109 @@
+"""The layout keeps its promises: the predictions package has no import cycle, and
+the code a Celery pool parent imports never loads TensorFlow."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE = "predictions"
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    """Dotted name -> file of every module of the package (a package is its __init__)."""
+    modules = {}
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Modules of the package that ``name`` imports, at module level or inside a
+    function, absolute or relative; ``from x import y`` counts ``x.y`` when it is a module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets.add(module)
+            targets.update(f"{module}.{alias.name}" for alias in node.names)
+    found = set()
+    for target in targets:
+        # The most specific module the import names (``predictions.stats.x`` -> the
+        # module if it exists, else the package that defines ``x``).
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}  # state: 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_the_predictions_package_has_no_import_cycle():
+    modules = _modules(BASE_DIR)
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert graph["predictions.tasks"] >= {"predictions.services"}  # the graph is really read
+
+    cycles = _cycles(graph)
+
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b\n")
+    (package / "b.py").write_text("def f():\n    from predictions.a import x\n")
+    modules = _modules(tmp_path)
+
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+
+    assert _cycles(graph) == [["predictions.a", "predictions.b", "predictions.a"]]
+
+
+def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
+    """The pool parent imports the tasks (autodiscovery) and ``predictions.worker``
+    (at worker_init); TensorFlow must load only in the pool child, with the model."""
+    code = (
+        "import sys, django; django.setup(); "
+        "import imagerec.celery, predictions.tasks, predictions.worker; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
