@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +17,12 @@ URL = "/metrics"
 
 @pytest.fixture
 def staff_client(client, db):
-    client.force_login(UserFactory(is_staff=True))
+    """An operator: staff, and allowed to read every user's predictions (what /metrics asks)."""
+    operator = UserFactory(is_staff=True)
+    operator.user_permissions.add(
+        Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
+    )
+    client.force_login(operator)
     return client
 
 
