@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import health, selectors
+from . import access, health, selectors
 from .models import Prediction, PredictionStatus, WorkerHeartbeat
 from .stats import HISTOGRAM_BOUNDS_MS, HistogramBucket, histogram_aggregates, histogram_buckets
 
@@ -188,9 +188,9 @@ def inference_histogram_all_time(
 
 
 def metrics_allowed(request: HttpRequest) -> bool:
-    """Staff session, ``Authorization: Bearer $METRICS_TOKEN``, or a listed client IP."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
+    """A session allowed to read every prediction (``access``), ``Authorization: Bearer
+    $METRICS_TOKEN``, or a listed client IP."""
+    if access.can_view_all_predictions(getattr(request, "user", None)):
         return True
     token = settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")

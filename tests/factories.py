@@ -7,6 +7,7 @@ import io
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
@@ -32,6 +33,20 @@ class UserFactory(factory.django.DjangoModelFactory):
     def save_password(self, create, extracted, **kwargs):
         if create:
             self.save()
+
+
+class OperatorFactory(UserFactory):
+    """A staff account allowed to read every user's predictions (``predictions.access``):
+    the admin log, the all-users stats, /metrics."""
+
+    is_staff = True
+
+    @factory.post_generation
+    def view_all_predictions(self, create, extracted, **kwargs):
+        if create:
+            self.user_permissions.add(
+                Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
+            )
 
 
 class PredictionFactory(factory.django.DjangoModelFactory):

@@ -20,6 +20,7 @@ from django.db.models import Aggregate, Avg, Count, Expression, F, Q, QuerySet, 
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from .. import access
 from ..models import ModelVersion, Prediction, PredictionStatus
 from .percentiles import PercentileCont, percentile_key, percentiles_linear
 from .results import DayStats, HistogramBucket, LabelCount, LatencySummary, ModelVersionStats, PredictionStats
@@ -45,7 +46,7 @@ def stats_all_users(user: StatsUser) -> bool:
     ``None`` is the everyone-scope report (the background refresh). The one place that
     decides the stats scope: the queryset, the cache key and the report's ``all_users``.
     """
-    return user is None or bool(getattr(user, "is_staff", False))
+    return user is None or access.can_view_all_predictions(user)
 
 
 def prediction_stats_queryset(*, user: StatsUser) -> QuerySet[Prediction]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from predictions import services
 from predictions.models import ModelVersion, PredictionStatus
-from tests.factories import PredictionFactory, UserFactory, jpeg_bytes
+from tests.factories import OperatorFactory, PredictionFactory, jpeg_bytes
 
 URL = "/metrics"
 
@@ -18,11 +17,7 @@ URL = "/metrics"
 @pytest.fixture
 def staff_client(client, db):
     """An operator: staff, and allowed to read every user's predictions (what /metrics asks)."""
-    operator = UserFactory(is_staff=True)
-    operator.user_permissions.add(
-        Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
-    )
-    client.force_login(operator)
+    client.force_login(OperatorFactory())
     return client
 
 

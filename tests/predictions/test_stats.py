@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from predictions import stats
 from predictions.models import ModelVersion, Prediction, PredictionStatus
-from tests.factories import PredictionFactory, UserFactory
+from tests.factories import OperatorFactory, PredictionFactory
 
 API_URL = "/api/v1/stats/"
 PAGE_URL = "/stats/"
@@ -72,7 +72,7 @@ def history(user, other_user):
 
 @pytest.fixture
 def staff(db):
-    return UserFactory(is_staff=True)
+    return OperatorFactory()
 
 
 def test_own_stats_match_hand_computed_values(user, history):
@@ -346,12 +346,13 @@ def test_staff_page_is_served_from_the_refreshed_report_without_aggregate_querie
     from predictions import stats
     from predictions.tasks import stats_refresh
 
-    staff = django_user_model.objects.create_user("boss", password="x-long-password-1", is_staff=True)
+    staff = OperatorFactory()
     PredictionFactory(user=staff)
     client.force_login(staff)
     stats_refresh()
 
-    with django_assert_max_num_queries(3):  # session and user only: the report comes from the cache
+    # session, user and its permissions (who may see every user) only: the report comes from the cache
+    with django_assert_max_num_queries(4):
         page = client.get("/stats/?days=30")
 
     assert page.status_code == 200

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
@@ -85,10 +86,13 @@ class Command(BaseCommand):
                 ]
             )
             existing = list(user_model.objects.filter(username__startswith=f"{MARKER}-").order_by("id"))
-        staff = existing[0]
+        staff = existing[0]  # measured as an operator: allowed to read every user's predictions
         if not staff.is_staff:
             staff.is_staff = True
             staff.save(update_fields=["is_staff"])
+        staff.user_permissions.add(
+            Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
+        )
         return existing
 
     def _versions(self) -> tuple[ModelVersion, ModelVersion]:
