@@ -422,6 +422,7 @@ class Stack:
             SESSION_COOKIE_SECURE="false",
             CSRF_COOKIE_SECURE="false",
             THROTTLE_SUBMIT="1000000/min",
+            THROTTLE_READ="1000000/min",
             LOG_LEVEL="WARNING",
             RESULT_CACHE="off",
             DJANGO_SUPERUSER_USERNAME="admin",

@@ -105,7 +105,7 @@ def test_200_long_polls_do_not_delay_health_or_an_upload(user, media_dir, active
     pending = _in_progress(user)
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": _database_url(), "MEDIA_ROOT": str(media_dir), "WEB_CONCURRENCY": "2",
-           "THROTTLE_SUBMIT": "100000/min", "LOG_LEVEL": "WARNING"}  # fmt: skip
+           "THROTTLE_SUBMIT": "100000/min", "THROTTLE_READ": "100000/min", "LOG_LEVEL": "WARNING"}  # fmt: skip
     server = subprocess.Popen(_compose_web_command(port), cwd=BASE_DIR, env=env)
     base = f"http://127.0.0.1:{port}"
 
