@@ -13,8 +13,10 @@ app.autodiscover_tasks()
 
 @signals.worker_init.connect
 def _worker_life_cycle(**_: object) -> None:
-    # The worker's own signals (model warm-up and heartbeat in each pool child,
-    # connection checks between tasks) live in predictions.worker. Imported here, in the
-    # worker's main process once Celery's Django fixup has set Django up, and before
-    # the pool forks; never in the web process. It does not import TensorFlow.
-    import predictions.worker  # noqa: F401
+    # The worker's life cycle (model warm-up and heartbeat in each pool child, connection
+    # checks between tasks) is predictions.worker. Connected here, in the worker's main
+    # process once Celery's Django fixup has set Django up, and before the pool forks;
+    # never in the web process. It does not import TensorFlow.
+    from predictions import worker
+
+    worker.install()

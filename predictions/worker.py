@@ -1,7 +1,8 @@
 """The Celery worker's life cycle: model warm-up, the heartbeat, connection checks.
 
-Connected from ``imagerec.celery`` once the worker has set Django up; nothing else
-imports this module. Workers run the prefork pool with one child per worker
+``install()`` connects it to Celery's signals; ``imagerec.celery`` calls it in the
+worker's main process once the worker has set Django up (nothing else imports this
+module, and importing it connects nothing). Workers run the prefork pool with one child per worker
 (``--pool=prefork -c 1``): the parent never imports TensorFlow (forking a process that
 has it loaded deadlocks), and since a child can be killed and re-forked by the parent,
 Celery's time limits are enforced. Each pool child, when it starts:
@@ -125,7 +126,15 @@ class HeartbeatThread(threading.Thread):
 _heartbeats: list[HeartbeatThread] = []
 
 
-@worker_process_init.connect
+def install() -> None:
+    """Connect the life cycle to the worker's signals (before the pool forks, so each
+    pool child inherits the connections)."""
+    worker_process_init.connect(worker_process_start, weak=False, dispatch_uid="imagerec-worker-start")
+    worker_process_shutdown.connect(worker_process_stop, weak=False, dispatch_uid="imagerec-worker-stop")
+    task_prerun.connect(database_connections_check, weak=False, dispatch_uid="imagerec-connections-check")
+    task_postrun.connect(database_connections_check, weak=False, dispatch_uid="imagerec-connections-check")
+
+
 def worker_process_start(**_: Any) -> HeartbeatThread:
     """A pool child starts: warm up (inference workers only), first heartbeat, then the thread."""
     heartbeat = HeartbeatThread(hostname=worker_node_name(), queues=consumed_queues())
@@ -135,14 +144,11 @@ def worker_process_start(**_: Any) -> HeartbeatThread:
     return heartbeat
 
 
-@worker_process_shutdown.connect
 def worker_process_stop(**_: Any) -> None:
     while _heartbeats:
         _heartbeats.pop().stop()
 
 
-@task_prerun.connect
-@task_postrun.connect
 def database_connections_check(**_: Any) -> None:
     # Django's rule between requests, applied between tasks: drop a connection that is
     # broken or past CONN_MAX_AGE (with the pool: hand it back). Celery's own Django fixup
