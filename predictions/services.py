@@ -227,6 +227,10 @@ class _FinishedIds:
 _finished_here = _FinishedIds()
 
 FAILED_SERVER_MESSAGE = "The image could not be classified because of a problem on our side. Please try again."
+MODEL_UNAVAILABLE_MESSAGE = (
+    "The classifier was not available for several minutes, so this image could not be classified. "
+    "Please try again later."
+)
 MISSING_FILE_MESSAGE = "The stored image file is missing, so it could not be classified. Please upload it again."
 
 
@@ -264,12 +268,15 @@ def prediction_claim(*, prediction_id: object, batch_size: int = 1) -> tuple[uui
 def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: object) -> None:
     """Hand claimed predictions back (``running`` -> ``pending``) for a retry.
 
-    The message being retried covers ``lead_id``; the others borrowed into its batch
-    have had their own messages answered already, so they are sent again.
+    A release is not an attempt: the claim is taken back (``attempts`` - 1), so a model
+    missing for a while during a deploy, or a database restart, never ends in "Gave up
+    after N attempts" (that count is for workers that died on the image). The message
+    being retried covers ``lead_id``; the others borrowed into its batch have had their
+    own messages answered already, so they are sent again.
     """
     ids = [p.id for p in predictions]
     Prediction.objects.filter(id__in=ids, claim=token, status=PredictionStatus.RUNNING).update(
-        status=PredictionStatus.PENDING
+        status=PredictionStatus.PENDING, attempts=F("attempts") - 1
     )
     prediction_enqueue_many(prediction_ids=[i for i in ids if str(i) != str(lead_id)])
 

@@ -22,7 +22,9 @@ class PredictionTask(Task[Any, Any]):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         # Whatever went wrong, the prediction ends in a final state with a reason a person
         # can read; the details are in the worker's log.
-        if isinstance(exc, ApplicationError):
+        if isinstance(exc, ModelUnavailableError):
+            message = services.MODEL_UNAVAILABLE_MESSAGE  # its own message names server paths
+        elif isinstance(exc, ApplicationError):
             message = exc.message
         elif isinstance(exc, SoftTimeLimitExceeded):
             message = "Classification took too long and was stopped. Please try again."
@@ -32,14 +34,27 @@ class PredictionTask(Task[Any, Any]):
         services.prediction_fail(prediction_id=args[0], error=message)
 
 
-@shared_task(bind=True, base=PredictionTask, name=services.PREDICTION_RUN_TASK, max_retries=3, acks_late=True)
+# Retries after 2, 4, 8, 16, 32, 60, 60, 60 s (about 4 minutes): long enough for a
+# database restart or a model folder being replaced during a deploy.
+RETRY_DELAYS_SECONDS = (2, 4, 8, 16, 32, 60, 60, 60)
+
+
+@shared_task(
+    bind=True,
+    base=PredictionTask,
+    name=services.PREDICTION_RUN_TASK,
+    max_retries=len(RETRY_DELAYS_SECONDS),
+    acks_late=True,
+)
 def prediction_run(self: Task[Any, Any], prediction_id: str) -> None:
     """Classify this prediction, batched with others waiting (services.prediction_process)."""
     try:
         services.prediction_process(prediction_id=prediction_id)
     except (OperationalError, InterfaceError, ModelUnavailableError) as error:
         # The batch was handed back (pending): retry once the database or model is back.
-        raise self.retry(exc=error, countdown=2**self.request.retries) from error
+        raise self.retry(
+            exc=error, countdown=RETRY_DELAYS_SECONDS[min(self.request.retries, len(RETRY_DELAYS_SECONDS) - 1)]
+        ) from error
 
 
 @shared_task

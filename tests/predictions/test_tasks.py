@@ -53,7 +53,7 @@ def test_a_model_missing_during_a_deploy_releases_the_batch_and_the_task_retries
     borrowed.refresh_from_db()
     assert lead.status == borrowed.status == PredictionStatus.SUCCEEDED
     assert lead.class_id in CAT_CLASSES
-    assert lead.attempts == borrowed.attempts == 2  # claimed, released, claimed again
+    assert lead.attempts == borrowed.attempts == 1  # claimed, released (taken back), claimed again
 
 
 def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
@@ -64,3 +64,39 @@ def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
 
     assert tasks.prediction_run.name == services.PREDICTION_RUN_TASK
     assert sent == [((("abc",), {}), {"retry": False})]
+
+
+def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_model, monkeypatch, settings):
+    """Hand-backs are not attempts: a model missing for more tries than MAX_ATTEMPTS does
+    not end in "Gave up after 3 attempts" once the model is back."""
+    prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
+    real_classifier_for = services.classifier_for
+    missing_for = [settings.MAX_ATTEMPTS + 2]
+
+    def classifier_for(*, model_version):
+        if missing_for[0]:
+            missing_for[0] -= 1
+            raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
+        return real_classifier_for(model_version=model_version)
+
+    monkeypatch.setattr(services, "classifier_for", classifier_for)
+
+    assert tasks.prediction_run.apply(args=[str(prediction.id)]).successful()
+
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.class_id in CAT_CLASSES
+
+
+def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, active_model, monkeypatch):
+    prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
+
+    def classifier_for(*, model_version):
+        raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
+
+    monkeypatch.setattr(services, "classifier_for", classifier_for)
+
+    tasks.prediction_run.apply(args=[str(prediction.id)])
+
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.FAILED
+    assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE and "/models" not in prediction.error
