@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
@@ -23,7 +23,7 @@ class SuperuserPasswordRefused(Exception):
 
 
 @transaction.atomic
-def token_rotate(*, user: AbstractBaseUser) -> str:
+def token_rotate(*, user: User) -> str:
     """Replace the user's API token with a new one and return its key."""
     Token.objects.filter(user=user).delete()
     return str(Token.objects.create(user=user).key)

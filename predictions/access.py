@@ -12,12 +12,12 @@ Pages, the API, the stats, the admin and the metrics endpoint all ask this modul
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 VIEW_ALL_PREDICTIONS = "predictions.view_prediction"
 
 
-def can_view_all_predictions(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+def can_view_all_predictions(user: User | AnonymousUser | None) -> bool:
     """True for an active account holding ``predictions.view_prediction``."""
     if user is None or not user.is_authenticated or not user.is_active:
         return False

@@ -42,6 +42,10 @@ class PredictionStatus(models.TextChoices):
 
 FINAL_STATUSES = (PredictionStatus.SUCCEEDED, PredictionStatus.FAILED)
 
+# A prediction's id as views, tasks and messages carry it: the UUID, or its text (from a
+# URL or a Celery message).
+PredictionId = uuid.UUID | str
+
 
 def prediction_upload_to(instance: Prediction, filename: str) -> str:
     # Never the client's name as a path: a generated name keeps traversal and

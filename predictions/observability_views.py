@@ -13,12 +13,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from accounts.http import AuthenticatedHttpRequest
+
 from . import health, metrics, stats
 
 
 @login_required
 @require_GET
-def stats_page(request: HttpRequest) -> HttpResponse:
+def stats_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
     report = stats.prediction_stats_cached(user=request.user, days=days)
     context = {

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from . import events
-from .models import ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
+from .models import ModelVersion, Prediction, PredictionId, PredictionStatus, WorkerHeartbeat
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class PredictionFilters:
     model_version: str = ""
 
 
-def prediction_list(*, user: AbstractBaseUser, filters: PredictionFilters | None = None) -> QuerySet[Prediction]:
+def prediction_list(*, user: User, filters: PredictionFilters | None = None) -> QuerySet[Prediction]:
     """The user's own predictions, newest first, narrowed by ``filters``."""
     queryset = Prediction.objects.filter(user=user).select_related("model_version")
     filters = filters or PredictionFilters()
@@ -49,7 +50,7 @@ def _as_date(value: date | datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> Prediction:
+def prediction_get(*, user: User | None, prediction_id: PredictionId) -> Prediction:
     """One of the user's predictions; another user's (or a malformed id) is a 404.
 
     ``user=None`` reads any user's prediction: for staff views only.
@@ -67,12 +68,12 @@ def prediction_get(*, user: AbstractBaseUser | None, prediction_id: object) -> P
         raise Http404("No such prediction.") from error
 
 
-async def prediction_wait(*, user: AbstractBaseUser, prediction_id: object, seconds: float) -> Prediction:
+async def prediction_wait(*, user: User, prediction_id: PredictionId, seconds: float) -> Prediction:
     """The user's prediction, once it is final or after ``seconds`` (long-poll)."""
     return (await predictions_wait(user=user, prediction_ids=[prediction_id], seconds=seconds))[0]
 
 
-async def predictions_wait(*, user: AbstractBaseUser, prediction_ids: list[object], seconds: float) -> list[Prediction]:
+async def predictions_wait(*, user: User, prediction_ids: Sequence[PredictionId], seconds: float) -> list[Prediction]:
     """The user's predictions, once all are final or after ``seconds``.
 
     Waits on the worker's announcements (``events``), holding no thread: the rows are
@@ -91,7 +92,7 @@ async def predictions_wait(*, user: AbstractBaseUser, prediction_ids: list[objec
             await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS))
 
 
-def _predictions_read_sync(user: AbstractBaseUser, prediction_ids: list[object]) -> list[Prediction]:
+def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId]) -> list[Prediction]:
     try:
         found = {
             str(p.id): p
@@ -116,12 +117,12 @@ def connection_release() -> None:
 _predictions_read = sync_to_async(_predictions_read_sync)
 
 
-async def prediction_aget(*, user: AbstractBaseUser, prediction_id: object) -> Prediction:
+async def prediction_aget(*, user: User, prediction_id: PredictionId) -> Prediction:
     """``prediction_get`` for async views."""
     return (await _predictions_read(user, [prediction_id]))[0]
 
 
-def prediction_reusable(*, user: AbstractBaseUser, sha256: str, top_k: int) -> Prediction | None:
+def prediction_reusable(*, user: User, sha256: str, top_k: int) -> Prediction | None:
     """An earlier successful prediction of the same bytes by the active model, whose
     stored result covers ``top_k``; the user's own unless ``RESULT_CACHE`` is ``all``."""
     scope = settings.RESULT_CACHE
@@ -135,7 +136,7 @@ def prediction_reusable(*, user: AbstractBaseUser, sha256: str, top_k: int) -> P
     return queryset.order_by("-completed_at").first()
 
 
-def prediction_pending_ids(*, limit: int, exclude: object = None) -> list[uuid.UUID]:
+def prediction_pending_ids(*, limit: int, exclude: PredictionId | None = None) -> list[uuid.UUID]:
     """The oldest pending predictions a worker may take into its batch."""
     if limit <= 0:
         return []

@@ -18,17 +18,18 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Field, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -36,7 +37,7 @@ from . import events, selectors
 from .exceptions import ApplicationError, ModelUnavailableError
 from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
 from .inference import Classifier, ImageResult, classifier_for
-from .models import ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
+from .models import ModelVersion, Prediction, PredictionId, PredictionStatus, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -51,11 +52,12 @@ class SubmissionOutcome:
     error: ApplicationError | None = None
 
 
-def _read_upload(uploaded_file: UploadedFile) -> bytes:
+def _read_upload(uploaded_file: UploadedFile[bytes]) -> bytes:
     if uploaded_file.size is not None:
         check_upload_size(uploaded_file.size)
     uploaded_file.seek(0)
-    return uploaded_file.read(settings.MAX_UPLOAD_BYTES + 1)
+    content: bytes = uploaded_file.read(settings.MAX_UPLOAD_BYTES + 1)  # the stubs type File.read as Any
+    return content
 
 
 def _clean_filename(name: str | None) -> str:
@@ -66,7 +68,7 @@ def _clean_filename(name: str | None) -> str:
     return base[-255:]
 
 
-def prediction_create(*, user: AbstractBaseUser, uploaded_file: UploadedFile, top_k: int | None = None) -> Prediction:
+def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: int | None = None) -> Prediction:
     """Check an upload, store the file and a row, and queue it after commit.
 
     The row is ``pending``, or already ``succeeded`` with ``cached=True`` when the same
@@ -123,7 +125,7 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
 
 
 def prediction_create_many(
-    *, user: AbstractBaseUser, uploaded_files: Iterable[UploadedFile], top_k: int | None = None
+    *, user: User, uploaded_files: Iterable[UploadedFile[bytes]], top_k: int | None = None
 ) -> list[SubmissionOutcome]:
     """Submit several files; a bad one gets its own error and does not sink the others.
 
@@ -147,7 +149,7 @@ def prediction_create_many(
 PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
 
 
-def prediction_enqueue(*, prediction_id: object) -> bool:
+def prediction_enqueue(*, prediction_id: PredictionId) -> bool:
     """Send the task. A broker outage is logged, not raised: the row stays pending
     and ``prediction_reconcile`` sends it again later."""
     from celery import current_app
@@ -164,7 +166,7 @@ def prediction_enqueue(*, prediction_id: object) -> bool:
     return True
 
 
-def prediction_enqueue_many(*, prediction_ids: Iterable[object]) -> int:
+def prediction_enqueue_many(*, prediction_ids: Iterable[PredictionId]) -> int:
     """Send the task of each prediction and record the time (the reconciler re-sends a
     message at most once per threshold, instead of flooding a long but healthy queue)."""
     sent = [prediction_id for prediction_id in prediction_ids if prediction_enqueue(prediction_id=prediction_id)]
@@ -234,7 +236,7 @@ MODEL_UNAVAILABLE_MESSAGE = (
 MISSING_FILE_MESSAGE = "The stored image file is missing, so it could not be classified. Please upload it again."
 
 
-def prediction_claim(*, prediction_id: object, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
+def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
     """Claim ``prediction_id`` and up to ``batch_size - 1`` of the oldest other pending
     predictions for this worker, in one conditional UPDATE; returns the claim token and
     the claimed rows (empty when there was nothing to do).
@@ -265,7 +267,7 @@ def prediction_claim(*, prediction_id: object, batch_size: int = 1) -> tuple[uui
     return token, claimed
 
 
-def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: object) -> None:
+def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: PredictionId) -> None:
     """Hand claimed predictions back (``running`` -> ``pending``) for a retry.
 
     A release is not an attempt: the claim is taken back (``attempts`` - 1), so a model
@@ -317,12 +319,12 @@ def _update_rows(rows: list[Prediction], field_names: Iterable[str]) -> None:
         return
     connection = connections[Prediction.objects.db]
     quote = connection.ops.quote_name
-    fields = [Prediction._meta.get_field(name) for name in field_names]
-    pk = Prediction._meta.pk
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    sql = f"UPDATE {quote(Prediction._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # noqa: S608
+    fields = [_stored_field(name) for name in field_names]
+    pk, pk_column = _stored_field(Prediction._meta.pk.name)
+    assignments = ", ".join(f"{quote(column)} = %s" for _, column in fields)
+    sql = f"UPDATE {quote(Prediction._meta.db_table)} SET {assignments} WHERE {quote(pk_column)} = %s"  # noqa: S608
     params = [
-        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field, _ in fields]
         + [pk.get_db_prep_value(row.pk, connection)]
         for row in rows
     ]
@@ -330,7 +332,16 @@ def _update_rows(rows: list[Prediction], field_names: Iterable[str]) -> None:
         cursor.executemany(sql, params)
 
 
+def _stored_field(name: str) -> tuple[Field[Any, Any], str]:
+    """``Prediction``'s field ``name`` and its column (``get_field`` also answers for
+    reverse relations, which have none)."""
+    field = Prediction._meta.get_field(name)
+    assert isinstance(field, Field) and field.column is not None, f"Prediction.{name} has no column"
+    return field, field.column
+
+
 def _set_result(prediction: Prediction, result: ImageResult, completed_at: datetime) -> None:
+    assert prediction.started_at is not None  # set when the row was claimed
     prediction.completed_at = completed_at
     prediction.queue_ms = _ms(prediction.started_at - prediction.created_at)
     prediction.preprocess_ms = round(result.preprocess_ms, 3)
@@ -357,7 +368,7 @@ def _set_failed(prediction: Prediction, message: str, completed_at: datetime) ->
     prediction.total_ms = _ms(completed_at - prediction.created_at)
 
 
-def prediction_process(*, prediction_id: object) -> BatchReport | None:
+def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     """What the worker runs for one message: claim this prediction and up to
     ``INFERENCE_BATCH_SIZE - 1`` others waiting beside it, classify them in one model
     call, store every outcome in one transaction, announce them. Idempotent: a message
@@ -414,7 +425,9 @@ def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
     return _claim_rows(ids=ids, token=token, now=timezone.now())
 
 
-def _claim_rows(*, ids: list[object], token: uuid.UUID, now: datetime, also: Q | None = None) -> list[Prediction]:
+def _claim_rows(
+    *, ids: Sequence[PredictionId], token: uuid.UUID, now: datetime, also: Q | None = None
+) -> list[Prediction]:
     """One conditional UPDATE: the ``pending`` rows among ``ids``, plus any row matching
     ``also``, below ``MAX_ATTEMPTS``, become ``running`` under ``token``; returns them."""
     claimable = Q(id__in=ids, status=PredictionStatus.PENDING)
@@ -451,7 +464,7 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
     report.inference_ms = sum(r.inference_ms for r in results)
 
 
-def prediction_fail(*, prediction_id: object, error: str) -> bool:
+def prediction_fail(*, prediction_id: PredictionId, error: str) -> bool:
     """Mark a non-final prediction ``failed`` with a readable reason."""
     now = timezone.now()
     failed = (

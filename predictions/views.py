@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
@@ -10,10 +11,12 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+
+from accounts.http import AuthenticatedHttpRequest
 
 from . import access, selectors, services
 from .exceptions import ApplicationError
@@ -23,7 +26,7 @@ from .selectors import PredictionFilters
 
 
 @login_required
-def upload(request: HttpRequest) -> HttpResponse:
+def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload form. Good files are submitted even when others in the batch are refused;
     refused files are reported by name (on the form if nothing was accepted)."""
     form = UploadForm(request.POST or None, request.FILES or None)
@@ -39,14 +42,14 @@ def upload(request: HttpRequest) -> HttpResponse:
         form.add_error("images", error.message)
         return render(request, "predictions/upload.html", {"form": form}, status=error.status_code)
     created = [o.prediction for o in outcomes if o.prediction is not None]
-    refused = [o for o in outcomes if o.error is not None]
+    refused = [(o.filename, o.error) for o in outcomes if o.error is not None]
     if not created:
-        for outcome in refused:
-            form.add_error("images", f"{outcome.filename}: {outcome.error.message}")
-        status = max(o.error.status_code for o in refused)
+        for filename, refusal in refused:
+            form.add_error("images", f"{filename}: {refusal.message}")
+        status = max(refusal.status_code for _, refusal in refused)
         return render(request, "predictions/upload.html", {"form": form}, status=status)
-    for outcome in refused:
-        messages.error(request, f"{outcome.filename}: {outcome.error.message}")
+    for filename, refusal in refused:
+        messages.error(request, f"{filename}: {refusal.message}")
     if len(created) == 1 and not refused:
         return redirect("predictions:detail", prediction_id=created[0].id)
     query = "&".join(f"id={p.id}" for p in created)
@@ -54,34 +57,34 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def detail(request: HttpRequest, prediction_id: str) -> HttpResponse:
+def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     return render(request, "predictions/detail.html", {"predictions": [prediction]})
 
 
 @login_required
-def batch(request: HttpRequest) -> HttpResponse:
+def batch(request: AuthenticatedHttpRequest) -> HttpResponse:
     ids = request.GET.getlist("id")[: settings.MAX_FILES_PER_REQUEST]
     predictions = [selectors.prediction_get(user=request.user, prediction_id=i) for i in ids]
     return render(request, "predictions/detail.html", {"predictions": predictions})
 
 
 @login_required
-def card(request: HttpRequest, prediction_id: str) -> HttpResponse:
+def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """The result card alone: the result page polls it until the prediction is final."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     return render(request, "predictions/_card.html", {"prediction": prediction})
 
 
 @login_required
-def image(request: HttpRequest, prediction_id: str) -> HttpResponse:
+def image(request: AuthenticatedHttpRequest, prediction_id: str) -> FileResponse:
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
 
 
 @staff_member_required
-def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponse:
+def admin_image(request: HttpRequest, prediction_id: str) -> FileResponse:
     """Any prediction's image, for admin users allowed to read every prediction
     (``access.can_view_all_predictions``); other staff get 403."""
     if not access.can_view_all_predictions(request.user):
@@ -104,7 +107,7 @@ def _history_filters(request: HttpRequest) -> tuple[HistoryFilterForm, Predictio
 
 
 @login_required
-def history(request: HttpRequest) -> HttpResponse:
+def history(request: AuthenticatedHttpRequest) -> HttpResponse:
     form, filters = _history_filters(request)
     queryset = selectors.prediction_list(user=request.user, filters=filters)
     page = Paginator(queryset, 20).get_page(request.GET.get("page"))
@@ -128,7 +131,7 @@ class _Echo:
 
 
 @login_required
-def history_csv(request: HttpRequest) -> StreamingHttpResponse:
+def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     _, filters = _history_filters(request)
     queryset = selectors.prediction_list(user=request.user, filters=filters)
     writer = csv.writer(_Echo())
@@ -138,7 +141,7 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
         "total_ms", "width", "height", "sha256", "cached", "error",
     ]  # fmt: skip
 
-    def rows():
+    def rows() -> Iterator[str]:
         yield writer.writerow(header)
         for p in queryset.iterator(chunk_size=500):
             yield writer.writerow([
@@ -158,7 +161,7 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 @login_required
 @require_POST
-def delete(request: HttpRequest, prediction_id: str) -> HttpResponse:
+def delete(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     services.prediction_delete(prediction=prediction)
     messages.success(request, f"Deleted {prediction.original_filename}.")

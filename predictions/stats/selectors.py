@@ -11,10 +11,10 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Aggregate, Avg, Count, Expression, F, Q, QuerySet, Value
 from django.db.models.functions import TruncDate
@@ -34,7 +34,9 @@ WINDOW_DAYS: tuple[int, ...] = (7, 30, 90)
 DEFAULT_WINDOW_DAYS = 30
 TOP_LABELS = 20
 
-StatsUser = AbstractBaseUser | AnonymousUser | None
+# A signed-in user (their own or, by permission, everyone's predictions), or None for
+# the everyone-scope report.
+StatsUser = User | None
 
 # One latency summary per field, and the ``extra`` aggregates, per group key.
 GroupLatency = tuple[dict[str, LatencySummary], dict[str, Any]]
@@ -223,7 +225,9 @@ def latency_by_group(
     if group is None:
         rows = [{"grp": None, **queryset.aggregate(**aggregates)}]
     else:
-        rows = list(queryset.annotate(grp=group).values("grp").annotate(**aggregates).order_by())
+        # The plugin types these rows as {"grp": ...} alone: it cannot see the keys of **aggregates.
+        grouped = queryset.annotate(grp=group).values("grp").annotate(**aggregates).order_by()
+        rows = cast(list[dict[str, Any]], list(grouped))
     by_key = {row["grp"]: row for row in rows}
     if not postgres:
         for key, values in _percentiles_in_python(queryset, group, fields, percentiles).items():
