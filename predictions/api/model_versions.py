@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -16,7 +18,7 @@ from .throttles import ReadRateThrottle
 class ModelVersionListApi(APIView):
     throttle_classes = [ReadRateThrottle]
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         name = serializers.CharField()
         version = serializers.CharField()
         is_active = serializers.BooleanField()

@@ -9,6 +9,7 @@ holds no web thread.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
@@ -21,6 +22,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from accounts.http import AuthenticatedRequest
 
 from .. import selectors, services
 from ..exceptions import ApplicationError
@@ -68,9 +71,10 @@ class PredictionListApi(AsyncAPIView):
     throttle_classes = [ReadRateThrottle]
     pagination_class = PredictionPagination  # read by the schema generator
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         status = serializers.ChoiceField(choices=PredictionStatus.choices, required=False)
-        label = serializers.CharField(required=False)
+        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+        label = serializers.CharField(required=False)  # type: ignore[assignment]
         created_after = serializers.DateField(required=False)
         created_before = serializers.DateField(required=False)
         model_version = serializers.CharField(required=False)
@@ -85,10 +89,10 @@ class PredictionListApi(AsyncAPIView):
             429: ErrorSerializer,
         },
     )
-    async def get(self, request: Request) -> Response:
+    async def get(self, request: AuthenticatedRequest) -> Response:
         return await sync_to_async(self._list)(request)
 
-    def _list(self, request: Request) -> Response:
+    def _list(self, request: AuthenticatedRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
@@ -104,11 +108,11 @@ class PredictionCreateApi(AsyncAPIView):
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [SubmitRateThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         # Files are validated by the service layer (one message per file); this checks the rest.
         top_k = serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K)
 
-    class SubmittedSerializer(serializers.Serializer):
+    class SubmittedSerializer(serializers.Serializer[Any]):
         id = serializers.UUIDField()
         status = serializers.CharField(help_text="pending, or succeeded at once when the result is cached")
         cached = serializers.BooleanField()
@@ -141,7 +145,7 @@ class PredictionCreateApi(AsyncAPIView):
         "comes once every accepted image is final (201, full results) or when the wait is over "
         "(202, full objects still pending): one request from upload to label.",
     )
-    async def post(self, request: Request) -> Response:
+    async def post(self, request: AuthenticatedRequest) -> Response:
         wait = wait_seconds(request)
         outcomes = await sync_to_async(self._create)(request, release_connection=bool(wait))
         context = {"request": request}
@@ -165,9 +169,9 @@ class PredictionCreateApi(AsyncAPIView):
             body = body_serializer(outcome.prediction, context=context).data
             return Response(body, status=code, headers={"Location": str(body["url"])})
         entries = [
-            body_serializer(o.prediction, context=context).data
-            if o.prediction is not None
-            else {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
+            {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
+            if o.error is not None
+            else body_serializer(o.prediction, context=context).data
             for o in outcomes
         ]
         if not created:
@@ -177,7 +181,7 @@ class PredictionCreateApi(AsyncAPIView):
             )
         return Response(entries, status=code)
 
-    def _create(self, request: Request, *, release_connection: bool) -> list[services.SubmissionOutcome]:
+    def _create(self, request: AuthenticatedRequest, *, release_connection: bool) -> list[services.SubmissionOutcome]:
         files = request.FILES.getlist("image")
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
@@ -200,7 +204,7 @@ class PredictionDetailApi(AsyncAPIView):
         parameters=[WAIT_PARAMETER],
         responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer, 429: ErrorSerializer},
     )
-    async def get(self, request: Request, prediction_id: str) -> Response:
+    async def get(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         wait = wait_seconds(request)
         prediction = await selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
         return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
@@ -210,7 +214,7 @@ class PredictionDeleteApi(AsyncAPIView):
     """Delete one prediction and its image."""
 
     @extend_schema(responses={204: OpenApiResponse(description="Deleted"), 404: ErrorSerializer})
-    async def delete(self, request: Request, prediction_id: str) -> Response:
+    async def delete(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
         await sync_to_async(services.prediction_delete)(prediction=prediction)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -231,6 +235,6 @@ class PredictionImageApi(APIView):
             429: ErrorSerializer,
         },
     )
-    def get(self, request: Request, prediction_id: str) -> HttpResponseBase:
+    def get(self, request: AuthenticatedRequest, prediction_id: str) -> HttpResponseBase:
         prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
         return image_response(prediction, thumbnail=request.query_params.get("size") == "thumb")

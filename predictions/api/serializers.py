@@ -3,6 +3,7 @@ a waiting submission return it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -20,24 +21,25 @@ class PredictionUrlField(serializers.HyperlinkedIdentityField):
         )
 
 
-class LabelScoreSerializer(serializers.Serializer):
-    label = serializers.CharField()
+class LabelScoreSerializer(serializers.Serializer[Any]):
+    # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+    label = serializers.CharField()  # type: ignore[assignment]
     class_id = serializers.CharField()
     score = serializers.FloatField()
 
 
-class PredictionOutputSerializer(serializers.Serializer):
-    class TimingsSerializer(serializers.Serializer):
+class PredictionOutputSerializer(serializers.Serializer[Any]):
+    class TimingsSerializer(serializers.Serializer[Any]):
         queue = serializers.FloatField(source="queue_ms", allow_null=True)
         preprocess = serializers.FloatField(source="preprocess_ms", allow_null=True)
         inference = serializers.FloatField(source="inference_ms", allow_null=True)
         total = serializers.FloatField(source="total_ms", allow_null=True)
 
-    class ModelSerializer(serializers.Serializer):
+    class ModelSerializer(serializers.Serializer[Any]):
         name = serializers.CharField()
         version = serializers.CharField()
 
-    class ImageSerializer(serializers.Serializer):
+    class ImageSerializer(serializers.Serializer[Any]):
         url = serializers.SerializerMethodField(help_text="The uploaded image, for the same credentials")
         thumbnail_url = serializers.SerializerMethodField(help_text="A small JPEG of it (at most 160 px)")
         sha256 = serializers.CharField()
@@ -57,7 +59,8 @@ class PredictionOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     completed_at = serializers.DateTimeField(allow_null=True)
-    label = serializers.CharField(allow_blank=True)
+    # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+    label = serializers.CharField(allow_blank=True)  # type: ignore[assignment]
     class_id = serializers.CharField(allow_blank=True)
     confidence = serializers.FloatField(allow_null=True)
     top_k = serializers.IntegerField()
@@ -69,6 +72,6 @@ class PredictionOutputSerializer(serializers.Serializer):
     cached = serializers.BooleanField(help_text="The result was reused: same bytes, same model, classified before")
 
 
-def _absolute(context: dict[str, Any], path: str) -> str:
+def _absolute(context: Mapping[str, Any], path: str) -> str:
     request = context.get("request")
     return request.build_absolute_uri(path) if request is not None else path

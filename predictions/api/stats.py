@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from accounts.http import AuthenticatedRequest
 
 from ..stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats_cached
 from .errors import ErrorSerializer
 from .throttles import ReadRateThrottle
 
 
-class LatencySummarySerializer(serializers.Serializer):
+class LatencySummarySerializer(serializers.Serializer[Any]):
     count = serializers.IntegerField()
     mean = serializers.FloatField(allow_null=True)
     p50 = serializers.FloatField(allow_null=True)
@@ -21,7 +24,7 @@ class LatencySummarySerializer(serializers.Serializer):
     p99 = serializers.FloatField(allow_null=True)
 
 
-class LatencySetSerializer(serializers.Serializer):
+class LatencySetSerializer(serializers.Serializer[Any]):
     """Milliseconds, keyed like a prediction's ``timings_ms``."""
 
     queue = LatencySummarySerializer(source="queue_ms")
@@ -35,14 +38,14 @@ class StatsApi(APIView):
 
     throttle_classes = [ReadRateThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         days = serializers.ChoiceField(choices=list(WINDOW_DAYS), default=DEFAULT_WINDOW_DAYS)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         class Meta:
             ref_name = "Stats"
 
-        class DaySerializer(serializers.Serializer):
+        class DaySerializer(serializers.Serializer[Any]):
             class Meta:
                 ref_name = "StatsDay"
 
@@ -50,7 +53,7 @@ class StatsApi(APIView):
             predictions = serializers.IntegerField()
             latency_ms = LatencySetSerializer(source="latency")
 
-        class ModelVersionSerializer(serializers.Serializer):
+        class ModelVersionSerializer(serializers.Serializer[Any]):
             class Meta:
                 ref_name = "StatsModelVersion"
 
@@ -60,18 +63,19 @@ class StatsApi(APIView):
             mean_confidence = serializers.FloatField(allow_null=True)
             latency_ms = LatencySetSerializer(source="latency")
 
-        class BucketSerializer(serializers.Serializer):
+        class BucketSerializer(serializers.Serializer[Any]):
             class Meta:
                 ref_name = "StatsHistogramBucket"
 
             upper_ms = serializers.FloatField(allow_null=True, help_text="null: above the last bound")
             count = serializers.IntegerField()
 
-        class LabelSerializer(serializers.Serializer):
+        class LabelSerializer(serializers.Serializer[Any]):
             class Meta:
                 ref_name = "StatsLabel"
 
-            label = serializers.CharField()
+            # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+            label = serializers.CharField()  # type: ignore[assignment]
             count = serializers.IntegerField()
 
         days = serializers.IntegerField()
@@ -96,7 +100,7 @@ class StatsApi(APIView):
         parameters=[InputSerializer],
         responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         options = self.InputSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
         report = prediction_stats_cached(user=request.user, days=options.validated_data["days"])
