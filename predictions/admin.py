@@ -7,6 +7,8 @@ What an admin account sees follows its Django permissions (``predictions.access`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -17,9 +19,17 @@ from . import services
 from .exceptions import ApplicationError
 from .models import ModelVersion, Prediction
 
+if TYPE_CHECKING:
+    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
+    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
+    PredictionModelAdmin = admin.ModelAdmin[Prediction]
+    ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
+else:
+    PredictionModelAdmin = ModelVersionModelAdmin = admin.ModelAdmin
+
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(PredictionModelAdmin):
     list_display = [
         "thumbnail", "original_filename", "user", "status", "label", "confidence_pct",
         "model_version", "total_ms", "created_at", "completed_at",
@@ -60,7 +70,7 @@ class PredictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ModelVersionModelAdmin):
     list_display = ["name", "version", "is_active", "path", "created_at", "prediction_count"]
     readonly_fields = ["name", "version", "path", "is_active", "metadata", "created_at"]
     actions = ["activate", "sync_from_disk"]

@@ -104,7 +104,10 @@ def broker_queue_depth(queue: str = INFERENCE_QUEUE) -> int | None:
             )
             channel = broker.default_channel
             try:
-                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+                # Every transport's channel declares queues; kombu's StdChannel, the declared
+                # type of default_channel, does not say so.
+                declared = channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
+                return int(declared.message_count)
             except ChannelError:
                 return 0  # never declared (or emptied and deleted by Redis): nothing waiting
     except BROKER_ERRORS:

@@ -72,7 +72,7 @@ class RequestMetricsMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        response = await self.get_response(request)
+        response: HttpResponse = await self.get_response(request)
         _observe(request, response, started)
         return response
 
@@ -124,9 +124,9 @@ class PredictionCollector(Collector):
         yield histogram
 
         workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
-        count = GaugeMetricFamily("imagerec_workers", "Celery workers with a fresh heartbeat (answering).")
-        count.add_metric([], len(workers))
-        yield count
+        worker_count = GaugeMetricFamily("imagerec_workers", "Celery workers with a fresh heartbeat (answering).")
+        worker_count.add_metric([], len(workers))
+        yield worker_count
         yield self._load_times(workers)
 
     def _load_times(self, workers: list[WorkerHeartbeat]) -> Metric:

@@ -145,7 +145,7 @@ class Command(BaseCommand):
             ) AS drawn
         ) AS shaped
         """
-        params = {
+        params: dict[str, str | float | list[int]] = {
             "marker": MARKER,
             "user_ids": user_ids,
             "days": days,
@@ -179,6 +179,7 @@ class Command(BaseCommand):
             p = 2 + 8 * rng.random() if ok else None
             r_i = rng.random()
             i = 20 + 60 * r_i + (400 if r_i > 0.98 else 0) if ok else None
+            total_ms = q + p + i + 2 if q is not None and p is not None and i is not None else None
             label_index = int(LABELS * rng.random() ** 2)
             created_at = now - age
             pending.append(
@@ -200,7 +201,7 @@ class Command(BaseCommand):
                     queue_ms=q,
                     preprocess_ms=p,
                     inference_ms=i,
-                    total_ms=q + p + i + 2 if ok else None,
+                    total_ms=total_ms,
                     created_at=created_at,
                     started_at=created_at if status != PredictionStatus.PENDING else None,
                     completed_at=created_at if status in (PredictionStatus.SUCCEEDED, "failed") else None,
