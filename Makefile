@@ -69,6 +69,7 @@ test-fast: dev-deps model
 lint: dev-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: dev-deps
 	$(VENV)/bin/ruff format .
