@@ -222,9 +222,10 @@ def newest_model_dir(*, root: Path | str, prefer_name: str = "") -> Path | None:
     preferred = [path for path in found if path.parent.name == prefer_name] or found
     if not preferred:
         return None
-    return max(preferred, key=lambda path: (*_version_key(path.name), path.parent.name))
+    return max(preferred, key=lambda path: (*version_key(path.name), path.parent.name))
 
 
-def _version_key(version: str) -> tuple[int, str]:
-    # Numeric versions order as numbers ("10" after "9"); any other name sorts below them.
+def version_key(version: str) -> tuple[int, str]:
+    """Sort key of a model version: numeric versions order as numbers ("10" after "9"),
+    any other name below them. The one rule for "newest", on disk and in the registry."""
     return (int(version), "") if version.isdigit() else (-1, version)

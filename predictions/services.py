@@ -36,7 +36,7 @@ from kombu.exceptions import KombuError
 from . import events, selectors
 from .exceptions import ApplicationError, ModelUnavailableError
 from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
-from .inference import Classifier, ImageResult, classifier_for
+from .inference import Classifier, ImageResult, classifier_for, version_key
 from .models import ModelVersion, Prediction, PredictionId, PredictionStatus, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -537,12 +537,8 @@ def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
         found.append(version)
     if found and not ModelVersion.objects.filter(is_active=True).exists():
         default = [v for v in found if v.name == settings.MODEL_NAME] or found
-        model_version_activate(model_version=max(default, key=lambda v: _version_key(v.version)))
+        model_version_activate(model_version=max(default, key=lambda v: version_key(v.version)))
     return found
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (-1, version)
 
 
 @transaction.atomic
