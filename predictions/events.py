@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -159,8 +160,9 @@ class Subscription:
         if timeout <= 0:
             return False
         if not self.live:
-            # No Redis (or not yet subscribed): re-read after a growing interval, 50 ms to 1 s.
-            delay = min(timeout, self._poll_interval)
+            # No Redis (or not yet subscribed): re-read after a growing interval, 50 ms to
+            # 1 s, jittered so that many waiters that began together do not read together.
+            delay = min(timeout, self._poll_interval * random.uniform(0.75, 1.25))
             self._poll_interval = min(self._poll_interval * 1.5, 1.0)
             await asyncio.sleep(delay)
             return False

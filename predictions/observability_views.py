@@ -58,8 +58,9 @@ def _bucket_label(upper_ms: float | None) -> str:
 
 @never_cache
 @require_GET
-def health_live(request: HttpRequest) -> JsonResponse:
-    """The process is up and serving requests; nothing else is checked."""
+async def health_live(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving requests; nothing else is checked. Async: answered
+    on the event loop, never queued behind the sync work of other requests."""
     return JsonResponse({"status": "ok"})
 
 

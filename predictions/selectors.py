@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +90,9 @@ async def predictions_wait(*, user: User, prediction_ids: Sequence[PredictionId]
             remaining = deadline - loop.time()
             if all(p.is_final for p in predictions) or remaining <= 0:
                 return predictions
-            await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS))
+            # The safety re-read, jittered: 200 waiters that began together must not all
+            # read at the same instant (seen as a 1 s stall of everything else).
+            await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS * random.uniform(0.8, 1.2)))
 
 
 def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId]) -> list[Prediction]:
