@@ -30,6 +30,7 @@ from typing import Any
 from celery import current_app
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
 from django.conf import settings
+from django.core.checks import run_checks
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
@@ -127,8 +128,14 @@ _heartbeats: list[HeartbeatThread] = []
 
 
 def install() -> None:
-    """Connect the life cycle to the worker's signals (before the pool forks, so each
-    pool child inherits the connections)."""
+    """Refuse to start on settings the system checks reject (Celery's Django fixup runs
+    them but ignores the result), then connect the life cycle to the worker's signals
+    (before the pool forks, so each pool child inherits the connections)."""
+    refused = [message for message in run_checks() if message.is_serious()]
+    if refused:
+        for message in refused:
+            logger.critical("%s", message)
+        raise SystemExit(f"imagerec worker refuses to start: {refused[0].msg}")
     worker_process_init.connect(worker_process_start, weak=False, dispatch_uid="imagerec-worker-start")
     worker_process_shutdown.connect(worker_process_stop, weak=False, dispatch_uid="imagerec-worker-stop")
     task_prerun.connect(database_connections_check, weak=False, dispatch_uid="imagerec-connections-check")

@@ -40,3 +40,23 @@ def test_the_defaults_and_the_test_workers_settings_pass(settings):
         settings.CELERY_TASK_TIME_LIMIT = hard
         settings.CELERY_TASK_SOFT_TIME_LIMIT = soft
         assert "predictions.E001" not in _errors()
+
+
+@pytest.mark.slow
+def test_a_worker_refuses_to_start_on_settings_the_checks_reject():
+    """Celery's own Django fixup runs the checks and ignores them: ours exits, saying why."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import BASE_DIR
+
+    env = {**os.environ, "RECONCILE_AFTER_SECONDS": "60", "CELERY_TASK_TIME_LIMIT": "180"}
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1",
+         "-Q", "maintenance", "--without-gossip", "--without-mingle"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "imagerec worker refuses to start: RECONCILE_AFTER_SECONDS (60 s) must be greater" in result.stderr
