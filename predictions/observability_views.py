@@ -67,13 +67,18 @@ async def health_live(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def health_ready(request: HttpRequest) -> JsonResponse:
-    """200 when database, broker, a worker and the active model are all there, else 503."""
+    """200 when database, broker, a worker and the active model are all there, else 503.
+
+    Anyone (a load balancer, a probe) gets the status and which checks fail; the details
+    (error texts, which may name hosts and paths, worker names, the model) only go to
+    those who may read ``/metrics``: an operator session, the metrics token or address."""
     checks = health.readiness_checks()
     failing = [check.name for check in checks if not check.ok]
+    detailed = metrics.metrics_allowed(request)
     body = {
         "status": "unavailable" if failing else "ok",
         "failing": failing,
-        "checks": {check.name: check.as_dict() for check in checks},
+        "checks": {check.name: check.as_dict() if detailed else {"ok": check.ok} for check in checks},
     }
     return JsonResponse(body, status=503 if failing else 200)
 

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from celery import current_app
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
@@ -152,8 +154,6 @@ PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
 def prediction_enqueue(*, prediction_id: PredictionId) -> bool:
     """Send the task. A broker outage is logged, not raised: the row stays pending
     and ``prediction_reconcile`` sends it again later."""
-    from celery import current_app
-
     try:
         # The registered task when this process has imported it (eager mode, tests),
         # else a message by name, routed to the inference queue like the task itself.
@@ -177,8 +177,6 @@ def prediction_enqueue_many(*, prediction_ids: Iterable[PredictionId]) -> int:
 @functools.cache
 def broker_errors() -> tuple[type[BaseException], ...]:
     """What the configured transport raises when the broker is unreachable."""
-    from celery import current_app
-
     connection = current_app.connection_for_write()
     return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
 
@@ -233,6 +231,7 @@ MODEL_UNAVAILABLE_MESSAGE = (
     "The classifier was not available for several minutes, so this image could not be classified. "
     "Please try again later."
 )
+TOO_LONG_MESSAGE = "Classification took too long and was stopped. Please try again."
 MISSING_FILE_MESSAGE = "The stored image file is missing, so it could not be classified. Please upload it again."
 
 
@@ -374,12 +373,17 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     call, store every outcome in one transaction, announce them. Idempotent: a message
     whose prediction is final, gone or being worked on does nothing.
 
-    A database error hands the batch back (``pending``) and re-raises for a retry; any
-    other error fails the batch with a message for people and re-raises.
+    The model is made ready before anything is claimed: while it is missing (a deploy
+    replacing its folder) the message is retried and no row changes. A database error
+    after the claim hands the batch back (``pending``) and re-raises for a retry; a task
+    past its soft time limit fails the batch with "took too long"; any other error fails
+    it with a message for people. Both re-raise.
     """
     if prediction_id in _finished_here:
         return None
     report = BatchReport()
+    model_version = model_version_get_or_sync_active()
+    classifier = classifier_for(model_version=model_version)
     began = time.perf_counter()
     token, claimed = prediction_claim(prediction_id=prediction_id, batch_size=settings.INFERENCE_BATCH_SIZE)
     if not claimed:
@@ -390,8 +394,6 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     report.size = len(claimed)
     report.claim_ms = (time.perf_counter() - began) * 1000
     try:
-        model_version = model_version_get_or_sync_active()
-        classifier = classifier_for(model_version=model_version)
         _classify(claimed, classifier, report)
         began = time.perf_counter()
         stored = prediction_complete_many(predictions=claimed, token=token, model_version=model_version)
@@ -399,11 +401,12 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     except (OperationalError, InterfaceError, ModelUnavailableError):
         prediction_release(predictions=claimed, token=token, lead_id=prediction_id)
         raise
-    except BaseException:
+    except BaseException as error:
         logger.exception("Batch of %d predictions failed: %s", len(claimed), [str(p.id) for p in claimed])
+        message = TOO_LONG_MESSAGE if isinstance(error, SoftTimeLimitExceeded) else FAILED_SERVER_MESSAGE
         now = timezone.now()
         for prediction in claimed:
-            _set_failed(prediction, FAILED_SERVER_MESSAGE, now)
+            _set_failed(prediction, message, now)
         prediction_complete_many(predictions=claimed, token=token, model_version=None)
         events.prediction_final_publish(p.id for p in claimed)
         raise

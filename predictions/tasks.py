@@ -27,7 +27,7 @@ class PredictionTask(Task[Any, Any]):
         elif isinstance(exc, ApplicationError):
             message = exc.message
         elif isinstance(exc, SoftTimeLimitExceeded):
-            message = "Classification took too long and was stopped. Please try again."
+            message = services.TOO_LONG_MESSAGE
         else:
             message = services.FAILED_SERVER_MESSAGE
         logger.error("Prediction %s failed: %r", args[0], exc)

@@ -43,6 +43,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such prediction.")
+    if isinstance(exc, exceptions.ParseError):
+        # DRF's own text names the parser's internals ("Multipart form parse error - Invalid
+        # boundary in multipart: None"); people get what to send instead.
+        exc = exceptions.ParseError(
+            "The request body could not be read. Send the image as multipart/form-data in the field 'image'."
+        )
     if isinstance(exc, TooManyFilesSent):
         return Response(
             error_body("too_many_files", f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", "image"),

@@ -9,6 +9,7 @@ holds no web thread.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
@@ -17,8 +18,10 @@ from django.conf import settings
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -220,11 +223,26 @@ class PredictionDeleteApi(AsyncAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class _AnyAccept(BaseContentNegotiation):
+    """The image is the answer whatever the client accepts (``Accept: image/*`` must not
+    get 406); errors still go out in the API's JSON shape."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
 class PredictionImageApi(APIView):
     """The uploaded image (or ``?size=thumb``), to its owner, with the API's credentials:
     a token client follows ``image.url`` with the token it already has."""
 
     throttle_classes = [ReadRateThrottle]
+    content_negotiation_class = _AnyAccept
 
     @extend_schema(
         parameters=[OpenApiParameter("size", {"type": "string", "enum": ["thumb"]}, description="thumb: small JPEG")],

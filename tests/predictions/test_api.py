@@ -292,3 +292,27 @@ def test_a_token_client_fetches_its_image_and_thumbnail_from_the_urls_in_the_api
     stranger.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory()).key}")
     assert stranger.get(body["image"]["url"]).status_code == 404
     assert APIClient().get(body["image"]["url"]).status_code == 401
+
+
+def test_an_image_client_that_accepts_only_images_gets_the_image(api, user):
+    """``Accept: image/*`` (what an <img> or an image library sends) is not a 406."""
+    submitted = api.post(LIST_URL, {"image": _image()}, format="multipart").json()
+    body = api.get(submitted["url"]).json()
+
+    for accept in ("image/*", "image/jpeg", "image/webp,image/*;q=0.8"):
+        response = api.get(body["image"]["url"], HTTP_ACCEPT=accept)
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg", accept
+    missing = api.get(
+        body["image"]["url"].replace(body["id"], "00000000-0000-0000-0000-000000000000"), HTTP_ACCEPT="image/*"
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_that_cannot_be_parsed_gets_a_message_for_people(api):
+    response = api.generic(
+        "POST", LIST_URL, b"--x\r\nnot really multipart", content_type="multipart/form-data; boundary="
+    )
+
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("The request body could not be read") and "boundary" not in message

@@ -17,6 +17,14 @@ READY_URL = "/health/ready"
 
 
 @pytest.fixture
+def client(client, settings):
+    """Readiness details (errors, workers, model) are for operators: the metrics token."""
+    settings.METRICS_TOKEN = "probe-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer probe-token"
+    return client
+
+
+@pytest.fixture
 def fresh_worker(db):
     return services.worker_heartbeat_record(
         hostname="celery@test",
@@ -144,3 +152,20 @@ def test_real_worker_makes_the_service_ready(client, celery_worker, active_model
 
     response = client.get(READY_URL)
     assert response.status_code == 200, response.json()
+
+
+def test_anyone_gets_the_status_but_not_the_details(settings, active_model, fresh_worker):
+    """The probe is public: which checks fail, yes; hosts, paths and worker names, no."""
+    from django.test import Client
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6390/0"  # nothing listens there
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+
+    response = Client().get(READY_URL)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "failing": ["broker"],
+        "checks": {"database": {"ok": True}, "broker": {"ok": False}, "workers": {"ok": True}, "model": {"ok": True}},
+    }

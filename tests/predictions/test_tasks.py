@@ -23,7 +23,7 @@ def _eager_retries(monkeypatch) -> None:
     monkeypatch.setitem(tasks.prediction_run.app.conf, "task_eager_propagates", False)
 
 
-def test_a_model_missing_during_a_deploy_releases_the_batch_and_the_task_retries(user, active_model, monkeypatch):
+def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(user, active_model, monkeypatch):
     lead, borrowed = (
         services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
     )
@@ -45,15 +45,15 @@ def test_a_model_missing_during_a_deploy_releases_the_batch_and_the_task_retries
 
     assert result.successful(), result.traceback
 
-    # The first attempt had claimed both; the retry found them handed back (pending) and
-    # claimed them again; the borrowed one's own message was sent again.
-    assert states_seen_by_retry == [{PredictionStatus.RUNNING}, {PredictionStatus.RUNNING}]
-    assert resent == [borrowed.id]
+    # The model is made ready before the claim: the first attempt changed no row and sent
+    # no message; the retry claimed both and classified them in one batch.
+    assert states_seen_by_retry == [{PredictionStatus.PENDING}, {PredictionStatus.PENDING}]
+    assert resent == []
     lead.refresh_from_db()
     borrowed.refresh_from_db()
     assert lead.status == borrowed.status == PredictionStatus.SUCCEEDED
     assert lead.class_id in CAT_CLASSES
-    assert lead.attempts == borrowed.attempts == 1  # claimed, released (taken back), claimed again
+    assert lead.attempts == borrowed.attempts == 1
 
 
 def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
@@ -100,3 +100,20 @@ def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, act
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
     assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE and "/models" not in prediction.error
+
+
+def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(user, active_model, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
+
+    def classify_forever(self, sources, *, top_k=5):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services.Classifier, "classify", classify_forever)
+
+    tasks.prediction_run.apply(args=[str(prediction.id)])
+
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.FAILED
+    assert prediction.error == "Classification took too long and was stopped. Please try again."

@@ -23,6 +23,14 @@ READY_URL = "/health/ready"
 
 
 @pytest.fixture
+def client(client, settings):
+    """Readiness details (errors, workers, model) are for operators: the metrics token."""
+    settings.METRICS_TOKEN = "probe-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer probe-token"
+    return client
+
+
+@pytest.fixture
 def pool_child(monkeypatch) -> Iterator[None]:
     """worker_process_start / _stop as a pool child runs them, minus the thread's loop
     (tests call ``beat()``, which the loop runs every WORKER_HEARTBEAT_INTERVAL_SECONDS)."""
