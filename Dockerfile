@@ -2,7 +2,8 @@
 FROM python:3.11-slim
 
 # Production unless told otherwise: DEBUG off, so the container refuses to start without
-# SECRET_KEY (or SECRET_KEY_FILE) and ALLOWED_HOSTS instead of running on a public key.
+# SECRET_KEY (or SECRET_KEY_FILE) instead of running on a public key, and answers only
+# the hosts in ALLOWED_HOSTS (none by default: set it).
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DEBUG=false VAR_DIR=/app/var MODEL_DIR=/app/models MEDIA_ROOT=/data/media
 WORKDIR /app

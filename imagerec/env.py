@@ -13,8 +13,12 @@
 from __future__ import annotations
 
 import math
+import re
+import zoneinfo
+from collections.abc import Iterable
 from typing import Any
 
+import dj_database_url
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from environ.fileaware_mapping import FileAwareMapping
@@ -80,5 +84,47 @@ class Env(environ.Env):  # type: ignore[misc]  # django-environ ships no type hi
                 return number
         return super().parse_value(value, cast)
 
+    def choice(self, var: str, *, default: str, choices: Iterable[str]) -> str:
+        """One of ``choices`` (lower case; the value is read case-insensitively), else
+        refuse, naming them."""
+        value: str = self.str(var, default=default).strip().lower()
+        allowed = list(choices)
+        if value not in allowed:
+            raise ImproperlyConfigured(f"{var} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
+
+    def rate(self, var: str, *, default: str) -> str:
+        """A request rate as Django REST framework reads it: ``120/min``, ``5/s``, ``1000/hour``."""
+        value: str = self.str(var, default=default).strip()
+        if not _RATE.fullmatch(value):
+            raise ImproperlyConfigured(f"{var} must be a rate such as 120/min or 10/s, not {value!r}")
+        return value
+
+    def time_zone(self, var: str, *, default: str) -> str:
+        """An IANA time zone name (``Europe/Paris``)."""
+        value: str = self.str(var, default=default).strip()
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ImproperlyConfigured(
+                f"{var} must be a time zone name such as UTC or Europe/Paris, not {value!r}"
+            ) from None
+        return value
+
+    def database(self, var: str, *, default: str, **options: Any) -> dict[str, Any]:
+        """Django's DATABASES entry from a URL (dj-database-url). The error names the
+        variable and the scheme, never the URL itself (it may hold a password)."""
+        value: str = self.str(var, default=default).strip()
+        try:
+            return dict(dj_database_url.parse(value, **options))
+        except (ValueError, dj_database_url.UnknownSchemeError):
+            scheme = value.split("://", 1)[0] if "://" in value else "(none)"
+            raise ImproperlyConfigured(
+                f"{var} must be a database URL such as postgres://user:password@host:5432/name or "
+                f"sqlite:///path/db.sqlite3; scheme {scheme!r} is not one Django can use"
+            ) from None
+
+
+_RATE = re.compile(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)")
 
 env = Env()

@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
@@ -89,8 +88,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+    "default": env.database(
+        "DATABASE_URL",
+        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=0),
         # A connection broken by a database restart is replaced before use, not after a failure.
         conn_health_checks=True,
@@ -165,7 +165,7 @@ LOGIN_REDIRECT_URL = "predictions:upload"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+TIME_ZONE = env.time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -210,9 +210,7 @@ if not 1 <= INFERENCE_BATCH_SIZE <= 32:
     raise ImproperlyConfigured("INFERENCE_BATCH_SIZE must be between 1 and 32")
 # Same bytes, same active model: reuse the stored result. "user" (the uploader's own
 # earlier predictions), "all" (anyone's) or "off".
-RESULT_CACHE = env.str("RESULT_CACHE", default="user").strip().lower()
-if RESULT_CACHE not in ("user", "all", "off"):
-    raise ImproperlyConfigured(f"RESULT_CACHE must be user, all or off, not {RESULT_CACHE!r}")
+RESULT_CACHE = env.choice("RESULT_CACHE", default="user", choices=("user", "all", "off"))
 
 # --- Celery ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -287,8 +285,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_THROTTLE_RATES": {
-        "submit": env.str("THROTTLE_SUBMIT", default="120/min"),
-        "read": env.str("THROTTLE_READ", default="1200/min"),
+        "submit": env.rate("THROTTLE_SUBMIT", default="120/min"),
+        "read": env.rate("THROTTLE_READ", default="1200/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -315,12 +313,13 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+LOG_LEVEL = env.choice("LOG_LEVEL", default="info", choices=("debug", "info", "warning", "error", "critical")).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
 # --- Observability: stats page, health checks, /metrics ------------------------
@@ -331,8 +330,12 @@ WORKER_HEARTBEAT_INTERVAL_SECONDS = env.int("WORKER_HEARTBEAT_INTERVAL_SECONDS",
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = env.int("WORKER_HEARTBEAT_MAX_AGE_SECONDS", default=60)
 # Seconds the readiness broker check (and the metrics queue-depth read) may take.
 HEALTH_BROKER_TIMEOUT_SECONDS = env.float("HEALTH_BROKER_TIMEOUT_SECONDS", default=2)
-# /metrics: staff session, or "Authorization: Bearer $METRICS_TOKEN", or a client IP listed here.
+# /metrics (and /health/ready's details): a session with predictions.view_prediction, or
+# "Authorization: Bearer $METRICS_TOKEN", or a client IP listed here.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Set for several gunicorn worker processes (compose does): prometheus-client reads it
+# itself at import; /metrics then merges every process's request metrics from there.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
 # PostgreSQL work_mem for the stats queries only (SET LOCAL): keeps percentile sorts in memory.
 STATS_WORK_MEM = env.str("STATS_WORK_MEM", default="64MB")

@@ -12,7 +12,6 @@ same, so there is nothing to aggregate across gunicorn workers for these.
 from __future__ import annotations
 
 import hmac
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -208,7 +207,7 @@ def metrics_text() -> bytes:
     metrics of every web process are merged from that directory.
     """
     request_registry = REQUEST_REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         request_registry = CollectorRegistry()
         MultiProcessCollector(request_registry)
     scrape_registry = CollectorRegistry(auto_describe=False)

@@ -54,7 +54,8 @@ def _as_date(value: date | datetime) -> date:
 def prediction_get(*, user: User | None, prediction_id: PredictionId) -> Prediction:
     """One of the user's predictions; another user's (or a malformed id) is a 404.
 
-    ``user=None`` reads any user's prediction: for staff views only.
+    ``user=None`` reads any user's prediction: only for views that checked
+    ``access.can_view_all_predictions`` (the admin).
     """
     try:
         uuid.UUID(str(prediction_id))

@@ -548,7 +548,10 @@ def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
 def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
     """Make ``model_version`` the one new predictions use."""
     if not (Path(model_version.path) / "metadata.json").exists():
-        raise ModelUnavailableError(f"{model_version} has no exported files at {model_version.path}.")
+        logger.warning("Not activating %s: no metadata.json under %s", model_version, model_version.path)
+        raise ModelUnavailableError(
+            f"{model_version} cannot be activated: its exported files are missing (see the server log for where)."
+        )
     ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(is_active=False)
     model_version.is_active = True
     model_version.full_clean()

@@ -64,11 +64,17 @@ def test_docker_compose_file_is_valid_and_complete():
         ("MAX_ATTEMPTS", "abc", "MAX_ATTEMPTS must be a whole number, not 'abc'"),
         ("CELERY_TASK_TIME_LIMIT", "3 minutes", "CELERY_TASK_TIME_LIMIT must be a number, not '3 minutes'"),
         ("CACHE_URL", "memcached://127.0.0.1:11211", "CACHE_URL must be a redis:// or rediss:// URL"),
+        ("DATABASE_URL", "nonsense://user:s3cret@db/x", "DATABASE_URL must be a database URL"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of debug, info, warning, error, critical, not 'loud'"),
+        ("TIME_ZONE", "Mars/Base", "TIME_ZONE must be a time zone name"),
+        ("THROTTLE_READ", "lots", "THROTTLE_READ must be a rate such as 120/min"),
+        ("RESULT_CACHE", "maybe", "RESULT_CACHE must be one of user, all, off"),
     ],
 )
 def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable, value, message):
     result = _manage("check", **{variable: value})
     assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
 
 
 def test_secrets_can_come_from_files_as_docker_secrets_do(tmp_path):

@@ -34,7 +34,8 @@ class LatencySetSerializer(serializers.Serializer[Any]):
 
 
 class StatsApi(APIView):
-    """Aggregates over the last ``days`` days: staff see every user, others their own."""
+    """Aggregates over the last ``days`` days: accounts with ``predictions.view_prediction``
+    see every user, others their own."""
 
     throttle_classes = [ReadRateThrottle]
 

@@ -13,9 +13,10 @@ def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS)
     """What the page and the API show: ``prediction_stats`` kept for ``STATS_CACHE_SECONDS``
     (read-through: computed and stored on a miss).
 
-    The everyone-scope report (what staff see) is also recomputed in the background by
-    ``prediction_stats_refresh`` (Celery beat), so with a million rows staff never wait
-    for the percentiles; one user's own report is small and computed on demand.
+    The everyone-scope report (what operators, accounts with
+    ``predictions.view_prediction``, see) is also recomputed in the background by
+    ``prediction_stats_refresh`` (Celery beat), so with a million rows operators never
+    wait for the percentiles; one user's own report is small and computed on demand.
     """
     key = _stats_cache_key(user=user, days=days)
     report: PredictionStats | None = cache.get(key)

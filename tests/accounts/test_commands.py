@@ -95,3 +95,14 @@ def test_the_refusal_exits_non_zero_without_a_traceback(db):
     assert result.returncode != 0
     assert "Refusing to create the admin account 'root-admin'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/db.sqlite3"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "ensure_superuser"], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 1
+    assert "The database cannot be used" in result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from accounts import services
 from imagerec.env import env
@@ -31,6 +32,10 @@ class Command(BaseCommand):
             created = services.superuser_ensure(username=username, email=email, password=password)
         except services.SuperuserPasswordRefused as refused:
             raise CommandError(f"{refused}: set DJANGO_SUPERUSER_PASSWORD or DJANGO_SUPERUSER_PASSWORD_FILE.") from None
+        except DatabaseError as error:
+            raise CommandError(
+                f"The database cannot be used ({type(error).__name__}); is it running, and has `manage.py migrate` run?"
+            ) from None
         if created:
             self.stdout.write(f"Created admin account '{username}'.")
         else:
