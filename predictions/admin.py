@@ -2,7 +2,8 @@
 
 What an admin account sees follows its Django permissions (``predictions.access``):
 ``view_prediction`` to read the log, ``delete_prediction`` to delete, and
-``change_modelversion`` to activate a model. ``is_staff`` alone shows nothing.
+``change_modelversion`` to activate a model or roll back, ``change_prediction`` to retry
+failed predictions (the log itself stays read-only). ``is_staff`` alone shows nothing.
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import services
+from . import access, services
 from .exceptions import ApplicationError
-from .models import ModelVersion, Prediction
+from .models import ModelActivation, ModelVersion, Prediction, PredictionStatus
 
 if TYPE_CHECKING:
     # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
     # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
     PredictionModelAdmin = admin.ModelAdmin[Prediction]
     ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
+    ModelActivationModelAdmin = admin.ModelAdmin[ModelActivation]
 else:
-    PredictionModelAdmin = ModelVersionModelAdmin = admin.ModelAdmin
+    PredictionModelAdmin = ModelVersionModelAdmin = ModelActivationModelAdmin = admin.ModelAdmin
 
 
 @admin.register(Prediction)
@@ -40,6 +43,7 @@ class PredictionAdmin(PredictionModelAdmin):
     list_select_related = ["user", "model_version"]
     readonly_fields = ["thumbnail_large"]
     list_per_page = 50
+    actions = ["retry"]
 
     @admin.display(description="Image")
     def thumbnail(self, prediction: Prediction) -> str:
@@ -61,6 +65,26 @@ class PredictionAdmin(PredictionModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Prediction | None = None) -> bool:
         return False
 
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return access.can_retry_any_prediction(request.user)
+
+    @admin.action(description="Retry the selected failed predictions", permissions=["retry"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Prediction]) -> None:
+        failed = list(queryset.filter(status=PredictionStatus.FAILED))
+        retried = 0
+        for prediction in failed:
+            try:
+                services.prediction_retry(prediction=prediction)
+            except ApplicationError:
+                continue  # it changed meanwhile (retried by its owner): nothing to do
+            retried += 1
+        skipped = queryset.count() - retried
+        self.message_user(
+            request,
+            f"{retried} prediction(s) sent again"
+            + (f"; {skipped} skipped (only failed ones are retried)." if skipped else "."),
+        )
+
     def delete_model(self, request: HttpRequest, obj: Prediction) -> None:
         services.prediction_delete(prediction=obj)
 
@@ -71,16 +95,28 @@ class PredictionAdmin(PredictionModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ModelVersionModelAdmin):
-    list_display = ["name", "version", "is_active", "path", "created_at", "prediction_count"]
-    readonly_fields = ["name", "version", "path", "is_active", "metadata", "created_at"]
-    actions = ["activate", "sync_from_disk"]
+    list_display = ["name", "version", "status", "parent", "exported_at", "created_at", "prediction_count"]
+    list_filter = ["status", "name"]
+    readonly_fields = [
+        "name", "version", "path", "status", "is_active", "parent", "metrics", "class_count", "exported_at",
+        "metadata", "created_at",
+    ]  # fmt: skip
+    exclude = ["classes"]
+    actions = ["activate", "rollback", "sync_from_disk"]
 
     @admin.display(description="Predictions")
     def prediction_count(self, model_version: ModelVersion) -> int:
         return model_version.predictions.count()
 
+    @admin.display(description="Classes")
+    def class_count(self, model_version: ModelVersion) -> int:
+        return len(model_version.classes)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        return access.can_change_model_versions(request.user)
 
     @admin.action(description="Activate the selected model version", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
@@ -88,13 +124,45 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
             self.message_user(request, "Select exactly one model version.", messages.ERROR)
             return
         try:
-            version = services.model_version_activate(model_version=queryset.get())
+            version = services.model_version_activate(model_version=queryset.get(), user=_user(request))
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
         self.message_user(request, f"{version} is now used for new predictions.")
 
+    @admin.action(description="Roll back to the previous version (select any row)", permissions=["change"])
+    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        try:
+            version = services.model_version_rollback(user=_user(request))
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: {version} is now used for new predictions.")
+
     @admin.action(description="Register model versions found on disk", permissions=["change"])
     def sync_from_disk(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         found = services.model_version_sync()
         self.message_user(request, f"{len(found)} model version(s) on disk registered.")
+
+
+@admin.register(ModelActivation)
+class ModelActivationAdmin(ModelActivationModelAdmin):
+    """The history of switches: read-only, written by the services only."""
+
+    list_display = ["activated_at", "model_version", "previous", "kind", "activated_by"]
+    list_filter = ["kind", "model_version"]
+    list_select_related = ["model_version", "previous", "activated_by"]
+    date_hierarchy = "activated_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
+        return False
+
+
+def _user(request: HttpRequest) -> User | None:
+    return request.user if isinstance(request.user, User) else None

@@ -30,3 +30,16 @@ class ImageTooLargeError(InvalidImageError):
 class ModelUnavailableError(ApplicationError):
     status_code = 503
     code = "model_unavailable"
+
+
+class ConflictError(ApplicationError):
+    """The request is valid but the thing is not in a state that allows it (409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidModelError(ApplicationError):
+    """An exported model folder the runner would refuse (register_model)."""
+
+    code = "invalid_model"

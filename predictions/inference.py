@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,51 @@ class ImageResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported model directory's metadata and labels, checked as the runner reads them."""
+
+    path: Path
+    metadata: dict[str, Any]
+    labels: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.path.parent.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", self.path.name))
+
+
+def export_read(model_dir: Path | str) -> ExportedModel:
+    """Read ``metadata.json`` and ``labels.json`` of an exported model without loading
+    the engine; raise ``ModelLoadError`` for anything the runner would refuse (missing
+    files, an unknown ``format_version``, no ``input_size``, labels without
+    ``class_id`` / ``label`` or not one per class)."""
+    model_dir = Path(model_dir)
+    metadata_path = model_dir / "metadata.json"
+    labels_path = model_dir / "labels.json"
+    if not metadata_path.is_file() or not labels_path.is_file():
+        raise ModelLoadError(f"No exported model at {model_dir} (run `make model` to build it)")
+    metadata = _read_json(metadata_path)
+    if not isinstance(metadata, dict) or metadata.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        found = metadata.get("format_version") if isinstance(metadata, dict) else None
+        raise ModelLoadError(f"{model_dir} has format_version {found!r}; this runner reads {SUPPORTED_FORMAT_VERSIONS}")
+    if not isinstance(metadata.get("input_size"), int):
+        raise ModelLoadError(f"{metadata_path} has no input_size")
+    labels = _read_json(labels_path)
+    if not isinstance(labels, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("class_id"), str) and isinstance(entry.get("label"), str)
+        for entry in labels
+    ):
+        raise ModelLoadError(f"{labels_path} is not a list of {{class_id, label}} entries")
+    declared = metadata.get("num_classes")
+    if isinstance(declared, int) and declared != len(labels):
+        raise ModelLoadError(f"{labels_path} has {len(labels)} classes; metadata.json says {declared}")
+    return ExportedModel(path=model_dir, metadata=metadata, labels=labels)
+
+
 class Classifier:
     """An exported ImageNet-style classifier: decode -> preprocess -> predict -> top-k."""
 
@@ -100,20 +146,9 @@ class Classifier:
     def load(self) -> Classifier:
         """Read metadata and labels, refuse unknown formats, load the engine."""
         started = time.perf_counter()
-        metadata_path = self.model_dir / "metadata.json"
-        labels_path = self.model_dir / "labels.json"
-        if not metadata_path.is_file() or not labels_path.is_file():
-            raise ModelLoadError(f"No exported model at {self.model_dir} (run `make model` to build it)")
-        metadata = _read_json(metadata_path)
-        if not isinstance(metadata, dict) or metadata.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
-            found = metadata.get("format_version") if isinstance(metadata, dict) else None
-            raise ModelLoadError(
-                f"{self.model_dir} has format_version {found!r}; this runner reads {SUPPORTED_FORMAT_VERSIONS}"
-            )
-        if not isinstance(metadata.get("input_size"), int):
-            raise ModelLoadError(f"{metadata_path} has no input_size")
-        self.metadata = metadata
-        self.labels = _read_json(labels_path)
+        exported = export_read(self.model_dir)
+        self.metadata = exported.metadata
+        self.labels = exported.labels
         try:
             self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
         except EngineLoadError as error:
@@ -178,12 +213,17 @@ class Classifier:
         return results
 
 
-_cache: dict[tuple[str, str, int], Classifier] = {}
+# Loaded classifiers, least recently used first. A worker uses the active version; after
+# a switch the one before stays loaded (a rollback is then instant, and a batch already
+# holding it finishes), anything older is dropped so its memory can be freed.
+MAX_LOADED = 2
+_cache: OrderedDict[tuple[str, str, int], Classifier] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
 def get_classifier(model_dir: Path | str, *, engine: str = "savedmodel", threads: int = 0) -> Classifier:
-    """The loaded, warmed-up classifier for ``model_dir``, loaded once per process."""
+    """The loaded, warmed-up classifier for ``model_dir``, loaded once per process; at
+    most ``MAX_LOADED`` stay loaded (least recently used released first)."""
     key = (str(Path(model_dir).resolve()), engine, threads)
     with _cache_lock:
         classifier = _cache.get(key)
@@ -191,7 +231,17 @@ def get_classifier(model_dir: Path | str, *, engine: str = "savedmodel", threads
             classifier = Classifier(Path(model_dir), engine=engine, threads=threads).load()
             classifier.warmup()
             _cache[key] = classifier
+        _cache.move_to_end(key)
+        while len(_cache) > MAX_LOADED:
+            (released_dir, _, _), released = _cache.popitem(last=False)
+            logger.info("Released %s v%s from memory (%s)", released.name, released.version, released_dir)
         return classifier
+
+
+def loaded_model_dirs() -> list[str]:
+    """Directories of the classifiers loaded in this process, least recently used first."""
+    with _cache_lock:
+        return [model_dir for model_dir, _, _ in _cache]
 
 
 def _read_json(path: Path) -> Any:

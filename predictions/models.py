@@ -8,14 +8,40 @@ from django.conf import settings
 from django.db import models
 
 
+class ModelVersionStatus(models.TextChoices):
+    """Where a registered version stands. ``is_active`` mirrors ``ACTIVE`` (a constraint
+    keeps the two equal) because many reads filter on it."""
+
+    AVAILABLE = "available", "Available"  # registered and loadable; may be activated
+    CANDIDATE = "candidate", "Candidate"  # registered for evaluation (register_model --candidate)
+    ACTIVE = "active", "Active"  # the one new predictions use
+    RETIRED = "retired", "Retired"  # kept for the predictions it made; not offered for activation
+
+
 class ModelVersion(models.Model):
     """One exported model on disk (``MODEL_DIR/<name>/<version>``); at most one is active."""
 
     name = models.CharField(max_length=100)
     version = models.CharField(max_length=50)
     path = models.CharField(max_length=500, help_text="Directory of the exported model")
+    status = models.CharField(
+        max_length=10, choices=ModelVersionStatus.choices, default=ModelVersionStatus.AVAILABLE, db_index=True
+    )
     is_active = models.BooleanField(default=False)
     metadata = models.JSONField(default=dict, blank=True)
+    classes = models.JSONField(
+        default=list, blank=True, help_text="The output classes in index order: class_id and label (labels.json)"
+    )
+    metrics = models.JSONField(default=dict, blank=True, help_text="The model card's figures (metadata.json)")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        help_text="The version it was fine-tuned from (metadata.json parent / base_model)",
+    )
+    exported_at = models.DateTimeField(null=True, blank=True, help_text="When it was built (metadata.json created)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -27,10 +53,55 @@ class ModelVersion(models.Model):
                 condition=models.Q(is_active=True),
                 name="model_version_one_active",
             ),
+            models.CheckConstraint(
+                condition=models.Q(is_active=True, status=ModelVersionStatus.ACTIVE)
+                | (models.Q(is_active=False) & ~models.Q(status=ModelVersionStatus.ACTIVE)),
+                name="model_version_active_status",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}{' (active)' if self.is_active else ''}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class ModelActivationKind(models.TextChoices):
+    ACTIVATE = "activate", "Activate"
+    ROLLBACK = "rollback", "Roll back"
+    DEFAULT = "default", "Default on first sync"
+
+
+class ModelActivation(models.Model):
+    """One switch of the active model version: who, when, from which to which."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
+    previous = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version active before (none on the first activation)",
+    )
+    kind = models.CharField(max_length=10, choices=ModelActivationKind.choices, default=ModelActivationKind.ACTIVATE)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when a command or the first sync did it",
+    )
+    activated_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-activated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.previous or 'none'} -> {self.model_version} ({self.kind}, {self.activated_at:%Y-%m-%d %H:%M})"
 
 
 class PredictionStatus(models.TextChoices):
@@ -85,6 +156,9 @@ class Prediction(models.Model):
         default=False, help_text="The result was reused from an earlier prediction of the same bytes and model"
     )
     thumbnail = models.ImageField(upload_to="thumbnails/", max_length=200, blank=True)
+    retried_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time a failed prediction was sent again; timings count from here"
+    )
 
     queue_ms = models.FloatField(null=True, blank=True)
     preprocess_ms = models.FloatField(null=True, blank=True)

@@ -18,7 +18,15 @@ from django.http import Http404
 from django.utils import timezone
 
 from . import events
-from .models import ModelVersion, Prediction, PredictionId, PredictionStatus, WorkerHeartbeat
+from .models import (
+    ModelActivation,
+    ModelActivationKind,
+    ModelVersion,
+    Prediction,
+    PredictionId,
+    PredictionStatus,
+    WorkerHeartbeat,
+)
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,30 @@ def model_version_active() -> ModelVersion | None:
 
 
 def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.order_by("name", "version")
+    return ModelVersion.objects.select_related("parent").order_by("name", "version")
+
+
+def model_version_get(*, name: str, version: str) -> ModelVersion:
+    """One registered version; raises ``ModelVersion.DoesNotExist``."""
+    return ModelVersion.objects.get(name=name, version=version)
+
+
+def model_version_rollback_target(*, active: ModelVersion) -> ModelVersion | None:
+    """The version that was active before ``active`` was last activated (rollbacks
+    themselves skipped, so rolling back again walks further back); ``None`` when it was
+    the first."""
+    activation = (
+        ModelActivation.objects.filter(model_version=active)
+        .exclude(kind=ModelActivationKind.ROLLBACK)
+        .select_related("previous")
+        .first()
+    )
+    return activation.previous if activation is not None else None
+
+
+def model_activation_list(*, limit: int = 100) -> QuerySet[ModelActivation]:
+    """The latest switches of the active model version, newest first."""
+    return ModelActivation.objects.select_related("model_version", "previous", "activated_by")[:limit]
 
 
 def worker_heartbeat_list_fresh(*, max_age_seconds: int) -> list[WorkerHeartbeat]:

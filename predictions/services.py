@@ -12,7 +12,6 @@ The life of one image::
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,27 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from . import events, selectors
-from .exceptions import ApplicationError, ModelUnavailableError
+from .exceptions import ApplicationError, ConflictError, InvalidModelError, ModelUnavailableError
 from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
-from .inference import Classifier, ImageResult, classifier_for, version_key
-from .models import ModelVersion, Prediction, PredictionId, PredictionStatus, WorkerHeartbeat
+from .inference import (
+    Classifier,
+    ExportedModel,
+    ImageResult,
+    ModelLoadError,
+    classifier_for,
+    export_read,
+    version_key,
+)
+from .models import (
+    ModelActivation,
+    ModelActivationKind,
+    ModelVersion,
+    ModelVersionStatus,
+    Prediction,
+    PredictionId,
+    PredictionStatus,
+    WorkerHeartbeat,
+)
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -342,10 +358,10 @@ def _stored_field(name: str) -> tuple[Field[Any, Any], str]:
 def _set_result(prediction: Prediction, result: ImageResult, completed_at: datetime) -> None:
     assert prediction.started_at is not None  # set when the row was claimed
     prediction.completed_at = completed_at
-    prediction.queue_ms = _ms(prediction.started_at - prediction.created_at)
+    prediction.queue_ms = _ms(prediction.started_at - _timed_from(prediction))
     prediction.preprocess_ms = round(result.preprocess_ms, 3)
     prediction.inference_ms = round(result.inference_ms, 3)
-    prediction.total_ms = _ms(completed_at - prediction.created_at)
+    prediction.total_ms = _ms(completed_at - _timed_from(prediction))
     if result.error:
         logger.info("Prediction %s cannot be decoded: %s", prediction.id, result.error)
         prediction.status = PredictionStatus.FAILED
@@ -364,7 +380,12 @@ def _set_failed(prediction: Prediction, message: str, completed_at: datetime) ->
     prediction.status = PredictionStatus.FAILED
     prediction.error = message
     prediction.completed_at = completed_at
-    prediction.total_ms = _ms(completed_at - prediction.created_at)
+    prediction.total_ms = _ms(completed_at - _timed_from(prediction))
+
+
+def _timed_from(prediction: Prediction) -> datetime:
+    """Where a prediction's latency starts: its upload, or its last retry."""
+    return prediction.retried_at or prediction.created_at
 
 
 def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
@@ -413,7 +434,8 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     began = time.perf_counter()
     events.prediction_final_publish(p.id for p in stored)
     report.notify_ms = (time.perf_counter() - began) * 1000
-    _finished_here.add(p.id for p in claimed)
+    # Not the failed ones: a retry makes them pending again, and its message must be worked.
+    _finished_here.add(p.id for p in claimed if p.status != PredictionStatus.FAILED)
     report.succeeded = sum(p.status == PredictionStatus.SUCCEEDED for p in stored)
     report.failed = len(stored) - report.succeeded
     batch_logger.info(report.log_line())
@@ -514,6 +536,39 @@ def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
     return prediction_enqueue_many(prediction_ids=selectors.prediction_stuck_ids(before=cutoff))
 
 
+_RETRY_RESET: dict[str, Any] = {
+    "status": PredictionStatus.PENDING, "error": "", "label": "", "class_id": "", "confidence": None,
+    "top_predictions": [], "model_version": None, "cached": False, "claim": None, "attempts": 0,
+    "queue_ms": None, "preprocess_ms": None, "inference_ms": None, "total_ms": None,
+    "started_at": None, "completed_at": None,
+}  # fmt: skip
+
+
+def prediction_retry(*, prediction: Prediction) -> Prediction:
+    """Send a failed prediction to the workers again: the row goes back to ``pending``
+    with its error, result and timings cleared and ``attempts`` back to 0 (a fresh
+    budget of ``MAX_ATTEMPTS`` claims), keeping the image, its thumbnail and
+    ``created_at``; ``retried_at`` is set and timings count from it. Queued after commit.
+
+    Only a failed prediction is retried, with one conditional update, so two clicks at
+    once send it once. Anything else raises ``ConflictError`` (409) and changes nothing.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Prediction.objects.filter(id=prediction.id, status=PredictionStatus.FAILED).update(
+            **_RETRY_RESET, retried_at=now, enqueued_at=now
+        )
+        if updated != 1:
+            current = Prediction.objects.filter(id=prediction.id).values_list("status", flat=True).first()
+            raise ConflictError(
+                f"Only a failed prediction can be retried; this one is {current or 'deleted'}.", field="status"
+            )
+        transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
+    prediction.refresh_from_db()
+    logger.info("Prediction %s retried", prediction.id)
+    return prediction
+
+
 def _ms(delta: timedelta) -> float:
     return round(max(delta.total_seconds(), 0.0) * 1000, 3)
 
@@ -521,42 +576,154 @@ def _ms(delta: timedelta) -> float:
 # --- Model versions -----------------------------------------------------------
 
 
+def _model_metrics(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The model card's figures: ``metrics`` when the export writes them, else what the
+    builders record (test-photo accuracy, fine-tuning's final metrics, equivalence)."""
+    if isinstance(metadata.get("metrics"), dict):
+        return dict(metadata["metrics"])
+    metrics: dict[str, Any] = {}
+    photos = metadata.get("test_photos")
+    if isinstance(photos, dict):
+        metrics["test_photos"] = {k: photos[k] for k in ("count", "top1_accuracy", "top5_accuracy") if k in photos}
+    training = metadata.get("training")
+    if isinstance(training, dict) and isinstance(training.get("final_metrics"), dict):
+        metrics["training"] = training["final_metrics"]
+    equivalence = metadata.get("equivalence")
+    if isinstance(equivalence, dict) and "checked" in equivalence:
+        metrics["equivalence_checked"] = bool(equivalence["checked"])
+    for key in ("parameters", "num_classes"):
+        if isinstance(metadata.get(key), int):
+            metrics[key] = metadata[key]
+    return metrics
+
+
+def _model_parent(metadata: dict[str, Any]) -> ModelVersion | None:
+    """The registered version this one was derived from: ``parent`` (or fine-tuning's
+    ``base_model``) as ``{"name", "version"}``; ``None`` when absent or not registered."""
+    parent = metadata.get("parent") or metadata.get("base_model")
+    if not isinstance(parent, dict) or "name" not in parent or "version" not in parent:
+        return None
+    return ModelVersion.objects.filter(name=str(parent["name"]), version=str(parent["version"])).first()
+
+
+def _model_exported_at(metadata: dict[str, Any]) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(str(metadata["created"]))
+    except (KeyError, ValueError):
+        return None
+    return created if timezone.is_aware(created) else created.replace(tzinfo=UTC)
+
+
+def _model_version_store(*, exported: ExportedModel, status: str | None = None) -> ModelVersion:
+    """Create or refresh the registry row of an exported folder (files stay where they are)."""
+    defaults: dict[str, Any] = {
+        "path": str(exported.path),
+        "metadata": exported.metadata,
+        "classes": [{"class_id": entry["class_id"], "label": entry["label"]} for entry in exported.labels],
+        "metrics": _model_metrics(exported.metadata),
+        "parent": _model_parent(exported.metadata),
+        "exported_at": _model_exported_at(exported.metadata),
+    }
+    model_version, created = ModelVersion.objects.update_or_create(
+        name=exported.name, version=exported.version, defaults=defaults
+    )
+    if status is not None and not model_version.is_active and model_version.status != status:
+        model_version.status = status
+        model_version.full_clean()
+        model_version.save(update_fields=["status"])
+    elif created:
+        model_version.full_clean()
+    return model_version
+
+
 def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
     """Register every exported model under ``MODEL_DIR`` and activate the default
-    (``MODEL_NAME``, highest version) if none is active yet."""
+    (``MODEL_NAME``, highest version) if none is active yet. A folder the runner would
+    refuse is skipped with a warning."""
     root = Path(model_dir or settings.MODEL_DIR)
     found = []
     for metadata_path in sorted(root.glob("*/*/metadata.json")):
         try:
-            metadata = json.loads(metadata_path.read_text())
-        except (OSError, ValueError) as error:
-            logger.warning("Skipping %s: unreadable metadata (%s)", metadata_path, error)
+            exported = export_read(metadata_path.parent)
+        except ModelLoadError as error:
+            logger.warning("Skipping %s: %s", metadata_path.parent, error)
             continue
-        version, _ = ModelVersion.objects.update_or_create(
-            name=str(metadata.get("name", metadata_path.parent.parent.name)),
-            version=str(metadata.get("version", metadata_path.parent.name)),
-            defaults={"path": str(metadata_path.parent), "metadata": metadata},
-        )
-        found.append(version)
+        found.append(_model_version_store(exported=exported))
     if found and not ModelVersion.objects.filter(is_active=True).exists():
         default = [v for v in found if v.name == settings.MODEL_NAME] or found
-        model_version_activate(model_version=max(default, key=lambda v: version_key(v.version)))
+        model_version_activate(
+            model_version=max(default, key=lambda v: version_key(v.version)), kind=ModelActivationKind.DEFAULT
+        )
     return found
 
 
+def model_version_register(*, model_dir: Path, candidate: bool = False) -> ModelVersion:
+    """Register one exported folder in place (nothing is copied) after checking it as
+    the runner reads it (``metadata.json`` format_version and input_size, ``labels.json``
+    one entry per class). A new version is ``available`` (``candidate`` with
+    ``candidate=True``); registering again refreshes classes, metrics and parent.
+    Raises ``InvalidModelError``."""
+    try:
+        exported = export_read(Path(model_dir).resolve())
+    except ModelLoadError as error:
+        raise InvalidModelError(str(error)) from error
+    status = ModelVersionStatus.CANDIDATE if candidate else None
+    return _model_version_store(exported=exported, status=status)
+
+
 @transaction.atomic
-def model_version_activate(*, model_version: ModelVersion) -> ModelVersion:
-    """Make ``model_version`` the one new predictions use."""
-    if not (Path(model_version.path) / "metadata.json").exists():
-        logger.warning("Not activating %s: no metadata.json under %s", model_version, model_version.path)
+def model_version_activate(
+    *, model_version: ModelVersion, user: User | None = None, kind: str = ModelActivationKind.ACTIVATE
+) -> ModelVersion:
+    """Make ``model_version`` the one new predictions use and record the switch (who,
+    when, from which version). Workers resolve the active version before each batch, so
+    the next prediction uses it without a restart. Activating the active version changes
+    nothing. Raises ``ConflictError`` for a retired version, ``ModelUnavailableError``
+    when its files are missing or unreadable."""
+    # Lock the current active row so two switches at once cannot both record "from" it.
+    current = ModelVersion.objects.select_for_update().filter(is_active=True).first()
+    if current is not None and current.pk == model_version.pk:
+        return current
+    if model_version.status == ModelVersionStatus.RETIRED:
+        raise ConflictError(f"{model_version} is retired; register it again to use it.")
+    try:
+        export_read(model_version.path)
+    except ModelLoadError as error:
+        logger.warning("Not activating %s: %s", model_version, error)
         raise ModelUnavailableError(
             f"{model_version} cannot be activated: its exported files are missing (see the server log for where)."
-        )
-    ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(is_active=False)
+        ) from error
+    if current is not None:
+        current.is_active = False
+        current.status = ModelVersionStatus.AVAILABLE
+        current.save(update_fields=["is_active", "status"])
     model_version.is_active = True
+    model_version.status = ModelVersionStatus.ACTIVE
     model_version.full_clean()
-    model_version.save(update_fields=["is_active"])
+    model_version.save(update_fields=["is_active", "status"])
+    activation = ModelActivation(
+        model_version=model_version, previous=current, kind=kind, activated_by=user, activated_at=timezone.now()
+    )
+    activation.full_clean()
+    activation.save()
+    logger.info("Model %s activated (%s, from %s, by %s)", model_version, kind, current, user or "the system")
     return model_version
+
+
+@transaction.atomic
+def model_version_rollback(*, user: User | None = None) -> ModelVersion:
+    """Activate the version that was active before the current one (recorded as a
+    rollback; rolling back again goes one further back). Raises ``ConflictError`` when
+    there is none to go back to."""
+    active = ModelVersion.objects.select_for_update().filter(is_active=True).first()
+    if active is None:
+        raise ConflictError("No model version is active, so there is nothing to roll back.")
+    target = selectors.model_version_rollback_target(active=active)
+    if target is None:
+        raise ConflictError(f"{active} was the first active version; there is no previous one to roll back to.")
+    if target.status == ModelVersionStatus.RETIRED:
+        raise ConflictError(f"The previous version, {target}, is retired; activate another version instead.")
+    return model_version_activate(model_version=target, user=user, kind=ModelActivationKind.ROLLBACK)
 
 
 def model_version_get_or_sync_active() -> ModelVersion:

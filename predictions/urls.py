@@ -13,4 +13,5 @@ urlpatterns = [
     path("predictions/<str:prediction_id>/card/", views.card, name="card"),
     path("predictions/<str:prediction_id>/image/", views.image, name="image"),
     path("predictions/<str:prediction_id>/delete/", views.delete, name="delete"),
+    path("predictions/<str:prediction_id>/retry/", views.retry, name="retry"),
 ]

@@ -166,3 +166,17 @@ def delete(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespons
     services.prediction_delete(prediction=prediction)
     messages.success(request, f"Deleted {prediction.original_filename}.")
     return redirect("predictions:history")
+
+
+@login_required
+@require_POST
+def retry(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """Send the user's failed prediction again (the button on its result card)."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    try:
+        services.prediction_retry(prediction=prediction)
+    except ApplicationError as error:
+        messages.info(request, error.message)
+    else:
+        messages.success(request, f"Sent {prediction.original_filename} again.")
+    return redirect("predictions:detail", prediction_id=prediction.id)

@@ -1,7 +1,8 @@
 """REST API v1: one view per action with small nested serializers, one error shape.
 
-- ``predictions``: list, submit, poll, delete and image views.
-- ``model_versions``, ``stats``: the other read views.
+- ``predictions``: list, submit, poll, delete, retry and image views.
+- ``model_versions``: list the models; activate one, roll back, the history of switches.
+- ``stats``: the aggregates.
 - ``serializers``: the prediction output the list, the poll and a waiting submit share.
 - ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
 - ``throttles``: per-user submit and read rates.
@@ -12,24 +13,34 @@ The URLs are in ``imagerec/urls.py`` (namespace ``api``).
 """
 
 from .dispatch import method_dispatch
-from .model_versions import ModelVersionListApi
+from .model_versions import (
+    ModelActivationListApi,
+    ModelVersionActivateApi,
+    ModelVersionListApi,
+    ModelVersionRollbackApi,
+)
 from .predictions import (
     PredictionCreateApi,
     PredictionDeleteApi,
     PredictionDetailApi,
     PredictionImageApi,
     PredictionListApi,
+    PredictionRetryApi,
 )
 from .stats import StatsApi
 from .throttles import ReadRateThrottle, SubmitRateThrottle
 
 __all__ = [
+    "ModelActivationListApi",
+    "ModelVersionActivateApi",
     "ModelVersionListApi",
+    "ModelVersionRollbackApi",
     "PredictionCreateApi",
     "PredictionDeleteApi",
     "PredictionDetailApi",
     "PredictionImageApi",
     "PredictionListApi",
+    "PredictionRetryApi",
     "ReadRateThrottle",
     "StatsApi",
     "SubmitRateThrottle",

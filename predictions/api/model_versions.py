@@ -1,31 +1,137 @@
-"""Model versions API view: which models exist and which one is active."""
+"""Model versions API views: which models exist, which one is active, switching it.
+
+Reading is open to every signed-in client; activating a version, rolling back and the
+history of switches need ``predictions.change_modelversion`` (``predictions.access``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import selectors
+from accounts.http import AuthenticatedRequest
+
+from .. import access, selectors, services
+from ..models import ModelActivationKind, ModelVersion, ModelVersionStatus
 from .errors import ErrorSerializer
 from .throttles import ReadRateThrottle
+
+
+class ModelVersionOutputSerializer(serializers.Serializer[Any]):
+    class ClassSerializer(serializers.Serializer[Any]):
+        class_id = serializers.CharField()
+        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+        label = serializers.CharField()  # type: ignore[assignment]
+
+    class ParentSerializer(serializers.Serializer[Any]):
+        name = serializers.CharField()
+        version = serializers.CharField()
+
+    name = serializers.CharField()
+    version = serializers.CharField()
+    status = serializers.ChoiceField(choices=ModelVersionStatus.choices)
+    is_active = serializers.BooleanField()
+    input_size = serializers.IntegerField(source="metadata.input_size", allow_null=True)
+    parameters = serializers.IntegerField(source="metadata.parameters", allow_null=True, default=None)
+    num_classes = serializers.SerializerMethodField()
+    classes = ClassSerializer(many=True, help_text="The output classes in index order (labels.json)")
+    metrics = serializers.DictField(help_text="The model card's figures (metadata.json)")
+    parent = ParentSerializer(allow_null=True, help_text="The version it was fine-tuned from, when registered")
+    exported_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField(help_text="When it was registered")
+
+    def get_num_classes(self, model_version: ModelVersion) -> int:
+        return len(model_version.classes)
+
+
+class ModelActivationOutputSerializer(serializers.Serializer[Any]):
+    model = serializers.CharField(source="model_version.key", help_text="name:version made active")
+    previous = serializers.CharField(source="previous.key", allow_null=True, default=None)
+    kind = serializers.ChoiceField(choices=ModelActivationKind.choices)
+    activated_by = serializers.CharField(source="activated_by.username", allow_null=True, default=None)
+    activated_at = serializers.DateTimeField()
+
+
+def _require_change_permission(request: Request) -> None:
+    if not access.can_change_model_versions(request.user):
+        raise exceptions.PermissionDenied(
+            "Switching model versions needs the permission predictions.change_modelversion."
+        )
 
 
 class ModelVersionListApi(APIView):
     throttle_classes = [ReadRateThrottle]
 
-    class OutputSerializer(serializers.Serializer[Any]):
-        name = serializers.CharField()
-        version = serializers.CharField()
-        is_active = serializers.BooleanField()
-        input_size = serializers.IntegerField(source="metadata.input_size", allow_null=True)
-        parameters = serializers.IntegerField(source="metadata.parameters", allow_null=True, default=None)
-        created_at = serializers.DateTimeField()
-
-    @extend_schema(responses={200: OutputSerializer(many=True), 401: ErrorSerializer, 429: ErrorSerializer})
+    @extend_schema(responses={200: ModelVersionOutputSerializer(many=True), 401: ErrorSerializer, 429: ErrorSerializer})
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(selectors.model_version_list(), many=True).data)
+        return Response(ModelVersionOutputSerializer(selectors.model_version_list(), many=True).data)
+
+
+class ModelVersionActivateApi(APIView):
+    """Make one version the one new predictions use (recorded with who and when)."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: ModelVersionOutputSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            503: ErrorSerializer,
+        },
+        description="200 with the version, now active (activating the active one changes nothing). "
+        "409 for a retired version; 503 when its files are missing.",
+    )
+    def post(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
+        _require_change_permission(request)
+        try:
+            model_version = selectors.model_version_get(name=name, version=version)
+        except ModelVersion.DoesNotExist as error:
+            raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+        activated = services.model_version_activate(model_version=model_version, user=request.user)
+        return Response(ModelVersionOutputSerializer(activated).data)
+
+
+class ModelVersionRollbackApi(APIView):
+    """Activate the version that was active before the current one."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: ModelVersionOutputSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            409: ErrorSerializer,
+            503: ErrorSerializer,
+        },
+        description="200 with the version now active. 409 when there is nothing to roll back to "
+        "(the active version was the first one, or none is active).",
+    )
+    def post(self, request: AuthenticatedRequest) -> Response:
+        _require_change_permission(request)
+        activated = services.model_version_rollback(user=request.user)
+        return Response(ModelVersionOutputSerializer(activated).data)
+
+
+class ModelActivationListApi(APIView):
+    """The latest switches of the active model, newest first."""
+
+    throttle_classes = [ReadRateThrottle]
+
+    @extend_schema(
+        responses={
+            200: ModelActivationOutputSerializer(many=True),
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            429: ErrorSerializer,
+        }
+    )
+    def get(self, request: Request) -> Response:
+        _require_change_permission(request)
+        return Response(ModelActivationOutputSerializer(selectors.model_activation_list(), many=True).data)

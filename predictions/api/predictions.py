@@ -1,4 +1,4 @@
-"""Prediction API views, one per action: list, submit, poll, delete, image.
+"""Prediction API views, one per action: list, submit, poll, delete, retry, image.
 
 List and submit share ``/api/v1/predictions/``, poll and delete share
 ``/api/v1/predictions/<id>/``; ``method_dispatch`` routes each method to its view.
@@ -221,6 +221,30 @@ class PredictionDeleteApi(AsyncAPIView):
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
         await sync_to_async(services.prediction_delete)(prediction=prediction)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PredictionRetryApi(AsyncAPIView):
+    """Send one of the user's failed predictions to the workers again."""
+
+    throttle_classes = [SubmitRateThrottle]
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: PredictionOutputSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+        description="202 with the prediction, pending again (poll its `url`). Only a failed prediction "
+        "is retried: a pending, running or succeeded one is left as it is and answers 409 `conflict`.",
+    )
+    async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
+        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
+        retried = await sync_to_async(services.prediction_retry)(prediction=prediction)
+        body = PredictionOutputSerializer(retried, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 
 
 class _AnyAccept(BaseContentNegotiation):

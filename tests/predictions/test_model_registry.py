@@ -1,0 +1,299 @@
+"""The model registry: registering exported folders, switching the active version (admin,
+API, services), the activation history, and releasing models no longer in use."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from predictions import inference, selectors, services
+from predictions.models import ModelActivation, ModelVersion, PredictionStatus
+from tests.conftest import CAT_CLASSES, photo_bytes
+from tests.factories import UserFactory
+
+MODELS_URL = "/api/v1/models/"
+ROLLBACK_URL = "/api/v1/models/rollback/"
+
+
+def _copy_model(source: Path, root: Path, version: str, **metadata_changes: object) -> Path:
+    """The shipped model exported again as ``<name>/<version>`` under ``root`` (the
+    SavedModel and its cards only: the engine the tests use)."""
+    metadata = json.loads((source / "metadata.json").read_text())
+    target = root / metadata["name"] / version
+    target.mkdir(parents=True)
+    shutil.copytree(source / "saved_model", target / "saved_model")
+    shutil.copy(source / "labels.json", target / "labels.json")
+    metadata.update(version=version, **metadata_changes)
+    (target / "metadata.json").write_text(json.dumps(metadata))
+    return target
+
+
+@pytest.fixture
+def model_v2(tmp_path: Path, model_dir: Path) -> Path:
+    return _copy_model(model_dir, tmp_path / "models", "2", parent={"name": "efficientnet_lite0", "version": "1"})
+
+
+@pytest.fixture
+def switcher(db):
+    """A staff account allowed to switch model versions, nothing else."""
+    account = UserFactory(is_staff=True)
+    account.user_permissions.add(
+        Permission.objects.get(codename="change_modelversion", content_type__app_label="predictions"),
+        Permission.objects.get(codename="view_modelversion", content_type__app_label="predictions"),
+    )
+    return account
+
+
+@pytest.fixture
+def api_for():
+    def client(user) -> APIClient:
+        api = APIClient()
+        api.force_authenticate(user)
+        return api
+
+    return client
+
+
+@pytest.fixture
+def fresh_classifier_cache(monkeypatch):
+    """An empty per-process model cache for this test (the session's loaded model is kept aside)."""
+    monkeypatch.setattr(inference, "_cache", OrderedDict())
+
+
+def _assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "field"} and error["message"]
+    assert error["code"] == code
+    return error
+
+
+# --- Registering --------------------------------------------------------------------
+
+
+def test_sync_registers_classes_metrics_and_records_the_default_activation(db, model_dir):
+    services.model_version_sync()
+
+    active = selectors.model_version_active()
+    assert active is not None and active.status == "active" and active.is_active
+    assert len(active.classes) == 1000
+    assert active.classes[0] == {"class_id": "n01440764", "label": "tench"}
+    assert active.metrics["test_photos"]["top1_accuracy"] > 0
+    assert active.metrics["parameters"] == 4694024
+    assert active.exported_at is not None
+    (activation,) = ModelActivation.objects.all()
+    assert (activation.model_version, activation.previous, activation.kind) == (active, None, "default")
+
+
+def test_register_model_loads_and_registers_a_folder_in_place_then_activates(active_model, model_v2, capsys):
+    call_command("register_model", str(model_v2), "--activate")
+
+    v2 = ModelVersion.objects.get(name="efficientnet_lite0", version="2")
+    assert Path(v2.path) == model_v2.resolve()  # nothing copied
+    assert v2.parent == active_model
+    assert v2.status == "active" and len(v2.classes) == 1000
+    active_model.refresh_from_db()
+    assert active_model.status == "available" and not active_model.is_active
+    assert ModelActivation.objects.first().previous == active_model
+    assert "Registered efficientnet_lite0 v2 (active, 1000 classes)" in capsys.readouterr().out
+
+
+def test_register_model_as_candidate_does_not_activate(active_model, model_v2):
+    call_command("register_model", str(model_v2), "--candidate", "--no-load")
+
+    assert ModelVersion.objects.get(version="2").status == "candidate"
+    assert selectors.model_version_active() == active_model
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: (d / "metadata.json").write_text(json.dumps({"format_version": 99, "input_size": 224})),
+         "format_version 99"),
+        (lambda d: (d / "labels.json").unlink(), "No exported model"),
+        (lambda d: (d / "labels.json").write_text(json.dumps([{"class_id": "n1", "label": "one"}])),
+         "has 1 classes; metadata.json says 1000"),
+    ],
+)  # fmt: skip
+def test_register_model_refuses_a_folder_the_runner_would_refuse(db, model_v2, change, message):
+    change(model_v2)
+
+    with pytest.raises(CommandError, match=message):
+        call_command("register_model", str(model_v2), "--no-load")
+
+    assert not ModelVersion.objects.filter(version="2").exists()
+
+
+# --- Switching ----------------------------------------------------------------------
+
+
+def test_activate_then_roll_back_walks_the_history_and_records_each_switch(active_model, model_v2, tmp_path, switcher):
+    v1 = active_model
+    v2 = services.model_version_register(model_dir=model_v2)
+    v3 = services.model_version_register(model_dir=_copy_model(Path(v1.path), tmp_path / "more", "3"))
+
+    services.model_version_activate(model_version=v2, user=switcher)
+    services.model_version_activate(model_version=v3, user=switcher)
+    assert services.model_version_rollback(user=switcher) == v2
+    assert services.model_version_rollback(user=switcher) == v1
+    with pytest.raises(services.ConflictError, match="no previous one"):
+        services.model_version_rollback(user=switcher)
+
+    history = [(a.previous.version if a.previous else None, a.model_version.version, a.kind) for a in
+               ModelActivation.objects.order_by("activated_at", "id")]  # fmt: skip
+    assert history == [
+        (None, "1", "default"),
+        ("1", "2", "activate"),
+        ("2", "3", "activate"),
+        ("3", "2", "rollback"),
+        ("2", "1", "rollback"),
+    ]
+    assert list(ModelVersion.objects.filter(status="active")) == [v1]
+    assert ModelActivation.objects.filter(activated_by=switcher).count() == 4
+
+
+def test_activating_the_active_version_records_nothing(active_model):
+    services.model_version_activate(model_version=active_model)
+
+    assert ModelActivation.objects.count() == 1  # the default activation only
+
+
+def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, active_model, model_v2):
+    """The worker resolves the active version before each batch: the prediction after a
+    switch is classified, and labelled, by the new version in the same process."""
+    v2 = services.model_version_register(model_dir=model_v2)
+    upload = lambda: SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")  # noqa: E731
+    before = services.prediction_create(user=user, uploaded_file=upload(), top_k=3)
+    services.prediction_process(prediction_id=before.id)
+
+    services.model_version_activate(model_version=v2)
+    after = services.prediction_create(user=user, uploaded_file=upload(), top_k=4)  # not a cached result
+    services.prediction_process(prediction_id=after.id)
+
+    before.refresh_from_db()
+    after.refresh_from_db()
+    assert before.model_version == active_model
+    assert after.status == PredictionStatus.SUCCEEDED and after.model_version == v2
+    assert after.class_id in CAT_CLASSES
+    assert str(model_v2.resolve()) in inference.loaded_model_dirs()
+
+
+def test_only_the_active_model_and_one_previous_stay_loaded(settings, model_dir, tmp_path, fresh_classifier_cache):
+    v2 = _copy_model(model_dir, tmp_path, "2")
+    v3 = _copy_model(model_dir, tmp_path, "3")
+    first = inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
+    first_ref = weakref.ref(first)
+    del first
+    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)
+
+    assert inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE) is first_ref()  # still loaded
+    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)  # v2 is now the one in use, v1 the previous
+    inference.get_classifier(v3, engine=settings.MODEL_ENGINE)
+    gc.collect()
+
+    assert inference.loaded_model_dirs() == [str(v2.resolve()), str(v3.resolve())]
+    assert first_ref() is None  # released: nothing holds the oldest model any more
+
+
+# --- Admin --------------------------------------------------------------------------
+
+
+def test_admin_activate_and_roll_back_actions(client, switcher, active_model, model_v2):
+    v2 = services.model_version_register(model_dir=model_v2)
+    client.force_login(switcher)
+    changelist = reverse("admin:predictions_modelversion_changelist")
+
+    listing = client.get(changelist)
+    assert b'value="activate"' in listing.content and b'value="rollback"' in listing.content
+    client.post(changelist, {"action": "activate", "_selected_action": [v2.pk]})
+    assert selectors.model_version_active() == v2
+    client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
+
+    assert selectors.model_version_active() == active_model
+    assert ModelActivation.objects.first().kind == "rollback"
+    assert ModelActivation.objects.first().activated_by == switcher
+
+
+def test_admin_roll_back_with_nothing_to_go_back_to_says_so(client, switcher, active_model):
+    client.force_login(switcher)
+    changelist = reverse("admin:predictions_modelversion_changelist")
+
+    response = client.post(changelist, {"action": "rollback", "_selected_action": [active_model.pk]}, follow=True)
+
+    assert b"no previous one to roll back to" in response.content
+    assert selectors.model_version_active() == active_model
+
+
+# --- API ----------------------------------------------------------------------------
+
+
+def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, active_model, model_v2):
+    services.model_version_register(model_dir=model_v2)
+
+    listing = api_for(user).get(MODELS_URL).json()
+
+    by_version = {entry["version"]: entry for entry in listing}
+    assert by_version["1"]["status"] == "active" and by_version["1"]["is_active"] is True
+    assert by_version["2"]["status"] == "available"
+    assert by_version["2"]["parent"] == {"name": "efficientnet_lite0", "version": "1"}
+    assert by_version["1"]["num_classes"] == 1000
+    assert by_version["1"]["classes"][0] == {"class_id": "n01440764", "label": "tench"}
+    assert "test_photos" in by_version["1"]["metrics"]
+    assert "path" not in by_version["1"]  # the server's paths are not shown
+
+
+def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
+    services.model_version_register(model_dir=model_v2)
+    api = api_for(switcher)
+
+    activated = api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/")
+    assert activated.status_code == 200 and activated.json()["status"] == "active"
+    history = api.get(f"{MODELS_URL}activations/").json()
+    assert history[0]["model"] == "efficientnet_lite0:2" and history[0]["previous"] == "efficientnet_lite0:1"
+    assert history[0]["activated_by"] == switcher.username
+
+    rolled_back = api.post(ROLLBACK_URL)
+    assert rolled_back.status_code == 200 and rolled_back.json()["version"] == "1"
+    assert selectors.model_version_active() == active_model
+
+
+def test_api_switching_needs_the_permission(api_for, user, active_model, model_v2):
+    services.model_version_register(model_dir=model_v2)
+    api = api_for(UserFactory(is_staff=True))  # staff alone is not enough
+
+    _assert_error(api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/"), 403, "permission_denied")
+    _assert_error(api.post(ROLLBACK_URL), 403, "permission_denied")
+    _assert_error(api.get(f"{MODELS_URL}activations/"), 403, "permission_denied")
+    _assert_error(APIClient().post(ROLLBACK_URL), 401, "not_authenticated")
+    assert selectors.model_version_active() == active_model
+
+
+def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(api_for, switcher, active_model):
+    api = api_for(switcher)
+
+    error = _assert_error(api.post(f"{MODELS_URL}efficientnet_lite0/9/activate/"), 404, "not_found")
+    assert "efficientnet_lite0:9" in error["message"]
+    _assert_error(api.post(ROLLBACK_URL), 409, "conflict")
+
+
+def test_api_activate_a_version_whose_files_are_gone_is_503(api_for, switcher, active_model, model_v2):
+    v2 = services.model_version_register(model_dir=model_v2)
+    shutil.rmtree(model_v2)
+
+    error = _assert_error(
+        api_for(switcher).post(f"{MODELS_URL}efficientnet_lite0/2/activate/"), 503, "model_unavailable"
+    )
+
+    assert str(model_v2) not in error["message"]
+    assert selectors.model_version_active() == active_model and not ModelActivation.objects.filter(model_version=v2)
