@@ -102,7 +102,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
         "metadata", "created_at",
     ]  # fmt: skip
     exclude = ["classes"]
-    actions = ["activate", "rollback", "sync_from_disk"]
+    actions = ["activate", "rollback", "retire", "sync_from_disk"]
 
     @admin.display(description="Predictions")
     def prediction_count(self, model_version: ModelVersion) -> int:
@@ -138,6 +138,16 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
             self.message_user(request, error.message, messages.ERROR)
             return
         self.message_user(request, f"Rolled back: {version} is now used for new predictions.")
+
+    @admin.action(description="Retire the selected model versions", permissions=["change"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for model_version in queryset:
+            try:
+                services.model_version_retire(model_version=model_version)
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.ERROR)
+            else:
+                self.message_user(request, f"{model_version} is retired.")
 
     @admin.action(description="Register model versions found on disk", permissions=["change"])
     def sync_from_disk(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

@@ -660,15 +660,30 @@ def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
 def model_version_register(*, model_dir: Path, candidate: bool = False) -> ModelVersion:
     """Register one exported folder in place (nothing is copied) after checking it as
     the runner reads it (``metadata.json`` format_version and input_size, ``labels.json``
-    one entry per class). A new version is ``available`` (``candidate`` with
-    ``candidate=True``); registering again refreshes classes, metrics and parent.
-    Raises ``InvalidModelError``."""
+    one entry per class). It is then ``available`` (``candidate`` with ``candidate=True``),
+    a retired version included; registering again refreshes classes, metrics and parent
+    and leaves the active version active. Raises ``InvalidModelError``."""
     try:
         exported = export_read(Path(model_dir).resolve())
     except ModelLoadError as error:
         raise InvalidModelError(str(error)) from error
-    status = ModelVersionStatus.CANDIDATE if candidate else None
+    status = ModelVersionStatus.CANDIDATE if candidate else ModelVersionStatus.AVAILABLE
     return _model_version_store(exported=exported, status=status)
+
+
+def model_version_retire(*, model_version: ModelVersion) -> ModelVersion:
+    """Take a version out of use: it keeps its predictions but cannot be activated (or
+    rolled back to) until registered again. Raises ``ConflictError`` for the active one."""
+    # Conditional: a version activated meanwhile (another request) is not retired.
+    retired = ModelVersion.objects.filter(pk=model_version.pk, is_active=False).update(
+        status=ModelVersionStatus.RETIRED
+    )
+    if not retired:
+        raise ConflictError(
+            f"{model_version.name} v{model_version.version} is active; activate another version before retiring it."
+        )
+    model_version.refresh_from_db()
+    return model_version
 
 
 @transaction.atomic

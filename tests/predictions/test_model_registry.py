@@ -163,6 +163,23 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(activ
     assert ModelActivation.objects.filter(activated_by=switcher).count() == 4
 
 
+def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_again(active_model, model_v2):
+    v2 = services.model_version_register(model_dir=model_v2)
+    services.model_version_activate(model_version=v2)
+    with pytest.raises(services.ConflictError, match="is active"):
+        services.model_version_retire(model_version=v2)
+    services.model_version_retire(model_version=active_model)
+
+    with pytest.raises(services.ConflictError, match="is retired"):
+        services.model_version_rollback()
+    with pytest.raises(services.ConflictError, match="is retired"):
+        services.model_version_activate(model_version=active_model)
+    call_command("register_model", active_model.path, "--no-load")
+
+    assert services.model_version_rollback() == active_model
+    assert ModelVersion.objects.get(version="2").status == "available"
+
+
 def test_activating_the_active_version_records_nothing(active_model):
     services.model_version_activate(model_version=active_model)
 
