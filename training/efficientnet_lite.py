@@ -156,15 +156,18 @@ def _bn(name: str) -> layers.Layer:
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
-def build_model(variant: str = "lite0", num_classes: int = NUM_CLASSES, name: str | None = None) -> keras.Model:
+def build_model(
+    variant: str = "lite0", num_classes: int = NUM_CLASSES, name: str | None = None, input_size: int | None = None
+) -> keras.Model:
     """Build an untrained EfficientNet-Lite classifier.
 
-    Input: float32 ``[None, S, S, 3]`` RGB in [0, 255]. Output: softmax probabilities
+    Input: float32 ``[None, S, S, 3]`` RGB in [0, 255], S = ``input_size`` or the variant's
+    resolution (the network is fully convolutional, so the weights fit any S). Output: softmax probabilities
     ``[None, num_classes]``; the layer before the softmax is the Dense layer ``"logits"``
     (see :func:`logits_model`), the pooled features come from layer ``"avg_pool"``.
     """
     params = variant_params(variant)
-    size = params.resolution
+    size = input_size or params.resolution
     inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="image")
     x = layers.Rescaling(scale=1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalize")(inputs)
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)

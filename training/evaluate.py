@@ -1,20 +1,34 @@
-"""Top-1 / top-5 accuracy of an exported model directory.
+"""Accuracy of an exported model directory, and a full evaluation report.
 
     python -m training.evaluate --model models/efficientnet_lite0/1 [--images DIR] [--tflite]
+    python -m training.evaluate --model models/digits/1 --data DIR [--split test]
 
-Without ``--images`` it runs on the shipped test photos (:mod:`training.test_photos`);
-with it, on ``DIR/<class_id>/*.{jpg,jpeg,png,...}`` where ``class_id`` is a WordNet id (or,
-for a fine-tuned model, the class folder name) found in the model's ``labels.json``.
-The SavedModel is loaded with ``tf.saved_model.load(path).signatures["serve"]``.
+Without ``--images`` / ``--data`` it runs on the shipped test photos
+(:mod:`training.test_photos`); with ``--images``, on ``DIR/<class_id>/*.{jpg,png,...}``
+where ``class_id`` is a WordNet id (or, for a fine-tuned model, the class folder name)
+found in the model's ``labels.json``, and prints top-1 / top-5.
+
+``--data`` writes the full report into ``<model>/evaluation/``: top-1 / top-5, per-class
+precision / recall / F1 / support, macro and weighted averages, the confusion matrix (PNG +
+CSV), expected calibration error and a reliability diagram (PNG), latency per image,
+``metrics.json`` and ``report.html``; the summary goes into the model's ``metadata.json``
+(``evaluation``) and ``MODEL_CARD.md``. ``--split test`` keeps only the files that
+``training.finetune`` held out (``splits.json``). The SavedModel is loaded with
+``tf.saved_model.load(path).signatures["serve"]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import itertools
 import json
+import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +39,19 @@ from predictions.preprocessing import open_rgb, to_model_input
 from training.export import (
     LABELS_FILE,
     METADATA_FILE,
+    MODEL_CARD_FILE,
     SAVED_MODEL_DIR,
     TFLITE_FILE,
     signature_probabilities,
     tflite_probabilities,
+    write_json,
 )
 from training.test_photos import TEST_PHOTOS
 
+EVALUATION_DIR = "evaluation"
+CARD_START = "<!-- evaluation: written by training.evaluate -->"
+CARD_END = "<!-- /evaluation -->"
+LATENCY_IMAGES = 20
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH_SIZE = 16
 
@@ -70,6 +90,114 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return asdict(self)
+
+
+@dataclass
+class ClassificationMetrics:
+    """Scores of predicted probabilities against known classes (hand-checkable, numpy only)."""
+
+    classes: list[str]
+    count: int
+    top1: float
+    top5: float
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    ece: float
+    reliability: list[dict[str, float]]  # per confidence bin: lower, upper, count, confidence, accuracy
+
+    def averages(self, weighted: bool) -> dict[str, float]:
+        """Macro (every class counts once) or support-weighted precision / recall / F1."""
+        weights = np.asarray(self.support, dtype=np.float64) if weighted else np.ones(len(self.classes))
+        total = weights.sum() or 1.0
+        return {
+            key: float(np.dot(weights, np.asarray(values)) / total)
+            for key, values in (("precision", self.precision), ("recall", self.recall), ("f1", self.f1))
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready figures (rounded) for metadata.json and reports."""
+        return {
+            "count": self.count,
+            "top1": round(self.top1, 5),
+            "top5": round(self.top5, 5),
+            "macro": {k: round(v, 5) for k, v in self.averages(weighted=False).items()},
+            "weighted": {k: round(v, 5) for k, v in self.averages(weighted=True).items()},
+            "ece": round(self.ece, 5),
+            "per_class": [
+                {
+                    "class": name,
+                    "precision": round(self.precision[i], 5),
+                    "recall": round(self.recall[i], 5),
+                    "f1": round(self.f1[i], 5),
+                    "support": self.support[i],
+                }
+                for i, name in enumerate(self.classes)
+            ],
+            "confusion_matrix": self.confusion,
+        }
+
+
+def classification_metrics(
+    targets: NDArray[np.int64], probabilities: NDArray[np.float32], classes: Sequence[str], bins: int = 15
+) -> ClassificationMetrics:
+    """Top-1/top-5, per-class precision/recall/F1/support, confusion matrix and calibration.
+
+    Precision of a class never predicted is 0 (as scikit-learn's ``zero_division=0``).
+    Expected calibration error: the top-1 confidences in ``bins`` equal-width bins over
+    (0, 1]; ECE = sum over bins of (bin count / n) * |accuracy - mean confidence|.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n, k = probabilities.shape
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (targets, predicted), 1)
+    true_positive = np.diag(confusion).astype(np.float64)
+    predicted_count = confusion.sum(axis=0).astype(np.float64)
+    support = confusion.sum(axis=1)
+    precision = np.divide(true_positive, predicted_count, out=np.zeros(k), where=predicted_count > 0)
+    recall = np.divide(true_positive, support, out=np.zeros(k), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(k), where=denominator > 0)
+    top5 = np.argsort(-probabilities, axis=1)[:, :5]
+    confidence = probabilities.max(axis=1)
+    correct = predicted == targets
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    reliability: list[dict[str, float]] = []
+    ece = 0.0
+    for lower, upper in itertools.pairwise(edges):
+        members = (confidence > lower) & (confidence <= upper)
+        count = int(members.sum())
+        if count:
+            accuracy, mean_confidence = float(correct[members].mean()), float(confidence[members].mean())
+            ece += count / n * abs(accuracy - mean_confidence)
+        else:
+            accuracy = mean_confidence = 0.0
+        reliability.append(
+            {
+                "lower": float(lower),
+                "upper": float(upper),
+                "count": count,
+                "confidence": mean_confidence,
+                "accuracy": accuracy,
+            }
+        )
+    return ClassificationMetrics(
+        classes=list(classes),
+        count=n,
+        top1=float(correct.mean()) if n else 0.0,
+        top5=float((top5 == targets[:, None]).any(axis=1).mean()) if n else 0.0,
+        precision=[float(v) for v in precision],
+        recall=[float(v) for v in recall],
+        f1=[float(v) for v in f1],
+        support=[int(v) for v in support],
+        confusion=[[int(v) for v in row] for row in confusion],
+        ece=float(ece),
+        reliability=reliability,
+    )
 
 
 def photo_samples() -> list[Sample]:
@@ -183,14 +311,270 @@ def format_report(report: EvaluationReport) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Latency:
+    """Milliseconds per image: decode + preprocess, and the model call, batched and one by one."""
+
+    preprocess_ms: float
+    batched_inference_ms: float  # per image, batches of BATCH_SIZE
+    single_inference_ms_p50: float  # batch of 1, median over LATENCY_IMAGES images
+    single_total_ms_p50: float  # batch of 1 including decode + preprocess
+
+
+def split_samples(model: str | Path, data: str | Path, split: str) -> list[Sample]:
+    """``folder_samples(data)``, restricted to one part of the model's ``splits.json``."""
+    samples = folder_samples(data)
+    if split == "all":
+        return samples
+    splits_path = Path(model) / "splits.json"
+    if not splits_path.is_file():
+        raise ValueError(f"{model} has no splits.json (only models from training.finetune do); use --split all")
+    wanted = set(json.loads(splits_path.read_text(encoding="utf-8"))[split])
+    root = Path(data)
+    kept = [s for s in samples if s.path.relative_to(root).as_posix() in wanted]
+    if len(kept) != len(wanted):
+        raise ValueError(f"{data}: {len(wanted) - len(kept)} of the {split} files in splits.json are missing")
+    return kept
+
+
+def timed_predictions(
+    model: str | Path, samples: Sequence[Sample], input_size: int
+) -> tuple[NDArray[np.float32], Latency]:
+    """SavedModel ``serve`` probabilities for every sample, with the time each stage took."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(Path(model) / SAVED_MODEL_DIR)).signatures["serve"]
+    signature_probabilities(fn, load_batch(samples[:1], input_size))  # trace once, untimed
+    chunks = []
+    preprocess = inference = 0.0
+    for start in range(0, len(samples), BATCH_SIZE):
+        began = time.perf_counter()
+        batch = load_batch(samples[start : start + BATCH_SIZE], input_size)
+        preprocess += time.perf_counter() - began
+        began = time.perf_counter()
+        chunks.append(signature_probabilities(fn, batch))
+        inference += time.perf_counter() - began
+    single, total = [], []
+    for sample in samples[:LATENCY_IMAGES]:
+        began = time.perf_counter()
+        image = load_batch([sample], input_size)
+        middle = time.perf_counter()
+        signature_probabilities(fn, image)
+        end = time.perf_counter()
+        single.append(end - middle)
+        total.append(end - began)
+    n = max(len(samples), 1)
+    latency = Latency(
+        preprocess_ms=round(preprocess * 1000 / n, 3),
+        batched_inference_ms=round(inference * 1000 / n, 3),
+        single_inference_ms_p50=round(float(np.median(single)) * 1000, 3),
+        single_total_ms_p50=round(float(np.median(total)) * 1000, 3),
+    )
+    return np.concatenate(chunks), latency
+
+
+def write_confusion_csv(path: Path, metrics: ClassificationMetrics) -> None:
+    """Rows: true class, columns: predicted class, with a header row and column."""
+    lines = ["true \\ predicted," + ",".join(_csv(c) for c in metrics.classes)]
+    for name, row in zip(metrics.classes, metrics.confusion, strict=True):
+        lines.append(_csv(name) + "," + ",".join(str(v) for v in row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _csv(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def plot_confusion(path: Path, metrics: ClassificationMetrics) -> None:
+    """Confusion matrix heat map with the counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(metrics.classes)
+    matrix = np.asarray(metrics.confusion)
+    size = min(4 + 0.45 * k, 24)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), metrics.classes, rotation=90)
+    ax.set_yticks(range(k), metrics.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix ({metrics.count} images, top-1 {metrics.top1:.2%})")
+    if k <= 40:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    colour = "white" if matrix[i, j] > threshold else "black"
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(path: Path, metrics: ClassificationMetrics) -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with bin counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = metrics.reliability
+    width = bins[0]["upper"] - bins[0]["lower"]
+    centres = [b["lower"] + width / 2 for b in bins]
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.95, label="accuracy", color="tab:blue")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Reliability (ECE {metrics.ece:.4f})")
+    ax.legend(loc="upper left")
+    ax_count.bar(centres, [b["count"] for b in bins], width=width * 0.95, color="tab:gray")
+    ax_count.set_xlabel("top-1 confidence")
+    ax_count.set_ylabel("images")
+    ax_count.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    model: str | Path, data: str | Path, split: str = "all", out: str | Path | None = None
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``data`` and write the report files (see the module doc)."""
+    model = Path(model)
+    metadata = load_metadata(model)
+    labels = load_labels(model)
+    index = {entry["class_id"]: int(entry["index"]) for entry in labels}
+    samples = split_samples(model, data, split)
+    unknown = sorted({s.expected[0] for s in samples} - set(index))
+    if unknown:
+        raise ValueError(f"{data}: class folders {unknown} are not in {model / LABELS_FILE}")
+    targets = np.asarray([index[s.expected[0]] for s in samples], dtype=np.int64)
+    probabilities, latency = timed_predictions(model, samples, int(metadata["input_size"]))
+    metrics = classification_metrics(targets, probabilities, [entry["class_id"] for entry in labels])
+    target = Path(out) if out else model / EVALUATION_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    write_confusion_csv(target / "confusion_matrix.csv", metrics)
+    plot_confusion(target / "confusion_matrix.png", metrics)
+    plot_reliability(target / "reliability.png", metrics)
+    summary: dict[str, Any] = {
+        "data": str(data),
+        "split": split,
+        "engine": "saved_model (serve signature)",
+        **metrics.summary(),
+        "reliability": metrics.reliability,
+        "latency_ms_per_image": asdict(latency),
+        "files": {
+            "report": "report.html",
+            "confusion_matrix_png": "confusion_matrix.png",
+            "confusion_matrix_csv": "confusion_matrix.csv",
+            "reliability_png": "reliability.png",
+            "metrics": "metrics.json",
+        },
+        "directory": os.path.relpath(target, model),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(target / "metrics.json", summary)
+    (target / "report.html").write_text(report_html(metadata, summary), encoding="utf-8")
+    _record_in_model(model, summary)
+    return summary
+
+
+def _record_in_model(model: Path, summary: dict[str, Any]) -> None:
+    """Put the summary into ``metadata.json`` and a section of ``MODEL_CARD.md`` (replaced on re-runs)."""
+    metadata = load_metadata(model)
+    metadata["evaluation"] = {k: v for k, v in summary.items() if k not in ("reliability", "confusion_matrix")}
+    tmp = model / (METADATA_FILE + ".tmp")
+    write_json(tmp, metadata)
+    os.replace(tmp, model / METADATA_FILE)  # the runner never reads a half-written file
+    card_path = model / MODEL_CARD_FILE
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    if CARD_START in card:
+        card = card[: card.index(CARD_START)].rstrip() + "\n" + card[card.index(CARD_END) + len(CARD_END) :].lstrip()
+    d = summary["directory"]
+    latency = summary["latency_ms_per_image"]
+    section = f"""{CARD_START}
+## Evaluation
+
+`python -m training.evaluate` on `{summary["data"]}` (split: {summary["split"]}), {summary["created"]}:
+top-1 **{summary["top1"]:.2%}**, top-5 {summary["top5"]:.2%} on {summary["count"]} images; macro F1
+{summary["macro"]["f1"]:.3f}, weighted F1 {summary["weighted"]["f1"]:.3f}; expected calibration error
+{summary["ece"]:.4f}; latency per image {latency["preprocess_ms"]} ms preprocessing +
+{latency["batched_inference_ms"]} ms model (batches of {BATCH_SIZE}), {latency["single_total_ms_p50"]} ms
+one image at a time (p50). Full report: [`{d}/report.html`]({d}/report.html).
+
+![confusion matrix]({d}/confusion_matrix.png)
+![reliability diagram]({d}/reliability.png)
+{CARD_END}
+"""
+    card_path.write_text(card.rstrip() + "\n\n" + section, encoding="utf-8")
+
+
+def report_html(metadata: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """A self-contained HTML page (the figures sit beside it)."""
+    e = html.escape
+    rows = "\n".join(
+        f"<tr><td>{e(r['class'])}</td><td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td>"
+        f"<td>{r['f1']:.3f}</td><td>{r['support']}</td></tr>"
+        for r in summary["per_class"]
+    )
+    averages = "\n".join(
+        f"<tr><th>{name}</th><td>{summary[key]['precision']:.3f}</td><td>{summary[key]['recall']:.3f}</td>"
+        f"<td>{summary[key]['f1']:.3f}</td><td>{summary['count']}</td></tr>"
+        for name, key in (("macro average", "macro"), ("weighted average", "weighted"))
+    )
+    latency = "".join(f"<li>{e(k)}: {v} ms</li>" for k, v in summary["latency_ms_per_image"].items())
+    title = f"{metadata.get('name', '?')} v{metadata.get('version', '?')}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(title)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style>
+</head><body>
+<h1>Evaluation of {e(title)}</h1>
+<p>Data <code>{e(str(summary["data"]))}</code>, split <b>{e(str(summary["split"]))}</b>, {summary["count"]} images,
+{e(str(summary["engine"]))}, {e(str(summary["created"]))}.</p>
+<p>Top-1 <b>{summary["top1"]:.2%}</b> &middot; top-5 {summary["top5"]:.2%} &middot;
+expected calibration error {summary["ece"]:.4f} (15 bins)</p>
+<h2>Per class</h2>
+<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{rows}
+{averages}
+</table>
+<h2>Confusion matrix</h2>
+<p><a href="confusion_matrix.csv">CSV</a> (rows: true class, columns: predicted)</p>
+<img src="confusion_matrix.png" alt="confusion matrix">
+<h2>Calibration</h2>
+<img src="reliability.png" alt="reliability diagram">
+<h2>Latency per image</h2>
+<ul>{latency}</ul>
+</body></html>
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory, e.g. models/efficientnet_lite0/1")
     parser.add_argument("--images", help="folder laid out as DIR/<class_id>/*.jpg (default: shipped test photos)")
+    parser.add_argument("--data", help="DIR/<class_id>/*: write the full report into <model>/evaluation/")
+    parser.add_argument(
+        "--split", choices=("all", "train", "val", "test"), default="all", help="with --data: files of splits.json"
+    )
+    parser.add_argument("--out", help="with --data: report folder (default <model>/evaluation)")
     parser.add_argument("--tflite", action="store_true", help="evaluate model.tflite instead of the SavedModel")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
+    if args.data:
+        summary = write_report(args.model, args.data, args.split, args.out)
+        target = Path(args.out) if args.out else Path(args.model) / EVALUATION_DIR
+        print(
+            f"{summary['count']} images: top-1 {summary['top1']:.2%}, top-5 {summary['top5']:.2%}, "
+            f"macro F1 {summary['macro']['f1']:.3f}, ECE {summary['ece']:.4f}; report {target / 'report.html'}"
+        )
+        return 0
     report = evaluate_model(args.model, args.images, "tflite" if args.tflite else "saved_model")
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0
