@@ -199,6 +199,48 @@ class Prediction(models.Model):
         return self.status in FINAL_STATUSES
 
 
+class Correction(models.Model):
+    """The owner's word that a succeeded prediction is wrong, and the right label.
+
+    A row of its own rather than fields on Prediction: the model's answer stays as it
+    was (history, stats and the result cache keep reading it), nothing the worker writes
+    can overwrite the user's label, and the next fine-tune's dataset is one query. One
+    per prediction; a second correction replaces the first.
+    """
+
+    prediction = models.OneToOneField(Prediction, on_delete=models.CASCADE, related_name="correction")
+    label = models.CharField(max_length=200, help_text="The right label, as the model's class label or new text")
+    class_id = models.CharField(
+        max_length=20, blank=True, help_text="The model class the label matches; empty for a new class"
+    )
+    predicted_label = models.CharField(
+        max_length=200, blank=True, help_text="What the model said when it was corrected"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
+        help_text="The version that made the corrected prediction",
+    )
+    corrected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["model_version", "label"], name="correction_model_label")]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(label=""), name="correction_label_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.predicted_label or '?'} -> {self.label}"
+
+
 class WorkerHeartbeat(models.Model):
     """Last sign of life of one Celery worker process, written by the worker itself.
 
