@@ -39,17 +39,17 @@ def test_every_scrape_counts_the_requests_of_every_worker_process(tmp_path, medi
     server = subprocess.Popen(_compose_web_command(port), cwd=BASE_DIR, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
+        for _ in range(150):  # the server is up once it answers (its first request loads the app)
             try:
-                if requests.get(f"{base}/health/live", timeout=2).status_code == 200:
+                if requests.get(f"{base}/health/live", timeout=10).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         first = _health_live_count(
             requests.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-secret"}, timeout=10).text
         )
         for _ in range(30):  # a new connection each: the kernel spreads them over both processes
-            assert requests.get(f"{base}/health/live", timeout=5, headers={"Connection": "close"}).status_code == 200
+            assert requests.get(f"{base}/health/live", timeout=10, headers={"Connection": "close"}).status_code == 200
         scrapes = [
             _health_live_count(
                 requests.get(
