@@ -23,6 +23,7 @@ api_urls = [
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
     path("models/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
     path("models/activations/", api.ModelActivationListApi.as_view(), name="model-activations"),
+    path("models/<str:name>/<str:version>/", api.ModelVersionUpdateApi.as_view(), name="model-detail"),
     path("models/<str:name>/<str:version>/activate/", api.ModelVersionActivateApi.as_view(), name="model-activate"),
     path("stats/", api.StatsApi.as_view(), name="stats"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

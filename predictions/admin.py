@@ -8,10 +8,12 @@ failed predictions (the log itself stays read-only). ``is_staff`` alone shows no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -27,8 +29,10 @@ if TYPE_CHECKING:
     PredictionModelAdmin = admin.ModelAdmin[Prediction]
     ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
     ModelActivationModelAdmin = admin.ModelAdmin[ModelActivation]
+    ModelVersionModelForm = forms.ModelForm[ModelVersion]
 else:
     PredictionModelAdmin = ModelVersionModelAdmin = ModelActivationModelAdmin = admin.ModelAdmin
+    ModelVersionModelForm = forms.ModelForm
 
 
 @admin.register(Prediction)
@@ -93,9 +97,29 @@ class PredictionAdmin(PredictionModelAdmin):
             services.prediction_delete(prediction=prediction)
 
 
+class ModelVersionForm(ModelVersionModelForm):
+    """The change form: a candidate's share of traffic, checked as the API checks it (the
+    model's constraints name ``status``, read-only here, so Django's form skips them)."""
+
+    class Meta:
+        model = ModelVersion
+        fields = ["traffic_percent"]
+
+    def clean_traffic_percent(self) -> int:
+        traffic_percent: int = self.cleaned_data["traffic_percent"]
+        try:
+            services.model_version_traffic_check(model_version=self.instance, traffic_percent=traffic_percent)
+        except ApplicationError as error:
+            raise ValidationError(error.message) from error
+        return traffic_percent
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ModelVersionModelAdmin):
-    list_display = ["name", "version", "status", "parent", "exported_at", "created_at", "prediction_count"]
+    form = ModelVersionForm
+    list_display = [
+        "name", "version", "status", "traffic", "parent", "exported_at", "created_at", "prediction_count",
+    ]  # fmt: skip
     list_filter = ["status", "name"]
     readonly_fields = [
         "name", "version", "path", "status", "is_active", "parent", "metrics", "class_count", "exported_at",
@@ -111,6 +135,14 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
     @admin.display(description="Classes")
     def class_count(self, model_version: ModelVersion) -> int:
         return len(model_version.classes)
+
+    @admin.display(description="A/B traffic", ordering="traffic_percent")
+    def traffic(self, model_version: ModelVersion) -> str:
+        return f"{model_version.traffic_percent} %" if model_version.traffic_percent else ""
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
+        # traffic_percent is the one editable field; ModelVersionForm checked it with the service's rules.
+        services.model_version_set_traffic(model_version=obj, traffic_percent=obj.traffic_percent, user=_user(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 
@@ -42,12 +43,32 @@ class ModelVersion(models.Model):
         help_text="The version it was fine-tuned from (metadata.json parent / base_model)",
     )
     exported_at = models.DateTimeField(null=True, blank=True, help_text="When it was built (metadata.json created)")
+    traffic_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="A/B test: the share of users (0-100) whose new predictions a candidate classifies instead of "
+        "the active version; each user stays on the same side. Candidates only, one at a time.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name", "version"]
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="model_version_unique"),
+            models.CheckConstraint(
+                condition=models.Q(traffic_percent=0)
+                | models.Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__lte=100),
+                name="model_version_traffic_candidate_only",
+                violation_error_message="Only a candidate version gets a share of traffic (0-100 %).",
+            ),
+            # One A/B test at a time: every row with traffic is a candidate, so "unique
+            # status among rows with traffic" means at most one such row.
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(traffic_percent__gt=0),
+                name="model_version_one_with_traffic",
+                violation_error_message="Another candidate already gets a share of traffic; set it to 0 first.",
+            ),
             models.UniqueConstraint(
                 fields=["is_active"],
                 condition=models.Q(is_active=True),
@@ -142,6 +163,15 @@ class Prediction(models.Model):
 
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="predictions"
+    )
+    assigned_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version chosen at submission to classify it (the active one, or an A/B candidate); "
+        "empty: the active version when the worker runs it",
     )
     label = models.CharField(max_length=200, blank=True)
     class_id = models.CharField(max_length=20, blank=True)

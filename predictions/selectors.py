@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import uuid
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ from django.utils import timezone
 
 from . import events
 from .models import (
+    Correction,
     ModelActivation,
     ModelActivationKind,
     ModelVersion,
+    ModelVersionStatus,
     Prediction,
     PredictionId,
     PredictionStatus,
@@ -40,7 +43,7 @@ class PredictionFilters:
 
 def prediction_list(*, user: User, filters: PredictionFilters | None = None) -> QuerySet[Prediction]:
     """The user's own predictions, newest first, narrowed by ``filters``."""
-    queryset = Prediction.objects.filter(user=user).select_related("model_version")
+    queryset = Prediction.objects.filter(user=user).select_related("model_version", "correction")
     filters = filters or PredictionFilters()
     if filters.status:
         queryset = queryset.filter(status=filters.status)
@@ -70,7 +73,7 @@ def prediction_get(*, user: User | None, prediction_id: PredictionId) -> Predict
     except ValueError as error:
         raise Http404("No such prediction.") from error
     try:
-        queryset = Prediction.objects.select_related("model_version")
+        queryset = Prediction.objects.select_related("model_version", "correction")
         if user is not None:
             queryset = queryset.filter(user=user)
         return queryset.get(id=prediction_id)
@@ -134,15 +137,17 @@ async def prediction_aget(*, user: User, prediction_id: PredictionId) -> Predict
     return (await _predictions_read(user, [prediction_id]))[0]
 
 
-def prediction_reusable(*, user: User, sha256: str, top_k: int) -> Prediction | None:
-    """An earlier successful prediction of the same bytes by the active model, whose
-    stored result covers ``top_k``; the user's own unless ``RESULT_CACHE`` is ``all``."""
+def prediction_reusable(
+    *, user: User, sha256: str, top_k: int, model_version: ModelVersion | None = None
+) -> Prediction | None:
+    """An earlier successful prediction of the same bytes by ``model_version`` (the one
+    this submission is assigned; the active one when ``None``), whose stored result
+    covers ``top_k``; the user's own unless ``RESULT_CACHE`` is ``all``."""
     scope = settings.RESULT_CACHE
     if scope == "off":
         return None
-    queryset = Prediction.objects.filter(
-        sha256=sha256, status=PredictionStatus.SUCCEEDED, model_version__is_active=True, top_k__gte=top_k
-    )
+    by_version = Q(model_version=model_version) if model_version is not None else Q(model_version__is_active=True)
+    queryset = Prediction.objects.filter(by_version, sha256=sha256, status=PredictionStatus.SUCCEEDED, top_k__gte=top_k)
     if scope != "all":
         queryset = queryset.filter(user=user)
     return queryset.order_by("-completed_at").first()
@@ -172,8 +177,45 @@ def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
     )
 
 
+def correction_list(*, model_version: ModelVersion | None = None) -> QuerySet[Correction]:
+    """Every user's corrections (only for callers that checked
+    ``access.can_view_all_predictions``), by label, optionally of one model version's
+    predictions."""
+    queryset = Correction.objects.select_related("prediction", "model_version")
+    if model_version is not None:
+        queryset = queryset.filter(model_version=model_version)
+    return queryset.order_by("label", "created_at")
+
+
 def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).first()
+
+
+def traffic_bucket(*, user_id: int, model_version_id: int) -> int:
+    """The user's bucket (0-99) for one candidate: a stable hash of both ids, the same in
+    every process and after restarts (Python's ``hash()`` is salted per process)."""
+    digest = hashlib.sha256(f"{user_id}:{model_version_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+def model_version_for_user(*, user: User) -> ModelVersion | None:
+    """The version a new prediction of ``user`` runs with (A/B test): the candidate with
+    a share of traffic when the user's ``traffic_bucket`` for it is below its
+    ``traffic_percent``, else the active version (``None`` before any is registered).
+
+    Sticky: the same user gets the same answer on every submission while the share is
+    unchanged; raising the share only moves users from the active side to the candidate.
+    One query.
+    """
+    active: ModelVersion | None = None
+    for version in ModelVersion.objects.filter(
+        Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0)
+    ):
+        if version.is_active:
+            active = version
+        elif traffic_bucket(user_id=user.pk, model_version_id=version.pk) < version.traffic_percent:
+            return version
+    return active
 
 
 def model_version_list() -> QuerySet[ModelVersion]:

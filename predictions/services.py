@@ -90,8 +90,10 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
     """Check an upload, store the file and a row, and queue it after commit.
 
     The row is ``pending``, or already ``succeeded`` with ``cached=True`` when the same
-    bytes were classified by the active model before (``RESULT_CACHE``). Raises
-    ``InvalidImageError`` (or a subclass) before anything is written.
+    bytes were classified by the same model version before (``RESULT_CACHE``). The
+    version is chosen here (``assigned_version``: the active one, or an A/B candidate for
+    the user's share, ``selectors.model_version_for_user``) and the worker runs it.
+    Raises ``InvalidImageError`` (or a subclass) before anything is written.
     """
     received = time.perf_counter()
     top_k = settings.DEFAULT_TOP_K if top_k is None else top_k
@@ -111,15 +113,18 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
         height=checked.height,
         sha256=checked.sha256,
         top_k=top_k,
+        assigned_version=selectors.model_version_for_user(user=user),
     )
-    earlier = selectors.prediction_reusable(user=user, sha256=checked.sha256, top_k=top_k)
+    earlier = selectors.prediction_reusable(
+        user=user, sha256=checked.sha256, top_k=top_k, model_version=prediction.assigned_version
+    )
     if earlier is not None:
         _copy_result(source=earlier, target=prediction, received=received)
     prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
     try:
         with transaction.atomic():
             # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
-            prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version"])
+            prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version", "assigned_version"])
             prediction.save(force_insert=True)
             if earlier is None:
                 transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
@@ -309,12 +314,15 @@ def prediction_complete_many(
 ) -> list[Prediction]:
     """Store the outcome (result or error) of each prediction of a batch, in one
     transaction. Only rows still ``running`` under this batch's claim token are written
-    (a row claimed again by another worker is left to it); returns those."""
+    (a row claimed again by another worker is left to it); returns those.
+
+    Succeeded rows record ``model_version``; with ``None`` each keeps the version the
+    worker set on it (a batch run on several versions)."""
     for prediction in predictions:
-        if prediction.status == PredictionStatus.SUCCEEDED:
+        if prediction.status == PredictionStatus.SUCCEEDED and model_version is not None:
             prediction.model_version = model_version
         # Field validation only: the foreign keys are objects we hold, not user input.
-        prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version"])
+        prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version", "assigned_version"])
     with transaction.atomic():
         ours = set(
             Prediction.objects.select_for_update()
@@ -394,8 +402,13 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     call, store every outcome in one transaction, announce them. Idempotent: a message
     whose prediction is final, gone or being worked on does nothing.
 
-    The model is made ready before anything is claimed: while it is missing (a deploy
-    replacing its folder) the message is retried and no row changes. A database error
+    Each row runs with the version it was assigned at submission (the active one, or an
+    A/B candidate; rows without one, and rows whose version was retired or cannot be
+    loaded, with the active one): a batch may mix versions and each group gets its own
+    model call (``_classify_by_version``).
+
+    The active model is made ready before anything is claimed: while it is missing (a
+    deploy replacing its folder) the message is retried and no row changes. A database error
     after the claim hands the batch back (``pending``) and re-raises for a retry; a task
     past its soft time limit fails the batch with "took too long"; any other error fails
     it with a message for people. Both re-raise.
@@ -415,9 +428,9 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     report.size = len(claimed)
     report.claim_ms = (time.perf_counter() - began) * 1000
     try:
-        _classify(claimed, classifier, report)
+        _classify_by_version(claimed, active=model_version, classifier=classifier, report=report)
         began = time.perf_counter()
-        stored = prediction_complete_many(predictions=claimed, token=token, model_version=model_version)
+        stored = prediction_complete_many(predictions=claimed, token=token, model_version=None)
         report.store_ms = (time.perf_counter() - began) * 1000
     except (OperationalError, InterfaceError, ModelUnavailableError):
         prediction_release(predictions=claimed, token=token, lead_id=prediction_id)
@@ -485,8 +498,43 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
         _set_result(prediction, result, completed_at)
-    report.preprocess_ms = sum(r.preprocess_ms for r in results)
-    report.inference_ms = sum(r.inference_ms for r in results)
+    report.preprocess_ms += sum(r.preprocess_ms for r in results)
+    report.inference_ms += sum(r.inference_ms for r in results)
+
+
+def _classify_by_version(
+    claimed: list[Prediction], *, active: ModelVersion, classifier: Classifier, report: BatchReport
+) -> None:
+    """Classify each claimed row with the version it runs with (``_version_groups``), one
+    model call per version, and record that version on the rows that succeeded."""
+    for model_version, group_classifier, rows in _version_groups(claimed, active=active, classifier=classifier):
+        _classify(rows, group_classifier, report)
+        for prediction in rows:
+            if prediction.status == PredictionStatus.SUCCEEDED:
+                prediction.model_version = model_version
+
+
+def _version_groups(
+    claimed: list[Prediction], *, active: ModelVersion, classifier: Classifier
+) -> list[tuple[ModelVersion, Classifier, list[Prediction]]]:
+    """The claimed rows grouped by the version they run with, each with its loaded
+    classifier. The common case (every row on the active version) costs no query. A
+    version retired since, or whose files cannot be loaded, gives way to the active
+    one: the row is classified now rather than held back; it records who classified it."""
+    other_ids = {p.assigned_version_id for p in claimed if p.assigned_version_id not in (None, active.pk)}
+    if not other_ids:
+        return [(active, classifier, claimed)]
+    usable: dict[int, tuple[ModelVersion, Classifier]] = {}
+    for model_version in ModelVersion.objects.filter(pk__in=other_ids).exclude(status=ModelVersionStatus.RETIRED):
+        try:
+            usable[model_version.pk] = (model_version, classifier_for(model_version=model_version))
+        except ModelUnavailableError as error:
+            logger.warning("%s cannot be loaded, its predictions run with %s: %s", model_version, active, error)
+    groups: dict[int, tuple[ModelVersion, Classifier, list[Prediction]]] = {active.pk: (active, classifier, [])}
+    for prediction in claimed:
+        version, version_classifier = usable.get(prediction.assigned_version_id or active.pk, (active, classifier))
+        groups.setdefault(version.pk, (version, version_classifier, []))[2].append(prediction)
+    return [group for group in groups.values() if group[2]]
 
 
 def prediction_fail(*, prediction_id: PredictionId, error: str) -> bool:
@@ -629,8 +677,9 @@ def _model_version_store(*, exported: ExportedModel, status: str | None = None) 
     )
     if status is not None and not model_version.is_active and model_version.status != status:
         model_version.status = status
+        model_version.traffic_percent = 0  # a share of traffic belongs to a candidate only
         model_version.full_clean()
-        model_version.save(update_fields=["status"])
+        model_version.save(update_fields=["status", "traffic_percent"])
     elif created:
         model_version.full_clean()
     return model_version
@@ -676,7 +725,7 @@ def model_version_retire(*, model_version: ModelVersion) -> ModelVersion:
     rolled back to) until registered again. Raises ``ConflictError`` for the active one."""
     # Conditional: a version activated meanwhile (another request) is not retired.
     retired = ModelVersion.objects.filter(pk=model_version.pk, is_active=False).update(
-        status=ModelVersionStatus.RETIRED
+        status=ModelVersionStatus.RETIRED, traffic_percent=0
     )
     if not retired:
         raise ConflictError(
@@ -714,8 +763,9 @@ def model_version_activate(
         current.save(update_fields=["is_active", "status"])
     model_version.is_active = True
     model_version.status = ModelVersionStatus.ACTIVE
+    model_version.traffic_percent = 0  # an A/B candidate activated: the test is over, it gets everything
     model_version.full_clean()
-    model_version.save(update_fields=["is_active", "status"])
+    model_version.save(update_fields=["is_active", "status", "traffic_percent"])
     activation = ModelActivation(
         model_version=model_version, previous=current, kind=kind, activated_by=user, activated_at=timezone.now()
     )
@@ -723,6 +773,48 @@ def model_version_activate(
     activation.save()
     logger.info("Model %s activated (%s, from %s, by %s)", model_version, kind, current, user or "the system")
     return model_version
+
+
+def model_version_traffic_check(*, model_version: ModelVersion, traffic_percent: int, lock: bool = False) -> None:
+    """The rules of a share of traffic (``model_version_set_traffic``; the admin form
+    asks them too): 0-100, a candidate only, one candidate at a time."""
+    if not 0 <= traffic_percent <= 100:
+        raise ApplicationError("traffic_percent must be between 0 and 100.", field="traffic_percent")
+    if traffic_percent and model_version.status != ModelVersionStatus.CANDIDATE:
+        raise ApplicationError(
+            f"{model_version} is {model_version.status}; only a candidate version gets a share of traffic "
+            "(register_model --candidate).",
+            field="traffic_percent",
+        )
+    others = ModelVersion.objects.filter(traffic_percent__gt=0).exclude(pk=model_version.pk)
+    other = (others.select_for_update() if lock else others).first()
+    if traffic_percent and other is not None:
+        raise ConflictError(
+            f"{other} already gets {other.traffic_percent} % of traffic; set it to 0 first (one A/B test at a time).",
+            field="traffic_percent",
+        )
+
+
+@transaction.atomic
+def model_version_set_traffic(
+    *, model_version: ModelVersion, traffic_percent: int, user: User | None = None
+) -> ModelVersion:
+    """Give a candidate version ``traffic_percent`` (0-100) of users for an A/B test:
+    their new predictions run with it (``selectors.model_version_for_user``, sticky per
+    user), everyone else's with the active version; 0 ends the test. Predictions already
+    submitted keep the version they were given.
+
+    Raises ``ApplicationError`` (400, field ``traffic_percent``) for a value out of range
+    or a version that is not a candidate, ``ConflictError`` when another candidate
+    already has a share (one test at a time)."""
+    locked = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+    model_version_traffic_check(model_version=locked, traffic_percent=traffic_percent, lock=True)
+    locked.traffic_percent = traffic_percent
+    locked.full_clean()
+    locked.save(update_fields=["traffic_percent"])
+    logger.info("Model %s gets %d %% of traffic (by %s)", locked, traffic_percent, user or "the system")
+    model_version.traffic_percent = traffic_percent
+    return locked
 
 
 @transaction.atomic

@@ -1,7 +1,8 @@
 """REST API v1: one view per action with small nested serializers, one error shape.
 
 - ``predictions``: list, submit, poll, delete, retry and image views.
-- ``model_versions``: list the models; activate one, roll back, the history of switches.
+- ``model_versions``: list the models; activate one, roll back, a candidate's share of
+  traffic (A/B test), the history of switches.
 - ``stats``: the aggregates.
 - ``serializers``: the prediction output the list, the poll and a waiting submit share.
 - ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
@@ -18,6 +19,7 @@ from .model_versions import (
     ModelVersionActivateApi,
     ModelVersionListApi,
     ModelVersionRollbackApi,
+    ModelVersionUpdateApi,
 )
 from .predictions import (
     PredictionCreateApi,
@@ -35,6 +37,7 @@ __all__ = [
     "ModelVersionActivateApi",
     "ModelVersionListApi",
     "ModelVersionRollbackApi",
+    "ModelVersionUpdateApi",
     "PredictionCreateApi",
     "PredictionDeleteApi",
     "PredictionDetailApi",

@@ -1,7 +1,8 @@
 """Model versions API views: which models exist, which one is active, switching it.
 
-Reading is open to every signed-in client; activating a version, rolling back and the
-history of switches need ``predictions.change_modelversion`` (``predictions.access``).
+Reading is open to every signed-in client; activating a version, rolling back, setting
+a candidate's share of traffic (A/B test) and the history of switches need
+``predictions.change_modelversion`` (``predictions.access``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ModelVersionOutputSerializer(serializers.Serializer[Any]):
     version = serializers.CharField()
     status = serializers.ChoiceField(choices=ModelVersionStatus.choices)
     is_active = serializers.BooleanField()
+    traffic_percent = serializers.IntegerField(help_text="A/B test: the share of users a candidate classifies for")
     input_size = serializers.IntegerField(source="metadata.input_size", allow_null=True)
     parameters = serializers.IntegerField(source="metadata.parameters", allow_null=True, default=None)
     num_classes = serializers.SerializerMethodField()
@@ -96,6 +98,40 @@ class ModelVersionActivateApi(APIView):
             raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
         activated = services.model_version_activate(model_version=model_version, user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
+
+
+class ModelVersionUpdateApi(APIView):
+    """Set a candidate's share of traffic (A/B test): that share of users, each always
+    on the same side, get their new predictions from it instead of the active version."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        traffic_percent = serializers.IntegerField(min_value=0, max_value=100)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: ModelVersionOutputSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+        },
+        description="200 with the version. 400 for a share outside 0-100 or a version that is not a "
+        "candidate; 409 when another candidate already has a share (one A/B test at a time).",
+    )
+    def patch(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
+        _require_change_permission(request)
+        try:
+            model_version = selectors.model_version_get(name=name, version=version)
+        except ModelVersion.DoesNotExist as error:
+            raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+        changes = self.InputSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        updated = services.model_version_set_traffic(
+            model_version=model_version, traffic_percent=changes.validated_data["traffic_percent"], user=request.user
+        )
+        return Response(ModelVersionOutputSerializer(updated).data)
 
 
 class ModelVersionRollbackApi(APIView):

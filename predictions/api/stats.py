@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
 
-from ..stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, prediction_stats_cached
+from ..stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, ModelComparison, prediction_stats_cached
 from .errors import ErrorSerializer
 from .throttles import ReadRateThrottle
 
@@ -62,7 +62,48 @@ class StatsApi(APIView):
             version = serializers.CharField()
             predictions = serializers.IntegerField()
             mean_confidence = serializers.FloatField(allow_null=True)
+            low_confidence_share = serializers.FloatField(
+                allow_null=True, help_text="Share of its predictions below low_confidence_threshold"
+            )
+            corrections = serializers.IntegerField(help_text="Of its succeeded predictions, how many users corrected")
+            correction_rate = serializers.FloatField(
+                allow_null=True,
+                help_text="corrections / predictions. 1 - correction_rate bounds live top-1 accuracy from above: "
+                "an uncorrected prediction may be unreviewed, not right",
+            )
             latency_ms = LatencySetSerializer(source="latency")
+
+        class ComparisonSerializer(serializers.Serializer[Any]):
+            """An A/B test: the active version and the candidate, with the same figures as
+            their per_model_version entries."""
+
+            class Meta:
+                ref_name = "StatsModelComparison"
+
+            traffic_percent = serializers.IntegerField(help_text="The candidate's share of users")
+            active = serializers.SerializerMethodField()
+            candidate = serializers.SerializerMethodField()
+
+            def get_active(self, comparison: ModelComparison) -> dict[str, Any]:
+                return dict(StatsApi.OutputSerializer.ModelVersionSerializer(comparison.active).data)
+
+            def get_candidate(self, comparison: ModelComparison) -> dict[str, Any]:
+                return dict(StatsApi.OutputSerializer.ModelVersionSerializer(comparison.candidate).data)
+
+        class ActiveModelSerializer(serializers.Serializer[Any]):
+            class Meta:
+                ref_name = "StatsActiveModel"
+
+            name = serializers.CharField()
+            version = serializers.CharField()
+            trained_at = serializers.DateTimeField(allow_null=True, help_text="metadata.json created")
+            registered_at = serializers.DateTimeField()
+            classes = serializers.IntegerField()
+            metrics = serializers.DictField(
+                child=serializers.CharField(),
+                help_text="ModelVersion.metrics (the model card's evaluation) by dotted name, "
+                "e.g. test_photos.top1_accuracy",
+            )
 
         class BucketSerializer(serializers.Serializer[Any]):
             class Meta:
@@ -90,6 +131,12 @@ class StatsApi(APIView):
         latency_ms = LatencySetSerializer(source="latency")
         per_day = DaySerializer(many=True)
         per_model_version = ModelVersionSerializer(many=True)
+        comparison = ComparisonSerializer(
+            allow_null=True, help_text="Active vs the A/B candidate; null when no candidate is being tested"
+        )
+        active_model = ActiveModelSerializer(
+            allow_null=True, help_text="The active version's card; its figures are its per_model_version entry"
+        )
         histogram_field = serializers.CharField()
         histogram = BucketSerializer(many=True)
         top_labels = LabelSerializer(many=True)
@@ -106,3 +153,10 @@ class StatsApi(APIView):
         options.is_valid(raise_exception=True)
         report = prediction_stats_cached(user=request.user, days=options.validated_data["days"])
         return Response(self.OutputSerializer(report).data)
+
+
+# The comparison's two sides have the per-version shape; a nested class cannot name its
+# sibling in its body, so the schema learns it here.
+for _side in (StatsApi.OutputSerializer.ComparisonSerializer.get_active,
+              StatsApi.OutputSerializer.ComparisonSerializer.get_candidate):  # fmt: skip
+    extend_schema_field(StatsApi.OutputSerializer.ModelVersionSerializer)(_side)

@@ -9,7 +9,16 @@ The all-time figures ``/metrics`` reads at scrape time live in ``predictions.met
 """
 
 from .percentiles import PercentileCont, percentile_linear, percentiles_linear
-from .results import DayStats, HistogramBucket, LabelCount, LatencySummary, ModelVersionStats, PredictionStats
+from .results import (
+    ActiveModelCard,
+    DayStats,
+    HistogramBucket,
+    LabelCount,
+    LatencySummary,
+    ModelComparison,
+    ModelVersionStats,
+    PredictionStats,
+)
 from .selectors import (
     DEFAULT_WINDOW_DAYS,
     HISTOGRAM_BOUNDS_MS,
@@ -21,6 +30,7 @@ from .selectors import (
     histogram_buckets,
     latency_by_group,
     latency_histogram,
+    model_comparison,
     prediction_stats,
     prediction_stats_queryset,
     stats_all_users,
@@ -34,10 +44,12 @@ __all__ = [
     "PERCENTILES",
     "TOP_LABELS",
     "WINDOW_DAYS",
+    "ActiveModelCard",
     "DayStats",
     "HistogramBucket",
     "LabelCount",
     "LatencySummary",
+    "ModelComparison",
     "ModelVersionStats",
     "PercentileCont",
     "PredictionStats",
@@ -45,6 +57,7 @@ __all__ = [
     "histogram_buckets",
     "latency_by_group",
     "latency_histogram",
+    "model_comparison",
     "percentile_linear",
     "percentiles_linear",
     "prediction_stats",

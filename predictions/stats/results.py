@@ -32,6 +32,32 @@ class ModelVersionStats:
     predictions: int
     mean_confidence: float | None
     latency: dict[str, LatencySummary]
+    low_confidence_share: float | None = None  # share below LOW_CONFIDENCE_THRESHOLD
+    corrections: int = 0  # of its succeeded predictions, how many their owner corrected
+    correction_rate: float | None = None  # corrections / predictions (None without predictions)
+
+
+@dataclass(frozen=True)
+class ActiveModelCard:
+    """The active version's model card, for the stats page's "Model" box."""
+
+    name: str
+    version: str
+    trained_at: datetime | None  # metadata.json created (ModelVersion.exported_at)
+    registered_at: datetime
+    classes: int
+    metrics: dict[str, str]  # ModelVersion.metrics flattened: {"test_photos.top1_accuracy": "1.0"}
+    stats: ModelVersionStats | None  # its row of per_model_version; None without predictions in the window
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """An A/B test side by side: the active version and the candidate, each with the same
+    figures as its ``per_model_version`` row (figures added there show up here too)."""
+
+    active: ModelVersionStats
+    candidate: ModelVersionStats
+    traffic_percent: int  # the candidate's current share of users
 
 
 @dataclass(frozen=True)
@@ -61,6 +87,8 @@ class PredictionStats:
     per_day: list[DayStats] = field(default_factory=list)
     latency: dict[str, LatencySummary] = field(default_factory=dict)
     per_model_version: list[ModelVersionStats] = field(default_factory=list)
+    comparison: ModelComparison | None = None  # active vs the A/B candidate, when there is one
+    active_model: ActiveModelCard | None = None
     histogram: list[HistogramBucket] = field(default_factory=list)
     histogram_field: str = "total_ms"
     top_labels: list[LabelCount] = field(default_factory=list)

@@ -21,9 +21,18 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from .. import access
-from ..models import ModelVersion, Prediction, PredictionStatus
+from ..models import ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
 from .percentiles import PercentileCont, percentile_key, percentiles_linear
-from .results import DayStats, HistogramBucket, LabelCount, LatencySummary, ModelVersionStats, PredictionStats
+from .results import (
+    ActiveModelCard,
+    DayStats,
+    HistogramBucket,
+    LabelCount,
+    LatencySummary,
+    ModelComparison,
+    ModelVersionStats,
+    PredictionStats,
+)
 
 PERCENTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 LATENCY_FIELDS: tuple[str, ...] = ("queue_ms", "preprocess_ms", "inference_ms", "total_ms")
@@ -140,7 +149,13 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
     per_model = latency_by_group(
         succeeded,
         group=F("model_version_id"),
-        extra={"predictions": Count("id"), "mean_confidence": Avg("confidence")},
+        extra={
+            "predictions": Count("id"),
+            "mean_confidence": Avg("confidence"),
+            "low_confidence": Count("id", filter=Q(confidence__lt=threshold)),
+            "with_confidence": Count("confidence"),
+            "corrections": Count("correction"),  # one-to-one: the join adds no rows
+        },
     )
     versions = ModelVersion.objects.in_bulk([key for key in per_model if key is not None])
     for key, (latency, extra) in sorted(per_model.items(), key=lambda item: -item[1][1]["predictions"]):
@@ -153,8 +168,15 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
                 predictions=extra["predictions"],
                 mean_confidence=extra["mean_confidence"],
                 latency=latency,
+                low_confidence_share=(
+                    extra["low_confidence"] / extra["with_confidence"] if extra["with_confidence"] else None
+                ),
+                corrections=extra["corrections"],
+                correction_rate=extra["corrections"] / extra["predictions"] if extra["predictions"] else None,
             )
         )
+    result.comparison = model_comparison(result.per_model_version)
+    result.active_model = active_model_card(result.per_model_version)
 
     result.histogram = latency_histogram(succeeded, field_name=result.histogram_field)
     result.top_labels = [
@@ -165,6 +187,72 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
         .order_by("-n", "label")[:TOP_LABELS]
     ]
     return result
+
+
+def model_comparison(per_model_version: Sequence[ModelVersionStats]) -> ModelComparison | None:
+    """The active version and the A/B candidate side by side, from the per-version rows
+    (a version with no succeeded prediction in the window gets an empty row). The
+    candidate is the one with a share of traffic, else the newest candidate that
+    classified something in the window (a test paused at 0 %); ``None`` without one."""
+    rows = {row.model_version_id: row for row in per_model_version}
+    versions = list(
+        ModelVersion.objects.filter(Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE)).order_by(
+            "-traffic_percent", "-created_at"
+        )
+    )
+    active = next((v for v in versions if v.is_active), None)
+    candidate = next(
+        (v for v in versions if not v.is_active and (v.traffic_percent or v.pk in rows)),
+        None,
+    )
+    if active is None or candidate is None:
+        return None
+
+    def row_of(version: ModelVersion) -> ModelVersionStats:
+        return rows.get(version.pk) or ModelVersionStats(
+            model_version_id=version.pk,
+            name=version.name,
+            version=version.version,
+            predictions=0,
+            mean_confidence=None,
+            latency=_empty_latency(),
+        )
+
+    return ModelComparison(
+        active=row_of(active), candidate=row_of(candidate), traffic_percent=candidate.traffic_percent
+    )
+
+
+def active_model_card(per_model_version: Sequence[ModelVersionStats]) -> ActiveModelCard | None:
+    """The active version's card: when it was trained, its evaluation figures, and its
+    row of ``per_model_version`` (predictions, corrections, correction rate)."""
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if active is None:
+        return None
+    return ActiveModelCard(
+        name=active.name,
+        version=active.version,
+        trained_at=active.exported_at,
+        registered_at=active.created_at,
+        classes=len(active.classes),
+        metrics=dict(_flat_metrics(active.metrics)),
+        stats=next((row for row in per_model_version if row.model_version_id == active.pk), None),
+    )
+
+
+def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested model-card figures as ``("test_photos.top1_accuracy", "1.0")`` rows; lists
+    (per-photo results) are left out: the card's figures, not its raw data."""
+    rows: list[tuple[str, str]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_flat_metrics(value, prefix=f"{name}."))
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.4g}"))
+        elif isinstance(value, str | int | bool):
+            rows.append((name, str(value)))
+    return rows
 
 
 def latency_histogram(
