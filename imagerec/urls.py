@@ -20,6 +20,11 @@ api_urls = [
     ),
     path("predictions/<str:prediction_id>/image/", api.PredictionImageApi.as_view(), name="prediction-image"),
     path("predictions/<str:prediction_id>/retry/", api.PredictionRetryApi.as_view(), name="prediction-retry"),
+    path(
+        "predictions/<str:prediction_id>/correction/",
+        api.PredictionCorrectionApi.as_view(),
+        name="prediction-correction",
+    ),
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
     path("models/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
     path("models/activations/", api.ModelActivationListApi.as_view(), name="model-activations"),

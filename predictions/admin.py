@@ -8,6 +8,7 @@ failed predictions (the log itself stays read-only). ``is_staff`` alone shows no
 
 from __future__ import annotations
 
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -15,13 +16,14 @@ from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from . import access, services
 from .exceptions import ApplicationError
-from .models import ModelActivation, ModelVersion, Prediction, PredictionStatus
+from .models import Correction, ModelActivation, ModelVersion, Prediction, PredictionStatus
 
 if TYPE_CHECKING:
     # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
@@ -29,9 +31,11 @@ if TYPE_CHECKING:
     PredictionModelAdmin = admin.ModelAdmin[Prediction]
     ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
     ModelActivationModelAdmin = admin.ModelAdmin[ModelActivation]
+    CorrectionModelAdmin = admin.ModelAdmin[Correction]
     ModelVersionModelForm = forms.ModelForm[ModelVersion]
 else:
     PredictionModelAdmin = ModelVersionModelAdmin = ModelActivationModelAdmin = admin.ModelAdmin
+    CorrectionModelAdmin = admin.ModelAdmin
     ModelVersionModelForm = forms.ModelForm
 
 
@@ -204,6 +208,54 @@ class ModelActivationAdmin(ModelActivationModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: ModelActivation | None = None) -> bool:
         return False
+
+
+@admin.register(Correction)
+class CorrectionAdmin(CorrectionModelAdmin):
+    """Users' corrections, read-only; whoever reads every prediction
+    (``access.can_view_all_predictions``) sees them and exports them as a dataset."""
+
+    list_display = ["thumbnail", "predicted_label", "label", "class_id", "model_version", "corrected_by", "updated_at"]
+    list_filter = ["model_version", "updated_at"]
+    search_fields = ["label", "predicted_label", "class_id", "corrected_by__username"]
+    list_select_related = ["prediction", "model_version", "corrected_by"]
+    date_hierarchy = "updated_at"
+    actions = ["export_dataset"]
+
+    @admin.display(description="Image")
+    def thumbnail(self, correction: Correction) -> str:
+        url = reverse("admin-prediction-image", args=[correction.prediction_id])
+        return format_html('<img src="{}?size=thumb" style="height:48px" alt="">', url)
+
+    def has_view_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
+        return access.can_view_all_predictions(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.can_view_all_predictions(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
+        return False
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return access.can_view_all_predictions(request.user)
+
+    @admin.action(description="Export the selected as a dataset (zip: a folder per label, manifest.csv)",
+                  permissions=["export"])  # fmt: skip
+    def export_dataset(self, request: HttpRequest, queryset: QuerySet[Correction]) -> FileResponse:
+        # Spooled: a few hundred images stay in memory, a large export goes to a temp file.
+        # FileResponse closes it once sent, so no context manager here.
+        archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
+        corrections = queryset.select_related("prediction", "model_version").order_by("label", "created_at")
+        services.correction_export_zip(corrections=corrections, target=archive)
+        archive.seek(0)
+        name = f"corrections-{timezone.now():%Y%m%d-%H%M%S}.zip"
+        return FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
 
 
 def _user(request: HttpRequest) -> User | None:

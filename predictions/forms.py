@@ -40,3 +40,8 @@ class HistoryFilterForm(forms.Form):
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PredictionStatus.choices])
     created_after = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     created_before = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class CorrectionForm(forms.Form):
+    # Emptiness and length are checked by services.correction_set, with the API's messages.
+    label = forms.CharField(required=False, label="Right label")

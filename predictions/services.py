@@ -11,17 +11,20 @@ The life of one image::
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import logging
 import os
 import time
 import uuid
+import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
@@ -47,6 +50,7 @@ from .inference import (
     version_key,
 )
 from .models import (
+    Correction,
     ModelActivation,
     ModelActivationKind,
     ModelVersion,
@@ -615,6 +619,163 @@ def prediction_retry(*, prediction: Prediction) -> Prediction:
     prediction.refresh_from_db()
     logger.info("Prediction %s retried", prediction.id)
     return prediction
+
+
+# --- Corrections: the owner's right label, and the dataset for the next fine-tune ---
+
+
+def _model_class_for(model_version: ModelVersion | None, label: str) -> tuple[str, str]:
+    """``(label, class_id)``: the model class whose label matches ``label`` ignoring case,
+    spelled as the model spells it; else the text as given and no class (a new class)."""
+    wanted = label.casefold()
+    for entry in model_version.classes if model_version is not None else []:
+        if str(entry.get("label", "")).casefold() == wanted:
+            return str(entry["label"]), str(entry.get("class_id", ""))
+    return label, ""
+
+
+@transaction.atomic
+def correction_set(*, prediction: Prediction, user: User, label: str) -> Correction:
+    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is
+    matched to the predicting model's classes (case-insensitively; the class's own
+    spelling and ``class_id`` are kept) or kept as given for a new class. A second
+    correction replaces the first (``created_at`` stays). The prediction's own result
+    is never changed, and nothing the worker writes touches a correction.
+
+    Raises ``ApplicationError`` (400) for an empty label or the one the model gave,
+    ``ConflictError`` (409) when the prediction has not succeeded.
+    """
+    label = " ".join(label.split())
+    if not label:
+        raise ApplicationError("Give the right label.", field="label")
+    max_length = Correction._meta.get_field("label").max_length or 200
+    if len(label) > max_length:
+        raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
+    # Locked: a correction and a status change (delete, retry) do not interleave.
+    current = Prediction.objects.select_for_update().select_related("model_version").filter(id=prediction.id).first()
+    if current is None or current.status != PredictionStatus.SUCCEEDED:
+        raise ConflictError(
+            "Only a succeeded prediction can be corrected; "
+            f"this one is {current.status if current is not None else 'deleted'}.",
+            field="status",
+        )
+    label, class_id = _model_class_for(current.model_version, label)
+    if label.casefold() == current.label.casefold():
+        raise ApplicationError(f"{current.label!r} is what the model said; give the right label.", field="label")
+    now = timezone.now()
+    correction = Correction.objects.filter(prediction=current).first() or Correction(prediction=current, created_at=now)
+    correction.label = label
+    correction.class_id = class_id
+    correction.predicted_label = current.label
+    correction.model_version = current.model_version
+    correction.corrected_by = user
+    correction.updated_at = now
+    correction.full_clean()
+    correction.save()
+    logger.info("Prediction %s corrected: %r -> %r", current.id, current.label, label)
+    return correction
+
+
+_FOLDER_UNSAFE = str.maketrans({character: "_" for character in '/\\:*?"<>|\0'})
+
+
+def correction_folder_name(label: str) -> str:
+    """The class folder of ``label`` in an exported dataset: the label itself, with the
+    characters no file system takes (and a leading dot) replaced."""
+    name = label.translate(_FOLDER_UNSAFE).strip()
+    return "_" + name[1:] if name.startswith(".") else name or "_"
+
+
+@dataclass
+class CorrectionExport:
+    """What an export wrote (or would write): one file per correction, and the manifest."""
+
+    files: list[tuple[str, Correction]]  # (path inside the dataset, correction)
+    manifest: str
+    replaced: int = 0
+
+
+_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+
+MANIFEST_HEADER = [
+    "path", "label", "class_id", "predicted_label", "confidence", "model", "model_version",
+    "prediction_id", "sha256", "corrected_at",
+]  # fmt: skip
+
+
+def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionExport:
+    """The dataset layout: ``<label>/<prediction id>.<ext>`` per correction (a folder per
+    class, as ``training.finetune`` reads), and ``manifest.csv`` listing every file."""
+    files = []
+    manifest = io.StringIO()
+    writer = csv.writer(manifest, lineterminator="\n")
+    writer.writerow(MANIFEST_HEADER)
+    for correction in corrections:
+        prediction = correction.prediction
+        # From the decoded format, not the client's file name: what the image really is.
+        extension = _FORMAT_EXTENSIONS.get(prediction.image_format.upper()) or (
+            Path(prediction.image.name or "").suffix.lower() or ".img"
+        )
+        path = f"{correction_folder_name(correction.label)}/{prediction.id}{extension}"
+        files.append((path, correction))
+        version = correction.model_version
+        writer.writerow([
+            path, correction.label, correction.class_id, correction.predicted_label,
+            "" if prediction.confidence is None else f"{prediction.confidence:.6f}",
+            version.name if version else "", version.version if version else "",
+            prediction.id, prediction.sha256, correction.updated_at.isoformat(),
+        ])  # fmt: skip
+    return CorrectionExport(files=files, manifest=manifest.getvalue())
+
+
+def correction_export_directory(
+    *, corrections: Iterable[Correction], directory: Path, overwrite: bool = False
+) -> CorrectionExport:
+    """Copy the corrected images into ``directory/<label>/`` and write ``manifest.csv``.
+
+    Never overwrites silently: when a file the export would write is already there (and
+    differs), nothing is written and ``ConflictError`` names it, unless ``overwrite``,
+    which replaces such files and counts them in ``replaced``. Identical files (a re-run)
+    are left as they are.
+    """
+    plan = correction_export_plan(corrections=corrections)
+    manifest = plan.manifest.encode()
+    # One image in memory at a time: read to compare, read again to write.
+    sources: list[tuple[Path, Callable[[], bytes]]] = [
+        (directory / path, functools.partial(_image_bytes, correction.prediction)) for path, correction in plan.files
+    ]
+    sources.append((directory / "manifest.csv", lambda: manifest))
+    written = {target for target, read in sources if not target.exists() or target.read_bytes() != read()}
+    clashes = [target for target, _ in sources if target in written and target.exists()]
+    if clashes and not overwrite:
+        shown = ", ".join(str(target.relative_to(directory)) for target in clashes[:5])
+        raise ConflictError(
+            f"{len(clashes)} file(s) in {directory} differ from what the export would write ({shown}"
+            f"{', ...' if len(clashes) > 5 else ''}); nothing was written. Use a new directory or overwrite."
+        )
+    for target, read in sources:
+        if target in written:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(read())
+    plan.replaced = len(clashes)
+    return plan
+
+
+def _image_bytes(prediction: Prediction) -> bytes:
+    with prediction.image.open("rb") as image:
+        content: bytes = image.read()
+    return content
+
+
+def correction_export_zip(*, corrections: Iterable[Correction], target: IO[bytes]) -> CorrectionExport:
+    """The same dataset as ``correction_export_directory``, as a zip written to ``target``
+    (a binary file object)."""
+    plan = correction_export_plan(corrections=corrections)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path, correction in plan.files:
+            archive.writestr(path, _image_bytes(correction.prediction))
+        archive.writestr("manifest.csv", plan.manifest)
+    return plan
 
 
 def _ms(delta: timedelta) -> float:

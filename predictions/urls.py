@@ -14,4 +14,5 @@ urlpatterns = [
     path("predictions/<str:prediction_id>/image/", views.image, name="image"),
     path("predictions/<str:prediction_id>/delete/", views.delete, name="delete"),
     path("predictions/<str:prediction_id>/retry/", views.retry, name="retry"),
+    path("predictions/<str:prediction_id>/correction/", views.correct, name="correct"),
 ]

@@ -20,7 +20,7 @@ from accounts.http import AuthenticatedHttpRequest
 
 from . import access, selectors, services
 from .exceptions import ApplicationError
-from .forms import HistoryFilterForm, UploadForm
+from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
 from .selectors import PredictionFilters
 
@@ -180,3 +180,20 @@ def retry(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse
     else:
         messages.success(request, f"Sent {prediction.original_filename} again.")
     return redirect("predictions:detail", prediction_id=prediction.id)
+
+
+@login_required
+@require_POST
+def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """The owner marks the prediction wrong and gives the right label (the form on its
+    result card); a second correction replaces the first."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    form = CorrectionForm(request.POST)
+    label = form.cleaned_data["label"] if form.is_valid() else ""
+    try:
+        correction = services.correction_set(prediction=prediction, user=request.user, label=label)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}.")
+    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#correction-{prediction.id}")

@@ -1,6 +1,6 @@
 """REST API v1: one view per action with small nested serializers, one error shape.
 
-- ``predictions``: list, submit, poll, delete, retry and image views.
+- ``predictions``: list, submit, poll, delete, retry, correction and image views.
 - ``model_versions``: list the models; activate one, roll back, a candidate's share of
   traffic (A/B test), the history of switches.
 - ``stats``: the aggregates.
@@ -22,6 +22,7 @@ from .model_versions import (
     ModelVersionUpdateApi,
 )
 from .predictions import (
+    PredictionCorrectionApi,
     PredictionCreateApi,
     PredictionDeleteApi,
     PredictionDetailApi,
@@ -38,6 +39,7 @@ __all__ = [
     "ModelVersionListApi",
     "ModelVersionRollbackApi",
     "ModelVersionUpdateApi",
+    "PredictionCorrectionApi",
     "PredictionCreateApi",
     "PredictionDeleteApi",
     "PredictionDetailApi",

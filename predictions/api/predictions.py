@@ -1,4 +1,4 @@
-"""Prediction API views, one per action: list, submit, poll, delete, retry, image.
+"""Prediction API views, one per action: list, submit, poll, delete, retry, correction, image.
 
 List and submit share ``/api/v1/predictions/``, poll and delete share
 ``/api/v1/predictions/<id>/``; ``method_dispatch`` routes each method to its view.
@@ -16,6 +16,7 @@ from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
@@ -31,7 +32,7 @@ from accounts.http import AuthenticatedRequest
 from .. import selectors, services
 from ..exceptions import ApplicationError
 from ..media import image_response
-from ..models import PredictionStatus
+from ..models import Correction, PredictionStatus
 from ..selectors import PredictionFilters
 from .errors import ErrorSerializer, error_body
 from .serializers import PredictionOutputSerializer, PredictionUrlField
@@ -245,6 +246,69 @@ class PredictionRetryApi(AsyncAPIView):
         retried = await sync_to_async(services.prediction_retry)(prediction=prediction)
         body = PredictionOutputSerializer(retried, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
+
+
+class PredictionCorrectionApi(AsyncAPIView):
+    """The owner says the prediction is wrong and gives the right label (a second
+    correction replaces the first)."""
+
+    throttle_classes = [SubmitRateThrottle]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+        label = serializers.CharField(allow_blank=True, trim_whitespace=True)  # type: ignore[assignment]
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        class Meta:
+            ref_name = "Correction"
+
+        class ModelSerializer(serializers.Serializer[Any]):
+            class Meta:
+                ref_name = "CorrectionModel"
+
+            name = serializers.CharField()
+            version = serializers.CharField()
+
+        prediction = serializers.UUIDField(source="prediction.id")
+        url = serializers.SerializerMethodField(help_text="The prediction's API URL")
+        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
+        label = serializers.CharField(help_text="The right label")  # type: ignore[assignment]
+        class_id = serializers.CharField(
+            allow_blank=True, help_text="The model class the label matches; empty for a new class"
+        )
+        predicted_label = serializers.CharField(allow_blank=True, help_text="What the model said")
+        model = ModelSerializer(source="model_version", allow_null=True, help_text="The version that predicted")
+        created_at = serializers.DateTimeField()
+        updated_at = serializers.DateTimeField()
+
+        def get_url(self, correction: Correction) -> str:
+            path = reverse("api:prediction-detail", args=[correction.prediction_id])
+            request = self.context.get("request")
+            return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+        description="`label`: one of the model's class labels (matched ignoring case; the answer spells it "
+        "as the model does and gives its `class_id`) or any other text for a class the model does not have "
+        "(`class_id` empty). 400 for an empty label or the one the model gave; 409 `conflict` unless the "
+        "prediction succeeded. The prediction's own result is not changed.",
+    )
+    async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
+        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
+        options = self.InputSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        correction = await sync_to_async(services.correction_set)(
+            prediction=prediction, user=request.user, label=options.validated_data["label"]
+        )
+        return Response(self.OutputSerializer(correction, context={"request": request}).data)
 
 
 class _AnyAccept(BaseContentNegotiation):

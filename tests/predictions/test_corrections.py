@@ -1,0 +1,340 @@
+"""Corrections: the owner marks a prediction wrong and gives the right label (card, history,
+API); operators export them as a class-per-folder dataset (command, admin zip); the stats
+count them per model version and show the active model's card."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from predictions import services
+from predictions.exceptions import ApplicationError, ConflictError
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from tests.factories import OperatorFactory, PredictionFactory, UserFactory
+
+CLASSES = [
+    {"class_id": "n02123045", "label": "tabby cat"},
+    {"class_id": "n02123159", "label": "tiger cat"},
+    {"class_id": "n02085620", "label": "Chihuahua"},
+]
+
+
+@pytest.fixture
+def model_version(db):
+    return ModelVersion.objects.create(
+        name="lite",
+        version="3",
+        path="/nonexistent/lite/3",
+        classes=CLASSES,
+        metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8}, "num_classes": 3},
+        exported_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        is_active=True,
+        status=ModelVersionStatus.ACTIVE,
+    )
+
+
+def _succeeded(user, model_version, *, label="tiger cat", class_id="n02123159", **extra):
+    return PredictionFactory(
+        user=user, status=PredictionStatus.SUCCEEDED, label=label, class_id=class_id, confidence=0.61,
+        completed_at=timezone.now(), total_ms=40.0, model_version=model_version,
+        top_predictions=[{"label": label, "class_id": class_id, "score": 0.61},
+                         {"label": "tabby cat", "class_id": "n02123045", "score": 0.3}],
+        **extra,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def done(user, model_version):
+    return _succeeded(user, model_version)
+
+
+def _api(user) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+def _correct(user, prediction, label):
+    return _api(user).post(f"/api/v1/predictions/{prediction.id}/correction/", {"label": label}, format="json")
+
+
+# --- The service -----------------------------------------------------------------
+
+
+def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(user, done, model_version):
+    correction = services.correction_set(prediction=done, user=user, label="  TABBY   Cat ")
+
+    assert (correction.label, correction.class_id) == ("tabby cat", "n02123045")  # the model's spelling
+    assert (correction.predicted_label, correction.model_version, correction.corrected_by) == (
+        "tiger cat", model_version, user,
+    )  # fmt: skip
+    row = Prediction.objects.get(id=done.id)
+    assert (row.label, row.class_id, row.confidence) == ("tiger cat", "n02123159", 0.61)
+
+
+def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user, done):
+    first = services.correction_set(prediction=done, user=user, label="Chihuahua")
+    second = services.correction_set(prediction=done, user=user, label="ocelot")
+
+    assert Correction.objects.count() == 1
+    row = Correction.objects.get()
+    assert (row.label, row.class_id) == ("ocelot", "")
+    assert row.created_at == first.created_at and row.updated_at >= second.created_at
+
+
+@pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
+def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
+    with pytest.raises(ApplicationError) as refused:
+        services.correction_set(prediction=done, user=user, label=label)
+
+    assert refused.value.status_code == 400 and refused.value.field == "label"
+    assert not Correction.objects.exists()
+
+
+@pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
+def test_only_a_succeeded_prediction_is_corrected(user, status):
+    extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
+    prediction = PredictionFactory(user=user, status=status, **extra)
+
+    with pytest.raises(ConflictError, match=f"this one is {status}"):
+        services.correction_set(prediction=prediction, user=user, label="cat")
+    assert not Correction.objects.exists()
+
+
+# --- The API -----------------------------------------------------------------------
+
+
+def test_api_correction_answers_the_correction(user, done, model_version):
+    response = _correct(user, done, "tabby CAT")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["prediction"] == str(done.id) and body["url"].endswith(f"/api/v1/predictions/{done.id}/")
+    assert (body["label"], body["class_id"], body["predicted_label"]) == ("tabby cat", "n02123045", "tiger cat")
+    assert body["model"] == {"name": "lite", "version": "3"}
+
+    again = _correct(user, done, "a cat I have never seen")
+    assert again.status_code == 200 and again.json()["class_id"] == ""
+    assert Correction.objects.get(prediction=done).label == "a cat I have never seen"
+
+
+def test_api_empty_or_missing_label_is_400(user, done):
+    empty = _correct(user, done, "  ")
+    missing = _api(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
+
+    assert empty.status_code == 400 and empty.json()["error"]["field"] == "label"
+    assert missing.status_code == 400 and missing.json()["error"]["field"] == "label"
+    assert not Correction.objects.exists()
+
+
+def test_api_correction_of_a_prediction_not_succeeded_is_409(user):
+    pending = PredictionFactory(user=user)
+
+    response = _correct(user, pending, "cat")
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+
+
+def test_api_correction_of_another_users_prediction_is_404(done):
+    response = _correct(UserFactory(), done, "cat")
+
+    assert response.status_code == 404 and set(response.json()["error"]) == {"code", "message", "field"}
+    assert not Correction.objects.exists()
+
+
+# --- Pages -----------------------------------------------------------------------
+
+
+def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_client, done):
+    detail_url = reverse("predictions:detail", args=[done.id])
+    correct_url = reverse("predictions:correct", args=[done.id])
+    page = user_client.get(detail_url)
+    assert correct_url.encode() in page.content and b"Wrong label?" in page.content
+    assert b'<option value="tabby cat">' in page.content  # the model's other guesses are offered
+
+    response = user_client.post(correct_url, {"label": "Tabby cat"}, follow=True)
+
+    assert response.redirect_chain[-1][0].startswith(detail_url)
+    assert b"You corrected this to" in response.content and b"tabby cat" in response.content
+    assert Correction.objects.get(prediction=done).class_id == "n02123045"
+    assert user_client.get(correct_url).status_code == 405
+
+
+def test_the_form_says_why_a_correction_was_refused(user_client, done):
+    response = user_client.post(reverse("predictions:correct", args=[done.id]), {"label": ""}, follow=True)
+
+    assert b"Give the right label." in response.content and not Correction.objects.exists()
+
+
+def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client, user):
+    pending = PredictionFactory(user=user)
+
+    assert b"Wrong label?" not in user_client.get(reverse("predictions:detail", args=[pending.id])).content
+
+
+def test_another_users_prediction_cannot_be_corrected_from_the_page(client, done):
+    client.force_login(UserFactory())
+
+    assert client.post(reverse("predictions:correct", args=[done.id]), {"label": "cat"}).status_code == 404
+
+
+def test_history_links_to_the_form_and_shows_the_correction(user_client, user, done, model_version):
+    other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
+    services.correction_set(prediction=other, user=user, label="ocelot")
+
+    page = user_client.get(reverse("predictions:history")).content.decode()
+
+    assert f'{reverse("predictions:detail", args=[done.id])}#correction-{done.id}">Correct<' in page
+    assert "→ ocelot" in page and "Change correction" in page
+
+
+# --- Export: command and admin action ----------------------------------------------
+
+
+@pytest.fixture
+def corrected(user, model_version):
+    """Three corrections of model lite:3 (two to tabby cat, one to a new class) and one of
+    another version."""
+    rows = []
+    for label in ["tabby cat", "Tabby Cat", "snow leopard"]:
+        prediction = _succeeded(user, model_version)
+        rows.append(services.correction_set(prediction=prediction, user=user, label=label))
+    old = ModelVersion.objects.create(name="lite", version="2", path="/nonexistent/lite/2", classes=CLASSES)
+    rows.append(services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
+    return rows
+
+
+def _manifest(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_path):
+    out = io.StringIO()
+    call_command("export_corrections", str(tmp_path / "set"), "--model-version", "lite:3", stdout=out)
+
+    root = tmp_path / "set"
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.csv", "snow leopard", "tabby cat"]
+    tabby = sorted(p.name for p in (root / "tabby cat").iterdir())
+    assert tabby == sorted(f"{c.prediction_id}.jpg" for c in corrected[:2])
+    image = root / "tabby cat" / tabby[0]
+    assert image.read_bytes() == Path(Prediction.objects.get(id=image.stem).image.path).read_bytes()
+    rows = _manifest((root / "manifest.csv").read_text())
+    assert len(rows) == 3 and {r["model_version"] for r in rows} == {"3"}
+    new_class = next(r for r in rows if r["label"] == "snow leopard")
+    assert new_class["class_id"] == "" and new_class["predicted_label"] == "tiger cat"
+    assert new_class["path"] == f"snow leopard/{corrected[2].prediction_id}.jpg"
+    assert "Exported 3 corrected image(s) in 2 label folder(s)" in out.getvalue()
+
+
+def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path, user):
+    root = tmp_path / "set"
+    call_command("export_corrections", str(root), stdout=io.StringIO())
+    call_command("export_corrections", str(root), stdout=io.StringIO())  # unchanged: fine
+    assert len(_manifest((root / "manifest.csv").read_text())) == 4
+
+    # A newer correction changes what the export would write.
+    services.correction_set(prediction=corrected[2].prediction, user=user, label="lynx")
+    mine = root / "tabby cat" / f"{corrected[0].prediction_id}.jpg"
+    mine.write_bytes(b"edited by hand")
+    with pytest.raises(CommandError, match=r"2 file\(s\) in .* differ .*nothing was written"):
+        call_command("export_corrections", str(root), stdout=io.StringIO())
+    assert mine.read_bytes() == b"edited by hand" and not (root / "lynx").exists()
+
+    out = io.StringIO()
+    call_command("export_corrections", str(root), "--overwrite", stdout=out)
+    assert "2 file(s) replaced" in out.getvalue() and (root / "lynx").is_dir()
+    assert mine.read_bytes() != b"edited by hand"
+    assert Correction.objects.get(id=corrected[0].id).label == "tabby cat"
+
+
+def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, done):
+    services.correction_set(prediction=done, user=user, label="tabby cat")
+
+    with pytest.raises(ConflictError):
+        services.prediction_retry(prediction=done)
+
+    assert Correction.objects.get(prediction=done).label == "tabby cat"
+    assert Prediction.objects.get(id=done.id).status == PredictionStatus.SUCCEEDED
+
+
+def test_export_command_refuses_an_unknown_model_version(db, tmp_path):
+    with pytest.raises(CommandError, match="No model version lite:9"):
+        call_command("export_corrections", str(tmp_path), "--model-version", "lite:9")
+    with pytest.raises(CommandError, match="NAME:VERSION"):
+        call_command("export_corrections", str(tmp_path), "--model-version", "lite")
+
+
+def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client, corrected):
+    client.force_login(OperatorFactory())
+    changelist = reverse("admin:predictions_correction_changelist")
+    assert client.get(changelist).status_code == 200
+
+    response = client.post(changelist, {"action": "export_dataset", "_selected_action": [c.pk for c in corrected[:3]]})
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert "attachment" in response["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    names = sorted(archive.namelist())
+    assert names == sorted(["manifest.csv", *(f"{c.label}/{c.prediction_id}.jpg" for c in corrected[:3])])
+    assert len(_manifest(archive.read("manifest.csv").decode())) == 3
+
+
+def test_staff_without_the_permission_see_no_corrections(client, corrected):
+    client.force_login(UserFactory(is_staff=True))
+
+    assert client.get(reverse("admin:predictions_correction_changelist")).status_code == 403
+
+
+# --- Stats -------------------------------------------------------------------------
+
+
+def test_stats_count_corrections_per_model_version_and_show_the_model_card(user, user_client, model_version):
+    predictions = [_succeeded(user, model_version) for _ in range(4)]
+    services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
+    PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
+
+    body = _api(user).get("/api/v1/stats/").json()
+    (row,) = body["per_model_version"]
+    assert (row["predictions"], row["corrections"], row["correction_rate"]) == (4, 1, 0.25)
+    card = body["active_model"]
+    assert (card["name"], card["version"], card["classes"]) == ("lite", "3", 3)
+    assert card["trained_at"].startswith("2026-11-20T")
+    assert card["metrics"] == {"test_photos.count": "5", "test_photos.top1_accuracy": "0.8", "num_classes": "3"}
+
+    page = user_client.get("/stats/").content.decode()
+    assert "<h2>Model</h2>" in page and "lite v3" in page and "trained 2026-11-20" in page
+    assert "test_photos.top1_accuracy" in page and "correction rate <strong>0.250</strong>" in page
+
+
+def test_stats_counts_only_the_users_own_corrections(user, model_version):
+    mine = _succeeded(user, model_version)
+    theirs = _succeeded(UserFactory(), model_version)
+    services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
+
+    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+
+    assert (row["predictions"], row["corrections"], row["correction_rate"]) == (1, 0, 0.0)
+    assert not Correction.objects.filter(prediction=mine).exists()
+
+
+def test_stats_without_an_active_model_has_no_card(user):
+    assert _api(user).get("/api/v1/stats/").json()["active_model"] is None
+
+
+def test_stats_window_excludes_old_corrected_predictions(user, model_version):
+    old = _succeeded(user, model_version)
+    Prediction.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=40))
+    services.correction_set(prediction=old, user=user, label="tabby cat")
+
+    assert _api(user).get("/api/v1/stats/?days=30").json()["per_model_version"] == []
+    (row,) = _api(user).get("/api/v1/stats/?days=90").json()["per_model_version"]
+    assert row["corrections"] == 1
