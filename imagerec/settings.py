@@ -250,6 +250,7 @@ CELERY_TASK_ROUTES = {
     "predictions.tasks.prediction_run": {"queue": "inference"},
     "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
     "predictions.tasks.stats_refresh": {"queue": "maintenance"},
+    "predictions.tasks.reprocess_step": {"queue": "maintenance"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connections (and a connection pool) around

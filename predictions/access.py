@@ -6,7 +6,9 @@
   the all-users stats page and API, and ``/metrics``.
 - ``predictions.change_modelversion`` switches the active model version (activate,
   roll back) in the admin and the API; ``predictions.change_prediction`` retries anyone's
-  failed prediction from the admin (owners retry their own without it).
+  failed prediction from the admin (owners retry their own without it);
+  ``predictions.add_reprocessjob`` re-runs finished predictions with the active model
+  (admin: Reprocess jobs; start, pause, resume, cancel).
 - ``is_staff`` only lets an account into the admin site; what it shows there follows
   the account's permissions, so a staff account without them sees nothing.
 
@@ -20,6 +22,7 @@ from django.contrib.auth.models import AnonymousUser, User
 VIEW_ALL_PREDICTIONS = "predictions.view_prediction"
 CHANGE_MODEL_VERSIONS = "predictions.change_modelversion"
 RETRY_ANY_PREDICTION = "predictions.change_prediction"
+REPROCESS_PREDICTIONS = "predictions.add_reprocessjob"
 
 
 def _holds(user: User | AnonymousUser | None, permission: str) -> bool:
@@ -43,3 +46,9 @@ def can_retry_any_prediction(user: User | AnonymousUser | None) -> bool:
     """True for an active account holding ``predictions.change_prediction``: it may
     retry any user's failed prediction (from the admin)."""
     return _holds(user, RETRY_ANY_PREDICTION)
+
+
+def can_reprocess_predictions(user: User | AnonymousUser | None) -> bool:
+    """True for an active account holding ``predictions.add_reprocessjob``: it may start,
+    pause, resume and cancel jobs that re-run every user's finished predictions."""
+    return _holds(user, REPROCESS_PREDICTIONS)

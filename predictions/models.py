@@ -164,6 +164,14 @@ class Prediction(models.Model):
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="predictions"
     )
+    reprocess_job = models.ForeignKey(
+        "ReprocessJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="predictions",
+        help_text="The last reprocess job that sent it to the workers again",
+    )
     assigned_version = models.ForeignKey(
         ModelVersion,
         null=True,
@@ -269,6 +277,45 @@ class Correction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.predicted_label or '?'} -> {self.label}"
+
+
+class ReprocessScope(models.TextChoices):
+    ALL = "all", "Every prediction"
+    OLDER_VERSIONS = "older_versions", "Only predictions made by older versions"
+
+
+class ReprocessJobStatus(models.TextChoices):
+    RUNNING = "running", "Running"  # chunks are being sent
+    PAUSED = "paused", "Paused"  # no more chunks until resumed; those sent finish
+    CANCELLED = "cancelled", "Cancelled"  # no more chunks, ever; those sent finish
+    DONE = "done", "Done"  # everything sent, and every sent prediction is final
+
+
+class ReprocessJob(models.Model):
+    """Staff re-running finished predictions with the active model, in the background.
+
+    The maintenance task sends the matching predictions (made before the job) to the
+    workers in chunks, each a prediction marked with this job, reset to ``pending`` with
+    ``assigned_version`` = ``model_version``; the live counts are read from those rows.
+    """
+
+    scope = models.CharField(max_length=20, choices=ReprocessScope.choices, default=ReprocessScope.OLDER_VERSIONS)
+    status = models.CharField(max_length=10, choices=ReprocessJobStatus.choices, default=ReprocessJobStatus.RUNNING)
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", help_text="The active version when it was started"
+    )
+    total = models.PositiveIntegerField(default=0, help_text="Predictions that matched when it was started")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Reprocess job {self.pk or '(new)'}: {self.get_scope_display().lower()} ({self.status})"
 
 
 class WorkerHeartbeat(models.Model):

@@ -58,6 +58,8 @@ from .models import (
     Prediction,
     PredictionId,
     PredictionStatus,
+    ReprocessJob,
+    ReprocessJobStatus,
     WorkerHeartbeat,
 )
 
@@ -176,13 +178,15 @@ def prediction_create_many(
 PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
 
 
-def prediction_enqueue(*, prediction_id: PredictionId) -> bool:
+def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False) -> bool:
     """Send the task. A broker outage is logged, not raised: the row stays pending
-    and ``prediction_reconcile`` sends it again later."""
+    and ``prediction_reconcile`` sends it again later. ``rerun``: a prediction finished
+    before and sent again (reprocessing), which a worker must not skip as done."""
     try:
         # The registered task when this process has imported it (eager mode, tests),
         # else a message by name, routed to the inference queue like the task itself.
-        current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)]).apply_async(retry=False)
+        kwargs = {"rerun": True} if rerun else {}
+        current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)], kwargs=kwargs).apply_async(retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
         # Unsent: the reconciler picks it up once it is older than its threshold.
@@ -400,7 +404,7 @@ def _timed_from(prediction: Prediction) -> datetime:
     return prediction.retried_at or prediction.created_at
 
 
-def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
+def prediction_process(*, prediction_id: PredictionId, rerun: bool = False) -> BatchReport | None:
     """What the worker runs for one message: claim this prediction and up to
     ``INFERENCE_BATCH_SIZE - 1`` others waiting beside it, classify them in one model
     call, store every outcome in one transaction, announce them. Idempotent: a message
@@ -417,7 +421,7 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     past its soft time limit fails the batch with "took too long"; any other error fails
     it with a message for people. Both re-raise.
     """
-    if prediction_id in _finished_here:
+    if prediction_id in _finished_here and not rerun:
         return None
     report = BatchReport()
     model_version = model_version_get_or_sync_active()
@@ -1003,6 +1007,120 @@ def model_version_get_or_sync_active() -> ModelVersion:
     if active is None:
         raise ModelUnavailableError(f"No model is installed under {settings.MODEL_DIR}; run `make model` to build one.")
     return active
+
+
+# --- Reprocessing: finished predictions run again with the active model -------------
+
+REPROCESS_STEP_TASK = "predictions.tasks.reprocess_step"
+REPROCESS_CHUNK_SIZE = 100  # predictions sent per step
+REPROCESS_STEP_SECONDS = 2.0  # between steps
+REPROCESS_WARNING = (
+    "Corrected labels are kept: a user's correction stays with its prediction whatever the new model answers. "
+    "Each prediction is pending while it runs again and gets the new result, or an error, in place of the old one."
+)
+
+
+def reprocess_job_start(*, user: User | None, scope: str) -> ReprocessJob:
+    """Start re-running finished predictions made before now (every one, or only those
+    succeeded with a version other than the active one) with the active version, in the
+    background (``reprocess_job_step`` every ``REPROCESS_STEP_SECONDS``, after commit).
+    One job at a time: raises ``ConflictError`` while another is running or paused."""
+    with transaction.atomic():
+        if ReprocessJob.objects.filter(status__in=[ReprocessJobStatus.RUNNING, ReprocessJobStatus.PAUSED]).exists():
+            raise ConflictError("Another reprocess job is running or paused; cancel it or wait for it to finish.")
+        job = ReprocessJob(
+            scope=scope, model_version=model_version_get_or_sync_active(), created_by=user, created_at=timezone.now()
+        )
+        job.full_clean()
+        job.save()
+        job.total = selectors.reprocess_remaining(job=job).count()
+        job.save(update_fields=["total"])
+        transaction.on_commit(lambda: _reprocess_step_send(job_id=job.pk, countdown=0), robust=True)
+    logger.info("Reprocess job %s started by %s: %d predictions", job.pk, user or "the system", job.total)
+    return job
+
+
+def _reprocess_step_send(*, job_id: int, countdown: float = REPROCESS_STEP_SECONDS) -> None:
+    try:
+        current_app.signature(REPROCESS_STEP_TASK, args=[job_id]).apply_async(countdown=countdown, retry=False)
+    except broker_errors() as error:
+        logger.warning("Broker unavailable, reprocess job %s waits for Resume: %s", job_id, error)
+
+
+def reprocess_job_step(*, job_id: int) -> bool:
+    """One step of a running job: send the next ``REPROCESS_CHUNK_SIZE`` predictions to
+    the workers (reset to pending, ``assigned_version`` = the job's version) unless half
+    a chunk of it is still waiting or running (live uploads are not starved); mark the
+    job done once nothing is left and everything sent is final. Returns whether to step
+    again (not for a paused, cancelled or done job)."""
+    job = ReprocessJob.objects.select_related("model_version").filter(pk=job_id).first()
+    if job is None or job.status != ReprocessJobStatus.RUNNING:
+        return False
+    in_flight = Prediction.objects.filter(
+        reprocess_job=job, status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING]
+    ).count()
+    if in_flight >= max(1, REPROCESS_CHUNK_SIZE // 2):
+        return True
+    ids = list(
+        selectors.reprocess_remaining(job=job)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:REPROCESS_CHUNK_SIZE]
+    )
+    if not ids:
+        if in_flight:
+            return True
+        ReprocessJob.objects.filter(pk=job.pk, status=ReprocessJobStatus.RUNNING).update(
+            status=ReprocessJobStatus.DONE, finished_at=timezone.now()
+        )
+        logger.info("Reprocess job %s done", job.pk)
+        return False
+    now = timezone.now()
+    with transaction.atomic():
+        # Only rows still final: one a user retried or deleted meanwhile is left alone.
+        Prediction.objects.filter(id__in=ids, status__in=[PredictionStatus.SUCCEEDED, PredictionStatus.FAILED]).update(
+            **_RETRY_RESET, assigned_version=job.model_version, reprocess_job=job, retried_at=now, enqueued_at=now
+        )
+        sent = Prediction.objects.filter(id__in=ids, reprocess_job=job, status=PredictionStatus.PENDING)
+        transaction.on_commit(functools.partial(_reprocess_send, ids=list(sent.values_list("id", flat=True))))
+    return True
+
+
+def _reprocess_send(*, ids: list[uuid.UUID]) -> None:
+    for prediction_id in ids:
+        prediction_enqueue(prediction_id=prediction_id, rerun=True)
+
+
+def _reprocess_job_move(*, job: ReprocessJob, allowed: Sequence[str], status: str) -> ReprocessJob:
+    changes: dict[str, Any] = {"status": status}
+    if status == ReprocessJobStatus.CANCELLED:
+        changes["finished_at"] = timezone.now()
+    if not ReprocessJob.objects.filter(pk=job.pk, status__in=allowed).update(**changes):
+        job.refresh_from_db()
+        raise ConflictError(f"This reprocess job is {job.status}; it cannot be {status} now.")
+    job.refresh_from_db()
+    return job
+
+
+def reprocess_job_pause(*, job: ReprocessJob) -> ReprocessJob:
+    """Send no more predictions until resumed (those sent finish). ``ConflictError`` unless running."""
+    return _reprocess_job_move(job=job, allowed=[ReprocessJobStatus.RUNNING], status=ReprocessJobStatus.PAUSED)
+
+
+def reprocess_job_resume(*, job: ReprocessJob) -> ReprocessJob:
+    """Go on sending (a running job gets its step sent again, should its message have
+    been lost). ``ConflictError`` for a cancelled or done job."""
+    job = _reprocess_job_move(
+        job=job, allowed=[ReprocessJobStatus.PAUSED, ReprocessJobStatus.RUNNING], status=ReprocessJobStatus.RUNNING
+    )
+    transaction.on_commit(lambda: _reprocess_step_send(job_id=job.pk, countdown=0), robust=True)
+    return job
+
+
+def reprocess_job_cancel(*, job: ReprocessJob) -> ReprocessJob:
+    """Send nothing more, ever (those sent finish). ``ConflictError`` for a done or cancelled job."""
+    return _reprocess_job_move(
+        job=job, allowed=[ReprocessJobStatus.RUNNING, ReprocessJobStatus.PAUSED], status=ReprocessJobStatus.CANCELLED
+    )
 
 
 # --- Worker heartbeats (written by predictions.worker, read by readiness and /metrics) ---

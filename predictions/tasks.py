@@ -46,15 +46,23 @@ RETRY_DELAYS_SECONDS = (2, 4, 8, 16, 32, 60, 60, 60)
     max_retries=len(RETRY_DELAYS_SECONDS),
     acks_late=True,
 )
-def prediction_run(self: Task[Any, Any], prediction_id: str) -> None:
-    """Classify this prediction, batched with others waiting (services.prediction_process)."""
+def prediction_run(self: Task[Any, Any], prediction_id: str, rerun: bool = False) -> None:
+    """Classify this prediction, batched with others waiting (services.prediction_process);
+    ``rerun``: sent again by a reprocess job."""
     try:
-        services.prediction_process(prediction_id=prediction_id)
+        services.prediction_process(prediction_id=prediction_id, rerun=rerun)
     except (OperationalError, InterfaceError, ModelUnavailableError) as error:
         # The batch was handed back (pending): retry once the database or model is back.
         raise self.retry(
             exc=error, countdown=RETRY_DELAYS_SECONDS[min(self.request.retries, len(RETRY_DELAYS_SECONDS) - 1)]
         ) from error
+
+
+@shared_task(ignore_result=True, name=services.REPROCESS_STEP_TASK)
+def reprocess_step(job_id: int) -> None:
+    """One step of a reprocess job; the next one is sent while the job has work."""
+    if services.reprocess_job_step(job_id=job_id):
+        reprocess_step.apply_async(args=(job_id,), countdown=services.REPROCESS_STEP_SECONDS)
 
 
 @shared_task

@@ -1,0 +1,133 @@
+"""Reprocessing: staff re-run finished predictions with the active model in the
+background, in chunks, with live counts, pause / resume / cancel; corrections are kept."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from predictions import selectors, services
+from predictions.exceptions import ConflictError
+from predictions.models import Correction, ModelVersion, Prediction, PredictionStatus, ReprocessJob
+from tests.factories import PredictionFactory, UserFactory
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list:
+    """The messages a step sends (prediction id, rerun flag), instead of the broker."""
+    messages: list = []
+    monkeypatch.setattr(
+        services, "prediction_enqueue", lambda *, prediction_id, rerun=False: messages.append((prediction_id, rerun))
+    )
+    monkeypatch.setattr(services, "_reprocess_step_send", lambda *, job_id, countdown=0: None)
+    return messages
+
+
+@pytest.fixture
+def history(user, active_model):
+    """By an older version: one succeeded (corrected by its owner); by the active one:
+    one succeeded; one failed; one still pending."""
+    older = ModelVersion.objects.create(name="efficientnet_lite0", version="0", path="/gone/0")
+    now = timezone.now()
+    done = {"status": PredictionStatus.SUCCEEDED, "confidence": 0.4, "label": "tabby cat", "completed_at": now}
+    by_older = PredictionFactory(user=user, model_version=older, **done)
+    Correction.objects.create(
+        prediction=by_older, label="tiger cat", predicted_label="tabby cat", model_version=older,
+        corrected_by=user, created_at=now, updated_at=now,
+    )  # fmt: skip
+    return {
+        "older": by_older,
+        "active": PredictionFactory(user=user, model_version=active_model, **done),
+        "failed": PredictionFactory(user=user, status=PredictionStatus.FAILED, error="x", completed_at=now),
+        "pending": PredictionFactory(user=user),
+    }
+
+
+def _counts(job: ReprocessJob) -> tuple[int, int, int, int]:
+    job.refresh_from_db()
+    counts = selectors.reprocess_job_counts(job=job)
+    return counts.waiting, counts.running, counts.done, counts.failed
+
+
+def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_kept(
+    history, active_model, sent, django_capture_on_commit_callbacks
+):
+    older = history["older"]
+    services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
+    job = services.reprocess_job_start(user=None, scope="older_versions")
+    assert job.total == 1 and job.model_version == active_model
+    assert _counts(job) == (1, 0, 0, 0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.reprocess_job_step(job_id=job.pk) is True
+    assert sent == [(older.id, True)]
+    older.refresh_from_db()
+    assert older.status == PredictionStatus.PENDING and older.assigned_version == active_model
+    services.prediction_process(prediction_id=older.id, rerun=True)
+
+    older.refresh_from_db()
+    assert older.status == PredictionStatus.SUCCEEDED and older.model_version == active_model
+    assert _counts(job) == (0, 0, 1, 0)
+    assert services.reprocess_job_step(job_id=job.pk) is False
+    job.refresh_from_db()
+    assert job.status == "done" and job.finished_at is not None
+    assert Correction.objects.get(prediction=older).label == "tiger cat"  # the user's label stays
+    history["active"].refresh_from_db()
+    assert history["active"].reprocess_job is None  # made by the active version: not run again
+
+
+def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(services, "REPROCESS_CHUNK_SIZE", 2)
+    job = services.reprocess_job_start(user=None, scope="all")
+    assert job.total == 3  # the finished ones; the pending one is left alone
+    with pytest.raises(ConflictError, match="Another reprocess job"):
+        services.reprocess_job_start(user=None, scope="all")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reprocess_job_step(job_id=job.pk)
+    assert len(sent) == 2 and _counts(job) == (3, 0, 0, 0)  # 1 left to send + 2 pending
+    assert services.reprocess_job_step(job_id=job.pk) is True and len(sent) == 2  # half a chunk in flight: wait
+
+    services.reprocess_job_pause(job=job)
+    Prediction.objects.filter(reprocess_job=job).update(
+        status=PredictionStatus.SUCCEEDED, confidence=0.9, completed_at=timezone.now()
+    )  # the workers did their part
+    assert services.reprocess_job_step(job_id=job.pk) is False and len(sent) == 2  # paused: nothing sent
+    with pytest.raises(ConflictError):
+        services.reprocess_job_pause(job=job)
+    services.reprocess_job_resume(job=job)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reprocess_job_step(job_id=job.pk)
+    assert len(sent) == 3
+
+    services.reprocess_job_cancel(job=job)
+    assert services.reprocess_job_step(job_id=job.pk) is False
+    assert _counts(job) == (1, 0, 2, 0)  # the last one sent still finishes; nothing else waits
+    with pytest.raises(ConflictError):
+        services.reprocess_job_resume(job=job)
+
+
+def test_admin_starts_a_job_shows_counts_and_pauses_it(client, history, sent):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="add_reprocessjob"))
+    client.force_login(staff)
+
+    page = client.get(reverse("admin:predictions_reprocessjob_add"))
+    assert b"Corrected labels are kept" in page.content
+    client.post(reverse("admin:predictions_reprocessjob_add"), {"scope": "older_versions"})
+    job = ReprocessJob.objects.get()
+    assert job.created_by == staff and job.total == 1
+    listing = client.get(reverse("admin:predictions_reprocessjob_changelist"))
+    assert b"Waiting" in listing.content and b'value="pause"' in listing.content
+    client.post(reverse("admin:predictions_reprocessjob_changelist"), {"action": "pause", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert job.status == "paused"
+
+
+def test_admin_reprocess_needs_the_permission(client, history):
+    client.force_login(UserFactory(is_staff=True))
+
+    assert client.get(reverse("admin:predictions_reprocessjob_add")).status_code == 403
+    assert client.get(reverse("admin:predictions_reprocessjob_changelist")).status_code == 403
