@@ -66,6 +66,13 @@ def _require_change_permission(request: Request) -> None:
         )
 
 
+def _model_version_or_404(*, name: str, version: str) -> ModelVersion:
+    try:
+        return selectors.model_version_get(name=name, version=version)
+    except ModelVersion.DoesNotExist as error:
+        raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+
+
 class ModelVersionListApi(APIView):
     throttle_classes = [ReadRateThrottle]
 
@@ -92,10 +99,7 @@ class ModelVersionActivateApi(APIView):
     )
     def post(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
         _require_change_permission(request)
-        try:
-            model_version = selectors.model_version_get(name=name, version=version)
-        except ModelVersion.DoesNotExist as error:
-            raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+        model_version = _model_version_or_404(name=name, version=version)
         activated = services.model_version_activate(model_version=model_version, user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
 
@@ -122,10 +126,7 @@ class ModelVersionUpdateApi(APIView):
     )
     def patch(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
         _require_change_permission(request)
-        try:
-            model_version = selectors.model_version_get(name=name, version=version)
-        except ModelVersion.DoesNotExist as error:
-            raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+        model_version = _model_version_or_404(name=name, version=version)
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
         updated = services.model_version_set_traffic(
