@@ -656,7 +656,12 @@ def correction_set(*, prediction: Prediction, user: User, label: str) -> Correct
     if len(label) > max_length:
         raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
     # Locked: a correction and a status change (delete, retry) do not interleave.
-    current = Prediction.objects.select_for_update().select_related("model_version").filter(id=prediction.id).first()
+    current = (
+        Prediction.objects.select_for_update(of=("self",))
+        .select_related("model_version")
+        .filter(id=prediction.id)
+        .first()
+    )
     if current is None or current.status != PredictionStatus.SUCCEEDED:
         raise ConflictError(
             "Only a succeeded prediction can be corrected; "
