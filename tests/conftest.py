@@ -75,6 +75,14 @@ def active_model(db, model_dir: Path):
 
 
 @pytest.fixture
+def operator_probe(client, settings) -> None:
+    """The test client presents the metrics token, so /health/ready shows it the details
+    (errors, workers, model) it shows operators."""
+    settings.METRICS_TOKEN = "probe-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer probe-token"
+
+
+@pytest.fixture
 def user(db):
     return UserFactory()
 

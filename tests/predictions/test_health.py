@@ -16,12 +16,8 @@ from predictions.models import WorkerHeartbeat
 READY_URL = "/health/ready"
 
 
-@pytest.fixture
-def client(client, settings):
-    """Readiness details (errors, workers, model) are for operators: the metrics token."""
-    settings.METRICS_TOKEN = "probe-token"
-    client.defaults["HTTP_AUTHORIZATION"] = "Bearer probe-token"
-    return client
+# Readiness details (errors, workers, model) are for operators: the tests read them.
+pytestmark = pytest.mark.usefixtures("operator_probe")
 
 
 @pytest.fixture

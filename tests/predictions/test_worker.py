@@ -22,12 +22,8 @@ from tests.conftest import BASE_DIR
 READY_URL = "/health/ready"
 
 
-@pytest.fixture
-def client(client, settings):
-    """Readiness details (errors, workers, model) are for operators: the metrics token."""
-    settings.METRICS_TOKEN = "probe-token"
-    client.defaults["HTTP_AUTHORIZATION"] = "Bearer probe-token"
-    return client
+# Readiness details (errors, workers, model) are for operators: the tests read them.
+pytestmark = pytest.mark.usefixtures("operator_probe")
 
 
 @pytest.fixture
