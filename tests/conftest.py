@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,46 @@ def model_dir() -> Path:
             check=True, cwd=BASE_DIR,
         )  # fmt: skip
     return path
+
+
+DIGITS_PER_CLASS = 40  # 400 real scans: big enough to learn, small enough for a test on 2 cores
+
+
+@pytest.fixture(scope="session")
+def digits_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first DIGITS_PER_CLASS scans of every digit (scikit-learn's real scans), as
+    written by ``training.datasets``: ``DIR/<digit>/*.png``."""
+    from training.datasets import materialise
+
+    full = materialise("digits", tmp_path_factory.mktemp("digits-all") / "digits")
+    subset = tmp_path_factory.mktemp("digits") / "digits"
+    for folder in sorted(full.iterdir()):
+        (subset / folder.name).mkdir(parents=True)
+        for png in sorted(folder.glob("*.png"))[:DIGITS_PER_CLASS]:
+            shutil.copy(png, subset / folder.name / png.name)
+    return subset
+
+
+@pytest.fixture(scope="session")
+def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A short real fine-tune of the shipped model on ``digits_subset``, once per session:
+    2 head epochs, 6 fine-tuning epochs, at 96 px to stay fast. Exported as digits v2."""
+    from training.finetune import FinetuneConfig, finetune
+
+    work = tmp_path_factory.mktemp("finetune")
+    config = FinetuneConfig(
+        warmup_epochs=2,
+        epochs=6,
+        batch_size=16,
+        input_size=96,
+        color_jitter=0.0,  # crops stay on; the light augmentation lets a few epochs converge
+        erasing=0.0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        flip="none",  # a mirrored digit is not the same digit
+        verbose=2,
+    )
+    return finetune(model_dir, digits_subset, work / "models", "digits", "2", config=config, workdir=work / "run")
 
 
 @pytest.fixture

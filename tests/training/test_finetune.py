@@ -4,49 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import DIGITS_PER_CLASS as PER_CLASS
 from training import evaluate
-from training.datasets import materialise
-from training.finetune import FinetuneConfig, FinetuneResult, finetune, scan_folder, stratified_split
-
-PER_CLASS = 40  # 400 real scans: big enough to learn, small enough for a test on 2 cores
-CHANCE = 0.1
-
-
-@pytest.fixture(scope="module")
-def digits_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first PER_CLASS scans of every digit, as written by ``training.datasets``."""
-    full = materialise("digits", tmp_path_factory.mktemp("digits-all") / "digits")
-    subset = tmp_path_factory.mktemp("digits") / "digits"
-    for folder in sorted(full.iterdir()):
-        (subset / folder.name).mkdir(parents=True)
-        for png in sorted(folder.glob("*.png"))[:PER_CLASS]:
-            shutil.copy(png, subset / folder.name / png.name)
-    return subset
-
-
-@pytest.fixture(scope="module")
-def finetuned(built_lite0: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> FinetuneResult:
-    """A short real fine-tune: 2 head epochs, 6 fine-tuning epochs, at 96 px to stay fast."""
-    work = tmp_path_factory.mktemp("finetune")
-    config = FinetuneConfig(
-        warmup_epochs=2,
-        epochs=6,
-        batch_size=16,
-        input_size=96,
-        color_jitter=0.0,  # crops stay on; the light augmentation lets a few epochs converge
-        erasing=0.0,
-        val_fraction=0.2,
-        test_fraction=0.2,
-        flip="none",  # a mirrored digit is not the same digit
-        verbose=2,
-    )
-    return finetune(built_lite0, digits_subset, work / "models", "digits", "2", config=config, workdir=work / "run")
+from training.finetune import FinetuneResult, scan_folder, stratified_split
 
 
 def test_split_is_stratified_disjoint_and_seeded() -> None:
