@@ -1,13 +1,22 @@
 """Convert an exported model's SavedModel to the other engines' formats, next to it.
 
     python -m training.convert --model models/efficientnet_lite0/1 --formats tflite-fp16,tflite-int8,onnx
+    python -m training.convert --model models/digits/1 --formats tflite-fp16,tflite-int8 \
+        --calibration-data var/datasets/digits [--calibration-count 200]
 
 Writes into the model directory (each file atomically: a temp file renamed into place):
 
 - ``model_fp16.tflite``: float16 weights (post-training quantisation), float32 compute.
-- ``model_int8.tflite``: full-integer post-training quantisation, calibrated on real photos
-  (crops of scikit-image's photographs that are *not* among the photos the agreement
-  figures are measured on); float32 input and output, so the runner feeds it unchanged.
+- ``model_int8.tflite``: full-integer post-training quantisation; float32 input and output,
+  so the runner feeds it unchanged. Calibrated on real images preprocessed exactly as
+  served (the model's input size, ``predictions.preprocessing``):
+
+  - a fine-tuned model (one with ``splits.json``, from ``training.finetune``): files of its
+    **train** split only, taken round-robin over the classes, from ``--calibration-data``
+    (default: the folder recorded in ``splits.json``, when it still exists). The held-out
+    test files never calibrate the model they then measure.
+  - otherwise (the ImageNet model): crops of scikit-image's photographs that are *not* among
+    the photos the agreement figures are measured on.
 - ``model.onnx``: the ``serve`` signature converted by tf2onnx (opset 17) with a dynamic
   batch dimension, for ONNX Runtime.
 
@@ -49,6 +58,8 @@ PHOTOSET_DIR = Path("var/photoset")
 CALIBRATION_DIR = Path("var/photoset-calibration")
 AGREEMENT_PHOTOS = 600
 CALIBRATION_PHOTOS = 200
+SPLITS_FILE = "splits.json"  # written by training.finetune
+CALIBRATION_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,68 @@ def agreement_photos(photoset_dir: Path = PHOTOSET_DIR, count: int = AGREEMENT_P
 def calibration_photos(calibration_dir: Path = CALIBRATION_DIR, count: int = CALIBRATION_PHOTOS) -> list[Path]:
     """Real photos for int8 calibration, none of them among ``agreement_photos()``."""
     return photoset(AGREEMENT_PHOTOS + count, calibration_dir)[AGREEMENT_PHOTOS:]
+
+
+def calibration_files(model_dir: Path, data: Path, count: int = CALIBRATION_PHOTOS) -> list[Path]:
+    """Up to ``count`` files of the model's train split under ``data``, spread evenly over classes.
+
+    Each class's train files are shuffled (fixed seed), then taken one class at a time in
+    turn, so 200 images of a 10-class set are 20 per class and a rare class is not drowned
+    out. Raises ``ValueError`` when ``model_dir`` has no ``splits.json`` or ``data`` is not
+    the folder it describes.
+    """
+    splits_path = Path(model_dir) / SPLITS_FILE
+    if not splits_path.is_file():
+        raise ValueError(
+            f"{model_dir} has no {SPLITS_FILE} (only models from training.finetune have one), so its train "
+            "split is unknown; calibration data would risk being the data the model is tested on. "
+            "Leave out --calibration-data to calibrate on the built-in photos."
+        )
+    splits = json.loads(splits_path.read_text(encoding="utf-8"))
+    train = list(splits["train"])
+    held_out = set(splits.get("val", [])) | set(splits.get("test", []))
+    if not train or held_out & set(train):
+        raise ValueError(f"{splits_path}: the train split is empty or shares files with val/test")
+    root = Path(data)
+    missing = [name for name in train if not (root / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"{root} does not match {splits_path}: {len(missing)} of its {len(train)} train files are missing "
+            f"(first: {missing[0]}); pass the folder the model was fine-tuned on ({splits.get('root', '?')})"
+        )
+    by_class: dict[str, list[str]] = {}
+    for name in sorted(train):
+        by_class.setdefault(name.split("/", 1)[0], []).append(name)
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    queues = [[str(name) for name in rng.permutation(names)] for _, names in sorted(by_class.items())]
+    picked = [
+        queue[turn] for turn in range(max(len(queue) for queue in queues)) for queue in queues if turn < len(queue)
+    ]
+    return [root / name for name in picked[:count]]
+
+
+def _int8_calibration(
+    model_dir: Path, input_size: int, data: Path | None, count: int, photos_dir: Path
+) -> NDArray[np.float32]:
+    """The int8 representative batch: the model's own train split when known, else real photos."""
+    splits_path = model_dir / SPLITS_FILE
+    if data is None and splits_path.is_file():
+        recorded = Path(json.loads(splits_path.read_text(encoding="utf-8")).get("root", ""))
+        if recorded.parts and recorded.is_dir():
+            data = recorded
+        else:
+            print(
+                f"tflite-int8: warning: {model_dir} is fine-tuned but its data ({recorded}) is gone; calibrating on "
+                "generic photos, which can cost accuracy. Pass --calibration-data DIR (the fine-tuning folder)."
+            )
+    if data is None:
+        paths = calibration_photos(photos_dir, count)
+        print(f"tflite-int8: calibrating on {len(paths)} photo crops ({photos_dir})")
+    else:
+        paths = calibration_files(model_dir, data, count)
+        classes = len({path.parent.name for path in paths})
+        print(f"tflite-int8: calibrating on {len(paths)} train-split images of {data} ({classes} classes)")
+    return photo_batch(paths, input_size)
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -168,8 +241,14 @@ def convert(
     *,
     calibration_dir: Path = CALIBRATION_DIR,
     calibration_count: int = CALIBRATION_PHOTOS,
+    calibration_data: Path | None = None,
 ) -> dict[str, Path]:
-    """Write each of ``formats`` next to the SavedModel in ``model_dir``; returns the paths."""
+    """Write each of ``formats`` next to the SavedModel in ``model_dir``; returns the paths.
+
+    ``calibration_data`` (``DIR/<class>/*``, the folder a fine-tuned model was trained on)
+    calibrates int8 on that model's train split; ``calibration_dir`` holds the photo crops
+    used otherwise. ``calibration_count`` images either way.
+    """
     model_dir = Path(model_dir)
     if not (model_dir / SAVED_MODEL_DIR).is_dir():
         raise FileNotFoundError(f"No SavedModel in {model_dir} (run `make model` first)")
@@ -184,7 +263,7 @@ def convert(
         if fmt == "tflite-fp16":
             _write_atomically(path, lambda tmp: convert_tflite_fp16(model_dir, tmp))
         elif fmt == "tflite-int8":
-            calibration = photo_batch(calibration_photos(calibration_dir, calibration_count), input_size)
+            calibration = _int8_calibration(model_dir, input_size, calibration_data, calibration_count, calibration_dir)
             _write_atomically(path, functools.partial(convert_tflite_int8, model_dir, calibration=calibration))
         else:
             _write_atomically(path, lambda tmp: convert_onnx(model_dir, tmp, input_size))
@@ -197,11 +276,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("models/efficientnet_lite0/1"))
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, from {', '.join(FORMATS)}")
-    parser.add_argument("--calibration-dir", type=Path, default=CALIBRATION_DIR, help="int8 calibration photos")
+    parser.add_argument(
+        "--calibration-data",
+        type=Path,
+        help="DIR/<class>/* a fine-tuned model was trained on: int8 is calibrated on its train split (splits.json)",
+    )
+    parser.add_argument("--calibration-count", type=int, default=CALIBRATION_PHOTOS, help="int8 calibration images")
+    parser.add_argument(
+        "--calibration-dir", type=Path, default=CALIBRATION_DIR, help="photo crops calibrating int8 otherwise"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     formats = [fmt.strip() for fmt in args.formats.split(",") if fmt.strip()]
-    convert(args.model, formats, calibration_dir=args.calibration_dir)
+    try:
+        convert(
+            args.model,
+            formats,
+            calibration_dir=args.calibration_dir,
+            calibration_count=args.calibration_count,
+            calibration_data=args.calibration_data,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"training.convert: error: {error}\n")
 
 
 if __name__ == "__main__":

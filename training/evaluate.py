@@ -2,6 +2,7 @@
 
     python -m training.evaluate --model models/efficientnet_lite0/1 [--images DIR] [--tflite]
     python -m training.evaluate --model models/digits/1 --data DIR [--split test]
+        [--engines savedmodel,tflite-fp16,tflite-int8]
 
 Without ``--images`` / ``--data`` it runs on the shipped test photos
 (:mod:`training.test_photos`); with ``--images``, on ``DIR/<class_id>/*.{jpg,png,...}``
@@ -15,6 +16,15 @@ CSV), expected calibration error and a reliability diagram (PNG), latency per im
 (``evaluation``) and ``MODEL_CARD.md``. ``--split test`` keeps only the files that
 ``training.finetune`` held out (``splits.json``). The SavedModel is loaded with
 ``tf.saved_model.load(path).signatures["serve"]``.
+
+``--engines`` (with ``--data``) also runs converted files (``tflite``, ``tflite-fp16``,
+``tflite-int8``, ``onnx``, through the runner's own ``predictions.engines``) on the very same
+preprocessed batches, scores each with the same metrics and records a comparison against the
+SavedModel (top-1 change in points, top-1 agreement, size, ms per image) as
+``evaluation.engines`` in ``metadata.json``, a table in ``MODEL_CARD.md`` and in
+``report.html``, and prints it. The report's other figures stay the SavedModel's. A missing
+file is an error naming the ``training.convert`` command that builds it (evaluation never
+converts: that takes minutes and calibration needs the training data).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,13 +45,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from predictions.engines import ONNX_FILE, TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
 from predictions.preprocessing import open_rgb, to_model_input
+from training.convert import agreement
 from training.export import (
     LABELS_FILE,
     METADATA_FILE,
     MODEL_CARD_FILE,
     SAVED_MODEL_DIR,
     TFLITE_FILE,
+    dir_size,
     signature_probabilities,
     tflite_probabilities,
     write_json,
@@ -54,6 +67,15 @@ CARD_END = "<!-- /evaluation -->"
 LATENCY_IMAGES = 20
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH_SIZE = 16
+REFERENCE_ENGINE = "savedmodel"
+# Engine names as in predictions.engines (MODEL_ENGINE), and the file each one runs.
+ENGINE_FILES = {
+    "savedmodel": SAVED_MODEL_DIR,
+    "tflite": TFLITE_FILE,
+    "tflite-fp16": TFLITE_FP16_FILE,
+    "tflite-int8": TFLITE_INT8_FILE,
+    "onnx": ONNX_FILE,
+}
 
 
 @dataclass
@@ -337,40 +359,157 @@ def split_samples(model: str | Path, data: str | Path, split: str) -> list[Sampl
     return kept
 
 
-def timed_predictions(
-    model: str | Path, samples: Sequence[Sample], input_size: int
-) -> tuple[NDArray[np.float32], Latency]:
-    """SavedModel ``serve`` probabilities for every sample, with the time each stage took."""
-    import tensorflow as tf
+@dataclass
+class EngineRun:
+    """One engine's probabilities for every sample, and how long it took."""
 
-    fn = tf.saved_model.load(str(Path(model) / SAVED_MODEL_DIR)).signatures["serve"]
-    signature_probabilities(fn, load_batch(samples[:1], input_size))  # trace once, untimed
-    chunks = []
-    preprocess = inference = 0.0
+    engine: str
+    probabilities: NDArray[np.float32]
+    latency: Latency
+
+
+def timed_predictions(
+    model: str | Path, samples: Sequence[Sample], input_size: int, engines: Sequence[str] = (REFERENCE_ENGINE,)
+) -> dict[str, EngineRun]:
+    """Each engine's probabilities for every sample, with the time each stage took.
+
+    Every batch is decoded and preprocessed once and handed to each engine in turn, so all
+    engines see identical input; the preprocessing time is therefore the same for all.
+    """
+    loaded = {name: load_engine(name, Path(model)) for name in engines}
+    for engine in loaded.values():
+        engine.run(load_batch(samples[:BATCH_SIZE], input_size))  # trace / allocate once, untimed
+    chunks: dict[str, list[NDArray[np.float32]]] = {name: [] for name in loaded}
+    inference = dict.fromkeys(loaded, 0.0)
+    preprocess = 0.0
     for start in range(0, len(samples), BATCH_SIZE):
         began = time.perf_counter()
         batch = load_batch(samples[start : start + BATCH_SIZE], input_size)
         preprocess += time.perf_counter() - began
-        began = time.perf_counter()
-        chunks.append(signature_probabilities(fn, batch))
-        inference += time.perf_counter() - began
-    single, total = [], []
-    for sample in samples[:LATENCY_IMAGES]:
-        began = time.perf_counter()
-        image = load_batch([sample], input_size)
-        middle = time.perf_counter()
-        signature_probabilities(fn, image)
-        end = time.perf_counter()
-        single.append(end - middle)
-        total.append(end - began)
+        for name, engine in loaded.items():
+            began = time.perf_counter()
+            chunks[name].append(engine.run(batch))
+            inference[name] += time.perf_counter() - began
     n = max(len(samples), 1)
-    latency = Latency(
-        preprocess_ms=round(preprocess * 1000 / n, 3),
-        batched_inference_ms=round(inference * 1000 / n, 3),
-        single_inference_ms_p50=round(float(np.median(single)) * 1000, 3),
-        single_total_ms_p50=round(float(np.median(total)) * 1000, 3),
+    runs = {}
+    for name, engine in loaded.items():
+        engine.run(load_batch(samples[:1], input_size))  # batch-1 shape, untimed
+        single, total = [], []
+        for sample in samples[:LATENCY_IMAGES]:
+            began = time.perf_counter()
+            image = load_batch([sample], input_size)
+            middle = time.perf_counter()
+            engine.run(image)
+            end = time.perf_counter()
+            single.append(end - middle)
+            total.append(end - began)
+        latency = Latency(
+            preprocess_ms=round(preprocess * 1000 / n, 3),
+            batched_inference_ms=round(inference[name] * 1000 / n, 3),
+            single_inference_ms_p50=round(float(np.median(single)) * 1000, 3),
+            single_total_ms_p50=round(float(np.median(total)) * 1000, 3),
+        )
+        runs[name] = EngineRun(name, np.concatenate(chunks[name]), latency)
+    return runs
+
+
+def parse_engines(text: str) -> list[str]:
+    """``"tflite-fp16,tflite-int8"`` -> engine names, the SavedModel (the reference) first."""
+    return engine_order(name.strip() for name in text.split(",") if name.strip())
+
+
+def engine_order(names: Iterable[str]) -> list[str]:
+    """Known engine names without repeats, the SavedModel first: every engine is compared with it."""
+    names = list(names)
+    unknown = [name for name in names if name not in ENGINE_FILES]
+    if unknown:
+        raise ValueError(f"Unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINE_FILES)}")
+    return [REFERENCE_ENGINE, *dict.fromkeys(name for name in names if name != REFERENCE_ENGINE)]
+
+
+def check_engine_files(model: str | Path, engines: Sequence[str], data: str | Path) -> None:
+    """Raise ``FileNotFoundError`` naming the command that builds any missing engine file."""
+    model = Path(model)
+    missing = [name for name in engines if not (model / ENGINE_FILES[name]).exists()]
+    if not missing:
+        return
+    exported = [ENGINE_FILES[name] for name in missing if name in (REFERENCE_ENGINE, "tflite")]
+    if exported:
+        raise FileNotFoundError(
+            f"{model} has no {', '.join(exported)}: export the model again (training.finetune or `make model`)"
+        )
+    files = ", ".join(ENGINE_FILES[name] for name in missing)
+    formats = ",".join(missing)
+    command = f"python -m training.convert --model {model} --formats {formats}"
+    if "tflite-int8" in missing and (model / "splits.json").is_file():
+        command += f" --calibration-data {data}"
+    raise FileNotFoundError(f"{model} has no {files}: run `{command}` first")
+
+
+def compare_engines(
+    targets: NDArray[np.int64], probabilities: Mapping[str, NDArray[np.float32]], classes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per engine: the same metrics on the same samples, and top-1 change / agreement vs the SavedModel."""
+    reference = probabilities[REFERENCE_ENGINE]
+    reference_top1 = classification_metrics(targets, reference, classes).top1
+    rows = []
+    for name, probs in probabilities.items():
+        metrics = classification_metrics(targets, probs, classes)
+        follows = agreement(reference, probs)
+        rows.append(
+            {
+                "engine": name,
+                "top1": round(metrics.top1, 5),
+                "top5": round(metrics.top5, 5),
+                "macro_f1": round(metrics.averages(weighted=False)["f1"], 5),
+                "ece": round(metrics.ece, 5),
+                "top1_change_pp": round((metrics.top1 - reference_top1) * 100, 2),
+                "top1_agreement": round(follows.top1_agreement, 5),
+                "mean_abs_prob_diff": float(f"{follows.mean_abs_diff:.3g}"),
+            }
+        )
+    return rows
+
+
+ENGINE_COLUMNS = (
+    ("engine", "engine", "{}"),
+    ("size MB", "size_mb", "{:.2f}"),
+    ("top-1", "top1", "{:.2%}"),
+    ("change (pp)", "top1_change_pp", "{:+.2f}"),
+    ("top-5", "top5", "{:.2%}"),
+    ("macro F1", "macro_f1", "{:.4f}"),
+    ("ECE", "ece", "{:.4f}"),
+    ("agrees with SavedModel", "top1_agreement", "{:.2%}"),
+    ("ms/image (batch 16)", "ms_per_image", "{:.2f}"),
+    ("ms/image (batch 1, p50)", "single_ms_p50", "{:.2f}"),
+)
+
+
+def _engine_cells(row: Mapping[str, Any]) -> list[str]:
+    return [template.format(row[key]) for _, key, template in ENGINE_COLUMNS]
+
+
+def format_engine_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The engine comparison as aligned plain text for the terminal."""
+    table = [[header for header, _, _ in ENGINE_COLUMNS], *(_engine_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(ENGINE_COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
     )
-    return np.concatenate(chunks), latency
+
+
+def engine_table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The engine comparison as a Markdown table (for MODEL_CARD.md)."""
+    lines = [
+        "| " + " | ".join(header for header, _, _ in ENGINE_COLUMNS) + " |",
+        "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(ENGINE_COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(_engine_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def write_confusion_csv(path: Path, metrics: ClassificationMetrics) -> None:
@@ -441,10 +580,20 @@ def plot_reliability(path: Path, metrics: ClassificationMetrics) -> None:
 
 
 def write_report(
-    model: str | Path, data: str | Path, split: str = "all", out: str | Path | None = None
+    model: str | Path,
+    data: str | Path,
+    split: str = "all",
+    out: str | Path | None = None,
+    engines: Sequence[str] = (REFERENCE_ENGINE,),
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``data`` and write the report files (see the module doc)."""
+    """Evaluate ``model`` on ``data`` and write the report files (see the module doc).
+
+    ``engines`` beyond the SavedModel are scored on the same samples and compared with it
+    (``summary["engines"]``); every other figure of the report is the SavedModel's.
+    """
     model = Path(model)
+    engines = engine_order(engines)
+    check_engine_files(model, engines, data)
     metadata = load_metadata(model)
     labels = load_labels(model)
     index = {entry["class_id"]: int(entry["index"]) for entry in labels}
@@ -453,8 +602,17 @@ def write_report(
     if unknown:
         raise ValueError(f"{data}: class folders {unknown} are not in {model / LABELS_FILE}")
     targets = np.asarray([index[s.expected[0]] for s in samples], dtype=np.int64)
-    probabilities, latency = timed_predictions(model, samples, int(metadata["input_size"]))
-    metrics = classification_metrics(targets, probabilities, [entry["class_id"] for entry in labels])
+    runs = timed_predictions(model, samples, int(metadata["input_size"]), engines)
+    classes = [entry["class_id"] for entry in labels]
+    latency = runs[REFERENCE_ENGINE].latency
+    metrics = classification_metrics(targets, runs[REFERENCE_ENGINE].probabilities, classes)
+    comparison = compare_engines(targets, {name: run.probabilities for name, run in runs.items()}, classes)
+    for row in comparison:
+        run = runs[row["engine"]]
+        row["file"] = ENGINE_FILES[row["engine"]]
+        row["size_mb"] = round(dir_size(model / row["file"]) / 1e6, 2)
+        row["ms_per_image"] = run.latency.batched_inference_ms
+        row["single_ms_p50"] = run.latency.single_inference_ms_p50
     target = Path(out) if out else model / EVALUATION_DIR
     target.mkdir(parents=True, exist_ok=True)
     write_confusion_csv(target / "confusion_matrix.csv", metrics)
@@ -467,6 +625,7 @@ def write_report(
         **metrics.summary(),
         "reliability": metrics.reliability,
         "latency_ms_per_image": asdict(latency),
+        "engines": comparison,
         "files": {
             "report": "report.html",
             "confusion_matrix_png": "confusion_matrix.png",
@@ -508,9 +667,42 @@ one image at a time (p50). Full report: [`{d}/report.html`]({d}/report.html).
 
 ![confusion matrix]({d}/confusion_matrix.png)
 ![reliability diagram]({d}/reliability.png)
-{CARD_END}
+{_engines_card(summary)}{CARD_END}
 """
     card_path.write_text(card.rstrip() + "\n\n" + section, encoding="utf-8")
+
+
+def _engines_card(summary: Mapping[str, Any]) -> str:
+    """The engine comparison for the model card (empty when only the SavedModel ran)."""
+    rows = summary.get("engines") or []
+    if len(rows) < 2:
+        return ""
+    return f"""
+### Engines
+
+Each engine on the same {summary["count"]} preprocessed images; change and agreement are against the
+SavedModel, ms per image is the model call alone (`python -m training.evaluate --engines ...`).
+
+{engine_table_markdown(rows)}
+"""
+
+
+def _engines_html(summary: Mapping[str, Any]) -> str:
+    """The engine comparison as an HTML section (empty when only the SavedModel ran)."""
+    rows = summary.get("engines") or []
+    if len(rows) < 2:
+        return ""
+    head = "".join(f"<th>{html.escape(header)}</th>" for header, _, _ in ENGINE_COLUMNS)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _engine_cells(row)) + "</tr>" for row in rows
+    )
+    return f"""<h2>Engines</h2>
+<p>Each engine on the same {summary["count"]} preprocessed images; change (percentage points) and top-1
+agreement are against the SavedModel; ms per image is the model call alone.</p>
+<table id="engines"><tr>{head}</tr>
+{body}
+</table>
+"""
 
 
 def report_html(metadata: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
@@ -538,7 +730,7 @@ td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}
 {e(str(summary["engine"]))}, {e(str(summary["created"]))}.</p>
 <p>Top-1 <b>{summary["top1"]:.2%}</b> &middot; top-5 {summary["top5"]:.2%} &middot;
 expected calibration error {summary["ece"]:.4f} (15 bins)</p>
-<h2>Per class</h2>
+{_engines_html(summary)}<h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
 {rows}
 {averages}
@@ -564,17 +756,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--split", choices=("all", "train", "val", "test"), default="all", help="with --data: files of splits.json"
     )
     parser.add_argument("--out", help="with --data: report folder (default <model>/evaluation)")
+    parser.add_argument(
+        "--engines",
+        default=REFERENCE_ENGINE,
+        help=f"with --data: comma-separated, from {', '.join(ENGINE_FILES)}; compared with the SavedModel",
+    )
     parser.add_argument("--tflite", action="store_true", help="evaluate model.tflite instead of the SavedModel")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
     if args.data:
-        summary = write_report(args.model, args.data, args.split, args.out)
+        try:
+            engines = parse_engines(args.engines)
+            summary = write_report(args.model, args.data, args.split, args.out, engines)
+        except (ValueError, FileNotFoundError) as error:
+            parser.exit(2, f"training.evaluate: error: {error}\n")
         target = Path(args.out) if args.out else Path(args.model) / EVALUATION_DIR
         print(
             f"{summary['count']} images: top-1 {summary['top1']:.2%}, top-5 {summary['top5']:.2%}, "
             f"macro F1 {summary['macro']['f1']:.3f}, ECE {summary['ece']:.4f}; report {target / 'report.html'}"
         )
+        if len(engines) > 1:
+            print(format_engine_table(summary["engines"]))
         return 0
+    if args.engines != REFERENCE_ENGINE:
+        parser.error("--engines needs --data")
     report = evaluate_model(args.model, args.images, "tflite" if args.tflite else "saved_model")
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0
