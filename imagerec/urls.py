@@ -22,8 +22,13 @@ api_urls = [
     path("predictions/<str:prediction_id>/retry/", api.PredictionRetryApi.as_view(), name="prediction-retry"),
     path(
         "predictions/<str:prediction_id>/correction/",
-        api.PredictionCorrectionApi.as_view(),
+        api.method_dispatch(POST=api.PredictionCorrectionApi, DELETE=api.PredictionCorrectionWithdrawApi),
         name="prediction-correction",
+    ),
+    path(
+        "predictions/<str:prediction_id>/confirmation/",
+        api.method_dispatch(POST=api.PredictionConfirmationApi, DELETE=api.PredictionConfirmationWithdrawApi),
+        name="prediction-confirmation",
     ),
     path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
     path("models/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),

@@ -214,11 +214,14 @@ class ModelActivationAdmin(ModelActivationModelAdmin):
 
 @admin.register(Correction)
 class CorrectionAdmin(CorrectionModelAdmin):
-    """Users' corrections, read-only; whoever reads every prediction
-    (``access.can_view_all_predictions``) sees them and exports them as a dataset."""
+    """Users' reviews (corrections and confirmations), read-only; whoever reads every
+    prediction (``access.can_view_all_predictions``) sees them and exports them as a
+    dataset (filter on "confirmed" to export corrections only)."""
 
-    list_display = ["thumbnail", "predicted_label", "label", "class_id", "model_version", "corrected_by", "updated_at"]
-    list_filter = ["model_version", "updated_at"]
+    list_display = [
+        "thumbnail", "predicted_label", "label", "confirmed", "class_id", "model_version", "corrected_by", "updated_at",
+    ]  # fmt: skip
+    list_filter = ["confirmed", "model_version", "updated_at"]
     search_fields = ["label", "predicted_label", "class_id", "corrected_by__username"]
     list_select_related = ["prediction", "model_version", "corrected_by"]
     date_hierarchy = "updated_at"

@@ -43,3 +43,10 @@ class InvalidModelError(ApplicationError):
     """An exported model folder the runner would refuse (register_model)."""
 
     code = "invalid_model"
+
+
+class NotFoundError(ApplicationError):
+    """The thing asked for is not there (404), said more precisely than "No such prediction"."""
+
+    status_code = 404
+    code = "not_found"

@@ -180,11 +180,15 @@ def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
     )
 
 
-def correction_list(*, model_version: ModelVersion | None = None) -> QuerySet[Correction]:
-    """Every user's corrections (only for callers that checked
-    ``access.can_view_all_predictions``), by label, optionally of one model version's
-    predictions."""
+def correction_list(
+    *, model_version: ModelVersion | None = None, corrections_only: bool = False
+) -> QuerySet[Correction]:
+    """Every user's reviews, corrections and confirmations (only for callers that
+    checked ``access.can_view_all_predictions``), by label, optionally of one model
+    version's predictions, or corrections alone."""
     queryset = Correction.objects.select_related("prediction", "model_version")
+    if corrections_only:
+        queryset = queryset.filter(confirmed=False)
     if model_version is not None:
         queryset = queryset.filter(model_version=model_version)
     return queryset.order_by("label", "created_at")

@@ -38,7 +38,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from . import events, selectors
-from .exceptions import ApplicationError, ConflictError, InvalidModelError, ModelUnavailableError
+from .exceptions import ApplicationError, ConflictError, InvalidModelError, ModelUnavailableError, NotFoundError
 from .images import DAMAGED_MESSAGE, check_upload_size, thumbnail_jpeg, validate_image_bytes
 from .inference import (
     Classifier,
@@ -638,24 +638,12 @@ def _model_class_for(model_version: ModelVersion | None, label: str) -> tuple[st
     return label, ""
 
 
-@transaction.atomic
-def correction_set(*, prediction: Prediction, user: User, label: str) -> Correction:
-    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is
-    matched to the predicting model's classes (case-insensitively; the class's own
-    spelling and ``class_id`` are kept) or kept as given for a new class. A second
-    correction replaces the first (``created_at`` stays). The prediction's own result
-    is never changed, and nothing the worker writes touches a correction.
-
-    Raises ``ApplicationError`` (400) for an empty label or the one the model gave,
-    ``ConflictError`` (409) when the prediction has not succeeded.
-    """
-    label = " ".join(label.split())
-    if not label:
-        raise ApplicationError("Give the right label.", field="label")
-    max_length = Correction._meta.get_field("label").max_length or 200
-    if len(label) > max_length:
-        raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
-    # Locked: a correction and a status change (delete, retry) do not interleave.
+def _prediction_lock_succeeded(*, prediction: Prediction, action: str) -> Prediction:
+    """The prediction's row, locked for this transaction, with its model version; raises
+    ``ConflictError`` (409) unless it succeeded. ``action``: "corrected", "confirmed"."""
+    # Locked: a review and a status change (delete, retry, reprocess) do not interleave.
+    # FOR UPDATE OF the prediction only: PostgreSQL refuses to lock the nullable side of
+    # the outer join to the model version.
     current = (
         Prediction.objects.select_for_update(of=("self",))
         .select_related("model_version")
@@ -664,25 +652,91 @@ def correction_set(*, prediction: Prediction, user: User, label: str) -> Correct
     )
     if current is None or current.status != PredictionStatus.SUCCEEDED:
         raise ConflictError(
-            "Only a succeeded prediction can be corrected; "
+            f"Only a succeeded prediction can be {action}; "
             f"this one is {current.status if current is not None else 'deleted'}.",
             field="status",
         )
+    return current
+
+
+def _review_save(*, prediction: Prediction, user: User, label: str, class_id: str, confirmed: bool) -> Correction:
+    """Store the prediction's one review, replacing an earlier one of either kind
+    (``created_at`` stays). ``prediction`` is locked by the caller."""
+    now = timezone.now()
+    review = Correction.objects.filter(prediction=prediction).first() or Correction(
+        prediction=prediction, created_at=now
+    )
+    review.prediction = prediction  # the locked row, loaded: callers (async views) read it
+    review.confirmed = confirmed
+    review.label = label
+    review.class_id = class_id
+    review.predicted_label = prediction.label
+    review.model_version = prediction.model_version
+    review.corrected_by = user
+    review.updated_at = now
+    review.full_clean()
+    review.save()
+    return review
+
+
+@transaction.atomic
+def correction_set(*, prediction: Prediction, user: User, label: str) -> Correction:
+    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is
+    matched to the predicting model's classes (case-insensitively; the class's own
+    spelling and ``class_id`` are kept) or kept as given for a new class. It replaces
+    the prediction's earlier review, a correction or a confirmation (``created_at``
+    stays). The prediction's own result is never changed, and nothing the worker writes
+    touches a correction.
+
+    Raises ``ApplicationError`` (400) for an empty label or the one the model gave (that
+    is a confirmation: ``prediction_confirm``), ``ConflictError`` (409) when the
+    prediction has not succeeded.
+    """
+    label = " ".join(label.split())
+    if not label:
+        raise ApplicationError("Give the right label.", field="label")
+    max_length = Correction._meta.get_field("label").max_length or 200
+    if len(label) > max_length:
+        raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
+    current = _prediction_lock_succeeded(prediction=prediction, action="corrected")
     label, class_id = _model_class_for(current.model_version, label)
     if label.casefold() == current.label.casefold():
-        raise ApplicationError(f"{current.label!r} is what the model said; give the right label.", field="label")
-    now = timezone.now()
-    correction = Correction.objects.filter(prediction=current).first() or Correction(prediction=current, created_at=now)
-    correction.label = label
-    correction.class_id = class_id
-    correction.predicted_label = current.label
-    correction.model_version = current.model_version
-    correction.corrected_by = user
-    correction.updated_at = now
-    correction.full_clean()
-    correction.save()
+        raise ApplicationError(
+            f"{current.label!r} is what the model said; if it is right, confirm it instead of correcting it.",
+            field="label",
+        )
+    correction = _review_save(prediction=current, user=user, label=label, class_id=class_id, confirmed=False)
     logger.info("Prediction %s corrected: %r -> %r", current.id, current.label, label)
     return correction
+
+
+@transaction.atomic
+def prediction_confirm(*, prediction: Prediction, user: User) -> Correction:
+    """Record that the model got ``prediction`` right: a review with ``confirmed`` set and
+    the model's own label and ``class_id``. It replaces the prediction's earlier review
+    (a correction or a confirmation), as ``correction_set`` does, with the same lock.
+
+    Raises ``ConflictError`` (409) when the prediction has not succeeded.
+    """
+    current = _prediction_lock_succeeded(prediction=prediction, action="confirmed")
+    confirmation = _review_save(
+        prediction=current, user=user, label=current.label, class_id=current.class_id, confirmed=True
+    )
+    logger.info("Prediction %s confirmed: %r", current.id, current.label)
+    return confirmation
+
+
+@transaction.atomic
+def correction_withdraw(*, prediction: Prediction, confirmed: bool) -> None:
+    """Withdraw the owner's review of ``prediction``: its confirmation when ``confirmed``,
+    else its correction. Raises ``NotFoundError`` (404) when it has no review of that
+    kind (a confirmation is not withdrawn by withdrawing a correction, nor the reverse)."""
+    current = Prediction.objects.select_for_update(of=("self",)).filter(id=prediction.id).first()
+    deleted, _ = Correction.objects.filter(prediction_id=prediction.id, confirmed=confirmed).delete()
+    if current is None or not deleted:
+        kind = "confirmation" if confirmed else "correction"
+        raise NotFoundError(f"This prediction has no {kind} to withdraw.")
+    logger.info("Prediction %s: %s withdrawn", current.id, "confirmation" if confirmed else "correction")
 
 
 _FOLDER_UNSAFE = str.maketrans({character: "_" for character in '/\\:*?"<>|\0'})
@@ -697,24 +751,34 @@ def correction_folder_name(label: str) -> str:
 
 @dataclass
 class CorrectionExport:
-    """What an export wrote (or would write): one file per correction, and the manifest."""
+    """What an export wrote (or would write): one file per review (correction or
+    confirmation), and the manifest."""
 
-    files: list[tuple[str, Correction]]  # (path inside the dataset, correction)
+    files: list[tuple[str, Correction]]  # (path inside the dataset, review)
     manifest: str
     replaced: int = 0
+
+    @property
+    def confirmed(self) -> int:
+        """Files of confirmed predictions (the rest are corrected ones)."""
+        return sum(review.confirmed for _, review in self.files)
 
 
 _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
 
 MANIFEST_HEADER = [
     "path", "label", "class_id", "predicted_label", "confidence", "model", "model_version",
-    "prediction_id", "sha256", "corrected_at",
+    "prediction_id", "sha256", "corrected_at", "review",
 ]  # fmt: skip
+# The manifest's "review" column: how the owner gave the label.
+REVIEW_CONFIRMED = "confirmed"  # the model's own label, confirmed
+REVIEW_CORRECTED = "corrected"  # the right label in place of the model's
 
 
 def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionExport:
-    """The dataset layout: ``<label>/<prediction id>.<ext>`` per correction (a folder per
-    class, as ``training.finetune`` reads), and ``manifest.csv`` listing every file."""
+    """The dataset layout: ``<label>/<prediction id>.<ext>`` per review, corrected or
+    confirmed (a folder per class, as ``training.finetune`` reads), and ``manifest.csv``
+    listing every file (``review``: corrected or confirmed; ``corrected_at``: when)."""
     files = []
     manifest = io.StringIO()
     writer = csv.writer(manifest, lineterminator="\n")
@@ -733,6 +797,7 @@ def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionEx
             "" if prediction.confidence is None else f"{prediction.confidence:.6f}",
             version.name if version else "", version.version if version else "",
             prediction.id, prediction.sha256, correction.updated_at.isoformat(),
+            REVIEW_CONFIRMED if correction.confirmed else REVIEW_CORRECTED,
         ])  # fmt: skip
     return CorrectionExport(files=files, manifest=manifest.getvalue())
 
@@ -740,7 +805,7 @@ def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionEx
 def correction_export_directory(
     *, corrections: Iterable[Correction], directory: Path, overwrite: bool = False
 ) -> CorrectionExport:
-    """Copy the corrected images into ``directory/<label>/`` and write ``manifest.csv``.
+    """Copy the reviewed images into ``directory/<label>/`` and write ``manifest.csv``.
 
     Never overwrites silently: when a file the export would write is already there (and
     differs), nothing is written and ``ConflictError`` names it, unless ``overwrite``,

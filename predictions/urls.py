@@ -15,4 +15,6 @@ urlpatterns = [
     path("predictions/<str:prediction_id>/delete/", views.delete, name="delete"),
     path("predictions/<str:prediction_id>/retry/", views.retry, name="retry"),
     path("predictions/<str:prediction_id>/correction/", views.correct, name="correct"),
+    path("predictions/<str:prediction_id>/confirmation/", views.confirm, name="confirm"),
+    path("predictions/<str:prediction_id>/review/withdraw/", views.withdraw_review, name="review-withdraw"),
 ]

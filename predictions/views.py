@@ -197,3 +197,33 @@ def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
     else:
         messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}.")
     return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#correction-{prediction.id}")
+
+
+@login_required
+@require_POST
+def confirm(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """The owner says the model's label is right (the "Right" button on its result card
+    and history row); it replaces an earlier correction."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    try:
+        services.prediction_confirm(prediction=prediction, user=request.user)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Thanks: you confirmed {prediction.original_filename} is {prediction.label}.")
+    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#review-{prediction.id}")
+
+
+@login_required
+@require_POST
+def withdraw_review(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """The owner takes back their confirmation or correction (the "Undo" button)."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    review = getattr(prediction, "correction", None)
+    try:
+        services.correction_withdraw(prediction=prediction, confirmed=review is not None and review.confirmed)
+    except ApplicationError as error:
+        messages.info(request, error.message)
+    else:
+        messages.success(request, f"Withdrawn: {prediction.original_filename} is not reviewed any more.")
+    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#review-{prediction.id}")

@@ -1,6 +1,7 @@
 """REST API v1: one view per action with small nested serializers, one error shape.
 
-- ``predictions``: list, submit, poll, delete, retry, correction and image views.
+- ``predictions``: list, submit, poll, delete, retry, correction, confirmation (and
+  withdrawing either) and image views.
 - ``model_versions``: list the models; activate one, roll back, a candidate's share of
   traffic (A/B test), the history of switches.
 - ``stats``: the aggregates.
@@ -22,7 +23,10 @@ from .model_versions import (
     ModelVersionUpdateApi,
 )
 from .predictions import (
+    PredictionConfirmationApi,
+    PredictionConfirmationWithdrawApi,
     PredictionCorrectionApi,
+    PredictionCorrectionWithdrawApi,
     PredictionCreateApi,
     PredictionDeleteApi,
     PredictionDetailApi,
@@ -39,7 +43,10 @@ __all__ = [
     "ModelVersionListApi",
     "ModelVersionRollbackApi",
     "ModelVersionUpdateApi",
+    "PredictionConfirmationApi",
+    "PredictionConfirmationWithdrawApi",
     "PredictionCorrectionApi",
+    "PredictionCorrectionWithdrawApi",
     "PredictionCreateApi",
     "PredictionDeleteApi",
     "PredictionDetailApi",

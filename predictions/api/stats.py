@@ -71,6 +71,15 @@ class StatsApi(APIView):
                 help_text="corrections / predictions. 1 - correction_rate bounds live top-1 accuracy from above: "
                 "an uncorrected prediction may be unreviewed, not right",
             )
+            reviewed = serializers.IntegerField(
+                help_text="Of its succeeded predictions, how many users reviewed: confirmed + corrections"
+            )
+            confirmed = serializers.IntegerField(help_text="Of its succeeded predictions, how many users confirmed")
+            live_top1 = serializers.FloatField(
+                allow_null=True,
+                help_text="confirmed / reviewed: top-1 accuracy measured on users' feedback; null when none "
+                "was reviewed. Only as good as the sample: owners review the predictions they choose to",
+            )
             latency_ms = LatencySetSerializer(source="latency")
 
         class ComparisonSerializer(serializers.Serializer[Any]):
@@ -103,6 +112,20 @@ class StatsApi(APIView):
                 child=serializers.CharField(),
                 help_text="ModelVersion.metrics (the model card's evaluation) by dotted name, "
                 "e.g. test_photos.top1_accuracy",
+            )
+            evaluation_top1 = serializers.FloatField(
+                allow_null=True, help_text="The card's top-1 accuracy; null when the card has none"
+            )
+            evaluation_top1_metric = serializers.CharField(
+                allow_blank=True, help_text="Which of metrics evaluation_top1 is"
+            )
+            live_top1 = serializers.FloatField(
+                source="stats.live_top1",
+                allow_null=True,
+                help_text="Its per_model_version live_top1 (confirmed / reviewed in this window)",
+            )
+            reviewed = serializers.IntegerField(
+                source="stats.reviewed", allow_null=True, help_text="Its per_model_version reviewed"
             )
 
         class BucketSerializer(serializers.Serializer[Any]):

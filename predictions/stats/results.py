@@ -35,6 +35,9 @@ class ModelVersionStats:
     low_confidence_share: float | None = None  # share below LOW_CONFIDENCE_THRESHOLD
     corrections: int = 0  # of its succeeded predictions, how many their owner corrected
     correction_rate: float | None = None  # corrections / predictions (None without predictions)
+    reviewed: int = 0  # of its succeeded predictions, how many their owner reviewed (confirmed or corrected)
+    confirmed: int = 0  # of those, how many their owner confirmed (reviewed = confirmed + corrections)
+    live_top1: float | None = None  # confirmed / reviewed: top-1 measured on feedback (None: nothing reviewed)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class ActiveModelCard:
     classes: int
     metrics: dict[str, str]  # ModelVersion.metrics flattened: {"test_photos.top1_accuracy": "1.0"}
     stats: ModelVersionStats | None  # its row of per_model_version; None without predictions in the window
+    evaluation_top1: float | None = None  # the card's top-1 (the metric named in evaluation_top1_metric)
+    evaluation_top1_metric: str = ""  # e.g. "test_photos.top1_accuracy"; empty when the card has none
 
 
 @dataclass(frozen=True)

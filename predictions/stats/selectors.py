@@ -146,6 +146,9 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
         latency = per_day.get(day, ({}, {}))[0] or _empty_latency()
         result.per_day.append(DayStats(day=day, predictions=volume.get(day, 0), latency=latency))
 
+    # A review counts for the version whose answer it reviewed: a prediction run again by
+    # another version (reprocessing) keeps its owner's label, but the new answer is unreviewed.
+    reviewed = Q(correction__model_version_id=F("model_version_id"))
     per_model = latency_by_group(
         succeeded,
         group=F("model_version_id"),
@@ -154,7 +157,10 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
             "mean_confidence": Avg("confidence"),
             "low_confidence": Count("id", filter=Q(confidence__lt=threshold)),
             "with_confidence": Count("confidence"),
-            "corrections": Count("correction"),  # one-to-one: the join adds no rows
+            # One-to-one: the join adds no rows.
+            "reviewed": Count("correction", filter=reviewed),
+            "confirmed": Count("correction", filter=reviewed & Q(correction__confirmed=True)),
+            "corrections": Count("correction", filter=reviewed & Q(correction__confirmed=False)),
         },
     )
     versions = ModelVersion.objects.in_bulk([key for key in per_model if key is not None])
@@ -173,6 +179,9 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> Predictio
                 ),
                 corrections=extra["corrections"],
                 correction_rate=extra["corrections"] / extra["predictions"] if extra["predictions"] else None,
+                reviewed=extra["reviewed"],
+                confirmed=extra["confirmed"],
+                live_top1=extra["confirmed"] / extra["reviewed"] if extra["reviewed"] else None,
             )
         )
     result.comparison = model_comparison(result.per_model_version)
@@ -224,11 +233,13 @@ def model_comparison(per_model_version: Sequence[ModelVersionStats]) -> ModelCom
 
 
 def active_model_card(per_model_version: Sequence[ModelVersionStats]) -> ActiveModelCard | None:
-    """The active version's card: when it was trained, its evaluation figures, and its
-    row of ``per_model_version`` (predictions, corrections, correction rate)."""
+    """The active version's card: when it was trained, its evaluation figures (and its
+    top-1 among them), and its row of ``per_model_version`` (predictions, corrections,
+    correction rate, live top-1 on reviewed predictions)."""
     active = ModelVersion.objects.filter(is_active=True).first()
     if active is None:
         return None
+    evaluation = evaluation_top1(active.metrics)
     return ActiveModelCard(
         name=active.name,
         version=active.version,
@@ -236,8 +247,32 @@ def active_model_card(per_model_version: Sequence[ModelVersionStats]) -> ActiveM
         registered_at=active.created_at,
         classes=len(active.classes),
         metrics=dict(_flat_metrics(active.metrics)),
+        evaluation_top1=evaluation[1] if evaluation else None,
+        evaluation_top1_metric=evaluation[0] if evaluation else "",
         stats=next((row for row in per_model_version if row.model_version_id == active.pk), None),
     )
+
+
+TOP1_METRIC_NAMES = ("top1", "top1_accuracy")
+
+
+def evaluation_top1(metrics: dict[str, Any], prefix: str = "") -> tuple[str, float] | None:
+    """The model card's top-1 accuracy as ``(dotted name, value)``: the first figure
+    named ``top1`` or ``top1_accuracy``, one measured on a test set first (fine-tuning's
+    ``test...top1``, the shipped model's ``test_photos.top1_accuracy``); ``None`` when
+    the card has none."""
+    found: list[tuple[str, float]] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, value in node.items():
+            name = f"{path}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            elif key in TOP1_METRIC_NAMES and isinstance(value, int | float) and not isinstance(value, bool):
+                found.append((name, float(value)))
+
+    walk(metrics, prefix)
+    return next((item for item in found if item[0].startswith("test")), found[0] if found else None)
 
 
 def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

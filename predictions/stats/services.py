@@ -38,5 +38,5 @@ def prediction_stats_refresh() -> None:
 
 def _stats_cache_key(*, user: StatsUser, days: int) -> str:
     scope = "all" if stats_all_users(user) else f"user-{user.pk if user is not None else ''}"
-    # v2: per-version low confidence and corrections, the A/B comparison, the model card
-    return f"prediction-stats:v2:{scope}:{days}"
+    # v3: confirmations and live top-1 per version, the card's evaluation top-1
+    return f"prediction-stats:v3:{scope}:{days}"

@@ -232,7 +232,7 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     new_class = next(r for r in rows if r["label"] == "snow leopard")
     assert new_class["class_id"] == "" and new_class["predicted_label"] == "tiger cat"
     assert new_class["path"] == f"snow leopard/{corrected[2].prediction_id}.jpg"
-    assert "Exported 3 corrected image(s) in 2 label folder(s)" in out.getvalue()
+    assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
 def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path, user):

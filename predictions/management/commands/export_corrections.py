@@ -1,4 +1,5 @@
-"""Export users' corrections as a class-per-folder dataset for the next fine-tune."""
+"""Export users' reviews (corrections and confirmations) as a class-per-folder dataset
+for the next fine-tune."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from predictions.models import ModelVersion
 
 class Command(BaseCommand):
     help = (
-        "Copy every corrected image into DIR/<right label>/<prediction id>.<ext> and write "
-        "DIR/manifest.csv (label, class_id, what the model said, model version, ...): the layout "
+        "Copy every reviewed image (corrected, or confirmed by its owner; --corrections-only leaves "
+        "the confirmed out) into DIR/<right label>/<prediction id>.<ext> and write DIR/manifest.csv "
+        "(label, class_id, what the model said, model version, review: corrected or confirmed, ...): the layout "
         "`python -m training.finetune --data DIR` reads. A file already in DIR that differs is never "
         "replaced unless --overwrite is given; an unchanged re-run writes nothing new."
     )
@@ -30,8 +32,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--overwrite", action="store_true", help="replace files in DIR that differ (they are counted)"
         )
+        parser.add_argument(
+            "--corrections-only",
+            action="store_true",
+            help="leave out the predictions their owners confirmed (by default they are labelled data too)",
+        )
 
-    def handle(self, *args: Any, directory: Path, model_version: str | None, overwrite: bool, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        directory: Path,
+        model_version: str | None,
+        overwrite: bool,
+        corrections_only: bool,
+        **options: Any,
+    ) -> None:
         version = None
         if model_version:
             name, _, number = model_version.partition(":")
@@ -43,7 +58,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No model version {model_version} is registered.") from error
         if directory.exists() and not directory.is_dir():
             raise CommandError(f"{directory} is not a directory.")
-        corrections = selectors.correction_list(model_version=version)
+        corrections = selectors.correction_list(model_version=version, corrections_only=corrections_only)
         try:
             export = services.correction_export_directory(
                 corrections=corrections, directory=directory, overwrite=overwrite
@@ -52,6 +67,7 @@ class Command(BaseCommand):
             raise CommandError(error.message) from error
         labels = {path.split("/", 1)[0] for path, _ in export.files}
         self.stdout.write(
-            f"Exported {len(export.files)} corrected image(s) in {len(labels)} label folder(s) to {directory}"
+            f"Exported {len(export.files)} image(s) ({len(export.files) - export.confirmed} corrected, "
+            f"{export.confirmed} confirmed) in {len(labels)} label folder(s) to {directory}"
             f" with manifest.csv" + (f"; {export.replaced} file(s) replaced." if export.replaced else ".")
         )

@@ -1,0 +1,389 @@
+"""Confirmations: the owner marks a succeeded prediction right (card, history, API); a
+prediction has one review, a correction or a confirmation, the later replacing the
+earlier; the stats show each version's live top-1 (confirmed / reviewed) beside the
+model card's; confirmed predictions are exported as labelled data too."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from predictions import services
+from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from tests.factories import OperatorFactory, PredictionFactory, UserFactory
+
+CLASSES = [
+    {"class_id": "n02123045", "label": "tabby cat"},
+    {"class_id": "n02123159", "label": "tiger cat"},
+    {"class_id": "n02085620", "label": "Chihuahua"},
+]
+
+
+@pytest.fixture
+def model_version(db):
+    return ModelVersion.objects.create(
+        name="lite",
+        version="3",
+        path="/nonexistent/lite/3",
+        classes=CLASSES,
+        metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8, "top5_accuracy": 1.0}, "num_classes": 3},
+        exported_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        is_active=True,
+        status=ModelVersionStatus.ACTIVE,
+    )
+
+
+def _succeeded(user, model_version, *, label="tiger cat", class_id="n02123159"):
+    return PredictionFactory(
+        user=user, status=PredictionStatus.SUCCEEDED, label=label, class_id=class_id, confidence=0.61,
+        completed_at=timezone.now(), total_ms=40.0, model_version=model_version,
+        top_predictions=[{"label": label, "class_id": class_id, "score": 0.61},
+                         {"label": "tabby cat", "class_id": "n02123045", "score": 0.3}],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def done(user, model_version):
+    return _succeeded(user, model_version)
+
+
+def _api(user) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+def _review_url(prediction, kind: str) -> str:
+    return f"/api/v1/predictions/{prediction.id}/{kind}/"
+
+
+# --- The service -------------------------------------------------------------------
+
+
+def test_confirm_then_correct_then_confirm_again_keeps_one_review(user, done, model_version):
+    confirmation = services.prediction_confirm(prediction=done, user=user)
+    assert (confirmation.confirmed, confirmation.label, confirmation.class_id) == (True, "tiger cat", "n02123159")
+    assert (confirmation.predicted_label, confirmation.model_version, confirmation.corrected_by) == (
+        "tiger cat", model_version, user,
+    )  # fmt: skip
+
+    services.correction_set(prediction=done, user=user, label="tabby cat")
+    row = Correction.objects.get()
+    assert (row.confirmed, row.label, row.class_id) == (False, "tabby cat", "n02123045")
+
+    services.prediction_confirm(prediction=done, user=user)
+    row = Correction.objects.get()
+    assert (row.confirmed, row.label, row.class_id) == (True, "tiger cat", "n02123159")
+    assert row.created_at == confirmation.created_at and row.updated_at > confirmation.updated_at
+    # Confirming twice is still one confirmation; the prediction's own answer never changes.
+    services.prediction_confirm(prediction=done, user=user)
+    assert Correction.objects.count() == 1
+    assert Prediction.objects.get(id=done.id).label == "tiger cat"
+
+
+def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
+    with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
+        services.correction_set(prediction=done, user=user, label="TIGER cat")
+
+    assert refused.value.status_code == 400 and not Correction.objects.exists()
+
+
+@pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
+def test_only_a_succeeded_prediction_is_confirmed(user, status):
+    extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
+    prediction = PredictionFactory(user=user, status=status, **extra)
+
+    with pytest.raises(ConflictError, match=f"can be confirmed; this one is {status}") as refused:
+        services.prediction_confirm(prediction=prediction, user=user)
+    assert refused.value.status_code == 409 and not Correction.objects.exists()
+
+
+def test_a_confirmation_must_carry_the_models_own_label(user, done):
+    services.prediction_confirm(prediction=done, user=user)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Correction.objects.filter(prediction=done).update(label="ocelot")
+    assert Correction.objects.get().label == "tiger cat"
+
+
+def test_withdrawing_takes_back_only_the_kind_asked_for(user, done):
+    services.prediction_confirm(prediction=done, user=user)
+    with pytest.raises(NotFoundError, match="no correction to withdraw"):
+        services.correction_withdraw(prediction=done, confirmed=False)
+    assert Correction.objects.filter(confirmed=True).count() == 1
+
+    services.correction_withdraw(prediction=done, confirmed=True)
+    assert not Correction.objects.exists()
+
+
+# --- The API -----------------------------------------------------------------------
+
+
+def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, done):
+    api = _api(user)
+    assert api.post(_review_url(done, "correction"), {"label": "tabby cat"}, format="json").json()["confirmed"] is False
+
+    response = api.post(_review_url(done, "confirmation"))
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["prediction"] == str(done.id) and body["url"].endswith(f"/api/v1/predictions/{done.id}/")
+    assert (body["confirmed"], body["label"], body["class_id"], body["predicted_label"]) == (
+        True, "tiger cat", "n02123159", "tiger cat",
+    )  # fmt: skip
+    assert body["model"] == {"name": "lite", "version": "3"}
+    assert Correction.objects.get(prediction=done).confirmed
+
+    same_label = api.post(_review_url(done, "correction"), {"label": "tiger cat"}, format="json")
+    assert same_label.status_code == 400 and "confirm it instead" in same_label.json()["error"]["message"]
+
+
+def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user):
+    response = _api(user).post(_review_url(PredictionFactory(user=user), "confirmation"))
+
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    assert not Correction.objects.exists()
+
+
+def test_api_confirmation_of_another_users_prediction_is_404(done):
+    stranger = _api(UserFactory())
+
+    assert stranger.post(_review_url(done, "confirmation")).status_code == 404
+    assert stranger.delete(_review_url(done, "confirmation")).status_code == 404
+    assert not Correction.objects.exists()
+
+
+def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
+    api = _api(user)
+    api.post(_review_url(done, "confirmation"))
+
+    wrong_kind = api.delete(_review_url(done, "correction"))
+    assert wrong_kind.status_code == 404 and "no correction" in wrong_kind.json()["error"]["message"]
+    assert api.delete(_review_url(done, "confirmation")).status_code == 204
+    assert not Correction.objects.exists()
+    assert api.delete(_review_url(done, "confirmation")).status_code == 404
+
+    api.post(_review_url(done, "correction"), {"label": "ocelot"}, format="json")
+    assert api.delete(_review_url(done, "correction")).status_code == 204
+    assert not Correction.objects.exists()
+
+
+def test_schema_documents_confirming_and_withdrawing(user):
+    paths = _api(user).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+
+    confirmation = paths["/api/v1/predictions/{prediction_id}/confirmation/"]
+    correction = paths["/api/v1/predictions/{prediction_id}/correction/"]
+    assert set(confirmation) == set(correction) == {"post", "delete"}
+    assert set(confirmation["post"]["responses"]) == {"200", "401", "404", "409", "429"}
+    assert "requestBody" not in confirmation["post"]
+    assert set(confirmation["delete"]["responses"]) == set(correction["delete"]["responses"]) == {"204", "401", "404"}
+    ok = confirmation["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == correction["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+# --- Pages -------------------------------------------------------------------------
+
+
+def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_client, done):
+    detail_url = reverse("predictions:detail", args=[done.id])
+    confirm_url = reverse("predictions:confirm", args=[done.id])
+    page = user_client.get(detail_url).content.decode()
+    assert f'action="{confirm_url}"' in page and ">Right</button>" in page and "Wrong label?" in page
+
+    response = user_client.post(confirm_url, follow=True)
+
+    assert response.redirect_chain[-1][0] == f"{detail_url}#review-{done.id}"
+    page = response.content.decode()
+    assert "You confirmed this" in page and ">Right</button>" not in page
+    assert "you confirmed photo" in page.lower()  # the message names the file
+    assert Correction.objects.get(prediction=done).confirmed
+    assert user_client.get(confirm_url).status_code == 405
+
+
+def test_the_card_switches_between_correction_and_confirmation_and_undoes(user_client, done):
+    user_client.post(reverse("predictions:correct", args=[done.id]), {"label": "tabby cat"})
+    page = user_client.get(reverse("predictions:detail", args=[done.id])).content.decode()
+    assert "You corrected this to" in page and ">Right</button>" in page and "was right after all" in page
+
+    page = user_client.post(reverse("predictions:confirm", args=[done.id]), follow=True).content.decode()
+    assert "You confirmed this" in page and "You corrected this to" not in page
+    assert Correction.objects.get(prediction=done).confirmed
+
+    page = user_client.post(reverse("predictions:review-withdraw", args=[done.id]), follow=True).content.decode()
+    assert "is not reviewed any more" in page and ">Right</button>" in page
+    assert not Correction.objects.exists()
+
+
+def test_no_right_button_on_a_card_that_has_not_succeeded(user_client, user):
+    pending = PredictionFactory(user=user)
+
+    page = user_client.get(reverse("predictions:detail", args=[pending.id])).content.decode()
+
+    assert reverse("predictions:confirm", args=[pending.id]) not in page
+
+
+def test_the_page_says_why_a_confirmation_was_refused(user_client, user):
+    failed = PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now(), error="x")
+
+    response = user_client.post(reverse("predictions:confirm", args=[failed.id]), follow=True)
+
+    assert b"Only a succeeded prediction can be confirmed; this one is failed." in response.content
+    assert not Correction.objects.exists()
+
+
+def test_another_users_prediction_cannot_be_confirmed_from_the_page(client, done):
+    client.force_login(UserFactory())
+
+    assert client.post(reverse("predictions:confirm", args=[done.id])).status_code == 404
+    assert client.post(reverse("predictions:review-withdraw", args=[done.id])).status_code == 404
+
+
+def test_history_rows_have_a_right_button_and_show_the_confirmation(user_client, user, done, model_version):
+    confirm_url = reverse("predictions:confirm", args=[done.id])
+    assert f'action="{confirm_url}"' in user_client.get(reverse("predictions:history")).content.decode()
+
+    user_client.post(confirm_url)
+    page = user_client.get(reverse("predictions:history")).content.decode()
+
+    assert f'action="{confirm_url}"' not in page and "You confirmed this" in page
+    assert 'title="You confirmed it"' in page
+
+
+# --- Stats -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(user, model_version):
+    """Six succeeded predictions of lite:3 by ``user``: 3 confirmed, 1 corrected, 2 not
+    reviewed. Live top-1 = 3 / 4 = 0.75, correction rate = 1 / 6."""
+    predictions = [_succeeded(user, model_version) for _ in range(6)]
+    for prediction in predictions[:3]:
+        services.prediction_confirm(prediction=prediction, user=user)
+    services.correction_set(prediction=predictions[3], user=user, label="tabby cat")
+    return predictions
+
+
+def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
+    body = _api(user).get("/api/v1/stats/").json()
+
+    (row,) = body["per_model_version"]
+    assert (row["predictions"], row["reviewed"], row["confirmed"], row["corrections"]) == (6, 4, 3, 1)
+    assert row["live_top1"] == 0.75 and row["correction_rate"] == pytest.approx(1 / 6)
+    card = body["active_model"]
+    assert (card["live_top1"], card["reviewed"]) == (0.75, 4)
+    assert (card["evaluation_top1"], card["evaluation_top1_metric"]) == (0.8, "test_photos.top1_accuracy")
+
+    page = user_client.get("/stats/").content.decode()
+    assert "Live top-1 75 %</strong> on 4 reviewed predictions (3 confirmed, 1 corrected)" in page
+    assert "evaluation top-1 <strong>80 %</strong>" in page and "test_photos.top1_accuracy" in page
+    assert "correction rate <strong>0.167</strong>" in page
+
+
+def test_stats_live_top1_is_none_when_nothing_was_reviewed(user, user_client, model_version):
+    _succeeded(user, model_version)
+
+    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+
+    assert (row["reviewed"], row["confirmed"], row["live_top1"], row["correction_rate"]) == (0, 0, None, 0.0)
+    assert "Live top-1: no reviewed predictions in this window" in user_client.get("/stats/").content.decode()
+
+
+def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones(user, history, model_version):
+    stranger = UserFactory()
+    theirs = _succeeded(stranger, model_version)
+    services.correction_set(prediction=theirs, user=stranger, label="Chihuahua")
+
+    (mine,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+    (everyone,) = _api(OperatorFactory()).get("/api/v1/stats/").json()["per_model_version"]
+
+    assert (mine["reviewed"], mine["confirmed"], mine["live_top1"]) == (4, 3, 0.75)
+    assert (everyone["predictions"], everyone["reviewed"], everyone["confirmed"], everyone["corrections"]) == (
+        7, 5, 3, 2,
+    )  # fmt: skip
+    assert everyone["live_top1"] == 0.6
+
+
+def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_version):
+    older = ModelVersion.objects.create(name="lite", version="2", path="/nonexistent/lite/2", classes=CLASSES)
+    prediction = _succeeded(user, older)
+    services.prediction_confirm(prediction=prediction, user=user)
+    # Reprocessed: the active version answers it now; the owner confirmed the old answer.
+    Prediction.objects.filter(id=prediction.id).update(model_version=model_version, label="tabby cat")
+
+    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+
+    assert (row["version"], row["predictions"], row["reviewed"], row["live_top1"]) == ("3", 1, 0, None)
+    assert Correction.objects.get().label == "tiger cat"  # the owner's label stays
+
+
+def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_version):
+    candidate = ModelVersion.objects.create(
+        name="lite", version="4", path="/nonexistent/lite/4", classes=CLASSES, status=ModelVersionStatus.CANDIDATE
+    )
+    services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
+    right, wrong = _succeeded(user, candidate), _succeeded(user, candidate)
+    services.prediction_confirm(prediction=right, user=user)
+    services.correction_set(prediction=wrong, user=user, label="Chihuahua")
+
+    comparison = _api(user).get("/api/v1/stats/").json()["comparison"]
+
+    assert (comparison["active"]["live_top1"], comparison["candidate"]["live_top1"]) == (0.75, 0.5)
+    assert comparison["candidate"]["correction_rate"] == 0.5  # still corrected / succeeded
+    page = user_client.get("/stats/").content.decode()
+    assert "0.750 (3 / 4)" in page and "0.500 (1 / 2)" in page
+
+
+# --- Export --------------------------------------------------------------------------
+
+
+def _manifest(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_includes_confirmed_predictions_in_their_class_folder(history, tmp_path):
+    out = io.StringIO()
+    call_command("export_corrections", str(tmp_path / "set"), stdout=out)
+
+    root = tmp_path / "set"
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.csv", "tabby cat", "tiger cat"]
+    assert sorted(p.name for p in (root / "tiger cat").iterdir()) == sorted(f"{p.id}.jpg" for p in history[:3])
+    rows = {row["prediction_id"]: row for row in _manifest((root / "manifest.csv").read_text())}
+    assert {rows[str(p.id)]["review"] for p in history[:3]} == {"confirmed"}
+    assert rows[str(history[3].id)]["review"] == "corrected"
+    assert len(rows) == 4
+    assert "Exported 4 image(s) (1 corrected, 3 confirmed) in 2 label folder(s)" in out.getvalue()
+
+
+def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path):
+    out = io.StringIO()
+    call_command("export_corrections", str(tmp_path / "set"), "--corrections-only", stdout=out)
+
+    root = tmp_path / "set"
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.csv", "tabby cat"]
+    (row,) = _manifest((root / "manifest.csv").read_text())
+    assert (row["prediction_id"], row["review"]) == (str(history[3].id), "corrected")
+    assert "Exported 1 image(s) (1 corrected, 0 confirmed)" in out.getvalue()
+
+
+def test_admin_zip_includes_the_confirmed_and_filters_by_review(client, history):
+    client.force_login(OperatorFactory())
+    changelist = reverse("admin:predictions_correction_changelist")
+    assert "3 reviews" in client.get(changelist, {"confirmed__exact": "1"}).content.decode()
+    reviews = list(Correction.objects.all())
+
+    response = client.post(changelist, {"action": "export_dataset", "_selected_action": [r.pk for r in reviews]})
+
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    rows = _manifest(archive.read("manifest.csv").decode())
+    assert sorted(row["review"] for row in rows) == ["confirmed", "confirmed", "confirmed", "corrected"]
+    assert sum(name.startswith("tiger cat/") for name in archive.namelist()) == 3
