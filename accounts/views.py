@@ -32,8 +32,12 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
+        had_token = Token.objects.filter(user=request.user).exists()
         services.token_rotate(user=request.user)
-        messages.success(request, "A new API token was created; the old one no longer works.")
+        if had_token:
+            messages.success(request, "A new API token was created; the old one no longer works.")
+        else:
+            messages.success(request, "Your API token was created.")
         return redirect("accounts:profile")
     token = Token.objects.filter(user=request.user).first()
     return render(request, "accounts/profile.html", {"token": token})

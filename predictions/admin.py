@@ -19,11 +19,12 @@ from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from . import access, selectors, services
 from .exceptions import ApplicationError
 from .models import Correction, ModelActivation, ModelVersion, Prediction, PredictionStatus, ReprocessJob
+from .templatetags.imagerec_ui import label_text
 
 if TYPE_CHECKING:
     # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
@@ -43,31 +44,72 @@ else:
 
 @admin.register(Prediction)
 class PredictionAdmin(PredictionModelAdmin):
-    list_display = [
-        "thumbnail", "original_filename", "user", "status", "label", "confidence_pct",
-        "model_version", "total_ms", "created_at", "completed_at",
-    ]  # fmt: skip
+    # Few, narrow columns so the log fits a laptop screen (Django's admin lets a wide
+    # table scroll inside its box on a phone); the rest is on each prediction's page.
+    list_display = ["thumbnail", "original_filename", "user", "status", "shown_label", "confidence_pct",
+                    "model_version", "total_ms", "created_at"]  # fmt: skip
+    list_display_links = ["thumbnail", "original_filename"]
     list_filter = ["status", "model_version", "created_at", "label"]
     date_hierarchy = "created_at"
     search_fields = ["user__username", "label", "class_id", "original_filename", "sha256"]
     list_select_related = ["user", "model_version"]
-    readonly_fields = ["thumbnail_large"]
+    # The stored file fields are left out: their "Currently: <path>" links point at
+    # MEDIA_URL, which is never served (uploads are private); the image comes through
+    # the permission-checked admin image view instead.
+    fieldsets = [
+        (None, {"fields": ["image_preview", "original_filename", "user", "status", "error"]}),
+        ("Result", {"fields": ["label", "class_id", "confidence_pct", "top_k_table", "model_version",
+                               "assigned_version", "cached", "top_k"]}),
+        ("Timings (ms)", {"fields": ["queue_ms", "preprocess_ms", "inference_ms", "total_ms"]}),
+        ("Times", {"fields": ["created_at", "enqueued_at", "started_at", "completed_at", "retried_at"]}),
+        ("File", {"fields": ["image_format", "width", "height", "size_bytes", "sha256", "attempts", "reprocess_job"]}),
+    ]  # fmt: skip
+    readonly_fields = ["image_preview", "confidence_pct", "top_k_table"]
     list_per_page = 50
     actions = ["retry"]
 
     @admin.display(description="Image")
     def thumbnail(self, prediction: Prediction) -> str:
         url = reverse("admin-prediction-image", args=[prediction.id])
-        return format_html('<img src="{}?size=thumb" style="height:48px" alt="">', url)
+        name = (
+            f"{label_text(prediction.label)}: {prediction.original_filename}"
+            if prediction.label
+            else prediction.original_filename
+        )
+        return format_html(
+            '<img src="{}?size=thumb" style="height:48px;width:64px;object-fit:cover" alt="{}">', url, name
+        )
 
     @admin.display(description="Image")
-    def thumbnail_large(self, prediction: Prediction) -> str:
+    def image_preview(self, prediction: Prediction) -> str:
         url = reverse("admin-prediction-image", args=[prediction.id])
-        return format_html('<img src="{}" style="max-height:320px" alt="">', url)
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">'
+            '<img src="{}" style="max-height:320px;max-width:100%" alt="{}"></a>'
+            '<br><a href="{}" target="_blank" rel="noopener">Open full size</a>',
+            url, url, prediction.original_filename, url,
+        )  # fmt: skip
+
+    @admin.display(description="Label", ordering="label")
+    def shown_label(self, prediction: Prediction) -> str:
+        return label_text(prediction.label) if prediction.label else ""
 
     @admin.display(description="Confidence", ordering="confidence")
     def confidence_pct(self, prediction: Prediction) -> str:
         return "" if prediction.confidence is None else f"{prediction.confidence:.1%}"
+
+    @admin.display(description="Top-k")
+    def top_k_table(self, prediction: Prediction) -> str:
+        if not prediction.top_predictions:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((label_text(str(item.get("label", ""))), item.get("class_id", ""), f"{float(item.get('score', 0)):.1%}")
+             for item in prediction.top_predictions),
+        )  # fmt: skip
+        return format_html("<table><thead><tr><th>Label</th><th>Class</th><th>Score</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", rows)  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -128,10 +170,10 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
     ]  # fmt: skip
     list_filter = ["status", "name"]
     readonly_fields = [
-        "name", "version", "path", "status", "is_active", "parent", "metrics", "class_count", "exported_at",
-        "metadata", "created_at",
+        "name", "version", "path", "status", "is_active", "parent", "metrics_table", "class_count", "exported_at",
+        "metadata_table", "created_at",
     ]  # fmt: skip
-    exclude = ["classes"]
+    exclude = ["classes", "metrics", "metadata"]
     actions = ["activate", "rollback", "retire", "sync_from_disk"]
 
     @admin.display(description="Predictions")
@@ -141,6 +183,14 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
     @admin.display(description="Classes")
     def class_count(self, model_version: ModelVersion) -> int:
         return len(model_version.classes)
+
+    @admin.display(description="Metrics")
+    def metrics_table(self, model_version: ModelVersion) -> str:
+        return _key_value_table(model_version.metrics)
+
+    @admin.display(description="Metadata")
+    def metadata_table(self, model_version: ModelVersion) -> str:
+        return _key_value_table(model_version.metadata)
 
     @admin.display(description="A/B traffic", ordering="traffic_percent")
     def traffic(self, model_version: ModelVersion) -> str:
@@ -230,7 +280,7 @@ class CorrectionAdmin(CorrectionModelAdmin):
     @admin.display(description="Image")
     def thumbnail(self, correction: Correction) -> str:
         url = reverse("admin-prediction-image", args=[correction.prediction_id])
-        return format_html('<img src="{}?size=thumb" style="height:48px" alt="">', url)
+        return format_html('<img src="{}?size=thumb" style="height:48px" alt="{}">', url, correction.label)
 
     def has_view_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
         return access.can_view_all_predictions(request.user)
@@ -363,6 +413,30 @@ class ReprocessJobAdmin(ReprocessJobModelAdmin):
     @admin.action(description="Cancel the selected jobs", permissions=["reprocess"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[ReprocessJob]) -> None:
         self._move(request, queryset, services.reprocess_job_cancel, "cancelled")
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON as ("a.b.c", "value") rows; lists of plain values joined by commas."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(value, list) and all(not isinstance(item, dict | list) for item in value):
+        text = ", ".join(str(item) for item in value[:50]) + (f", … ({len(value)} in all)" if len(value) > 50 else "")
+        return [(prefix, text)]
+    if isinstance(value, list):
+        return [row for index, item in enumerate(value) for row in _flatten(item, f"{prefix}[{index}]")]
+    return [(prefix, "" if value is None else str(value))]
+
+
+def _key_value_table(value: Any) -> str:
+    """JSON (model metrics, metadata) as a readable two-column table instead of raw JSON."""
+    rows = _flatten(value or {})
+    if not rows:
+        return "-"
+    body = format_html_join("", '<tr><th scope="row">{}</th><td>{}</td></tr>', rows)
+    return format_html("<table>{}</table>", body)
 
 
 def _user(request: HttpRequest) -> User | None:

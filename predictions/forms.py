@@ -36,10 +36,20 @@ class UploadForm(forms.Form):
 
 
 class HistoryFilterForm(forms.Form):
-    label = forms.CharField(required=False)
-    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PredictionStatus.choices])
+    label = forms.CharField(required=False, label="Label contains")
+    status = forms.ChoiceField(required=False, label="Status", choices=[("", "Any status"), *PredictionStatus.choices])
     created_after = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     created_before = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("created_after"), cleaned.get("created_before")
+        if start and end and start > end:
+            raise forms.ValidationError(
+                f"The date range is reversed: “From” ({start:%Y-%m-%d}) is after “To” ({end:%Y-%m-%d}).",
+                code="reversed_range",
+            )
+        return cleaned
 
 
 class CorrectionForm(forms.Form):

@@ -4,50 +4,84 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 
-from . import access, selectors, services
+from . import access, images, selectors, services
 from .exceptions import ApplicationError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
 from .selectors import PredictionFilters
 
 
+def _wants_fragment(request: HttpRequest) -> bool:
+    """The upload page's script sends each file on its own and inserts the answer
+    (``static/js/upload.js``); without JavaScript the form posts and gets a whole page."""
+    return request.headers.get("X-Requested-With") == "fetch"
+
+
+def _upload_page(request: HttpRequest, form: UploadForm, status: int = 200) -> HttpResponse:
+    if _wants_fragment(request):
+        errors = [str(error) for error in form.errors.get("images", [])]
+        errors += [f"{form.fields[name].label}: {error}" for name, field_errors in form.errors.items()
+                   if name != "images" for error in field_errors]  # fmt: skip
+        return render(request, "predictions/_upload_outcome.html", {"predictions": [], "errors": errors}, status=status)
+    context = {
+        "form": form,
+        "formats": images.SUPPORTED_DESCRIPTION,
+        "max_upload": images.megabytes(settings.MAX_UPLOAD_BYTES),
+        "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "max_files": settings.MAX_FILES_PER_REQUEST,
+    }
+    return render(request, "predictions/upload.html", context, status=status)
+
+
 @login_required
 def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload form. Good files are submitted even when others in the batch are refused;
-    refused files are reported by name (on the form if nothing was accepted)."""
+    refused files are reported by name (on the form if nothing was accepted).
+
+    The page's script posts one file per request and gets the result card (or the
+    refusal) as a fragment to insert; without JavaScript all files go in one post."""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method != "POST":
-        return render(request, "predictions/upload.html", {"form": form})
+        return _upload_page(request, form)
     if not form.is_valid():
-        return render(request, "predictions/upload.html", {"form": form}, status=400)
+        return _upload_page(request, form, status=400)
     try:
         outcomes = services.prediction_create_many(
             user=request.user, uploaded_files=form.cleaned_data["images"], top_k=form.cleaned_data["top_k"]
         )
     except ApplicationError as error:
         form.add_error("images", error.message)
-        return render(request, "predictions/upload.html", {"form": form}, status=error.status_code)
+        return _upload_page(request, form, status=error.status_code)
     created = [o.prediction for o in outcomes if o.prediction is not None]
     refused = [(o.filename, o.error) for o in outcomes if o.error is not None]
+    if _wants_fragment(request):
+        status = 201 if created else max(refusal.status_code for _, refusal in refused)
+        errors = [f"{filename}: {refusal.message}" for filename, refusal in refused]
+        return render(
+            request, "predictions/_upload_outcome.html", {"predictions": created, "errors": errors}, status=status
+        )
     if not created:
         for filename, refusal in refused:
             form.add_error("images", f"{filename}: {refusal.message}")
         status = max(refusal.status_code for _, refusal in refused)
-        return render(request, "predictions/upload.html", {"form": form}, status=status)
+        return _upload_page(request, form, status=status)
     for filename, refusal in refused:
         messages.error(request, f"{filename}: {refusal.message}")
     if len(created) == 1 and not refused:
@@ -56,24 +90,40 @@ def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect(f"{reverse('predictions:batch')}?{query}")
 
 
+_HISTORY_PARAMETERS = ("label", "status", "created_after", "created_before", "page")
+
+
+def _history_url(back: str) -> str:
+    """The history page with the filters the person came from (``back`` is the history
+    page's query string, passed along by its links; anything else is dropped)."""
+    query = QueryDict(back.lstrip("?"))
+    kept = {name: value for name in _HISTORY_PARAMETERS if (value := query.get(name))}
+    url = reverse("predictions:history")
+    return f"{url}?{urlencode(kept)}" if kept else url
+
+
 @login_required
 def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """One prediction: the full-size image, the top-k chart, timings, model version,
+    review, delete, and the way back to the (filtered) history."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-    return render(request, "predictions/detail.html", {"predictions": [prediction]})
+    back = request.GET.get("back", "")
+    context = {"prediction": prediction, "back": back, "history_url": _history_url(back)}
+    return render(request, "predictions/detail.html", context)
 
 
 @login_required
 def batch(request: AuthenticatedHttpRequest) -> HttpResponse:
     ids = request.GET.getlist("id")[: settings.MAX_FILES_PER_REQUEST]
     predictions = [selectors.prediction_get(user=request.user, prediction_id=i) for i in ids]
-    return render(request, "predictions/detail.html", {"predictions": predictions})
+    return render(request, "predictions/results.html", {"predictions": predictions})
 
 
 @login_required
 def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """The result card alone: the result page polls it until the prediction is final."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-    return render(request, "predictions/_card.html", {"prediction": prediction})
+    return render(request, "predictions/_card.html", {"prediction": prediction, "card_links": True})
 
 
 @login_required
@@ -81,6 +131,16 @@ def image(request: AuthenticatedHttpRequest, prediction_id: str) -> FileResponse
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
+
+
+def favicon(request: HttpRequest) -> FileResponse:
+    """``/favicon.ico``, which browsers ask for on every site whatever the page links."""
+    path = finders.find("favicon.ico")
+    if not isinstance(path, str):
+        raise Http404("No favicon.")
+    response = FileResponse(open(path, "rb"), content_type="image/x-icon")  # noqa: SIM115 - closed by FileResponse
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 @staff_member_required
@@ -108,16 +168,25 @@ def _history_filters(request: HttpRequest) -> tuple[HistoryFilterForm, Predictio
 
 @login_required
 def history(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The user's predictions, filtered; the empty state says why nothing is listed."""
     form, filters = _history_filters(request)
     queryset = selectors.prediction_list(user=request.user, filters=filters)
+    if form.errors:  # e.g. a reversed date range: say so instead of listing everything
+        queryset = queryset.none()
     page = Paginator(queryset, 20).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(
-        request,
-        "predictions/history.html",
-        {"form": form, "page": page, "query": query.urlencode()},
-    )
+    filtered = any(request.GET.get(name) for name in ("label", "status", "created_after", "created_before"))
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "back": request.GET.urlencode(),
+        "filtered": filtered,
+        "has_any": page.paginator.count > 0 or selectors.prediction_list(user=request.user).exists(),
+        "time_zone": timezone.get_current_timezone_name(),
+    }
+    return render(request, "predictions/history.html", context)
 
 
 def _csv_safe(text: str) -> str:
@@ -165,7 +234,7 @@ def delete(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespons
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     services.prediction_delete(prediction=prediction)
     messages.success(request, f"Deleted {prediction.original_filename}.")
-    return redirect("predictions:history")
+    return redirect(_history_url(request.POST.get("back", "")))
 
 
 @login_required
