@@ -248,6 +248,7 @@ CELERY_TASK_TIME_LIMIT = env.float("CELERY_TASK_TIME_LIMIT", default=180)
 # stats refresh never holds up an image (docker-compose runs a worker for each).
 CELERY_TASK_ROUTES = {
     "predictions.tasks.prediction_run": {"queue": "inference"},
+    "predictions.tasks.explanation_compute": {"queue": "inference"},  # Grad-CAM needs the model
     "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
     "predictions.tasks.stats_refresh": {"queue": "maintenance"},
     "predictions.tasks.reprocess_step": {"queue": "maintenance"},

@@ -21,6 +21,11 @@ api_urls = [
     path("predictions/<str:prediction_id>/image/", api.PredictionImageApi.as_view(), name="prediction-image"),
     path("predictions/<str:prediction_id>/retry/", api.PredictionRetryApi.as_view(), name="prediction-retry"),
     path(
+        "predictions/<str:prediction_id>/explanation/",
+        api.PredictionExplanationApi.as_view(),
+        name="prediction-explanation",
+    ),
+    path(
         "predictions/<str:prediction_id>/correction/",
         api.method_dispatch(POST=api.PredictionCorrectionApi, DELETE=api.PredictionCorrectionWithdrawApi),
         name="prediction-correction",

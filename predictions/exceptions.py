@@ -50,3 +50,9 @@ class NotFoundError(ApplicationError):
 
     status_code = 404
     code = "not_found"
+
+
+class ExplanationFailedError(ConflictError):
+    """Computing the asked-for explanation failed; the message says why."""
+
+    code = "explanation_failed"

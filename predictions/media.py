@@ -1,5 +1,5 @@
-"""Serving an uploaded image or its thumbnail: one response for pages, the admin and the
-API, each of which decides first who may see the prediction."""
+"""Serving an uploaded image, its thumbnail or an explanation's overlay: one response for
+pages, the admin and the API, each of which decides first who may see the prediction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404
 from PIL import Image
 
 from . import services
-from .models import Prediction
+from .models import Explanation, Prediction
 
 
 def image_response(prediction: Prediction, *, thumbnail: bool = False) -> FileResponse:
@@ -25,5 +25,17 @@ def image_response(prediction: Prediction, *, thumbnail: bool = False) -> FileRe
     except (OSError, ValueError, SyntaxError) as error:  # a damaged upload has no preview
         raise Http404("This image cannot be shown.") from error
     response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def explanation_response(explanation: Explanation) -> FileResponse:
+    """The stored Grad-CAM overlay (PNG) of a succeeded explanation."""
+    try:
+        response = FileResponse(explanation.image.open("rb"), content_type="image/png")
+    except (FileNotFoundError, ValueError) as error:  # ValueError: no file recorded
+        raise Http404("The explanation image is no longer stored.") from error
+    # Short: the same URL shows a new overlay once a re-run prediction is explained again.
+    response["Cache-Control"] = "private, max-age=300"
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -573,10 +573,12 @@ def prediction_thumbnail(*, prediction: Prediction) -> str:
 
 
 def prediction_delete(*, prediction: Prediction) -> None:
-    """Delete a prediction and, once the deletion is committed, its image file."""
+    """Delete a prediction and, once the deletion is committed, its image file, its
+    thumbnail and its explanations' overlays (each shows the image)."""
     storage = prediction.image.storage
     names = [name for name in (prediction.image.name, prediction.thumbnail.name) if name]
     with transaction.atomic():
+        names += [name for name in prediction.explanations.values_list("image", flat=True) if name]
         prediction.delete()
         for name in names:
             transaction.on_commit(functools.partial(storage.delete, name), robust=True)

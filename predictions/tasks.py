@@ -12,7 +12,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
-from . import services, stats
+from . import explanations, services, stats
 from .exceptions import ApplicationError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,25 @@ def reprocess_step(job_id: int) -> None:
     """One step of a reprocess job; the next one is sent while the job has work."""
     if services.reprocess_job_step(job_id=job_id):
         reprocess_step.apply_async(args=(job_id,), countdown=services.REPROCESS_STEP_SECONDS)
+
+
+class ExplanationTask(Task[Any, Any]):
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # Never left pending: whatever went wrong, the owner reads a reason; details in the log.
+        if isinstance(exc, ApplicationError):
+            message = exc.message
+        elif isinstance(exc, SoftTimeLimitExceeded):
+            message = explanations.TOO_LONG_MESSAGE
+        else:
+            message = explanations.FAILED_SERVER_MESSAGE
+        logger.error("Explanation %s failed: %r", args[0], exc)
+        explanations.explanation_fail(explanation_id=args[0], error=message)
+
+
+@shared_task(bind=True, base=ExplanationTask, name=explanations.EXPLANATION_COMPUTE_TASK, acks_late=True)
+def explanation_compute(self: Task[Any, Any], explanation_id: int) -> None:
+    """Compute one Grad-CAM explanation (in the inference worker, where the model is)."""
+    explanations.explanation_compute(explanation_id=explanation_id)
 
 
 @shared_task

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import explanation_views, views
 
 app_name = "predictions"
 
@@ -17,4 +17,10 @@ urlpatterns = [
     path("predictions/<str:prediction_id>/correction/", views.correct, name="correct"),
     path("predictions/<str:prediction_id>/confirmation/", views.confirm, name="confirm"),
     path("predictions/<str:prediction_id>/review/withdraw/", views.withdraw_review, name="review-withdraw"),
+    path("predictions/<str:prediction_id>/explain/", explanation_views.explain, name="explain"),
+    path(
+        "predictions/<str:prediction_id>/explanation.png",
+        explanation_views.explanation_image,
+        name="explanation-image",
+    ),
 ]

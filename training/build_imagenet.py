@@ -14,6 +14,7 @@ import argparse
 import email.message
 import hashlib
 import importlib
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from training import efficientnet_lite
 from training.evaluate import load_batch, photo_samples, predict, score
 from training.export import (
     FORMAT_VERSION,
+    KERAS_FILE,
     LABELS_FILE,
     METADATA_FILE,
     MODEL_CARD_FILE,
@@ -40,6 +42,8 @@ from training.export import (
     export_saved_model,
     is_complete,
     model_dir,
+    save_keras,
+    saved_model_probabilities,
     staging_dir,
     tflite_probabilities,
     write_json,
@@ -227,6 +231,39 @@ EfficientNet-Lite0 is about 75 %, Lite2 about 77.6 %.
 """
 
 
+#: Max abs probability difference between a rebuilt Keras model and the exported SavedModel
+#: for ``add_keras_model`` to accept them as the same model.
+KERAS_MATCH_TOLERANCE = 1e-4
+
+
+def add_keras_model(target: Path, variant: str) -> Path:
+    """Add ``model.keras`` (the Keras graph Grad-CAM needs) to a model directory exported
+    before exports carried it, without touching anything else in it.
+
+    The model is rebuilt from the same pinned weights; it is saved only when its
+    probabilities match the exported SavedModel's (real photos and noise), otherwise the
+    directory was built from something else and only ``--force`` may replace it."""
+    metadata = json.loads((target / METADATA_FILE).read_text())
+    size = int(metadata["input_size"])
+    model = efficientnet_lite.build_pretrained(
+        variant, load_state_dict(weights_source(variant).path), name=metadata.get("name"), input_size=size
+    )
+    samples = photo_samples() if photos_available() else []
+    noise = np.random.default_rng(0).uniform(0, 255, size=(2, size, size, 3)).astype(np.float32)
+    batch = np.concatenate([load_batch(samples, size), noise]) if samples else noise
+    rebuilt = np.asarray(model.predict(batch, verbose=0))
+    exported = saved_model_probabilities(target / SAVED_MODEL_DIR, batch)
+    difference = float(np.abs(rebuilt - exported).max())
+    if difference > KERAS_MATCH_TOLERANCE:
+        raise SystemExit(
+            f"{target} does not match the model these weights build (max |probability diff| {difference:.1e}); "
+            f"rebuild it with --force to get {KERAS_FILE}"
+        )
+    save_keras(model, target / KERAS_FILE)
+    print(f"{target}: added {KERAS_FILE} (matches the exported model to {difference:.1e})")
+    return target / KERAS_FILE
+
+
 def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = "1", force: bool = False) -> Path:
     """Build ``<out>/efficientnet_<variant>/<version>``; return its path (existing one unless ``force``)."""
     name = f"efficientnet_{variant}"
@@ -234,6 +271,8 @@ def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = 
     if target.exists() and not force:
         if not is_complete(target):
             raise SystemExit(f"{target} exists but is incomplete; rerun with --force")
+        if not (target / KERAS_FILE).exists():
+            add_keras_model(target, variant)
         print(f"{target}: already built")
         return target
 

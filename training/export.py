@@ -4,6 +4,8 @@
 
     saved_model/    Keras 3 ``model.export`` output; signature ``serve``:
                     float32 [N, S, S, 3] RGB 0..255 -> probabilities [N, C]
+    model.keras     the same model as a native Keras file: the graph with its layers,
+                    which Grad-CAM needs (predictions.gradcam); serving never reads it
     model.tflite    the same SavedModel converted to fp32 TFLite
     labels.json     [{"index": i, "class_id": ..., "label": ...}, ...]
     metadata.json   at least name, version, input_size (int), format_version
@@ -30,6 +32,7 @@ from numpy.typing import NDArray
 
 FORMAT_VERSION = 1
 SAVED_MODEL_DIR = "saved_model"
+KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
@@ -75,8 +78,28 @@ def staging_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
 
 
 def export_saved_model(model: keras.Model, path: Path) -> None:
-    """Keras 3 ``model.export`` (signature ``serve``) into ``path``."""
+    """Keras 3 ``model.export`` (signature ``serve``) into ``path``, and the same model
+    as ``model.keras`` beside it (``save_keras``): every export path goes through here,
+    so every exported model can be explained."""
     model.export(str(path), format="tf_saved_model", verbose=False)
+    save_keras(model, path.parent / KERAS_FILE)
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    """Save ``model`` as a native Keras file (graph + weights, no optimizer state),
+    written beside ``path`` first and renamed into place, so a reader never sees half a file.
+
+    A SavedModel from ``model.export`` cannot be loaded back as a Keras model in Keras 3
+    and its ``serve`` signature hides the layers; Grad-CAM needs them."""
+    # A new uncompiled Model over the same layers: the .keras file of a just-trained model
+    # would otherwise carry its optimizer's slots (twice the trainable weights).
+    uncompiled = keras.Model(model.inputs, model.outputs, name=model.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        uncompiled.save(tmp / KERAS_FILE)
+        os.replace(tmp / KERAS_FILE, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def convert_tflite(saved_model: Path, path: Path) -> None:

@@ -4,6 +4,7 @@
   withdrawing either) and image views.
 - ``model_versions``: list the models; activate one, roll back, a candidate's share of
   traffic (A/B test), the history of switches.
+- ``explanations``: the Grad-CAM overlay of a prediction for one of its top-k classes.
 - ``stats``: the aggregates.
 - ``serializers``: the prediction output the list, the poll and a waiting submit share.
 - ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
@@ -15,6 +16,7 @@ The URLs are in ``imagerec/urls.py`` (namespace ``api``).
 """
 
 from .dispatch import method_dispatch
+from .explanations import PredictionExplanationApi
 from .model_versions import (
     ModelActivationListApi,
     ModelVersionActivateApi,
@@ -50,6 +52,7 @@ __all__ = [
     "PredictionCreateApi",
     "PredictionDeleteApi",
     "PredictionDetailApi",
+    "PredictionExplanationApi",
     "PredictionImageApi",
     "PredictionListApi",
     "PredictionRetryApi",

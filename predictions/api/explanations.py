@@ -1,0 +1,99 @@
+"""Explanation API: the Grad-CAM overlay of one of the user's predictions for one class."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http.response import HttpResponseBase
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.http import AuthenticatedRequest
+
+from .. import explanations, selectors
+from ..exceptions import ExplanationFailedError
+from ..media import explanation_response
+from ..models import Explanation, ExplanationStatus
+from .errors import ErrorSerializer
+from .predictions import _AnyAccept
+from .throttles import ReadRateThrottle
+
+POLL_AFTER_SECONDS = 1
+
+
+def explanation_url(explanation: Explanation) -> str:
+    """``/api/v1/predictions/<id>/explanation/?class_id=<class>``: where it is polled and fetched."""
+    path = reverse("api:prediction-explanation", args=[explanation.prediction_id])
+    return f"{path}?{urlencode({'class_id': explanation.class_id})}"
+
+
+class PredictionExplanationApi(APIView):
+    """Grad-CAM of one of the user's succeeded predictions for one of its top-k classes,
+    computed on the first request and kept."""
+
+    throttle_classes = [ReadRateThrottle]
+    content_negotiation_class = _AnyAccept  # the PNG whatever the client accepts
+
+    class InputSerializer(serializers.Serializer[Any]):
+        class_id = serializers.CharField(required=False, allow_blank=True, max_length=20)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "class_id",
+                str,
+                description="One of the prediction's top-k `class_id`s (its `top_predictions`); "
+                "default: the top class.",
+            )
+        ],
+        responses={
+            (200, "image/png"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="The image with the heat map blended over it (jet colours: red where the class's "
+                "score depends most on the image, blue least; the margins the model never saw are darkened), "
+                "at the image's size up to 1024 px on the longer side."
+            ),
+            202: OpenApiResponse(
+                inline_serializer("ExplanationPending", {"status": serializers.CharField()}),
+                description='`{"status": "pending"}` while the worker computes it: poll the `Location` header '
+                "(this URL with the `class_id` resolved) after `Retry-After` seconds.",
+            ),
+            400: OpenApiResponse(ErrorSerializer, description="`class_id` is not one of the top-k classes"),
+            401: ErrorSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="No such prediction of yours"),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="The prediction has not succeeded (`conflict`), or computing the explanation failed "
+                "(`explanation_failed`, with the reason; a request a minute later tries again)",
+            ),
+            429: ErrorSerializer,
+        },
+        description="Grad-CAM (gradient-weighted class activation map) of the model version that made the "
+        "prediction, on its last convolutional feature map, with the same preprocessing as classification. "
+        "The first request queues it for the inference worker and answers 202; once computed it is stored and "
+        "every request answers 200 with the PNG.",
+    )
+    def get(self, request: AuthenticatedRequest, prediction_id: str) -> HttpResponseBase:
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        explanation = explanations.explanation_request(
+            prediction=prediction, user=request.user, class_id=query.validated_data.get("class_id") or None
+        )
+        if explanation.status == ExplanationStatus.SUCCEEDED:
+            return explanation_response(explanation)
+        if explanation.status == ExplanationStatus.FAILED:
+            raise ExplanationFailedError(explanation.error, field="class_id")
+        return Response(
+            {"status": explanation.status},
+            status=status.HTTP_202_ACCEPTED,
+            headers={
+                "Location": request.build_absolute_uri(explanation_url(explanation)),
+                "Retry-After": str(POLL_AFTER_SECONDS),
+            },
+        )

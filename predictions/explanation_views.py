@@ -1,0 +1,59 @@
+"""Pages for explanations (the "Explain" section of a prediction's page): parse input,
+call ``predictions.explanations``, redirect or answer with the overlay."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from accounts.http import AuthenticatedHttpRequest
+
+from . import explanations, selectors
+from .exceptions import ApplicationError
+from .media import explanation_response
+from .models import ExplanationStatus
+
+
+@login_required
+@require_GET
+def explain(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
+    """Ask for the explanation of one of the prediction's top-k classes (the buttons of
+    its page, a plain GET form that works without JavaScript), then show it there."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    class_id = request.GET.get("class_id", "")
+    try:
+        explanation = explanations.explanation_request(prediction=prediction, user=request.user, class_id=class_id)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        query = {"back": request.GET.get("back", "")}
+    else:
+        query = {"explain": explanation.class_id, "back": request.GET.get("back", "")}
+    query = {key: value for key, value in query.items() if value}
+    suffix = f"?{urlencode(query)}" if query else ""
+    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}{suffix}#explain")
+
+
+@login_required
+@require_GET
+def explanation_image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
+    """The overlay PNG to its owner (200); 202 while it is computed (the page's script
+    polls this), 409 with the reason when it failed."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    try:
+        explanation = explanations.explanation_request(
+            prediction=prediction, user=request.user, class_id=request.GET.get("class_id", "")
+        )
+    except ApplicationError as error:
+        return HttpResponse(error.message, status=error.status_code, content_type="text/plain; charset=utf-8")
+    if explanation.status == ExplanationStatus.SUCCEEDED:
+        return explanation_response(explanation)
+    if explanation.status == ExplanationStatus.FAILED:
+        return HttpResponse(explanation.error, status=409, content_type="text/plain; charset=utf-8")
+    return HttpResponse("Computing…", status=202, content_type="text/plain; charset=utf-8")
