@@ -65,6 +65,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Times in the browser's zone (the tz cookie); the friendly 404 page under DEBUG too.
+    "accounts.middleware.BrowserTimezoneMiddleware",
+    "imagerec.middleware.FriendlyNotFoundMiddleware",
     # Last: turns a lockout found inside authenticate() into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]

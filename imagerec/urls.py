@@ -47,6 +47,7 @@ api_urls = [
 ]
 
 urlpatterns = [
+    path("favicon.ico", prediction_views.favicon, name="favicon"),
     path(
         "admin/predictions/image/<str:prediction_id>/",
         prediction_views.admin_image,

@@ -20,11 +20,15 @@ from django.http import FileResponse, HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from . import access, selectors, services
 from .exceptions import ApplicationError
 from .models import Correction, ModelActivation, ModelVersion, Prediction, PredictionStatus, ReprocessJob
 from .templatetags.imagerec_ui import label_text
+
+# The log and the model pages need the width more than a second navigation column does.
+admin.site.enable_nav_sidebar = False
 
 if TYPE_CHECKING:
     # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
@@ -46,9 +50,10 @@ else:
 class PredictionAdmin(PredictionModelAdmin):
     # Few, narrow columns so the log fits a laptop screen (Django's admin lets a wide
     # table scroll inside its box on a phone); the rest is on each prediction's page.
-    list_display = ["thumbnail", "original_filename", "user", "status", "shown_label", "confidence_pct",
-                    "model_version", "total_ms", "created_at"]  # fmt: skip
-    list_display_links = ["thumbnail", "original_filename"]
+    # "image_thumb", not "thumbnail": a model field of that name (the stored file) would
+    # win over the method and show its storage path.
+    list_display = ["image_thumb", "original_filename", "user", "result", "model_version", "total", "created"]
+    list_display_links = ["image_thumb", "original_filename"]
     list_filter = ["status", "model_version", "created_at", "label"]
     date_hierarchy = "created_at"
     search_fields = ["user__username", "label", "class_id", "original_filename", "sha256"]
@@ -69,7 +74,7 @@ class PredictionAdmin(PredictionModelAdmin):
     actions = ["retry"]
 
     @admin.display(description="Image")
-    def thumbnail(self, prediction: Prediction) -> str:
+    def image_thumb(self, prediction: Prediction) -> str:
         url = reverse("admin-prediction-image", args=[prediction.id])
         name = (
             f"{label_text(prediction.label)}: {prediction.original_filename}"
@@ -90,9 +95,21 @@ class PredictionAdmin(PredictionModelAdmin):
             url, url, prediction.original_filename, url,
         )  # fmt: skip
 
-    @admin.display(description="Label", ordering="label")
-    def shown_label(self, prediction: Prediction) -> str:
-        return label_text(prediction.label) if prediction.label else ""
+    @admin.display(description="Result", ordering="label")
+    def result(self, prediction: Prediction) -> str:
+        if prediction.status == PredictionStatus.SUCCEEDED:
+            return f"{label_text(prediction.label)} · {self.confidence_pct(prediction)}"
+        if prediction.status == PredictionStatus.FAILED:
+            return f"Failed: {Truncator(prediction.error).chars(60)}"
+        return prediction.get_status_display()
+
+    @admin.display(description="Total ms", ordering="total_ms")
+    def total(self, prediction: Prediction) -> str:
+        return "" if prediction.total_ms is None else f"{prediction.total_ms:.0f}"
+
+    @admin.display(description="Uploaded", ordering="created_at")
+    def created(self, prediction: Prediction) -> str:
+        return f"{timezone.localtime(prediction.created_at):%Y-%m-%d %H:%M}"
 
     @admin.display(description="Confidence", ordering="confidence")
     def confidence_pct(self, prediction: Prediction) -> str:

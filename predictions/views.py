@@ -102,6 +102,13 @@ def _history_url(back: str) -> str:
     return f"{url}?{urlencode(kept)}" if kept else url
 
 
+def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "") -> str:
+    """Back to the detail page after a button on it, keeping its way back to the history."""
+    url = reverse("predictions:detail", args=[prediction_id])
+    back = request.POST.get("back", "")
+    return f"{url}?{urlencode({'back': back})}{anchor}" if back else f"{url}{anchor}"
+
+
 @login_required
 def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """One prediction: the full-size image, the top-k chart, timings, model version,
@@ -123,7 +130,7 @@ def batch(request: AuthenticatedHttpRequest) -> HttpResponse:
 def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """The result card alone: the result page polls it until the prediction is final."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-    return render(request, "predictions/_card.html", {"prediction": prediction, "card_links": True})
+    return render(request, "predictions/_card.html", {"prediction": prediction})
 
 
 @login_required
@@ -248,7 +255,7 @@ def retry(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse
         messages.info(request, error.message)
     else:
         messages.success(request, f"Sent {prediction.original_filename} again.")
-    return redirect("predictions:detail", prediction_id=prediction.id)
+    return redirect(_detail_url(request, prediction.id))
 
 
 @login_required
@@ -265,7 +272,7 @@ def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
         messages.error(request, error.message)
     else:
         messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}.")
-    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#correction-{prediction.id}")
+    return redirect(_detail_url(request, prediction.id, f"#correction-{prediction.id}"))
 
 
 @login_required
@@ -280,7 +287,7 @@ def confirm(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
         messages.error(request, error.message)
     else:
         messages.success(request, f"Thanks: you confirmed {prediction.original_filename} is {prediction.label}.")
-    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#review-{prediction.id}")
+    return redirect(_detail_url(request, prediction.id, f"#review-{prediction.id}"))
 
 
 @login_required
@@ -295,4 +302,4 @@ def withdraw_review(request: AuthenticatedHttpRequest, prediction_id: str) -> Ht
         messages.info(request, error.message)
     else:
         messages.success(request, f"Withdrawn: {prediction.original_filename} is not reviewed any more.")
-    return redirect(f"{reverse('predictions:detail', args=[prediction.id])}#review-{prediction.id}")
+    return redirect(_detail_url(request, prediction.id, f"#review-{prediction.id}"))

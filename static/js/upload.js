@@ -62,10 +62,17 @@
   function render(item) {
     const li = document.createElement("li");
     li.className = "preview";
-    const img = document.createElement("img");
-    img.alt = "";
-    img.src = URL.createObjectURL(item.file);
-    img.onload = () => URL.revokeObjectURL(img.src);
+    const placeholder = document.createElement("span");
+    placeholder.className = "no-preview";
+    placeholder.textContent = "No preview";
+    let img = placeholder;
+    if (!item.error) {
+      img = document.createElement("img");
+      img.alt = "";
+      img.src = URL.createObjectURL(item.file);
+      img.onload = () => URL.revokeObjectURL(img.src);
+      img.onerror = () => { URL.revokeObjectURL(img.src); img.replaceWith(placeholder); };
+    }
     const name = document.createElement("span");
     name.className = "preview-name";
     name.textContent = item.file.name;

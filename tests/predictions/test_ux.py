@@ -270,6 +270,11 @@ def test_admin_prediction_page_shows_the_image_and_readable_top_k(client, user):
     assert "/media-not-served/" not in page
     assert "<th>Label</th>" in page and "80.0%" in page and '"score"' not in page
 
+    listing = client.get(reverse("admin:predictions_prediction_changelist")).content.decode()
+    thumbnail = f'src="{reverse("admin-prediction-image", args=[prediction.id])}?size=thumb"'
+    assert thumbnail in listing and f'alt="tabby cat: {prediction.original_filename}"' in listing
+    assert "thumbnails/" not in listing  # the stored file's path, not a picture
+
 
 def test_admin_model_version_metadata_is_a_table(admin_client, db):
     version = ModelVersion.objects.create(
@@ -280,3 +285,13 @@ def test_admin_model_version_metadata_is_a_table(admin_client, db):
     page = admin_client.get(reverse("admin:predictions_modelversion_change", args=[version.pk])).content.decode()
 
     assert "test_photos.top1_accuracy" in page and '<th scope="row">input_size</th><td>224</td>' in page
+
+
+def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client, user):
+    prediction = _succeeded(user)
+    url = reverse("predictions:detail", args=[prediction.id])
+    assert 'name="back" value="label=cat"' in user_client.get(url, {"back": "label=cat"}).content.decode()
+
+    response = user_client.post(reverse("predictions:confirm", args=[prediction.id]), {"back": "label=cat"})
+
+    assert response.url == f"{url}?back=label%3Dcat#review-{prediction.id}"
