@@ -126,10 +126,13 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     assert list(rows) == ["savedmodel", "tflite-fp16", "tflite-int8"]
     saved = rows["savedmodel"]
     assert saved["top1"] == evaluation["top1"] == pytest.approx(finetuned.test.top1, abs=1.5 / finetuned.test.count)
-    assert abs(rows["tflite-fp16"]["top1_change_pp"]) <= 1.0
-    assert rows["tflite-fp16"]["top1_agreement"] >= 0.98
-    # int8: measured within a few points of the SavedModel on these 80 test scans (see README);
-    # 10 points of slack, and still far above the 10 % of guessing.
+    # fp16 measured identical (0.0 points, 100 % agreement). Within 1 point, or one image where
+    # one image is worth more (1.25 points of the 80 test scans).
+    one_image_pp = 100 / evaluation["count"]
+    assert abs(rows["tflite-fp16"]["top1_change_pp"]) <= max(1.0, one_image_pp) + 1e-9
+    assert rows["tflite-fp16"]["top1_agreement"] >= 1 - 2 / evaluation["count"]
+    # int8 calibrated on the train split: measured -3.75 points here (3 of 80 scans; -0.74 on the
+    # full set's 269, see README). Allow 10 points, and still far above the 10 % of guessing.
     assert abs(rows["tflite-int8"]["top1_change_pp"]) <= 10.0
     assert rows["tflite-int8"]["top1"] >= 0.5
     for row in rows.values():
