@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 MAX_BATCH = BATCH_BUCKETS[-1]
 SUPPORTED_FORMAT_VERSIONS = (1,)
+# metadata.json "task" of a model with one sigmoid per class and a threshold per class
+# (``training.finetune --multi-label``); anything else is a single-label softmax model.
+MULTI_LABEL_TASK = "multi-label"
 
 
 class ModelLoadError(RuntimeError):
@@ -57,12 +60,19 @@ class LabelScore:
 
 @dataclass
 class ImageResult:
-    """The classification of one image, or the reason it could not be classified."""
+    """The classification of one image, or the reason it could not be classified.
+
+    ``predictions`` is the top-k by score either way. From a multi-label model
+    (``multi_label``) the scores are independent per class and ``labels`` holds every class
+    whose score reaches its threshold, highest score first (possibly none, possibly some
+    beyond the top-k); a single-label model leaves ``labels`` empty."""
 
     predictions: list[LabelScore] = field(default_factory=list)
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     error: str = ""
+    multi_label: bool = False
+    labels: list[LabelScore] = field(default_factory=list)
 
     @property
     def top(self) -> LabelScore:
@@ -88,12 +98,23 @@ class ExportedModel:
     def version(self) -> str:
         return str(self.metadata.get("version", self.path.name))
 
+    @property
+    def multi_label(self) -> bool:
+        return self.metadata.get("task") == MULTI_LABEL_TASK
+
+    def thresholds(self) -> np.ndarray:
+        """A multi-label model's per-class thresholds in ``labels.json`` order."""
+        by_class = self.metadata["thresholds"]
+        # float64, as training compared its float32 scores with them.
+        return np.asarray([float(by_class[entry["class_id"]]) for entry in self.labels], dtype=np.float64)
+
 
 def export_read(model_dir: Path | str) -> ExportedModel:
     """Read ``metadata.json`` and ``labels.json`` of an exported model without loading
     the engine; raise ``ModelLoadError`` for anything the runner would refuse (missing
     files, an unknown ``format_version``, no ``input_size``, labels without
-    ``class_id`` / ``label`` or not one per class)."""
+    ``class_id`` / ``label`` or not one per class, a multi-label model without a
+    threshold between 0 and 1 for every class)."""
     model_dir = Path(model_dir)
     metadata_path = model_dir / "metadata.json"
     labels_path = model_dir / "labels.json"
@@ -114,11 +135,23 @@ def export_read(model_dir: Path | str) -> ExportedModel:
     declared = metadata.get("num_classes")
     if isinstance(declared, int) and declared != len(labels):
         raise ModelLoadError(f"{labels_path} has {len(labels)} classes; metadata.json says {declared}")
+    if metadata.get("task") == MULTI_LABEL_TASK:
+        _check_thresholds(metadata_path, metadata.get("thresholds"), labels)
     return ExportedModel(path=model_dir, metadata=metadata, labels=labels)
 
 
+def _check_thresholds(metadata_path: Path, thresholds: object, labels: list[dict[str, Any]]) -> None:
+    if not isinstance(thresholds, dict):
+        raise ModelLoadError(f"{metadata_path}: a multi-label model needs thresholds {{class_id: 0..1}}")
+    for entry in labels:
+        value = thresholds.get(entry["class_id"])
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ModelLoadError(f"{metadata_path}: no threshold between 0 and 1 for class {entry['class_id']!r}")
+
+
 class Classifier:
-    """An exported ImageNet-style classifier: decode -> preprocess -> predict -> top-k."""
+    """An exported classifier: decode -> preprocess -> predict -> top-k (and, for a
+    multi-label model, the classes whose score reaches their threshold)."""
 
     def __init__(self, model_dir: Path, *, engine: str = "savedmodel", threads: int = 0) -> None:
         if engine not in ENGINES:
@@ -128,6 +161,8 @@ class Classifier:
         self.threads = threads
         self.metadata: dict[str, Any] = {}
         self.labels: list[dict[str, Any]] = []
+        # Multi-label models only: a class is present when its score reaches its threshold.
+        self.thresholds: np.ndarray | None = None
         self.load_seconds = 0.0
         self._engine: _Engine | None = None
 
@@ -143,12 +178,17 @@ class Classifier:
     def input_size(self) -> int:
         return int(self.metadata["input_size"])
 
+    @property
+    def multi_label(self) -> bool:
+        return self.thresholds is not None
+
     def load(self) -> Classifier:
         """Read metadata and labels, refuse unknown formats, load the engine."""
         started = time.perf_counter()
         exported = export_read(self.model_dir)
         self.metadata = exported.metadata
         self.labels = exported.labels
+        self.thresholds = exported.thresholds() if exported.multi_label else None
         try:
             self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
         except EngineLoadError as error:
@@ -166,7 +206,8 @@ class Classifier:
         return to_model_input(open_rgb(source), self.input_size)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a float32 [N, S, S, 3] batch, padded to a bucket size."""
+        """Scores for a float32 [N, S, S, 3] batch, padded to a bucket size: probabilities
+        summing to 1 (single-label), or one independent 0..1 score per class (multi-label)."""
         if self._engine is None:
             raise ModelLoadError("Classifier.load() was not called")
         count = batch.shape[0]
@@ -177,15 +218,21 @@ class Classifier:
         return self._engine.run(np.ascontiguousarray(batch, dtype=np.float32))[:count]
 
     def postprocess(self, probabilities: np.ndarray, top_k: int) -> list[LabelScore]:
+        """The ``top_k`` classes by score, highest first."""
         order = np.argsort(probabilities)[::-1][:top_k]
-        return [
-            LabelScore(
-                label=self.labels[index]["label"],
-                class_id=self.labels[index]["class_id"],
-                score=float(probabilities[index]),
-            )
-            for index in order
-        ]
+        return [self._label_score(probabilities, int(index)) for index in order]
+
+    def passing(self, scores: np.ndarray) -> list[LabelScore]:
+        """A multi-label model's classes whose score reaches their threshold, highest
+        score first; empty for a single-label model."""
+        if self.thresholds is None:
+            return []
+        passed = np.flatnonzero(scores >= self.thresholds)
+        return [self._label_score(scores, int(index)) for index in passed[np.argsort(-scores[passed], kind="stable")]]
+
+    def _label_score(self, scores: np.ndarray, index: int) -> LabelScore:
+        entry = self.labels[index]
+        return LabelScore(label=entry["label"], class_id=entry["class_id"], score=float(scores[index]))
 
     def classify(self, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> list[ImageResult]:
         """Classify images (bytes or paths); an unreadable one gets an ``error``, the rest go on."""
@@ -210,6 +257,9 @@ class Classifier:
             for row, index in enumerate(ready):
                 results[index].predictions = self.postprocess(probabilities[row], top_k)
                 results[index].inference_ms = per_image_ms
+                if self.multi_label:
+                    results[index].multi_label = True
+                    results[index].labels = self.passing(probabilities[row])
         return results
 
 

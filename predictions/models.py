@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator
@@ -235,6 +236,16 @@ class Prediction(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def passing_labels(self) -> list[dict[str, Any]] | None:
+        """From a multi-label model, the stored entries whose class the image has (score at
+        or above the class's threshold: ``positive``), highest score first; ``None`` for a
+        single-label model's result (its entries carry no ``positive``)."""
+        entries = [entry for entry in self.top_predictions if isinstance(entry, dict)]
+        if not any("positive" in entry for entry in entries):
+            return None
+        return [entry for entry in entries if entry.get("positive")]
 
 
 class Correction(models.Model):

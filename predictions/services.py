@@ -44,6 +44,7 @@ from .inference import (
     Classifier,
     ExportedModel,
     ImageResult,
+    LabelScore,
     ModelLoadError,
     classifier_for,
     export_read,
@@ -147,7 +148,10 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
     target.enqueued_at = None
     target.model_version_id = source.model_version_id
     target.label, target.class_id, target.confidence = source.label, source.class_id, source.confidence
-    target.top_predictions = source.top_predictions[: target.top_k]
+    # A multi-label result keeps its passing labels below the top-k too (``_stored_top``).
+    target.top_predictions = [
+        entry for rank, entry in enumerate(source.top_predictions) if rank < target.top_k or entry.get("positive")
+    ]
     target.started_at = target.completed_at = timezone.now()
     target.queue_ms = target.preprocess_ms = target.inference_ms = 0.0
     target.total_ms = round((time.perf_counter() - received) * 1000, 3)
@@ -386,10 +390,30 @@ def _set_result(prediction: Prediction, result: ImageResult, completed_at: datet
     top = result.predictions[: prediction.top_k]
     prediction.status = PredictionStatus.SUCCEEDED
     prediction.label, prediction.class_id, prediction.confidence = top[0].label, top[0].class_id, top[0].score
-    prediction.top_predictions = [
+    prediction.top_predictions = _stored_top(top, result)
+    prediction.error = ""
+
+
+def _stored_top(top: list[LabelScore], result: ImageResult) -> list[dict[str, Any]]:
+    """``top_predictions`` of a result: the top-k as ``{label, class_id, score}``. From a
+    multi-label model each entry also says whether the image has that class (``positive``:
+    its score reached the class's threshold), and passing classes ranked below the top-k
+    follow, so every label the image has is stored, still highest score first."""
+    entries: list[dict[str, Any]] = [
         {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6)} for item in top
     ]
-    prediction.error = ""
+    if not result.multi_label:
+        return entries
+    passing = {item.class_id for item in result.labels}
+    for entry in entries:
+        entry["positive"] = entry["class_id"] in passing
+    shown = {item.class_id for item in top}
+    entries += [
+        {"label": item.label, "class_id": item.class_id, "score": round(item.score, 6), "positive": True}
+        for item in result.labels
+        if item.class_id not in shown
+    ]
+    return entries
 
 
 def _set_failed(prediction: Prediction, message: str, completed_at: datetime) -> None:

@@ -107,6 +107,47 @@ def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.Tem
     return finetune(model_dir, digits_subset, work / "models", "digits", "2", config=config, workdir=work / "run")
 
 
+MULTI_DIGITS_COUNT = 500  # composites of real scans: enough to learn ten labels in about 2 minutes on 2 cores
+
+
+@pytest.fixture(scope="session")
+def multi_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MULTI_DIGITS_COUNT composites of 1-3 real digit scans each, as written by
+    ``training.datasets multi-digits``: ``DIR/*.png`` + ``DIR/labels.csv``."""
+    from training.datasets import materialise
+
+    return materialise("multi-digits", tmp_path_factory.mktemp("multi-digits") / "set", count=MULTI_DIGITS_COUNT)
+
+
+@pytest.fixture(scope="session")
+def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A short real multi-label fine-tune of the shipped model on ``multi_digits``, once
+    per session (sigmoid head, thresholds tuned on validation), exported as multi-digits v1.
+    128 px: at 96 the digits (a quarter of the canvas wide) are too small to learn in 2 minutes."""
+    from training.finetune import FinetuneConfig, finetune
+
+    work = tmp_path_factory.mktemp("finetune-multi")
+    config = FinetuneConfig(
+        warmup_epochs=2,
+        epochs=10,
+        finetune_learning_rate=1e-3,
+        label_smoothing=0.0,
+        batch_size=16,
+        input_size=128,
+        color_jitter=0.0,
+        erasing=0.0,  # a rectangle of noise could wipe out a digit and make its label wrong
+        crop_min=0.9,  # small crops could cut a digit at the edge off, the same way
+        val_fraction=0.2,
+        test_fraction=0.2,
+        flip="none",
+        verbose=2,
+    )
+    return finetune(
+        model_dir, multi_digits, work / "models", "multi-digits", "1", config=config, workdir=work / "run",
+        labels_csv=multi_digits / "labels.csv",
+    )  # fmt: skip
+
+
 @pytest.fixture
 def active_model(db, model_dir: Path):
     from predictions import services

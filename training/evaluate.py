@@ -592,9 +592,15 @@ def write_report(
     (``summary["engines"]``); every other figure of the report is the SavedModel's.
     """
     model = Path(model)
+    metadata = load_metadata(model)
+    if metadata.get("task") == "multi-label":
+        # Its scores are per-class sigmoids judged at thresholds, not one argmax per image.
+        raise ValueError(
+            f"{model} is a multi-label model: its test-split figures (per-class F1 at the tuned thresholds, "
+            f"micro / macro F1, exact match) are in {model / MODEL_CARD_FILE}; this report is for single-label models"
+        )
     engines = engine_order(engines)
     check_engine_files(model, engines, data)
-    metadata = load_metadata(model)
     labels = load_labels(model)
     index = {entry["class_id"]: int(entry["index"]) for entry in labels}
     samples = split_samples(model, data, split)

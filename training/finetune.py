@@ -1,12 +1,26 @@
-"""Fine-tune EfficientNet-Lite on a class-per-folder image set and export it for serving.
+"""Fine-tune EfficientNet-Lite on a labelled image set and export it for serving.
 
     python -m training.finetune --data DIR --name NAME [--version V] [--base models/efficientnet_lite0/1]
+    python -m training.finetune --data DIR --multi-label LABELS.csv --name NAME [...]
 
-``DIR/<class>/*.{jpg,png,...}``: one sub-folder per class; folder names become the class
-ids, in sorted order. The flow of one run:
+Single-label: ``DIR/<class>/*.{jpg,png,...}``, one sub-folder per class; folder names become
+the class ids, in sorted order; a softmax head and categorical cross-entropy.
 
-1. scan the folder, fingerprint it (file count + SHA-256 over names and bytes) and make a
-   stratified train / validation / test split with a fixed seed;
+Multi-label (``--multi-label``): ``DIR/**`` images listed in a CSV with the header
+``file,labels`` (``file`` relative to ``DIR``, ``labels`` one or more class ids separated by
+``;``; :mod:`training.multilabel`); the classes are the sorted union of the labels; a sigmoid
+head (one independent score per class) and binary cross-entropy on multi-hot targets. Class
+weights are not used in this mode. After training, each class gets the threshold that
+maximises its F1 on the validation split (0.5 for a class with no positive there), written
+into ``metadata.json`` (``"task": "multi-label"``, ``"thresholds"``) for the runner; the test
+split is scored at those thresholds (per-class precision / recall / F1, micro and macro F1,
+exact match, mean average precision).
+
+Both modes share one pipeline; the flow of one run:
+
+1. read the set, fingerprint it (file count + SHA-256 over names and bytes, and the labels
+   CSV) and make a stratified train / validation / test split with a fixed seed (by class;
+   multi-label: by each image's rarest label);
 2. stream the images from disk with ``tf.data`` (only file names are held; memory is
    bounded by the batch): serving preprocessing for validation and test, and for training
    random crops, flips, colour jitter and random erasing (each configurable);
@@ -57,9 +71,19 @@ from training.export import (
     write_json,
 )
 from training.legacy_torch import load_state_dict
+from training.multilabel import (
+    LabelsCsvError,
+    MultiLabelMetrics,
+    multilabel_metrics,
+    rarest_label,
+    read_labels_csv,
+    tune_thresholds,
+)
 
 SPLITS_FILE = "splits.json"
 DEFAULT_BASE = "models/efficientnet_lite0/1"
+SINGLE_LABEL_TASK = "image-classification"
+MULTI_LABEL_TASK = "multi-label"
 
 
 @dataclass
@@ -78,7 +102,7 @@ class FinetuneConfig:
     dropout: float = 0.2
     label_smoothing: float = 0.1
     patience: int = 4  # early stopping: epochs without a better validation loss
-    class_weights: bool = True
+    class_weights: bool = True  # single-label only
     # Augmentation of the training split only.
     flip: str = "horizontal"  # none | horizontal | vertical | both
     crop_min: float = 0.7  # random square crops of this..1 x the image's centre square
@@ -89,18 +113,27 @@ class FinetuneConfig:
 
 
 @dataclass
-class ImageFolder:
-    """The files of a class-per-folder set (paths only, never the pixels)."""
+class ImageSet:
+    """The files of a training set (paths only, never the pixels) and what each one shows."""
 
     root: Path
     classes: list[str]
     files: list[Path]
+    # Per file, its class index; multi-label: its rarest label's (the class its split is stratified by).
     targets: NDArray[np.int64]
+    # [n_files, n_classes], what the model is trained to output: one-hot, or multi-hot when multi_label.
+    vectors: NDArray[np.float32]
+    multi_label: bool = False
+    labels_csv: Path | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        """File count and SHA-256 over every (relative path, content hash) pair, in order."""
+        """File count and SHA-256 over every (relative path, content hash) pair, in order,
+        then the labels CSV's bytes when there is one."""
         digest = hashlib.sha256()
         total = 0
+        if self.labels_csv is not None:
+            content = self.labels_csv.read_bytes()
+            digest.update(hashlib.sha256(content).digest())
         for path in self.files:
             content = path.read_bytes()
             total += len(content)
@@ -111,7 +144,7 @@ class ImageFolder:
 
 @dataclass
 class Split:
-    """Index arrays into ``ImageFolder.files``."""
+    """Index arrays into ``ImageSet.files``."""
 
     train: NDArray[np.int64]
     val: NDArray[np.int64]
@@ -127,12 +160,13 @@ class FinetuneResult:
     """What a run produced (also written into ``metadata.json``)."""
 
     target: Path
-    test: ClassificationMetrics
+    test: ClassificationMetrics | MultiLabelMetrics
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    thresholds: dict[str, float] | None = None  # multi-label: per class id, tuned on validation
 
 
-def scan_folder(data: str | Path) -> ImageFolder:
+def scan_folder(data: str | Path) -> ImageSet:
     """``data/<class>/*`` image files, sorted, with class indices."""
     root = Path(data)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -146,7 +180,25 @@ def scan_folder(data: str | Path) -> ImageFolder:
             raise ValueError(f"{root / name}: no images")
         files.extend(members)
         targets.extend([index] * len(members))
-    return ImageFolder(root, classes, files, np.asarray(targets, dtype=np.int64))
+    indices = np.asarray(targets, dtype=np.int64)
+    one_hot = np.eye(len(classes), dtype=np.float32)[indices]
+    return ImageSet(root, classes, files, indices, one_hot)
+
+
+def scan_labels_csv(data: str | Path, labels_csv: str | Path) -> ImageSet:
+    """The images a multi-label CSV lists under ``data`` (:func:`training.multilabel.read_labels_csv`),
+    with multi-hot targets, stratified by each image's rarest label."""
+    root = Path(data)
+    rows = read_labels_csv(labels_csv, root, IMAGE_SUFFIXES)
+    return ImageSet(
+        root,
+        rows.classes,
+        rows.files,
+        rarest_label(rows.targets),
+        rows.targets,
+        multi_label=True,
+        labels_csv=Path(labels_csv),
+    )
 
 
 def stratified_split(targets: NDArray[np.int64], val_fraction: float, test_fraction: float, seed: int) -> Split:
@@ -186,13 +238,14 @@ def _load_for_training(path: bytes, size: np.int64) -> NDArray[np.float32]:
 
 
 def image_dataset(
-    files: Sequence[Path], targets: NDArray[np.int64], input_size: int, config: FinetuneConfig, training: bool
+    files: Sequence[Path], targets: NDArray[np.float32], input_size: int, config: FinetuneConfig, training: bool
 ) -> Any:
-    """A ``tf.data`` pipeline of (image batch, target batch), decoded from disk as it goes."""
+    """A ``tf.data`` pipeline of (image batch, target batch), decoded from disk as it goes;
+    ``targets`` are one float vector per file (one-hot or multi-hot)."""
     import tensorflow as tf
 
     paths = tf.constant([str(f) for f in files])
-    dataset = tf.data.Dataset.from_tensor_slices((paths, tf.constant(targets, dtype=tf.int64)))
+    dataset = tf.data.Dataset.from_tensor_slices((paths, tf.constant(targets, dtype=tf.float32)))
     if training:
         # Only file names are shuffled, so the whole set can be shuffled without its pixels.
         dataset = dataset.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
@@ -256,8 +309,11 @@ def _random_erase(image: Any, size: int, probability: float) -> Any:
     return tf.where(inside[:, :, None], noise, image)
 
 
-def build_classifier(variant: str, num_classes: int, dropout: float = 0.2, input_size: int | None = None) -> Any:
-    """The pretrained backbone (up to the pooled features) + a new Dropout + Dense softmax head."""
+def build_classifier(
+    variant: str, num_classes: int, dropout: float = 0.2, input_size: int | None = None, multi_label: bool = False
+) -> Any:
+    """The pretrained backbone (up to the pooled features) + a new Dropout + Dense head:
+    softmax, or with ``multi_label`` one sigmoid per class."""
     import keras
     from keras import layers
 
@@ -268,7 +324,8 @@ def build_classifier(variant: str, num_classes: int, dropout: float = 0.2, input
     features = base.get_layer("avg_pool").output
     x = layers.Dropout(dropout, name="classifier_dropout")(features)
     x = layers.Dense(num_classes, name="classifier_logits")(x)
-    probabilities = layers.Activation("softmax", name="classifier_probabilities", dtype="float32")(x)
+    activation = "sigmoid" if multi_label else "softmax"
+    probabilities = layers.Activation(activation, name="classifier_probabilities", dtype="float32")(x)
     return keras.Model(base.inputs, probabilities, name=f"efficientnet_{variant}_finetuned")
 
 
@@ -309,6 +366,7 @@ def _fit_phase(
     config: FinetuneConfig,
     class_weight: dict[int, float] | None,
     callbacks: list[Any],
+    multi_label: bool,
 ) -> dict[str, list[float]]:
     import keras
 
@@ -323,8 +381,12 @@ def _fit_phase(
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
+        loss=(
+            keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
+            if multi_label
+            else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+        ),
+        metrics=["binary_accuracy" if multi_label else "accuracy"],
         # Keras' "auto" picks XLA, which is several times slower on this kind of CPU (README "Benchmarks").
         jit_compile=False,
     )
@@ -345,7 +407,7 @@ def _fit_phase(
 
 
 def predict_probabilities(model: Any, dataset: Any) -> NDArray[np.float32]:
-    """Softmax outputs for every batch of ``dataset``, in order."""
+    """The head's outputs (softmax or sigmoid) for every batch of ``dataset``, in order."""
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float32)
 
 
@@ -359,8 +421,10 @@ def finetune(
     config: FinetuneConfig | None = None,
     workdir: str | Path | None = None,
     force: bool = False,
+    labels_csv: str | Path | None = None,
 ) -> FinetuneResult:
-    """Train on ``data``'s classes and export ``<out>/<name>/<version>`` (see the module doc)."""
+    """Train on ``data``'s classes and export ``<out>/<name>/<version>`` (see the module doc):
+    class folders, or with ``labels_csv`` the multi-label images that CSV lists."""
     import keras
     import tensorflow as tf
 
@@ -369,6 +433,13 @@ def finetune(
     target = model_dir(out, name, version)
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")
+    # The data first: a bad folder or labels CSV fails before anything is written.
+    folder = scan_labels_csv(data, labels_csv) if labels_csv is not None else scan_folder(data)
+    multi_label = folder.multi_label
+    split = stratified_split(folder.targets, config.val_fraction, config.test_fraction, config.seed)
+    if not len(split.val) or not len(split.test):
+        raise ValueError(f"{folder.root}: too few images for a validation and a test split ({split.sizes()})")
+    fingerprint = folder.fingerprint()
     work = Path(workdir) if workdir else Path("var/training") / f"{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     base_meta = load_metadata(base)
@@ -376,26 +447,21 @@ def finetune(
     input_size = config.input_size or int(base_meta["input_size"])
     keras.utils.set_random_seed(config.seed)
 
-    folder = scan_folder(data)
-    fingerprint = folder.fingerprint()
-    split = stratified_split(folder.targets, config.val_fraction, config.test_fraction, config.seed)
-    if not len(split.val) or not len(split.test):
-        raise ValueError(f"{folder.root}: too few images for a validation and a test split ({split.sizes()})")
     num_classes = len(folder.classes)
-    print(f"{folder.root}: {len(folder.files)} images, {num_classes} classes, split {split.sizes()}")
-
-    def one_hot(labels: Any, targets: Any) -> tuple[Any, Any]:
-        return labels, tf.one_hot(targets, num_classes)
+    kind = "multi-label" if multi_label else "single-label"
+    print(f"{folder.root}: {len(folder.files)} images, {num_classes} classes ({kind}), split {split.sizes()}")
 
     def pipeline(indices: NDArray[np.int64], training: bool) -> Any:
         files = [folder.files[i] for i in indices]
-        return image_dataset(files, folder.targets[indices], input_size, config, training).map(one_hot)
+        return image_dataset(files, folder.vectors[indices], input_size, config, training)
 
     train_ds, val_ds = pipeline(split.train, True), pipeline(split.val, False)
     steps = int(np.ceil(len(split.train) / config.batch_size))
-    class_weight = balanced_class_weights(folder.targets[split.train], num_classes) if config.class_weights else None
+    # Keras' class_weight picks one class per image (argmax), so it only means something single-label.
+    use_weights = config.class_weights and not multi_label
+    class_weight = balanced_class_weights(folder.targets[split.train], num_classes) if use_weights else None
 
-    model = build_classifier(variant, num_classes, config.dropout, input_size)
+    model = build_classifier(variant, num_classes, config.dropout, input_size, multi_label=multi_label)
     callbacks = [
         keras.callbacks.ModelCheckpoint(
             str(work / "checkpoints" / "epoch{epoch:02d}-val_loss{val_loss:.4f}.weights.h5"),
@@ -431,6 +497,7 @@ def finetune(
             config=config,
             class_weight=class_weight,
             callbacks=callbacks,
+            multi_label=multi_label,
         )
         epoch += len(phase.get("loss", []))
         for key, values in phase.items():
@@ -438,8 +505,20 @@ def finetune(
     train_seconds = time.monotonic() - started
 
     test_probs = predict_probabilities(model, pipeline(split.test, False))
-    test = classification_metrics(folder.targets[split.test], test_probs, folder.classes)
-    print(f"test split: top-1 {test.top1:.2%}, top-5 {test.top5:.2%} on {test.count} images")
+    test: ClassificationMetrics | MultiLabelMetrics
+    thresholds: dict[str, float] | None = None
+    if multi_label:
+        val_scores = predict_probabilities(model, pipeline(split.val, False))
+        tuned = tune_thresholds(folder.vectors[split.val], val_scores)
+        thresholds = {c: float(t) for c, t in zip(folder.classes, tuned, strict=True)}
+        test = multilabel_metrics(folder.vectors[split.test], test_probs, tuned, folder.classes)
+        print(
+            f"test split: micro F1 {test.micro_f1:.3f}, macro F1 {test.macro_f1:.3f}, "
+            f"exact match {test.exact_match:.2%} on {test.count} images"
+        )
+    else:
+        test = classification_metrics(folder.targets[split.test], test_probs, folder.classes)
+        print(f"test split: top-1 {test.top1:.2%}, top-5 {test.top5:.2%} on {test.count} images")
 
     labels = [{"index": i, "class_id": c, "label": c.replace("_", " ")} for i, c in enumerate(folder.classes)]
     splits = {
@@ -450,7 +529,10 @@ def finetune(
         export_saved_model(model, tmp / SAVED_MODEL_DIR)
         convert_tflite(tmp / SAVED_MODEL_DIR, tmp / TFLITE_FILE)
         write_json(tmp / LABELS_FILE, labels)
-        write_json(tmp / SPLITS_FILE, {"seed": config.seed, "root": str(folder.root), **splits})
+        split_record: dict[str, Any] = {"seed": config.seed, "root": str(folder.root)}
+        if folder.labels_csv is not None:
+            split_record["labels_csv"] = str(folder.labels_csv)
+        write_json(tmp / SPLITS_FILE, {**split_record, **splits})
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -461,22 +543,38 @@ def finetune(
                 if config.epochs > 0
                 else f"EfficientNet-Lite{variant[-1]} backbone (frozen) + new Dense head"
             ),
-            "task": "image-classification",
+            "task": MULTI_LABEL_TASK if multi_label else SINGLE_LABEL_TASK,
             "input_size": input_size,
             "num_classes": num_classes,
             "classes": folder.classes,
             "signature": {"name": "serve", "input": "image", "output": "output_0"},
             "input": {**(base_meta.get("input") or {}), "shape": [None, input_size, input_size, 3]},
-            "output": {"kind": "probabilities", "shape": [None, num_classes]},
+            "output": {
+                "kind": "sigmoid scores (independent per class)" if multi_label else "probabilities",
+                "shape": [None, num_classes],
+            },
             "preprocessing": _preprocessing(base_meta, input_size),
-            "labels": {"file": LABELS_FILE, "order": "sorted class folder names"},
+            "labels": {
+                "file": LABELS_FILE,
+                "order": "sorted union of the labels CSV's labels" if multi_label else "sorted class folder names",
+            },
             "parent_model": {
                 "name": base_meta["name"],
                 "version": base_meta["version"],
                 "source": base_meta.get("source"),
             },
-            "dataset": {"path": str(folder.root), **fingerprint},
-            "splits": {"file": SPLITS_FILE, "seed": config.seed, "stratified": True, **split.sizes()},
+            "dataset": {
+                "path": str(folder.root),
+                **({"labels_csv": str(folder.labels_csv)} if folder.labels_csv is not None else {}),
+                **fingerprint,
+            },
+            "splits": {
+                "file": SPLITS_FILE,
+                "seed": config.seed,
+                "stratified": True,
+                "stratified_by": "rarest label of each image" if multi_label else "class",
+                **split.sizes(),
+            },
             "training": {
                 "config": asdict(config),
                 "class_weights": class_weight,
@@ -497,12 +595,21 @@ def finetune(
             "keras_version": keras.__version__,
             "cpu": cpu_model(),
         }
+        if thresholds is not None:
+            meta["thresholds"] = thresholds
+            meta["thresholds_tuned_on"] = "validation split: per class, the F1-maximising threshold of 0.05..0.95"
         meta["build_seconds"] = round(time.monotonic() - started, 1)
         write_json(tmp / METADATA_FILE, meta)
         (tmp / MODEL_CARD_FILE).write_text(model_card(meta), encoding="utf-8")
     seconds = time.monotonic() - started
-    print(f"{target}: test top-1 {test.top1:.2%} ({test.count} images), {seconds:.0f} s in all")
-    return FinetuneResult(target, test, seconds, history)
+    print(f"{target}: {_headline(test)} ({test.count} test images), {seconds:.0f} s in all")
+    return FinetuneResult(target, test, seconds, history, thresholds)
+
+
+def _headline(test: ClassificationMetrics | MultiLabelMetrics) -> str:
+    if isinstance(test, MultiLabelMetrics):
+        return f"test micro F1 {test.micro_f1:.3f}, exact match {test.exact_match:.2%}"
+    return f"test top-1 {test.top1:.2%}"
 
 
 def _preprocessing(base_meta: dict[str, Any], input_size: int) -> dict[str, Any]:
@@ -531,10 +638,42 @@ def model_card(meta: dict[str, Any]) -> str:
     m = meta["test_metrics"]
     d = meta["dataset"]
     s = meta["splits"]
-    per_class = "\n".join(
-        f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
-        for row in m["per_class"]
-    )
+    multi_label = meta["task"] == MULTI_LABEL_TASK
+    if multi_label:
+        output = (
+            f"sigmoid scores [N, {meta['num_classes']}], one per class: an image has every class whose score "
+            "reaches that class's threshold (below)"
+        )
+        source = f" and `{d['labels_csv']}`" if d.get("labels_csv") else ""
+        stratified = "stratified by each image's rarest label"
+        weights = "class weights not used (multi-label)"
+        base = m["baselines"]
+        results = f"""micro F1 **{m["micro_f1"]:.3f}**, macro F1 {m["macro_f1"]:.3f}, exact match
+  (the whole label set right) {m["exact_match"]:.2%}, mean average precision {m["mean_average_precision"]:.3f}
+  on {m["count"]} images, at the thresholds below (baselines: predicting every class for every image gives
+  micro F1 {base["micro_f1_predict_everything"]:.3f}, predicting none 0).
+- **Thresholds**: per class, the value of 0.05, 0.10, ..., 0.95 with the best F1 on the validation split
+  (ties: nearest 0.5), 0.5 for a class without a positive there; `metadata.json` `thresholds`."""
+        table = (
+            "| class | threshold | precision | recall | F1 | AP | support |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {row['class']} | {row['threshold']:.2f} | {row['precision']:.3f} | {row['recall']:.3f} "
+                f"| {row['f1']:.3f} | {_optional(row['average_precision'])} "
+                f"| {row['support']} |"
+                for row in m["per_class"]
+            )
+        )
+    else:
+        output = f"probabilities [N, {meta['num_classes']}]"
+        source = ""
+        stratified = "stratified"
+        weights = f"class weights {'on' if c['class_weights'] else 'off'}"
+        results = f"""top-1 **{m["top1"]:.2%}**, top-5 {m["top5"]:.2%} on {m["count"]} images;
+  macro F1 {m["macro"]["f1"]:.3f}, expected calibration error {m["ece"]:.4f}."""
+        table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
+            f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+            for row in m["per_class"]
+        )
     return f"""# {meta["name"]} v{meta["version"]}
 
 Image classifier: {meta["architecture"]}, initialised from {meta["parent_model"]["name"]}
@@ -542,35 +681,41 @@ v{meta["parent_model"]["version"]} (ImageNet EfficientNet-Lite weights, Apache-2
 
 - **Classes** ({meta["num_classes"]}, `labels.json` order): {", ".join(meta["classes"])}
 - **Input**: float32 [N, {meta["input_size"]}, {meta["input_size"]}, 3] RGB 0..255, signature `serve`;
-  output: probabilities [N, {meta["num_classes"]}].
+  output: {output}.
 - **Preprocessing** (the same as the parent model, `predictions.preprocessing`):
   {meta["preprocessing"]["description"] if meta.get("preprocessing") else "see metadata.json"}
-- **Data set**: `{d["path"]}`, {d["files"]} files, {d["bytes"]:,} bytes, SHA-256 `{d["sha256"]}`
+- **Data set**: `{d["path"]}`{source}, {d["files"]} files, {d["bytes"]:,} bytes, SHA-256 `{d["sha256"]}`
   (over relative paths and file contents).
-- **Split** (stratified, seed {s["seed"]}, `splits.json`): {s["train"]} train / {s["val"]} validation /
+- **Split** ({stratified}, seed {s["seed"]}, `splits.json`): {s["train"]} train / {s["val"]} validation /
   {s["test"]} test.
 - **Training**: {c["warmup_epochs"]} warm-up epochs (head, Adam lr {c["learning_rate"]}), then up to
   {c["epochs"]} epochs fine-tuning the top {c["finetune_blocks"]} blocks (lr {c["finetune_learning_rate"]}),
   cosine decay, BatchNorm frozen, batch {c["batch_size"]}, label smoothing {c["label_smoothing"]},
-  class weights {"on" if c["class_weights"] else "off"}, early stopping (patience {c["patience"]});
+  {weights}, early stopping (patience {c["patience"]});
   augmentation: crops {c["crop_min"]}..1, flip {c["flip"]}, colour jitter {c["color_jitter"]},
   random erasing p={c["erasing"]}. {t["epochs_run"]} epochs run in {t["train_seconds"]} s on {meta["cpu"]}.
-- **Held-out test split**: top-1 **{m["top1"]:.2%}**, top-5 {m["top5"]:.2%} on {m["count"]} images;
-  macro F1 {m["macro"]["f1"]:.3f}, expected calibration error {m["ece"]:.4f}.
+- **Held-out test split**: {results}
 
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{per_class}
+{table}
 
 Created {meta["created"]} (TensorFlow {meta["tensorflow_version"]}, Keras {meta["keras_version"]}).
 """
+
+
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="DIR/<class>/*.jpg")
+    parser.add_argument("--data", required=True, help="DIR/<class>/*.jpg (with --multi-label: the images' root)")
+    parser.add_argument(
+        "--multi-label",
+        metavar="LABELS.csv",
+        help="multi-label training: a CSV with header file,labels (file relative to DIR, labels separated by ';')",
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", default="1")
     parser.add_argument("--base", default=DEFAULT_BASE, help=f"parent model dir (default {DEFAULT_BASE})")
@@ -589,7 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--no-class-weights", action="store_true", help="do not weight classes by rarity")
+    parser.add_argument(
+        "--no-class-weights", action="store_true", help="do not weight classes by rarity (single-label only)"
+    )
     parser.add_argument("--flip", choices=("none", "horizontal", "vertical", "both"), default=defaults.flip)
     parser.add_argument("--crop-min", type=float, default=defaults.crop_min, help="1 = no random crops")
     parser.add_argument("--color-jitter", type=float, default=defaults.color_jitter, help="0 = off")
@@ -618,10 +765,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_size=args.input_size,
         verbose=args.verbose,
     )
-    result = finetune(
-        args.base, args.data, args.out, args.name, args.version, config=config, workdir=args.workdir, force=args.force
-    )
-    print(json.dumps({"model": str(result.target), "test_top1": result.test.top1, "seconds": round(result.seconds, 1)}))
+    try:
+        result = finetune(
+            args.base,
+            args.data,
+            args.out,
+            args.name,
+            args.version,
+            config=config,
+            workdir=args.workdir,
+            force=args.force,
+            labels_csv=args.multi_label,
+        )
+    except LabelsCsvError as error:
+        parser.exit(2, f"error: {error}\n")
+    summary: dict[str, Any] = {"model": str(result.target)}
+    if isinstance(result.test, MultiLabelMetrics):
+        summary.update(
+            test_micro_f1=round(result.test.micro_f1, 5),
+            test_macro_f1=round(result.test.macro_f1, 5),
+            test_exact_match=round(result.test.exact_match, 5),
+        )
+    else:
+        summary["test_top1"] = result.test.top1
+    print(json.dumps({**summary, "seconds": round(result.seconds, 1)}))
     return 0
 
 

@@ -26,6 +26,10 @@ class LabelScoreSerializer(serializers.Serializer[Any]):
     label = serializers.CharField()  # type: ignore[assignment]
     class_id = serializers.CharField()
     score = serializers.FloatField()
+    # Only from a multi-label model: absent for a single-label one.
+    positive = serializers.BooleanField(
+        required=False, help_text="Multi-label models only: the score reached this class's threshold"
+    )
 
 
 class PredictionOutputSerializer(serializers.Serializer[Any]):
@@ -65,6 +69,13 @@ class PredictionOutputSerializer(serializers.Serializer[Any]):
     confidence = serializers.FloatField(allow_null=True)
     top_k = serializers.IntegerField()
     predictions = LabelScoreSerializer(many=True, source="top_predictions")
+    labels = LabelScoreSerializer(
+        many=True,
+        source="passing_labels",
+        allow_null=True,
+        help_text="Multi-label models only: every class the image has (score at or above the class's threshold), "
+        "highest score first; null for a single-label model",
+    )
     timings_ms = TimingsSerializer(source="*")
     model = ModelSerializer(source="model_version", allow_null=True)
     image = ImageSerializer(source="*")

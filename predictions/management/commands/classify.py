@@ -23,7 +23,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp", ".t
 
 class Command(BaseCommand):
     help = (
-        "Classify image files or folders and print the top-k labels. Reads the model from disk "
+        "Classify image files or folders and print the top-k labels (and, for a multi-label model, every "
+        "label whose score reaches its threshold). Reads the model from disk "
         "(--model, or the newest under MODEL_DIR); needs no database, web server or worker."
     )
     # The service's checks (task time limits and the like) do not concern a local run.
@@ -89,6 +90,10 @@ class Command(BaseCommand):
                 line["predictions"] = [
                     {"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)} for p in result.predictions
                 ]
+                if result.multi_label:
+                    line["labels"] = [
+                        {"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)} for p in result.labels
+                    ]
                 line["timings_ms"] = {
                     "preprocess": round(result.preprocess_ms, 3),
                     "inference": round(result.inference_ms, 3),
@@ -101,6 +106,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(str(path)))
         for p in result.predictions:
             self.stdout.write(f"  {p.score:6.1%}  {p.label} ({p.class_id})")
+        if result.multi_label:
+            # Every class whose score reached its threshold, some possibly below the top-k.
+            self.stdout.write(f"  labels: {', '.join(p.label for p in result.labels) or 'none'}")
 
 
 def _expand(paths: Iterable[Path]) -> Iterator[Path]:
