@@ -2,9 +2,10 @@
 
 ``get_classifier()`` loads an exported model directory once per process
 (``MODEL_DIR/<name>/<version>/`` as written by ``training.build_imagenet``) and
-keeps it; ``classifier_for()`` is the same for a registered ``ModelVersion``. A Celery
-worker consuming the inference queue loads it when its pool process starts
-(``predictions.worker``); the web process never loads it. TensorFlow is imported by
+keeps it until ``release_except()`` drops it; ``classifier_for()`` is the same for a
+registered ``ModelVersion``. A Celery worker consuming the inference queue loads it
+when its pool process starts, and releases versions no longer in use from its
+heartbeat (``predictions.worker``); the web process never loads it. TensorFlow is imported by
 the engines only when a model is loaded, never when this module is imported.
 
 The runner reads model directories from disk and never imports the services (the
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,18 +264,23 @@ class Classifier:
         return results
 
 
-# Loaded classifiers, least recently used first. A worker uses the active version; after
-# a switch the one before stays loaded (a rollback is then instant, and a batch already
-# holding it finishes), anything older is dropped so its memory can be freed.
-MAX_LOADED = 2
+# Loaded classifiers, least recently used first. A worker keeps only the versions in use:
+# its heartbeat calls ``release_except()`` with the active version, the A/B candidate and
+# any version a waiting prediction was given, so a model switched away from is dropped
+# within one heartbeat. A batch already holding a released classifier finishes with it
+# (the reference keeps it alive); its memory is freed when that batch lets go.
+# MAX_LOADED is only a safety net (active + candidate + the one just switched from, until
+# the next heartbeat): past it the least recently used is dropped at once.
+MAX_LOADED = 3
 _cache: OrderedDict[tuple[str, str, int], Classifier] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
 def get_classifier(model_dir: Path | str, *, engine: str = "savedmodel", threads: int = 0) -> Classifier:
-    """The loaded, warmed-up classifier for ``model_dir``, loaded once per process; at
-    most ``MAX_LOADED`` stay loaded (least recently used released first)."""
-    key = (str(Path(model_dir).resolve()), engine, threads)
+    """The loaded, warmed-up classifier for ``model_dir``, loaded once per process and
+    kept until ``release_except()`` drops it; past ``MAX_LOADED`` the least recently used
+    is released."""
+    key = (_dir_key(model_dir), engine, threads)
     with _cache_lock:
         classifier = _cache.get(key)
         if classifier is None:
@@ -284,14 +290,41 @@ def get_classifier(model_dir: Path | str, *, engine: str = "savedmodel", threads
         _cache.move_to_end(key)
         while len(_cache) > MAX_LOADED:
             (released_dir, _, _), released = _cache.popitem(last=False)
-            logger.info("Released %s v%s from memory (%s)", released.name, released.version, released_dir)
+            logger.info(
+                "Released %s v%s from memory (%s): over %d loaded", released.name, released.version, released_dir,
+                MAX_LOADED,
+            )  # fmt: skip
         return classifier
+
+
+def release_except(keep_dirs: Iterable[Path | str]) -> list[Classifier]:
+    """Drop every loaded classifier whose directory is not in ``keep_dirs`` (the versions
+    still in use) so its memory can be freed; returns the ones released. A batch holding
+    one finishes with it: only this cache lets go."""
+    keep = {_dir_key(model_dir) for model_dir in keep_dirs}
+    released: list[Classifier] = []
+    with _cache_lock:
+        for key in [key for key in _cache if key[0] not in keep]:
+            classifier = _cache.pop(key)
+            released.append(classifier)
+            logger.info("Released %s v%s from memory (%s): not in use", classifier.name, classifier.version, key[0])
+    return released
 
 
 def loaded_model_dirs() -> list[str]:
     """Directories of the classifiers loaded in this process, least recently used first."""
     with _cache_lock:
         return [model_dir for model_dir, _, _ in _cache]
+
+
+def loaded_classifiers() -> list[Classifier]:
+    """The classifiers loaded in this process, least recently used first."""
+    with _cache_lock:
+        return list(_cache.values())
+
+
+def _dir_key(model_dir: Path | str) -> str:
+    return str(Path(model_dir).resolve())
 
 
 def _read_json(path: Path) -> Any:

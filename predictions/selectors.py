@@ -259,6 +259,22 @@ def model_version_for_user(*, user: User) -> ModelVersion | None:
     return active
 
 
+def model_version_in_use() -> QuerySet[ModelVersion]:
+    """The versions a worker must keep loaded, the active one first: the active version,
+    the A/B candidate with a share of traffic, and any version a waiting (pending or
+    running) prediction was given at submission or by a reprocess job. One query."""
+    waiting_on = Prediction.objects.filter(
+        status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING], assigned_version__isnull=False
+    ).values("assigned_version_id")
+    return (
+        ModelVersion.objects.filter(
+            Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0) | Q(pk__in=waiting_on)
+        )
+        .exclude(status=ModelVersionStatus.RETIRED)  # its waiting rows run with the active one
+        .order_by("-is_active", "-traffic_percent", "name", "version")
+    )
+
+
 def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.select_related("parent").order_by("name", "version")
 

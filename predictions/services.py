@@ -48,6 +48,8 @@ from .inference import (
     ModelLoadError,
     classifier_for,
     export_read,
+    loaded_classifiers,
+    release_except,
     version_key,
 )
 from .models import (
@@ -1103,6 +1105,20 @@ def model_version_get_or_sync_active() -> ModelVersion:
     if active is None:
         raise ModelUnavailableError(f"No model is installed under {settings.MODEL_DIR}; run `make model` to build one.")
     return active
+
+
+def model_version_release_unused() -> list[str]:
+    """Release from this process's memory every loaded model that is no longer in use
+    (``selectors.model_version_in_use``: not the active version, not the A/B candidate,
+    given to no waiting prediction). Returns ``name:version`` of each model still
+    loaded, as the runner read it, in use first (the active one first). A batch already
+    running with a released model finishes with it. The worker's heartbeat calls this."""
+    in_use = [str(Path(model_version.path).resolve()) for model_version in selectors.model_version_in_use()]
+    release_except(in_use)
+    rank = {model_dir: index for index, model_dir in enumerate(in_use)}
+    loaded = {str(classifier.model_dir.resolve()): classifier for classifier in loaded_classifiers()}
+    in_order = sorted(loaded, key=lambda model_dir: rank.get(model_dir, len(rank)))
+    return [f"{loaded[model_dir].name}:{loaded[model_dir].version}" for model_dir in in_order]
 
 
 # --- Reprocessing: finished predictions run again with the active model -------------

@@ -10,9 +10,11 @@ Celery's time limits are enforced. Each pool child, when it starts:
 - finds the queues its worker consumes (``-Q``);
 - loads and warms up the active model, only when one of them is the inference queue
   (the maintenance worker never loads it);
-- writes its heartbeat (queues, model loaded or why not) and refreshes it from a
-  daemon thread, which also retries a warm-up that failed (the database not migrated
-  yet, the model files not copied yet) until it succeeds.
+- writes its heartbeat (queues, the versions loaded or why none is) and refreshes it
+  from a daemon thread, which also retries a warm-up that failed (the database not
+  migrated yet, the model files not copied yet) until it succeeds, loads a newly
+  activated version, and releases from memory every version no longer in use (neither
+  active nor the A/B candidate; a batch running with it finishes first, as it holds it).
 
 Readiness (``health.check_workers``) counts a worker only once it consumes the
 inference queue with its model loaded.
@@ -58,8 +60,8 @@ def consumed_queues() -> list[str]:
 
 class HeartbeatThread(threading.Thread):
     """This pool child's heartbeat: a daemon thread that refreshes the row every
-    ``WORKER_HEARTBEAT_INTERVAL_SECONDS`` and, for an inference worker, warms the model
-    up until it is loaded."""
+    ``WORKER_HEARTBEAT_INTERVAL_SECONDS`` and, for an inference worker, keeps the active
+    model loaded (warming it up after a start or a switch) and only the versions in use."""
 
     def __init__(self, *, hostname: str, queues: Iterable[str]) -> None:
         super().__init__(name="worker-heartbeat", daemon=True)
@@ -80,6 +82,7 @@ class HeartbeatThread(threading.Thread):
             model_version = services.model_version_get_or_sync_active()
             classifier = inference.classifier_for(model_version=model_version)
         except ApplicationError as error:
+            self.model_loaded = False  # the active version cannot be loaded: this worker cannot serve
             self.model_error = error.message
         except DatabaseError as error:
             self.model_error = f"database: {type(error).__name__}: {str(error)[:200]}"
@@ -92,10 +95,23 @@ class HeartbeatThread(threading.Thread):
         logger.warning("Model not warmed up (retried every heartbeat): %s", self.model_error)
         return False
 
+    def release_unused(self) -> None:
+        """Release the loaded versions no longer in use; the heartbeat then names the ones
+        still loaded (``model_version``: the active one first, then the A/B candidate)."""
+        try:
+            loaded = services.model_version_release_unused()
+        except DatabaseError as error:
+            logger.warning("Unused models not released (retried next heartbeat): %s", error)
+            return
+        if loaded:
+            self.model_version = ", ".join(loaded)
+
     def beat(self) -> None:
-        """Warm up if still needed, then write the heartbeat; never raises for the database."""
-        if self.wants_model and not self.model_loaded:
-            self.warm_up()
+        """Make sure the active model is loaded (a cache hit unless it was just switched),
+        release the versions no longer in use, then write the heartbeat; never raises for
+        the database."""
+        if self.wants_model and self.warm_up():
+            self.release_unused()
         try:
             services.worker_heartbeat_record(
                 hostname=self.hostname,

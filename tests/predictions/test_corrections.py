@@ -235,6 +235,26 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
+def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected, tmp_path):
+    from training.finetune import scan_folder
+
+    call_command("export_corrections", str(tmp_path / "set"), stdout=io.StringIO())
+    folder = scan_folder(tmp_path / "set")
+
+    # One class per label, the free-text one ("snow leopard") a class of its own; the manifest is not an image.
+    assert folder.classes == ["Chihuahua", "snow leopard", "tabby cat"]
+    by_class: dict[str, set[str]] = {}
+    for path, target in zip(folder.files, folder.targets, strict=True):
+        by_class.setdefault(folder.classes[target], set()).add(path.stem)
+    assert by_class == {
+        "Chihuahua": {str(corrected[3].prediction_id)},
+        "snow leopard": {str(corrected[2].prediction_id)},
+        "tabby cat": {str(c.prediction_id) for c in corrected[:2]},
+    }
+    for path in folder.files:  # the uploaded bytes themselves, ready to decode
+        assert path.read_bytes() == Path(Prediction.objects.get(id=path.stem).image.path).read_bytes()
+
+
 def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path, user):
     root = tmp_path / "set"
     call_command("export_corrections", str(root), stdout=io.StringIO())

@@ -1,5 +1,5 @@
 """The model registry: registering exported folders, switching the active version (admin,
-API, services), the activation history, and releasing models no longer in use."""
+API, services), the activation history, and a worker releasing models no longer in use."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from predictions import inference, selectors, services
-from predictions.models import ModelActivation, ModelVersion, PredictionStatus
+from predictions import inference, selectors, services, worker
+from predictions.models import ModelActivation, ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 from tests.conftest import CAT_CLASSES, photo_bytes
-from tests.factories import UserFactory
+from tests.factories import PredictionFactory, UserFactory
 
 MODELS_URL = "/api/v1/models/"
 ROLLBACK_URL = "/api/v1/models/rollback/"
@@ -206,21 +206,70 @@ def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, a
     assert str(model_v2.resolve()) in inference.loaded_model_dirs()
 
 
-def test_only_the_active_model_and_one_previous_stay_loaded(settings, model_dir, tmp_path, fresh_classifier_cache):
-    v2 = _copy_model(model_dir, tmp_path, "2")
-    v3 = _copy_model(model_dir, tmp_path, "3")
+def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding_it_finishes(
+    settings, active_model, model_dir, tmp_path, fresh_classifier_cache
+):
+    """Only the active version and the A/B candidate stay loaded in a worker: one
+    heartbeat after a switch the old one is released; a batch that took it before the
+    switch still finishes with it (the batch holds it), and then its memory is freed."""
+    v2 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
+    v3 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "3"), candidate=True)
+    heartbeat = worker.HeartbeatThread(hostname="celery@test:1", queues=["inference"])
+    heartbeat.beat()
+    in_flight = inference.classifier_for(model_version=active_model)  # what a running batch holds
+    v1_ref = weakref.ref(in_flight)
+
+    services.model_version_activate(model_version=v2)
+    heartbeat.beat()
+
+    assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
+    (result,) = in_flight.classify([photo_bytes("chelsea")], top_k=1)  # the batch finishes on v1
+    assert result.top.class_id in CAT_CLASSES and in_flight.version == "1"
+    del in_flight, result
+    gc.collect()
+    assert v1_ref() is None  # nothing holds the old model any more: its memory is free
+    assert WorkerHeartbeat.objects.get().model_version == "efficientnet_lite0:2"
+
+    # An A/B candidate with a share of traffic stays loaded beside the active one ...
+    services.model_version_set_traffic(model_version=v3, traffic_percent=50)
+    inference.classifier_for(model_version=v3)
+    heartbeat.beat()
+    assert sorted(inference.loaded_model_dirs()) == [str(Path(v.path).resolve()) for v in (v2, v3)]
+    assert WorkerHeartbeat.objects.get().model_version == "efficientnet_lite0:2, efficientnet_lite0:3"
+
+    # ... until its share ends.
+    services.model_version_set_traffic(model_version=v3, traffic_percent=0)
+    heartbeat.beat()
+    assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
+
+
+def test_a_version_a_waiting_prediction_was_given_stays_loaded(user, active_model, model_dir, tmp_path):
+    """A reprocess job (or an A/B test just ended) may leave pending rows on a version that
+    is no longer active: it is kept until they are done, not loaded again for each batch."""
+    v2 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
+    waiting = PredictionFactory(user=user, assigned_version=active_model)
+    services.model_version_activate(model_version=v2)
+
+    assert list(selectors.model_version_in_use()) == [v2, active_model]
+    Prediction.objects.filter(id=waiting.id).update(status=PredictionStatus.FAILED)
+    assert list(selectors.model_version_in_use()) == [v2]
+
+
+def test_past_the_cap_the_least_recently_used_model_is_released(
+    settings, model_dir, tmp_path, fresh_classifier_cache, monkeypatch
+):
+    """A safety net for a worker whose heartbeat is late: never more than MAX_LOADED."""
+    monkeypatch.setattr(inference, "MAX_LOADED", 1)
     first = inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
     first_ref = weakref.ref(first)
     del first
-    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)
+    v2 = _copy_model(model_dir, tmp_path, "2")
 
-    assert inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE) is first_ref()  # still loaded
-    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)  # v2 is now the one in use, v1 the previous
-    inference.get_classifier(v3, engine=settings.MODEL_ENGINE)
+    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)
     gc.collect()
 
-    assert inference.loaded_model_dirs() == [str(v2.resolve()), str(v3.resolve())]
-    assert first_ref() is None  # released: nothing holds the oldest model any more
+    assert inference.loaded_model_dirs() == [str(v2.resolve())]
+    assert first_ref() is None
 
 
 # --- Admin --------------------------------------------------------------------------
