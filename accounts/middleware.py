@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -23,7 +24,7 @@ class BrowserTimezoneMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        name = request.COOKIES.get(TIMEZONE_COOKIE, "")
+        name = unquote(request.COOKIES.get(TIMEZONE_COOKIE, ""))  # tolerate "Asia%2FTokyo"
         try:
             zone = zoneinfo.ZoneInfo(name) if name and len(name) <= 64 else None
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

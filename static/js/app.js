@@ -5,8 +5,9 @@
   let zone = "";
   try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (error) { zone = ""; }
   const current = (document.cookie.match(/(?:^|;\s*)tz=([^;]*)/) || [])[1];
-  if (zone && decodeURIComponent(current || "") !== zone) {
-    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+  // IANA names ("Asia/Tokyo") are cookie-safe as they are: stored unencoded, read as is.
+  if (/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone) && current !== zone) {
+    document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax";
     const pad = (n) => String(n).padStart(2, "0");
     document.querySelectorAll("time[datetime]").forEach((element) => {
       const moment = new Date(element.getAttribute("datetime"));

@@ -226,3 +226,20 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
     page.screenshot(path=artifacts_dir / "upload-390-done.png", full_page=True)
     assert page.evaluate(OVERFLOW) <= 0
     context.close()
+
+
+def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server, user):
+    from datetime import UTC, datetime
+
+    _photo_prediction(user, "coffee", "espresso", "n07920052", [("espresso", "n07920052", 0.9)])
+    from predictions.models import Prediction
+
+    Prediction.objects.update(created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
+    context = chromium_browser.new_context(viewport={"width": 390, "height": 900}, timezone_id="Asia/Tokyo")
+    page = context.new_page()
+    _log_in(page, live_server.url, user.username)
+
+    page.goto(f"{live_server.url}/history/")
+    assert "Times are in Asia/Tokyo" in page.locator(".tz-note").inner_text()
+    assert page.locator("td[data-label=Uploaded] time").inner_text() == "2026-11-28 08:30"
+    context.close()

@@ -80,6 +80,13 @@ def test_times_are_shown_in_the_browsers_zone_and_say_which(user_client, user):
     assert "1 prediction" in user_client.get(HISTORY, {"created_after": "2026-11-28"}).content.decode()
 
 
+def test_an_encoded_time_zone_cookie_is_read_too(user_client, user):
+    _succeeded(user, created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
+    user_client.cookies["tz"] = "Asia%2FTokyo"
+
+    assert "2026-11-28 08:30" in user_client.get(HISTORY).content.decode()
+
+
 def test_an_unknown_time_zone_cookie_is_ignored(user_client, user):
     _succeeded(user, created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
     user_client.cookies["tz"] = "../../etc/passwd"
@@ -295,3 +302,11 @@ def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client
     response = user_client.post(reverse("predictions:confirm", args=[prediction.id]), {"back": "label=cat"})
 
     assert response.url == f"{url}?back=label%3Dcat#review-{prediction.id}"
+
+
+def test_the_500_page_renders_without_a_request(db):
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")
+
+    assert "Something went wrong on our side" in page and "Traceback" not in page
