@@ -152,6 +152,11 @@ def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(chromiu
     for width in WIDTHS:
         context = chromium_browser.new_context(viewport={"width": width, "height": 900})
         page = context.new_page()
+        for name in ("signup", "login"):  # signed out
+            page.goto(f"{live_server.url}/accounts/{name}/")
+            page.screenshot(path=artifacts_dir / f"layout-{width}-{name}.png", full_page=True)
+            if (extra := page.evaluate(OVERFLOW)) > 0:
+                overflowing[f"{width}px {name}"] = extra
         _log_in(page, live_server.url, person.username)
         for name, path in pages.items():
             page.goto(f"{live_server.url}{path}")
