@@ -899,6 +899,14 @@ def _model_metrics(metadata: dict[str, Any]) -> dict[str, Any]:
     training = metadata.get("training")
     if isinstance(training, dict) and isinstance(training.get("final_metrics"), dict):
         metrics["training"] = training["final_metrics"]
+    test = metadata.get("test_metrics")
+    if isinstance(test, dict):  # training.finetune: the held-out test split
+        metrics["test"] = _card_figures(test)
+    evaluation = metadata.get("evaluation")
+    if isinstance(evaluation, dict):  # training.evaluate --data: the latest report
+        metrics["evaluation"] = _card_figures(evaluation) | {
+            k: evaluation[k] for k in ("split", "created") if isinstance(evaluation.get(k), str)
+        }
     equivalence = metadata.get("equivalence")
     if isinstance(equivalence, dict) and "checked" in equivalence:
         metrics["equivalence_checked"] = bool(equivalence["checked"])
@@ -908,10 +916,24 @@ def _model_metrics(metadata: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+_CARD_FIGURES = ("count", "top1", "top5", "ece", "micro_f1", "macro_f1", "exact_match", "mean_average_precision")
+
+
+def _card_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a test or evaluation report (no per-class rows, confusion
+    matrix or reliability bins): what the registry and the stats page show."""
+    figures = {k: report[k] for k in _CARD_FIGURES if isinstance(report.get(k), int | float)}
+    for average in ("macro", "weighted"):
+        if isinstance(report.get(average), dict) and isinstance(report[average].get("f1"), int | float):
+            figures[f"{average}_f1"] = report[average]["f1"]
+    return figures
+
+
 def _model_parent(metadata: dict[str, Any]) -> ModelVersion | None:
-    """The registered version this one was derived from: ``parent`` (or fine-tuning's
-    ``base_model``) as ``{"name", "version"}``; ``None`` when absent or not registered."""
-    parent = metadata.get("parent") or metadata.get("base_model")
+    """The registered version this one was derived from: ``parent_model`` (what
+    ``training.finetune`` writes), ``parent`` or ``base_model`` as ``{"name", "version"}``;
+    ``None`` when absent or not registered."""
+    parent = metadata.get("parent_model") or metadata.get("parent") or metadata.get("base_model")
     if not isinstance(parent, dict) or "name" not in parent or "version" not in parent:
         return None
     return ModelVersion.objects.filter(name=str(parent["name"]), version=str(parent["version"])).first()

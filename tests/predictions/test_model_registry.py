@@ -109,6 +109,21 @@ def test_register_model_loads_and_registers_a_folder_in_place_then_activates(act
     assert "Registered efficientnet_lite0 v2 (active, 1000 classes)" in capsys.readouterr().out
 
 
+def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figures(active_model, finetuned):
+    """What training.finetune writes (parent_model, test_metrics) is what the registry and
+    the stats page show: the parent version and the test split's top-1."""
+    from predictions.stats.selectors import evaluation_top1
+
+    call_command("register_model", str(finetuned.target), "--no-load")
+
+    digits = ModelVersion.objects.get(name="digits", version="2")
+    assert digits.parent == active_model
+    assert digits.metrics["test"]["top1"] == pytest.approx(finetuned.test.top1, abs=1e-4)
+    assert digits.metrics["test"]["count"] == finetuned.test.count
+    assert "per_class" not in digits.metrics["test"]  # headline figures, not the report
+    assert evaluation_top1(digits.metrics) == ("test.top1", digits.metrics["test"]["top1"])
+
+
 def test_register_model_as_candidate_does_not_activate(active_model, model_v2):
     call_command("register_model", str(model_v2), "--candidate", "--no-load")
 
