@@ -56,7 +56,7 @@ class PredictionExplanationApi(APIView):
                 OpenApiTypes.BINARY,
                 description="The image with the heat map blended over it (jet colours: red where the class's "
                 "score depends most on the image, blue least; the margins the model never saw are darkened), "
-                "at the image's size up to 1024 px on the longer side."
+                "at the image's size up to 1024 px on the longer side.",
             ),
             202: OpenApiResponse(
                 inline_serializer("ExplanationPending", {"status": serializers.CharField()}),
