@@ -46,6 +46,15 @@ SUPPORTED_FORMAT_VERSIONS = (1,)
 # metadata.json "task" of a model with one sigmoid per class and a threshold per class
 # (``training.finetune --multi-label``); anything else is a single-label softmax model.
 MULTI_LABEL_TASK = "multi-label"
+# "Not sure": a single-label prediction is uncertain when the normalised entropy of its
+# probabilities is above the entropy threshold OR its top-2 margin is below the margin
+# threshold. A model's own thresholds are in metadata.json "uncertainty" (calibrated by
+# training.evaluate / training.finetune / training.build_imagenet); a model without them
+# gets these defaults, the shipped EfficientNet-Lite0's calibration (training.uncertainty:
+# 90 % of the correctly classified labelled photo crops kept, as many wrong ones flagged as
+# possible), rounded.
+DEFAULT_ENTROPY_THRESHOLD = 0.46
+DEFAULT_MARGIN_THRESHOLD = 0.012
 
 
 class ModelLoadError(RuntimeError):
@@ -59,6 +68,81 @@ class LabelScore:
     score: float
 
 
+@dataclass(frozen=True)
+class UncertaintyThresholds:
+    """When a single-label model's answer is "Not sure" (see ``uncertainty_of``)."""
+
+    entropy: float  # flagged above this normalised entropy (0..1)
+    margin: float  # flagged below this top-2 margin (0..1)
+    calibrated: bool  # from the model's metadata.json, else the runner's defaults
+
+
+DEFAULT_UNCERTAINTY = UncertaintyThresholds(DEFAULT_ENTROPY_THRESHOLD, DEFAULT_MARGIN_THRESHOLD, calibrated=False)
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """How sure the model is of one image, from its full score vector.
+
+    Single-label: ``entropy`` is the entropy of the probabilities divided by ln C (0 = all
+    mass on one class, 1 = uniform), ``margin`` the top-1 minus the top-2 probability;
+    ``uncertain`` when entropy is above the model's threshold or margin below its threshold.
+    Multi-label: ``entropy`` is the mean binary entropy of the per-class scores over ln 2,
+    ``margin`` the smallest distance of any score from its class's threshold (how close the
+    nearest yes/no came to flipping); ``uncertain`` when no class reaches its threshold (the
+    model names nothing; its thresholds already are its calibrated decision rule)."""
+
+    entropy: float
+    margin: float
+    uncertain: bool
+
+
+def normalised_entropy(probabilities: np.ndarray) -> float:
+    """Entropy of a probability vector over ln C: 0 (one class has it all) .. 1 (uniform)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.size < 2:
+        return 0.0
+    p = p / p.sum()
+    nonzero = p[p > 0]
+    return float(np.clip(-(nonzero * np.log(nonzero)).sum() / np.log(p.size), 0.0, 1.0))
+
+
+def top2_margin(probabilities: np.ndarray) -> float:
+    """The highest probability minus the second highest (the top one alone: itself)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.size < 2:
+        return float(p.max()) if p.size else 0.0
+    second, first = np.partition(p, -2)[-2:]
+    return float(first - second)
+
+
+def uncertainty_of(probabilities: np.ndarray, thresholds: UncertaintyThresholds) -> Uncertainty:
+    """A single-label model's uncertainty (see ``Uncertainty``)."""
+    entropy, margin = normalised_entropy(probabilities), top2_margin(probabilities)
+    return Uncertainty(entropy, margin, uncertain=entropy > thresholds.entropy or margin < thresholds.margin)
+
+
+def multi_label_uncertainty(scores: np.ndarray, class_thresholds: np.ndarray) -> Uncertainty:
+    """A multi-label model's uncertainty (see ``Uncertainty``)."""
+    q = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
+    binary = -(q * np.log(q) + (1 - q) * np.log(1 - q)) / np.log(2)
+    distance = np.abs(np.asarray(scores, dtype=np.float64) - class_thresholds)
+    return Uncertainty(
+        entropy=float(np.clip(binary.mean(), 0.0, 1.0)) if q.size else 0.0,
+        margin=float(distance.min()) if distance.size else 0.0,
+        uncertain=not bool((np.asarray(scores) >= class_thresholds).any()),
+    )
+
+
+def uncertainty_thresholds(metadata: dict[str, Any]) -> UncertaintyThresholds:
+    """The model's calibrated thresholds (metadata.json ``uncertainty``: ``entropy``,
+    ``margin``), or the defaults when it has none."""
+    calibrated = metadata.get("uncertainty")
+    if not isinstance(calibrated, dict):
+        return DEFAULT_UNCERTAINTY
+    return UncertaintyThresholds(float(calibrated["entropy"]), float(calibrated["margin"]), calibrated=True)
+
+
 @dataclass
 class ImageResult:
     """The classification of one image, or the reason it could not be classified.
@@ -66,7 +150,8 @@ class ImageResult:
     ``predictions`` is the top-k by score either way. From a multi-label model
     (``multi_label``) the scores are independent per class and ``labels`` holds every class
     whose score reaches its threshold, highest score first (possibly none, possibly some
-    beyond the top-k); a single-label model leaves ``labels`` empty."""
+    beyond the top-k); a single-label model leaves ``labels`` empty. ``uncertainty`` is
+    computed from the full score vector (``None`` only for an image that failed)."""
 
     predictions: list[LabelScore] = field(default_factory=list)
     preprocess_ms: float = 0.0
@@ -74,6 +159,7 @@ class ImageResult:
     error: str = ""
     multi_label: bool = False
     labels: list[LabelScore] = field(default_factory=list)
+    uncertainty: Uncertainty | None = None
 
     @property
     def top(self) -> LabelScore:
@@ -138,6 +224,8 @@ def export_read(model_dir: Path | str) -> ExportedModel:
         raise ModelLoadError(f"{labels_path} has {len(labels)} classes; metadata.json says {declared}")
     if metadata.get("task") == MULTI_LABEL_TASK:
         _check_thresholds(metadata_path, metadata.get("thresholds"), labels)
+    if "uncertainty" in metadata:
+        _check_uncertainty(metadata_path, metadata["uncertainty"])
     return ExportedModel(path=model_dir, metadata=metadata, labels=labels)
 
 
@@ -148,6 +236,16 @@ def _check_thresholds(metadata_path: Path, thresholds: object, labels: list[dict
         value = thresholds.get(entry["class_id"])
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise ModelLoadError(f"{metadata_path}: no threshold between 0 and 1 for class {entry['class_id']!r}")
+
+
+def _check_uncertainty(metadata_path: Path, calibrated: object) -> None:
+    if not isinstance(calibrated, dict) or not all(
+        not isinstance(calibrated.get(key), bool)
+        and isinstance(calibrated.get(key), int | float)
+        and 0 <= calibrated[key] <= 1
+        for key in ("entropy", "margin")
+    ):
+        raise ModelLoadError(f"{metadata_path}: uncertainty needs entropy and margin thresholds between 0 and 1")
 
 
 class Classifier:
@@ -164,6 +262,7 @@ class Classifier:
         self.labels: list[dict[str, Any]] = []
         # Multi-label models only: a class is present when its score reaches its threshold.
         self.thresholds: np.ndarray | None = None
+        self.uncertainty_thresholds = DEFAULT_UNCERTAINTY
         self.load_seconds = 0.0
         self._engine: _Engine | None = None
 
@@ -190,6 +289,7 @@ class Classifier:
         self.metadata = exported.metadata
         self.labels = exported.labels
         self.thresholds = exported.thresholds() if exported.multi_label else None
+        self.uncertainty_thresholds = uncertainty_thresholds(self.metadata)
         try:
             self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
         except EngineLoadError as error:
@@ -231,6 +331,12 @@ class Classifier:
         passed = np.flatnonzero(scores >= self.thresholds)
         return [self._label_score(scores, int(index)) for index in passed[np.argsort(-scores[passed], kind="stable")]]
 
+    def uncertainty(self, scores: np.ndarray) -> Uncertainty:
+        """How sure the model is of one image's full score vector (see ``Uncertainty``)."""
+        if self.thresholds is not None:
+            return multi_label_uncertainty(scores, self.thresholds)
+        return uncertainty_of(scores, self.uncertainty_thresholds)
+
     def _label_score(self, scores: np.ndarray, index: int) -> LabelScore:
         entry = self.labels[index]
         return LabelScore(label=entry["label"], class_id=entry["class_id"], score=float(scores[index]))
@@ -258,6 +364,7 @@ class Classifier:
             for row, index in enumerate(ready):
                 results[index].predictions = self.postprocess(probabilities[row], top_k)
                 results[index].inference_ms = per_image_ms
+                results[index].uncertainty = self.uncertainty(probabilities[row])
                 if self.multi_label:
                     results[index].multi_label = True
                     results[index].labels = self.passing(probabilities[row])

@@ -186,6 +186,18 @@ class Prediction(models.Model):
     class_id = models.CharField(max_length=20, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     top_predictions = models.JSONField(default=list, blank=True)
+    # How sure the model was (predictions.inference.Uncertainty); null before it was recorded.
+    entropy = models.FloatField(
+        null=True, blank=True, help_text="Normalised entropy of the probabilities, 0 (certain) .. 1 (uniform)"
+    )
+    margin = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Top-1 minus top-2 probability (multi-label: the closest score's distance from its threshold)",
+    )
+    uncertain = models.BooleanField(
+        null=True, blank=True, help_text='"Not sure": past the model\'s calibrated thresholds (null: not recorded)'
+    )
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     claim = models.UUIDField(

@@ -150,6 +150,7 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
     target.enqueued_at = None
     target.model_version_id = source.model_version_id
     target.label, target.class_id, target.confidence = source.label, source.class_id, source.confidence
+    target.entropy, target.margin, target.uncertain = source.entropy, source.margin, source.uncertain
     # A multi-label result keeps its passing labels below the top-k too (``_stored_top``).
     target.top_predictions = [
         entry for rank, entry in enumerate(source.top_predictions) if rank < target.top_k or entry.get("positive")
@@ -318,7 +319,7 @@ def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_
 
 
 _OUTCOME_FIELDS = (
-    "status", "model_version", "label", "class_id", "confidence", "top_predictions",
+    "status", "model_version", "label", "class_id", "confidence", "top_predictions", "entropy", "margin", "uncertain",
     "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error",
 )  # fmt: skip
 
@@ -393,6 +394,10 @@ def _set_result(prediction: Prediction, result: ImageResult, completed_at: datet
     prediction.status = PredictionStatus.SUCCEEDED
     prediction.label, prediction.class_id, prediction.confidence = top[0].label, top[0].class_id, top[0].score
     prediction.top_predictions = _stored_top(top, result)
+    how_sure = result.uncertainty
+    prediction.entropy = None if how_sure is None else round(how_sure.entropy, 6)
+    prediction.margin = None if how_sure is None else round(how_sure.margin, 6)
+    prediction.uncertain = None if how_sure is None else how_sure.uncertain
     prediction.error = ""
 
 
@@ -622,7 +627,8 @@ def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
 
 _RETRY_RESET: dict[str, Any] = {
     "status": PredictionStatus.PENDING, "error": "", "label": "", "class_id": "", "confidence": None,
-    "top_predictions": [], "model_version": None, "cached": False, "claim": None, "attempts": 0,
+    "top_predictions": [], "entropy": None, "margin": None, "uncertain": None,
+    "model_version": None, "cached": False, "claim": None, "attempts": 0,
     "queue_ms": None, "preprocess_ms": None, "inference_ms": None, "total_ms": None,
     "started_at": None, "completed_at": None,
 }  # fmt: skip

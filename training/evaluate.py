@@ -13,7 +13,8 @@ found in the model's ``labels.json``, and prints top-1 / top-5.
 precision / recall / F1 / support, macro and weighted averages, the confusion matrix (PNG +
 CSV), expected calibration error and a reliability diagram (PNG), latency per image,
 ``metrics.json`` and ``report.html``; the summary goes into the model's ``metadata.json``
-(``evaluation``) and ``MODEL_CARD.md``. ``--split test`` keeps only the files that
+(``evaluation``) and ``MODEL_CARD.md``, with "Not sure" thresholds calibrated on the same samples
+(``uncertainty``, see :mod:`training.uncertainty`). ``--split test`` keeps only the files that
 ``training.finetune`` held out (``splits.json``). The SavedModel is loaded with
 ``tf.saved_model.load(path).signatures["serve"]``.
 
@@ -60,6 +61,7 @@ from training.export import (
     write_json,
 )
 from training.test_photos import TEST_PHOTOS
+from training.uncertainty import calibrate_probabilities, record_calibration
 
 EVALUATION_DIR = "evaluation"
 CARD_START = "<!-- evaluation: written by training.evaluate -->"
@@ -642,9 +644,14 @@ def write_report(
         "directory": os.path.relpath(target, model),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    # "Not sure" thresholds from the same labelled samples (training.uncertainty's criterion).
+    reference = runs[REFERENCE_ENGINE].probabilities
+    calibration = calibrate_probabilities(reference, reference.argmax(axis=1) == targets)
+    summary["uncertainty"] = calibration.record(f"{data} (split: {split}; training.evaluate)")
     write_json(target / "metrics.json", summary)
     (target / "report.html").write_text(report_html(metadata, summary), encoding="utf-8")
     _record_in_model(model, summary)
+    record_calibration(model, calibration, summary["uncertainty"]["calibrated_on"])
     return summary
 
 
@@ -780,6 +787,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{summary['count']} images: top-1 {summary['top1']:.2%}, top-5 {summary['top5']:.2%}, "
             f"macro F1 {summary['macro']['f1']:.3f}, ECE {summary['ece']:.4f}; report {target / 'report.html'}"
+        )
+        calibrated = summary["uncertainty"]
+        print(
+            f"uncertain when entropy > {calibrated['entropy']} or margin < {calibrated['margin']}: keeps "
+            f"{calibrated['kept_correct']:.1%} of correct, flags "
+            f"{'-' if calibrated['flagged_wrong'] is None else format(calibrated['flagged_wrong'], '.1%')} of wrong "
+            "(metadata.json uncertainty, MODEL_CARD.md)"
         )
         if len(engines) > 1:
             print(format_engine_table(summary["engines"]))

@@ -79,6 +79,7 @@ from training.multilabel import (
     read_labels_csv,
     tune_thresholds,
 )
+from training.uncertainty import Calibration, calibrate_probabilities, record_calibration
 
 SPLITS_FILE = "splits.json"
 DEFAULT_BASE = "models/efficientnet_lite0/1"
@@ -507,6 +508,7 @@ def finetune(
     test_probs = predict_probabilities(model, pipeline(split.test, False))
     test: ClassificationMetrics | MultiLabelMetrics
     thresholds: dict[str, float] | None = None
+    calibration: Calibration | None = None
     if multi_label:
         val_scores = predict_probabilities(model, pipeline(split.val, False))
         tuned = tune_thresholds(folder.vectors[split.val], val_scores)
@@ -519,6 +521,10 @@ def finetune(
     else:
         test = classification_metrics(folder.targets[split.test], test_probs, folder.classes)
         print(f"test split: top-1 {test.top1:.2%}, top-5 {test.top5:.2%} on {test.count} images")
+        # Its own "Not sure" thresholds, on the validation split (a multi-label model's rule
+        # is its per-class thresholds: uncertain when no class reaches one).
+        val_probs = predict_probabilities(model, pipeline(split.val, False))
+        calibration = calibrate_probabilities(val_probs, val_probs.argmax(axis=1) == folder.targets[split.val])
 
     labels = [{"index": i, "class_id": c, "label": c.replace("_", " ")} for i, c in enumerate(folder.classes)]
     splits = {
@@ -601,6 +607,8 @@ def finetune(
         meta["build_seconds"] = round(time.monotonic() - started, 1)
         write_json(tmp / METADATA_FILE, meta)
         (tmp / MODEL_CARD_FILE).write_text(model_card(meta), encoding="utf-8")
+        if calibration is not None:
+            record_calibration(tmp, calibration, f"the validation split ({len(split.val)} images; training.finetune)")
     seconds = time.monotonic() - started
     print(f"{target}: {_headline(test)} ({test.count} test images), {seconds:.0f} s in all")
     return FinetuneResult(target, test, seconds, history, thresholds)

@@ -57,7 +57,7 @@ def _crop_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def _crops(name: str) -> Iterator[Image.Image]:
+def source_crops(name: str) -> Iterator[Image.Image]:
     """Every crop of one source photo, then every crop of its mirror image."""
     image = Image.open(skimage_data_dir() / name).convert("RGB")
     boxes = _crop_boxes(*image.size)
@@ -79,7 +79,7 @@ def photoset(count: int, out_dir: Path | str, *, quality: int = 90) -> list[Path
         return existing[:count]
     for stale in existing:
         stale.unlink()
-    generators = {name: _crops(name) for name in SOURCE_PHOTOS}
+    generators = {name: source_crops(name) for name in SOURCE_PHOTOS}
     paths: list[Path] = []
     seen: set[str] = set()
     while generators and len(paths) < count:
