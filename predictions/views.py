@@ -213,8 +213,8 @@ def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
     header = [
         "id", "created_at", "completed_at", "filename", "status", "label", "class_id",
-        "confidence", "model", "model_version", "queue_ms", "preprocess_ms", "inference_ms",
-        "total_ms", "width", "height", "sha256", "cached", "error",
+        "confidence", "entropy", "margin", "uncertain", "model", "model_version", "queue_ms", "preprocess_ms",
+        "inference_ms", "total_ms", "width", "height", "sha256", "cached", "error",
     ]  # fmt: skip
 
     def rows() -> Iterator[str]:
@@ -224,6 +224,8 @@ def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
                 p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
                 _csv_safe(p.original_filename), p.status, p.label, p.class_id,
                 "" if p.confidence is None else f"{p.confidence:.6f}",
+                "" if p.entropy is None else f"{p.entropy:.6f}", "" if p.margin is None else f"{p.margin:.6f}",
+                "" if p.uncertain is None else str(p.uncertain).lower(),
                 p.model_version.name if p.model_version else "",
                 p.model_version.version if p.model_version else "",
                 p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,

@@ -43,6 +43,18 @@ class PredictionOutputSerializer(serializers.Serializer[Any]):
         name = serializers.CharField()
         version = serializers.CharField()
 
+    class UncertaintySerializer(serializers.Serializer[Any]):
+        entropy = serializers.FloatField(
+            allow_null=True,
+            help_text="Entropy of the probabilities over ln(number of classes): 0 = certain, 1 = uniform "
+            "(multi-label: mean binary entropy of the class scores over ln 2)",
+        )
+        margin = serializers.FloatField(
+            allow_null=True,
+            help_text="Top-1 minus top-2 probability (multi-label: the closest class score's distance from its "
+            "threshold)",
+        )
+
     class ImageSerializer(serializers.Serializer[Any]):
         url = serializers.SerializerMethodField(help_text="The uploaded image, for the same credentials")
         thumbnail_url = serializers.SerializerMethodField(help_text="A small JPEG of it (at most 160 px)")
@@ -75,6 +87,15 @@ class PredictionOutputSerializer(serializers.Serializer[Any]):
         allow_null=True,
         help_text="Multi-label models only: every class the image has (score at or above the class's threshold), "
         "highest score first; null for a single-label model",
+    )
+    uncertainty = UncertaintySerializer(
+        source="*", help_text="How sure the model was; both null until it succeeded (and for older predictions)"
+    )
+    uncertain = serializers.BooleanField(
+        allow_null=True,
+        help_text='"Not sure": entropy above or margin below the model\'s calibrated thresholds (multi-label: no '
+        "class reached its threshold); the top label is then a guess, see predictions for the candidates. "
+        "Null until it succeeded, and for predictions made before it was recorded",
     )
     timings_ms = TimingsSerializer(source="*")
     model = ModelSerializer(source="model_version", allow_null=True)

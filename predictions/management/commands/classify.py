@@ -94,6 +94,12 @@ class Command(BaseCommand):
                     line["labels"] = [
                         {"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)} for p in result.labels
                     ]
+                if result.uncertainty is not None:
+                    line["uncertainty"] = {
+                        "entropy": round(result.uncertainty.entropy, 6),
+                        "margin": round(result.uncertainty.margin, 6),
+                    }
+                    line["uncertain"] = result.uncertainty.uncertain
                 line["timings_ms"] = {
                     "preprocess": round(result.preprocess_ms, 3),
                     "inference": round(result.inference_ms, 3),
@@ -103,7 +109,8 @@ class Command(BaseCommand):
         if result.error:
             self.stdout.write(self.style.ERROR(f"{path}: {result.error}"))
             return
-        self.stdout.write(self.style.SUCCESS(str(path)))
+        not_sure = result.uncertainty is not None and result.uncertainty.uncertain
+        self.stdout.write(self.style.SUCCESS(str(path)) + (" (not sure; the candidates:)" if not_sure else ""))
         for p in result.predictions:
             self.stdout.write(f"  {p.score:6.1%}  {p.label} ({p.class_id})")
         if result.multi_label:
