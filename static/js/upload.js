@@ -205,5 +205,8 @@
   ["dragleave", "drop"].forEach((name) =>
     zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.remove("over"); }));
   zone.addEventListener("drop", (event) => add(event.dataTransfer.files));
-  refresh();
+  // Files chosen before this script ran (a quick pick while the page loads, or a
+  // selection the browser restored on "back") had their change event already: take them.
+  if (input.files.length) add(input.files);
+  else refresh();
 })();

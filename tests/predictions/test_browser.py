@@ -48,8 +48,11 @@ def test_log_in_upload_three_photos_see_results_and_history(page, live_server, c
     page.wait_for_function("document.querySelectorAll('.card[data-status=succeeded]').length === 3", timeout=90_000)
     page.screenshot(path=artifacts_dir / "2-results.png", full_page=True)
     # As shown: the stylesheet capitalises each label's first letter ("Tabby cat").
+    # Each card has a verdict: a bold label, or "Not sure" with the candidates (the rocket
+    # photo may be either); the cat and the espresso are sure.
+    assert page.locator(".card .top-label").count() == 3
     labels = page.locator(".card .top-label .label").all_inner_texts()
-    assert len(labels) == 3 and all(label[:1].isupper() for label in labels), labels
+    assert len(labels) >= 2 and all(label[:1].isupper() for label in labels), labels
     assert page.locator(".card").first.locator(".bar-row").count() == 5
     assert "ms" in page.locator(".card .latency").first.inner_text()
     assert any(label.lower() in {"tabby cat", "tiger cat", "egyptian mau"} for label in labels), labels
