@@ -55,7 +55,9 @@ from training.export import (
     MODEL_CARD_FILE,
     SAVED_MODEL_DIR,
     TFLITE_FILE,
+    card_section_write,
     dir_size,
+    metadata_set,
     signature_probabilities,
     tflite_probabilities,
     write_json,
@@ -657,15 +659,8 @@ def write_report(
 
 def _record_in_model(model: Path, summary: dict[str, Any]) -> None:
     """Put the summary into ``metadata.json`` and a section of ``MODEL_CARD.md`` (replaced on re-runs)."""
-    metadata = load_metadata(model)
-    metadata["evaluation"] = {k: v for k, v in summary.items() if k not in ("reliability", "confusion_matrix")}
-    tmp = model / (METADATA_FILE + ".tmp")
-    write_json(tmp, metadata)
-    os.replace(tmp, model / METADATA_FILE)  # the runner never reads a half-written file
-    card_path = model / MODEL_CARD_FILE
-    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
-    if CARD_START in card:
-        card = card[: card.index(CARD_START)].rstrip() + "\n" + card[card.index(CARD_END) + len(CARD_END) :].lstrip()
+    kept = {k: v for k, v in summary.items() if k not in ("reliability", "confusion_matrix")}
+    metadata_set(model, "evaluation", kept)
     d = summary["directory"]
     latency = summary["latency_ms_per_image"]
     section = f"""{CARD_START}
@@ -682,7 +677,7 @@ one image at a time (p50). Full report: [`{d}/report.html`]({d}/report.html).
 ![reliability diagram]({d}/reliability.png)
 {_engines_card(summary)}{CARD_END}
 """
-    card_path.write_text(card.rstrip() + "\n\n" + section, encoding="utf-8")
+    card_section_write(model, CARD_START, CARD_END, section)
 
 
 def _engines_card(summary: Mapping[str, Any]) -> str:

@@ -116,6 +116,26 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def metadata_set(model: Path, key: str, value: Any) -> None:
+    """Set one key of the model's ``metadata.json``, written to a temp file and renamed into
+    place: a worker loading the model never reads a half-written file."""
+    metadata = json.loads((model / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata[key] = value
+    tmp = model / (METADATA_FILE + ".tmp")
+    write_json(tmp, metadata)
+    os.replace(tmp, model / METADATA_FILE)
+
+
+def card_section_write(model: Path, start: str, end: str, section: str) -> None:
+    """Put ``section`` (which begins with the marker ``start`` and ends with ``end``) at the
+    end of the model's ``MODEL_CARD.md``, replacing the one an earlier run wrote."""
+    card_path = model / MODEL_CARD_FILE
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    if start in card:
+        card = card[: card.index(start)].rstrip() + "\n" + card[card.index(end) + len(end) :].lstrip()
+    card_path.write_text(card.rstrip() + "\n\n" + section, encoding="utf-8")
+
+
 def dir_size(path: Path) -> int:
     """Total size in bytes of the files under ``path`` (or of the file ``path``)."""
     if path.is_file():

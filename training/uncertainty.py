@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,7 +50,7 @@ from predictions.inference import (
     top2_margin,
     uncertainty_thresholds,
 )
-from training.export import METADATA_FILE, MODEL_CARD_FILE, write_json
+from training.export import card_section_write, metadata_set, write_json
 from training.photoset import photoset, source_crops
 from training.test_photos import TEST_PHOTOS
 
@@ -169,15 +167,7 @@ def record_calibration(model: Path | str, calibration: Calibration, calibrated_o
     section of ``MODEL_CARD.md`` (replaced on re-runs); returns the record."""
     model = Path(model)
     record = calibration.record(calibrated_on)
-    metadata = json.loads((model / METADATA_FILE).read_text(encoding="utf-8"))
-    metadata["uncertainty"] = record
-    tmp = model / (METADATA_FILE + ".tmp")
-    write_json(tmp, metadata)
-    os.replace(tmp, model / METADATA_FILE)  # the runner never reads a half-written file
-    card_path = model / MODEL_CARD_FILE
-    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
-    if CARD_START in card:
-        card = card[: card.index(CARD_START)].rstrip() + "\n" + card[card.index(CARD_END) + len(CARD_END) :].lstrip()
+    metadata_set(model, "uncertainty", record)
     wrong = (
         f"{calibration.flagged_wrong:.0%} of the {calibration.count - calibration.correct} wrongly classified "
         "ones are flagged"
@@ -194,7 +184,7 @@ A prediction is flagged uncertain when the normalised entropy of its probabiliti
 There, {calibration.kept_correct:.0%} of the correctly classified images are kept and {wrong}.
 {CARD_END}
 """
-    card_path.write_text(card.rstrip() + "\n\n" + section, encoding="utf-8")
+    card_section_write(model, CARD_START, CARD_END, section)
     return record
 
 
