@@ -180,6 +180,15 @@ def user_client(client, user):
     return client
 
 
+def api_as(user):
+    """A DRF test client authenticated as ``user`` (session-less, as a token client)."""
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
 def photo_bytes(name: str, image_format: str = "JPEG") -> bytes:
     """One of the real photos shipped with scikit-image, encoded as ``image_format``."""
     with Image.open(PHOTOS[name].path) as image:

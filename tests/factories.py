@@ -64,3 +64,21 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     image = factory.LazyAttribute(lambda o: ContentFile(jpeg_bytes(), name="upload.jpg"))
     size_bytes = factory.LazyAttribute(lambda o: len(jpeg_bytes()))
     sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(jpeg_bytes()).hexdigest())
+
+
+class SucceededPredictionFactory(PredictionFactory):
+    """A prediction the worker has classified: label, confidence, a two-entry top-k
+    (the label, then "tabby cat") and timings, as the worker stores them."""
+
+    status = "succeeded"
+    label = "tiger cat"
+    class_id = "n02123159"
+    confidence = 0.61
+    completed_at = factory.LazyFunction(timezone.now)
+    total_ms = 40.0
+    top_predictions = factory.LazyAttribute(
+        lambda o: [
+            {"label": o.label, "class_id": o.class_id, "score": 0.61},
+            {"label": "tabby cat", "class_id": "n02123045", "score": 0.3},
+        ]
+    )

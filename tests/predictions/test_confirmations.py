@@ -15,12 +15,12 @@ from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
 from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
-from tests.factories import OperatorFactory, PredictionFactory, UserFactory
+from tests.conftest import api_as
+from tests.factories import OperatorFactory, PredictionFactory, SucceededPredictionFactory, UserFactory
 
 CLASSES = [
     {"class_id": "n02123045", "label": "tabby cat"},
@@ -43,24 +43,13 @@ def model_version(db):
     )
 
 
-def _succeeded(user, model_version, *, label="tiger cat", class_id="n02123159"):
-    return PredictionFactory(
-        user=user, status=PredictionStatus.SUCCEEDED, label=label, class_id=class_id, confidence=0.61,
-        completed_at=timezone.now(), total_ms=40.0, model_version=model_version,
-        top_predictions=[{"label": label, "class_id": class_id, "score": 0.61},
-                         {"label": "tabby cat", "class_id": "n02123045", "score": 0.3}],
-    )  # fmt: skip
+def _succeeded(user, model_version, **fields):
+    return SucceededPredictionFactory(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
 def done(user, model_version):
     return _succeeded(user, model_version)
-
-
-def _api(user) -> APIClient:
-    api = APIClient()
-    api.force_authenticate(user)
-    return api
 
 
 def _review_url(prediction, kind: str) -> str:
@@ -130,7 +119,7 @@ def test_withdrawing_takes_back_only_the_kind_asked_for(user, done):
 
 
 def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, done):
-    api = _api(user)
+    api = api_as(user)
     assert api.post(_review_url(done, "correction"), {"label": "tabby cat"}, format="json").json()["confirmed"] is False
 
     response = api.post(_review_url(done, "confirmation"))
@@ -149,14 +138,14 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, don
 
 
 def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user):
-    response = _api(user).post(_review_url(PredictionFactory(user=user), "confirmation"))
+    response = api_as(user).post(_review_url(PredictionFactory(user=user), "confirmation"))
 
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
     assert not Correction.objects.exists()
 
 
 def test_api_confirmation_of_another_users_prediction_is_404(done):
-    stranger = _api(UserFactory())
+    stranger = api_as(UserFactory())
 
     assert stranger.post(_review_url(done, "confirmation")).status_code == 404
     assert stranger.delete(_review_url(done, "confirmation")).status_code == 404
@@ -164,7 +153,7 @@ def test_api_confirmation_of_another_users_prediction_is_404(done):
 
 
 def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
-    api = _api(user)
+    api = api_as(user)
     api.post(_review_url(done, "confirmation"))
 
     wrong_kind = api.delete(_review_url(done, "correction"))
@@ -179,7 +168,7 @@ def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
 
 
 def test_schema_documents_confirming_and_withdrawing(user):
-    paths = _api(user).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+    paths = api_as(user).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
 
     confirmation = paths["/api/v1/predictions/{prediction_id}/confirmation/"]
     correction = paths["/api/v1/predictions/{prediction_id}/correction/"]
@@ -274,7 +263,7 @@ def history(user, model_version):
 
 
 def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
-    body = _api(user).get("/api/v1/stats/").json()
+    body = api_as(user).get("/api/v1/stats/").json()
 
     (row,) = body["per_model_version"]
     assert (row["predictions"], row["reviewed"], row["confirmed"], row["corrections"]) == (6, 4, 3, 1)
@@ -292,7 +281,7 @@ def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
 def test_stats_live_top1_is_none_when_nothing_was_reviewed(user, user_client, model_version):
     _succeeded(user, model_version)
 
-    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+    (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
 
     assert (row["reviewed"], row["confirmed"], row["live_top1"], row["correction_rate"]) == (0, 0, None, 0.0)
     assert "Live top-1: no reviewed predictions in this window" in user_client.get("/stats/").content.decode()
@@ -303,8 +292,8 @@ def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones
     theirs = _succeeded(stranger, model_version)
     services.correction_set(prediction=theirs, user=stranger, label="Chihuahua")
 
-    (mine,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
-    (everyone,) = _api(OperatorFactory()).get("/api/v1/stats/").json()["per_model_version"]
+    (mine,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
+    (everyone,) = api_as(OperatorFactory()).get("/api/v1/stats/").json()["per_model_version"]
 
     assert (mine["reviewed"], mine["confirmed"], mine["live_top1"]) == (4, 3, 0.75)
     assert (everyone["predictions"], everyone["reviewed"], everyone["confirmed"], everyone["corrections"]) == (
@@ -320,7 +309,7 @@ def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_ve
     # Reprocessed: the active version answers it now; the owner confirmed the old answer.
     Prediction.objects.filter(id=prediction.id).update(model_version=model_version, label="tabby cat")
 
-    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+    (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
 
     assert (row["version"], row["predictions"], row["reviewed"], row["live_top1"]) == ("3", 1, 0, None)
     assert Correction.objects.get().label == "tiger cat"  # the owner's label stays
@@ -335,7 +324,7 @@ def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_ver
     services.prediction_confirm(prediction=right, user=user)
     services.correction_set(prediction=wrong, user=user, label="Chihuahua")
 
-    comparison = _api(user).get("/api/v1/stats/").json()["comparison"]
+    comparison = api_as(user).get("/api/v1/stats/").json()["comparison"]
 
     assert (comparison["active"]["live_top1"], comparison["candidate"]["live_top1"]) == (0.75, 0.5)
     assert comparison["candidate"]["correction_rate"] == 0.5  # still corrected / succeeded

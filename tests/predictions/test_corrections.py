@@ -14,12 +14,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
 from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
-from tests.factories import OperatorFactory, PredictionFactory, UserFactory
+from tests.conftest import api_as
+from tests.factories import OperatorFactory, PredictionFactory, SucceededPredictionFactory, UserFactory
 
 CLASSES = [
     {"class_id": "n02123045", "label": "tabby cat"},
@@ -42,14 +42,8 @@ def model_version(db):
     )
 
 
-def _succeeded(user, model_version, *, label="tiger cat", class_id="n02123159", **extra):
-    return PredictionFactory(
-        user=user, status=PredictionStatus.SUCCEEDED, label=label, class_id=class_id, confidence=0.61,
-        completed_at=timezone.now(), total_ms=40.0, model_version=model_version,
-        top_predictions=[{"label": label, "class_id": class_id, "score": 0.61},
-                         {"label": "tabby cat", "class_id": "n02123045", "score": 0.3}],
-        **extra,
-    )  # fmt: skip
+def _succeeded(user, model_version, **fields):
+    return SucceededPredictionFactory(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
@@ -57,14 +51,8 @@ def done(user, model_version):
     return _succeeded(user, model_version)
 
 
-def _api(user) -> APIClient:
-    api = APIClient()
-    api.force_authenticate(user)
-    return api
-
-
 def _correct(user, prediction, label):
-    return _api(user).post(f"/api/v1/predictions/{prediction.id}/correction/", {"label": label}, format="json")
+    return api_as(user).post(f"/api/v1/predictions/{prediction.id}/correction/", {"label": label}, format="json")
 
 
 # --- The service -----------------------------------------------------------------
@@ -129,7 +117,7 @@ def test_api_correction_answers_the_correction(user, done, model_version):
 
 def test_api_empty_or_missing_label_is_400(user, done):
     empty = _correct(user, done, "  ")
-    missing = _api(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
+    missing = api_as(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
 
     assert empty.status_code == 400 and empty.json()["error"]["field"] == "label"
     assert missing.status_code == 400 and missing.json()["error"]["field"] == "label"
@@ -322,7 +310,7 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(user,
     services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
     PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
 
-    body = _api(user).get("/api/v1/stats/").json()
+    body = api_as(user).get("/api/v1/stats/").json()
     (row,) = body["per_model_version"]
     assert (row["predictions"], row["corrections"], row["correction_rate"]) == (4, 1, 0.25)
     card = body["active_model"]
@@ -340,14 +328,14 @@ def test_stats_counts_only_the_users_own_corrections(user, model_version):
     theirs = _succeeded(UserFactory(), model_version)
     services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
 
-    (row,) = _api(user).get("/api/v1/stats/").json()["per_model_version"]
+    (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
 
     assert (row["predictions"], row["corrections"], row["correction_rate"]) == (1, 0, 0.0)
     assert not Correction.objects.filter(prediction=mine).exists()
 
 
 def test_stats_without_an_active_model_has_no_card(user):
-    assert _api(user).get("/api/v1/stats/").json()["active_model"] is None
+    assert api_as(user).get("/api/v1/stats/").json()["active_model"] is None
 
 
 def test_stats_window_excludes_old_corrected_predictions(user, model_version):
@@ -355,6 +343,6 @@ def test_stats_window_excludes_old_corrected_predictions(user, model_version):
     Prediction.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=40))
     services.correction_set(prediction=old, user=user, label="tabby cat")
 
-    assert _api(user).get("/api/v1/stats/?days=30").json()["per_model_version"] == []
-    (row,) = _api(user).get("/api/v1/stats/?days=90").json()["per_model_version"]
+    assert api_as(user).get("/api/v1/stats/?days=30").json()["per_model_version"] == []
+    (row,) = api_as(user).get("/api/v1/stats/?days=90").json()["per_model_version"]
     assert row["corrections"] == 1

@@ -9,12 +9,11 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from predictions import services
 from predictions.exceptions import ConflictError
 from predictions.models import Prediction, PredictionStatus
-from tests.conftest import CAT_CLASSES, photo_bytes
+from tests.conftest import CAT_CLASSES, api_as, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 
 
@@ -32,12 +31,6 @@ def failed(user):
         user=user, status=PredictionStatus.FAILED, error="The classifier was not available.", attempts=3,
         started_at=now, completed_at=now, total_ms=1200.0, queue_ms=5.0, claim="6f1c5a4e-0000-4000-8000-000000000000",
     )  # fmt: skip
-
-
-def _api(user) -> APIClient:
-    api = APIClient()
-    api.force_authenticate(user)
-    return api
 
 
 def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(failed, sent, django_capture_on_commit_callbacks):
@@ -93,7 +86,7 @@ def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
 
 def test_api_retry_is_202_with_the_prediction(user, failed, sent, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = _api(user).post(f"/api/v1/predictions/{failed.id}/retry/")
+        response = api_as(user).post(f"/api/v1/predictions/{failed.id}/retry/")
 
     assert response.status_code == 202, response.content
     body = response.json()
@@ -103,7 +96,7 @@ def test_api_retry_is_202_with_the_prediction(user, failed, sent, django_capture
 
 
 def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user, failed, sent):
-    api = _api(user)
+    api = api_as(user)
     api.post(f"/api/v1/predictions/{failed.id}/retry/")
 
     again = api.post(f"/api/v1/predictions/{failed.id}/retry/")
@@ -114,7 +107,7 @@ def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user, f
 
 
 def test_api_retry_of_another_users_prediction_is_404(failed, sent):
-    response = _api(UserFactory()).post(f"/api/v1/predictions/{failed.id}/retry/")
+    response = api_as(UserFactory()).post(f"/api/v1/predictions/{failed.id}/retry/")
 
     assert response.status_code == 404 and set(response.json()["error"]) == {"code", "message", "field"}
     assert Prediction.objects.get(id=failed.id).status == PredictionStatus.FAILED
