@@ -22,9 +22,12 @@ from . import health, metrics, stats
 @require_GET
 def stats_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
-    report = stats.prediction_stats_cached(user=request.user, days=days)
+    own = request.GET.get("scope") == "mine"
+    report = stats.prediction_stats_cached(user=request.user, days=days, own=own)
     context = {
         "report": report,
+        "may_read_all": stats.stats_all_users(request.user),
+        "scope_query": "&scope=mine" if own else "",
         "window_choices": stats.WINDOW_DAYS,
         "volume_bars": _bars([(day.day.isoformat(), day.predictions) for day in report.per_day]),
         "histogram_bars": _bars([(_bucket_label(b.upper_ms), b.count) for b in report.histogram]),

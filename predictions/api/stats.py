@@ -41,6 +41,11 @@ class StatsApi(APIView):
 
     class InputSerializer(serializers.Serializer[Any]):
         days = serializers.ChoiceField(choices=list(WINDOW_DAYS), default=DEFAULT_WINDOW_DAYS)
+        scope = serializers.ChoiceField(
+            choices=["all", "mine"],
+            default="all",
+            help_text="mine: only your own predictions, also for accounts that may read everyone's",
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
         class Meta:
@@ -174,7 +179,9 @@ class StatsApi(APIView):
     def get(self, request: AuthenticatedRequest) -> Response:
         options = self.InputSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
-        report = prediction_stats_cached(user=request.user, days=options.validated_data["days"])
+        report = prediction_stats_cached(
+            user=request.user, days=options.validated_data["days"], own=options.validated_data["scope"] == "mine"
+        )
         return Response(self.OutputSerializer(report).data)
 
 

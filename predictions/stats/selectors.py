@@ -51,25 +51,26 @@ StatsUser = User | None
 GroupLatency = tuple[dict[str, LatencySummary], dict[str, Any]]
 
 
-def stats_all_users(user: StatsUser) -> bool:
+def stats_all_users(user: StatsUser, *, own: bool = False) -> bool:
     """Whether ``user`` sees every user's predictions in the stats (else only their own).
 
-    ``None`` is the everyone-scope report (the background refresh). The one place that
-    decides the stats scope: the queryset, the cache key and the report's ``all_users``.
+    ``None`` is the everyone-scope report (the background refresh); ``own`` asks for the
+    user's own figures even when they may read everyone's. The one place that decides the
+    stats scope: the queryset, the cache key and the report's ``all_users``.
     """
-    return user is None or access.can_view_all_predictions(user)
+    return user is None or (not own and access.can_view_all_predictions(user))
 
 
-def prediction_stats_queryset(*, user: StatsUser) -> QuerySet[Prediction]:
+def prediction_stats_queryset(*, user: StatsUser, own: bool = False) -> QuerySet[Prediction]:
     """Predictions the stats may read: every user's when ``stats_all_users``, else one's own."""
     queryset = Prediction.objects.order_by()
-    if stats_all_users(user):
+    if stats_all_users(user, own=own):
         return queryset
     return queryset.filter(user=user)
 
 
 def prediction_stats(
-    *, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = None
+    *, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = None, own: bool = False
 ) -> PredictionStats:
     """Totals, volume per day, latency percentiles (overall, per day, per model version),
     a latency histogram and the label distribution over the last ``days`` days.
@@ -80,7 +81,7 @@ def prediction_stats(
     """
     now = now or timezone.now()
     with _sort_memory():
-        report = _prediction_stats(user=user, days=days, now=now)
+        report = _prediction_stats(user=user, days=days, now=now, own=own)
     report.computed_at = now
     return report
 
@@ -97,18 +98,18 @@ def _sort_memory() -> Iterator[None]:
         yield
 
 
-def _prediction_stats(*, user: StatsUser, days: int, now: datetime) -> PredictionStats:
+def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = False) -> PredictionStats:
     today = timezone.localdate(now)
     first_day = today - timedelta(days=days - 1)
     since = timezone.make_aware(datetime.combine(first_day, datetime.min.time()))
     threshold = float(settings.LOW_CONFIDENCE_THRESHOLD)
-    scoped = prediction_stats_queryset(user=user).filter(created_at__gte=since)
+    scoped = prediction_stats_queryset(user=user, own=own).filter(created_at__gte=since)
     succeeded = scoped.filter(status=PredictionStatus.SUCCEEDED)
 
     result = PredictionStats(
         days=days,
         since=since,
-        all_users=stats_all_users(user),
+        all_users=stats_all_users(user, own=own),
         low_confidence_threshold=threshold,
     )
     totals = scoped.aggregate(

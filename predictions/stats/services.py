@@ -9,7 +9,7 @@ from .results import PredictionStats
 from .selectors import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, StatsUser, prediction_stats, stats_all_users
 
 
-def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS) -> PredictionStats:
+def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS, own: bool = False) -> PredictionStats:
     """What the page and the API show: ``prediction_stats`` kept for ``STATS_CACHE_SECONDS``
     (read-through: computed and stored on a miss).
 
@@ -18,10 +18,10 @@ def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS)
     ``prediction_stats_refresh`` (Celery beat), so with a million rows operators never
     wait for the percentiles; one user's own report is small and computed on demand.
     """
-    key = _stats_cache_key(user=user, days=days)
+    key = _stats_cache_key(user=user, days=days, own=own)
     report: PredictionStats | None = cache.get(key)
     if report is None:
-        report = prediction_stats(user=user, days=days)
+        report = prediction_stats(user=user, days=days, own=own)
         cache.set(key, report, settings.STATS_CACHE_SECONDS)
     return report
 
@@ -36,7 +36,7 @@ def prediction_stats_refresh() -> None:
         )
 
 
-def _stats_cache_key(*, user: StatsUser, days: int) -> str:
-    scope = "all" if stats_all_users(user) else f"user-{user.pk if user is not None else ''}"
+def _stats_cache_key(*, user: StatsUser, days: int, own: bool = False) -> str:
+    scope = "all" if stats_all_users(user, own=own) else f"user-{user.pk if user is not None else ''}"
     # v3: confirmations and live top-1 per version, the card's evaluation top-1
     return f"prediction-stats:v3:{scope}:{days}"

@@ -291,6 +291,30 @@ def test_page_staff_see_all_and_pick_window(client, staff, history):
     assert client.get(PAGE_URL, {"days": "abc"}).context["report"].days == stats.DEFAULT_WINDOW_DAYS
 
 
+def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(client, staff, history, user):
+    _succeeded(staff, created_at=timezone.now(), label="owl", total_ms=7.0)
+    client.force_login(staff)
+
+    everyone = client.get(PAGE_URL)
+    assert everyone.context["report"].all_users and everyone.context["report"].total == 17
+    assert 'href="?days=30&amp;scope=mine">Yours</a>' in everyone.content.decode()
+
+    mine = client.get(PAGE_URL, {"scope": "mine", "days": 7})
+    report = mine.context["report"]
+    assert (report.all_users, report.total, report.days) == (False, 1, 7)
+    body = mine.content.decode()
+    assert "Your predictions" in body and "fox" not in body
+    assert 'href="?days=90&amp;scope=mine"' in body  # the window links keep the scope
+
+    api = APIClient()
+    api.force_authenticate(staff)
+    assert api.get(API_URL, {"scope": "mine"}).json()["total"] == 1
+    assert api.get(API_URL).json()["total"] == 17
+    # A regular user has nothing more to see: no switch, own figures either way.
+    client.force_login(user)
+    assert "scope=mine" not in client.get(PAGE_URL).content.decode()
+
+
 def test_page_uses_no_external_assets(user_client, history):
     body = user_client.get(PAGE_URL).content.decode()
     assert "http://" not in body and "https://" not in body
