@@ -251,3 +251,154 @@ def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server, user
     assert "Times are in Asia/Tokyo" in page.locator(".tz-note").inner_text()
     assert page.locator("td[data-label=Uploaded] time").inner_text() == "2026-11-28 08:30"
     context.close()
+
+
+# --- The whole journey of a new person, at a laptop's and a phone's width -----------------
+
+JOURNEY_PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle")
+JOURNEY_PASSWORD = "pale-orange-kettle-42"
+OVERLAY_SHOWN = """() => { const image = document.querySelector("img.explanation-overlay");
+                          return Boolean(image && image.complete && image.naturalWidth > 0); }"""
+THUMBNAILS_SHOWN = """() => { const images = [...document.querySelectorAll("#result_list tbody img")];
+                             return images.length > 0 && images.every((i) => i.complete && i.naturalWidth > 0); }"""
+
+
+class _Journey:
+    """Each page the person sees: a full-page screenshot and the width it takes."""
+
+    def __init__(self, page, artifacts_dir, width: int) -> None:
+        self.page, self.artifacts_dir, self.width = page, artifacts_dir, width
+        self.steps: list[str] = []
+        self.overflowing: dict[str, int] = {}
+
+    def saw(self, step: str) -> None:
+        self.page.wait_for_load_state("load")
+        self.steps.append(step)
+        name = f"journey-{self.width}-{len(self.steps):02d}-{step}.png"
+        self.page.screenshot(path=self.artifacts_dir / name, full_page=True)
+        if (extra := self.page.evaluate(OVERFLOW)) > 0:
+            self.overflowing[step] = extra
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["1280px", "390px"])
+def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_then_staff_reads_the_log(
+    chromium_browser, live_server, celery_worker, artifacts_dir, width, height
+):
+    from tests.factories import OperatorFactory
+
+    operator = OperatorFactory(username=f"ops.{width}")
+    context = chromium_browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(15_000)  # a busy 2-core machine: pages, not the worker
+    page = context.new_page()
+    journey = _Journey(page, artifacts_dir, width)
+
+    # Sign up through the form and land on the upload page, logged in.
+    page.goto(f"{live_server.url}/")
+    journey.saw("login-redirect")
+    page.click("main a:has-text('Sign up')")
+    page.fill("#id_username", f"ana.{width}")
+    page.fill("#id_password1", JOURNEY_PASSWORD)
+    page.fill("#id_password2", JOURNEY_PASSWORD)
+    journey.saw("signup")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("#dropzone")
+    assert f"(ana.{width})" in page.locator(".nav-user").inner_text()
+    journey.saw("upload")
+
+    # Several real photos; each becomes a card with a chart and a verdict (sure or not).
+    page.set_input_files("input[type=file]", [str(PHOTOS[name].path) for name in JOURNEY_PHOTOS])
+    page.wait_for_function(f"document.querySelectorAll('#previews img').length === {len(JOURNEY_PHOTOS)}")
+    assert page.locator("#submit").inner_text() == f"Classify {len(JOURNEY_PHOTOS)} images"
+    journey.saw("chosen")
+    page.click("#submit")
+    page.wait_for_function(
+        f"document.querySelectorAll('#upload-cards .card[data-status=succeeded]').length === {len(JOURNEY_PHOTOS)}",
+        timeout=120_000,
+    )
+    journey.saw("results")
+    filenames = [PHOTOS[name].path.name for name in JOURNEY_PHOTOS]
+    cards = {
+        filename: page.locator(f"#upload-cards .card:has(.card-title a[title$='{filename}'])") for filename in filenames
+    }
+    for filename, card in cards.items():
+        assert card.locator(".bar-row").count() == 5, filename
+        verdict = " ".join(card.locator(".top-label").inner_text().split())
+        if card.locator(".top-label.not-sure").count():  # the model's own entropy / margin thresholds
+            assert verdict.startswith("Not sure — maybe: ") and verdict.count("%") == 3, (filename, verdict)
+        else:
+            assert card.locator(".top-label .label").inner_text() and verdict.endswith("%"), (filename, verdict)
+        assert card.locator(".card-photo img").evaluate("image => image.naturalWidth") > 0, filename
+    assert cards["chelsea.png"].locator(".top-label .label").inner_text().lower() in {
+        "tabby cat", "tiger cat", "egyptian mau"}  # fmt: skip
+    assert cards["coffee.png"].locator(".top-label .label").inner_text() == "Espresso"
+
+    # The cat's page: ask where the model looked for its top class; the overlay appears.
+    cards["chelsea.png"].locator(".card-title a").click()
+    page.wait_for_selector(".detail-photo img")
+    assert page.locator(".detail-result .bar-row").count() == 5
+    journey.saw("detail")
+    top_class = page.locator(".explain-classes button").first
+    top_label = top_class.locator(".label").inner_text()
+    top_class.click()
+    page.wait_for_function(OVERLAY_SHOWN, timeout=120_000)  # Grad-CAM on the worker's inference queue
+    assert page.locator(".explain-classes button").first.get_attribute("aria-pressed") == "true"
+    assert page.locator("img.explanation-overlay").get_attribute("alt").endswith(top_label.lower())
+    page.locator("#explain").scroll_into_view_if_needed()
+    journey.saw("explanation")
+
+    # History: everything, then filtered by a label, then all again.
+    page.click("nav a:has-text('History')")
+    page.wait_for_selector("table.history")
+    assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS)
+    journey.saw("history")
+    page.fill("#id_label", "espresso")
+    page.click(".filters button[type=submit]")
+    page.wait_for_url("**/history/?*label=espresso*")
+    assert page.locator(".result-count").inner_text().startswith("1 prediction matches your filters")
+    assert page.locator("table.history tbody tr").count() == 1
+    assert "coffee.png" in page.locator("table.history tbody").inner_text()
+    journey.saw("history-filtered")
+    page.click("text=Clear filters")
+    page.wait_for_url("**/history/")
+    assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS)
+
+    # Delete the motorbike from its row: the browser asks first.
+    dialogs = []
+    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    page.click("button[aria-label='Delete motorcycle_left.png']")
+    page.wait_for_selector(".messages li:has-text('Deleted motorcycle_left.png.')")
+    assert dialogs and "Delete motorcycle_left.png" in dialogs[0]
+    assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS) - 1
+    assert "motorcycle_left.png" not in page.locator("table.history tbody").inner_text()
+    journey.saw("history-deleted")
+
+    # Stats: the person's own figures (the deleted one is gone).
+    page.click("nav a:has-text('Stats')")
+    page.wait_for_selector(".stat-tiles")
+    assert "Your predictions" in page.locator(".window-choice").inner_text()
+    assert page.locator(".stat-tiles .tile").first.inner_text().split() == [str(len(JOURNEY_PHOTOS) - 1), "predictions"]
+    assert "Espresso" in page.locator("[aria-labelledby=labels-heading] .chart").inner_text()
+    journey.saw("stats")
+
+    # Log out; a staff account with predictions.view_prediction logs in with the real form.
+    page.click(".nav-user button:has-text('Log out')")
+    page.wait_for_selector("#id_username")
+    page.fill("#id_username", operator.username)
+    page.fill("#id_password", "correct-horse-battery")
+    journey.saw("staff-login")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("#dropzone")
+    page.click("nav a:has-text('Admin site')")
+    page.wait_for_selector("#content")
+    journey.saw("admin")
+    page.click("#content a[href$='/admin/predictions/prediction/']")
+    page.wait_for_selector("#result_list")
+    page.wait_for_function(THUMBNAILS_SHOWN)
+    log = page.locator("#result_list tbody").inner_text()
+    assert page.locator("#result_list tbody tr").count() == len(JOURNEY_PHOTOS) - 1
+    assert all(name in log for name in ("chelsea.png", "coffee.png", "rocket.jpg")), log
+    assert f"ana.{width}" in log
+    journey.saw("admin-log")
+
+    context.close()
+    assert not journey.overflowing, f"pages wider than the {width}px window (extra px): {journey.overflowing}"
