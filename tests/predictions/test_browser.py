@@ -341,7 +341,8 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     top_label = top_class.locator(".label").inner_text()
     top_class.click()
     page.wait_for_function(OVERLAY_SHOWN, timeout=120_000)  # Grad-CAM on the worker's inference queue
-    assert page.locator(".explain-classes button").first.get_attribute("aria-pressed") == "true"
+    pressed = page.locator(".explain-classes button").first
+    assert pressed.get_attribute("aria-pressed") == "true" and pressed.inner_text().endswith("✓")
     assert page.locator("img.explanation-overlay").get_attribute("alt").endswith(top_label.lower())
     page.locator("#explain").scroll_into_view_if_needed()
     journey.saw("explanation")
