@@ -98,7 +98,8 @@ class PredictionAdmin(PredictionModelAdmin):
     @admin.display(description="Result", ordering="label")
     def result(self, prediction: Prediction) -> str:
         if prediction.status == PredictionStatus.SUCCEEDED:
-            return f"{label_text(prediction.label)} · {self.confidence_pct(prediction)}"
+            shown = label_text(prediction.label)  # as the site shows it: first letter capitalised
+            return f"{shown[:1].upper()}{shown[1:]} · {self.confidence_pct(prediction)}"
         if prediction.status == PredictionStatus.FAILED:
             return f"Failed: {Truncator(prediction.error).chars(60)}"
         return prediction.get_status_display()
