@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,13 @@ def test_metrics_match_a_hand_computation() -> None:
     assert m.ece == pytest.approx(expected_ece, abs=1e-6)
 
 
-def test_evaluate_writes_the_report_into_the_model(finetuned: FinetuneResult, digits_subset: Path) -> None:
-    model = finetuned.target
+def test_evaluate_writes_the_report_into_the_model(
+    finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path
+) -> None:
+    # A copy: evaluate rewrites metadata.json (and its uncertainty thresholds), and the
+    # session's fine-tuned model is shared with other tests that read what training wrote.
+    model = tmp_path / "digits" / "2"
+    shutil.copytree(finetuned.target, model)
     assert evaluate.main(["--model", str(model), "--data", str(digits_subset), "--split", "test"]) == 0
     report = model / "evaluation"
     for name in ("report.html", "confusion_matrix.png", "confusion_matrix.csv", "reliability.png", "metrics.json"):
