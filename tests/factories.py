@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import UTC, datetime
 
 import factory
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from predictions.models import Prediction
+from predictions.models import ModelVersion, ModelVersionStatus, Prediction
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -82,3 +83,26 @@ class SucceededPredictionFactory(PredictionFactory):
             {"label": "tabby cat", "class_id": "n02123045", "score": 0.3},
         ]
     )
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    """A registered model version (no files: the path does not exist), by default the
+    active "lite" v3 with three ImageNet cat/dog classes and a test-photo card."""
+
+    class Meta:
+        model = ModelVersion
+
+    name = "lite"
+    version = "3"
+    path = factory.LazyAttribute(lambda o: f"/nonexistent/{o.name}/{o.version}")
+    classes = factory.LazyFunction(
+        lambda: [
+            {"class_id": "n02123045", "label": "tabby cat"},
+            {"class_id": "n02123159", "label": "tiger cat"},
+            {"class_id": "n02085620", "label": "Chihuahua"},
+        ]
+    )
+    metrics = factory.LazyFunction(lambda: {"test_photos": {"count": 5, "top1_accuracy": 0.8}, "num_classes": 3})
+    exported_at = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    is_active = True
+    status = ModelVersionStatus.ACTIVE

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -18,28 +17,21 @@ from django.utils import timezone
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
-from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
 from tests.conftest import api_as
-from tests.factories import OperatorFactory, PredictionFactory, SucceededPredictionFactory, UserFactory
-
-CLASSES = [
-    {"class_id": "n02123045", "label": "tabby cat"},
-    {"class_id": "n02123159", "label": "tiger cat"},
-    {"class_id": "n02085620", "label": "Chihuahua"},
-]
+from tests.factories import (
+    ModelVersionFactory,
+    OperatorFactory,
+    PredictionFactory,
+    SucceededPredictionFactory,
+    UserFactory,
+)
 
 
 @pytest.fixture
 def model_version(db):
-    return ModelVersion.objects.create(
-        name="lite",
-        version="3",
-        path="/nonexistent/lite/3",
-        classes=CLASSES,
-        metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8, "top5_accuracy": 1.0}, "num_classes": 3},
-        exported_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
-        is_active=True,
-        status=ModelVersionStatus.ACTIVE,
+    return ModelVersionFactory(
+        metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8, "top5_accuracy": 1.0}, "num_classes": 3}
     )
 
 
@@ -303,7 +295,9 @@ def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones
 
 
 def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_version):
-    older = ModelVersion.objects.create(name="lite", version="2", path="/nonexistent/lite/2", classes=CLASSES)
+    older = ModelVersionFactory(
+        version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
+    )
     prediction = _succeeded(user, older)
     services.prediction_confirm(prediction=prediction, user=user)
     # Reprocessed: the active version answers it now; the owner confirmed the old answer.
@@ -316,8 +310,8 @@ def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_ve
 
 
 def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_version):
-    candidate = ModelVersion.objects.create(
-        name="lite", version="4", path="/nonexistent/lite/4", classes=CLASSES, status=ModelVersionStatus.CANDIDATE
+    candidate = ModelVersionFactory(
+        version="4", is_active=False, status=ModelVersionStatus.CANDIDATE, metrics={}, exported_at=None
     )
     services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
     right, wrong = _succeeded(user, candidate), _succeeded(user, candidate)

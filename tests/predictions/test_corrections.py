@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,29 +17,20 @@ from django.utils import timezone
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
-from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
 from tests.conftest import api_as
-from tests.factories import OperatorFactory, PredictionFactory, SucceededPredictionFactory, UserFactory
-
-CLASSES = [
-    {"class_id": "n02123045", "label": "tabby cat"},
-    {"class_id": "n02123159", "label": "tiger cat"},
-    {"class_id": "n02085620", "label": "Chihuahua"},
-]
+from tests.factories import (
+    ModelVersionFactory,
+    OperatorFactory,
+    PredictionFactory,
+    SucceededPredictionFactory,
+    UserFactory,
+)
 
 
 @pytest.fixture
 def model_version(db):
-    return ModelVersion.objects.create(
-        name="lite",
-        version="3",
-        path="/nonexistent/lite/3",
-        classes=CLASSES,
-        metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8}, "num_classes": 3},
-        exported_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
-        is_active=True,
-        status=ModelVersionStatus.ACTIVE,
-    )
+    return ModelVersionFactory()
 
 
 def _succeeded(user, model_version, **fields):
@@ -196,7 +187,9 @@ def corrected(user, model_version):
     for label in ["tabby cat", "Tabby Cat", "snow leopard"]:
         prediction = _succeeded(user, model_version)
         rows.append(services.correction_set(prediction=prediction, user=user, label=label))
-    old = ModelVersion.objects.create(name="lite", version="2", path="/nonexistent/lite/2", classes=CLASSES)
+    old = ModelVersionFactory(
+        version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
+    )
     rows.append(services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
     return rows
 
