@@ -773,7 +773,7 @@ def run_service(
 
 def raw_runner(model_dir: Path, paths: list[Path]) -> dict:
     sys.path.insert(0, str(ROOT))
-    from predictions.inference import Classifier
+    from ml.runner import Classifier
 
     began = time.perf_counter()
     classifier = Classifier(model_dir, engine="savedmodel").load()

@@ -56,7 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "predictions.metrics.RequestMetricsMiddleware",  # first: times the whole request
+    "predictions.operations.metrics.RequestMetricsMiddleware",  # first: times the whole request
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -251,10 +251,10 @@ CELERY_TASK_TIME_LIMIT = env.float("CELERY_TASK_TIME_LIMIT", default=180)
 # stats refresh never holds up an image (docker-compose runs a worker for each).
 CELERY_TASK_ROUTES = {
     "predictions.tasks.prediction_run": {"queue": "inference"},
-    "predictions.tasks.explanation_compute": {"queue": "inference"},  # Grad-CAM needs the model
+    "predictions.explanations.tasks.explanation_compute": {"queue": "inference"},  # Grad-CAM needs the model
     "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
-    "predictions.tasks.stats_refresh": {"queue": "maintenance"},
-    "predictions.tasks.reprocess_step": {"queue": "maintenance"},
+    "predictions.operations.tasks.stats_refresh": {"queue": "maintenance"},
+    "predictions.reprocessing.tasks.reprocess_step": {"queue": "maintenance"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connections (and a connection pool) around
@@ -355,7 +355,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
     },
     "refresh-stats": {
-        "task": "predictions.tasks.stats_refresh",
+        "task": "predictions.operations.tasks.stats_refresh",
         "schedule": float(STATS_REFRESH_SECONDS),
     },
 }

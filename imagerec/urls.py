@@ -3,8 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
-from predictions import api, observability_views
+from predictions import api
 from predictions import views as prediction_views
+from predictions.operations import views as observability_views
 
 api_urls = [
     # One view per action; list + submit and poll + delete share a URL each.

@@ -22,7 +22,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import access, selectors, services
+from predictions import access, services
+from predictions.registry import services as registry_services
+from predictions.reprocessing import selectors as reprocess_selectors
+from predictions.reprocessing import services as reprocess_services
+from predictions.reviews import export as review_export
+
 from .exceptions import ApplicationError
 from .models import Correction, ModelActivation, ModelVersion, Prediction, PredictionStatus, ReprocessJob
 from .templatetags.imagerec_ui import label_text
@@ -174,7 +179,7 @@ class ModelVersionForm(ModelVersionModelForm):
     def clean_traffic_percent(self) -> int:
         traffic_percent: int = self.cleaned_data["traffic_percent"]
         try:
-            services.model_version_traffic_check(model_version=self.instance, traffic_percent=traffic_percent)
+            registry_services.model_version_traffic_check(model_version=self.instance, traffic_percent=traffic_percent)
         except ApplicationError as error:
             raise ValidationError(error.message) from error
         return traffic_percent
@@ -216,7 +221,9 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
         # traffic_percent is the one editable field; ModelVersionForm checked it with the service's rules.
-        services.model_version_set_traffic(model_version=obj, traffic_percent=obj.traffic_percent, user=_user(request))
+        registry_services.model_version_set_traffic(
+            model_version=obj, traffic_percent=obj.traffic_percent, user=_user(request)
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -230,7 +237,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
             self.message_user(request, "Select exactly one model version.", messages.ERROR)
             return
         try:
-            version = services.model_version_activate(model_version=queryset.get(), user=_user(request))
+            version = registry_services.model_version_activate(model_version=queryset.get(), user=_user(request))
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
@@ -239,7 +246,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
     @admin.action(description="Roll back to the previous version (select any row)", permissions=["change"])
     def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         try:
-            version = services.model_version_rollback(user=_user(request))
+            version = registry_services.model_version_rollback(user=_user(request))
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
@@ -249,7 +256,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
     def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for model_version in queryset:
             try:
-                services.model_version_retire(model_version=model_version)
+                registry_services.model_version_retire(model_version=model_version)
             except ApplicationError as error:
                 self.message_user(request, error.message, messages.ERROR)
             else:
@@ -257,7 +264,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
 
     @admin.action(description="Register model versions found on disk", permissions=["change"])
     def sync_from_disk(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        found = services.model_version_sync()
+        found = registry_services.model_version_sync()
         self.message_user(request, f"{len(found)} model version(s) on disk registered.")
 
 
@@ -325,7 +332,7 @@ class CorrectionAdmin(CorrectionModelAdmin):
         # FileResponse closes it once sent, so no context manager here.
         archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
         corrections = queryset.select_related("prediction", "model_version").order_by("label", "created_at")
-        services.correction_export_zip(corrections=corrections, target=archive)
+        review_export.correction_export_zip(corrections=corrections, target=archive)
         archive.seek(0)
         name = f"corrections-{timezone.now():%Y%m%d-%H%M%S}.zip"
         return FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
@@ -339,7 +346,7 @@ class ReprocessJobAdmin(ReprocessJobModelAdmin):
 
     list_display = ["__str__", "status", "total", "waiting", "running", "done", "failed", "created_by", "created_at"]
     list_filter = ["status", "scope"]
-    fieldsets = [(None, {"fields": ["scope"], "description": services.REPROCESS_WARNING})]
+    fieldsets = [(None, {"fields": ["scope"], "description": reprocess_services.REPROCESS_WARNING})]
     readonly_fields = ["status", "model_version", "total", "waiting", "running", "done", "failed", "created_by",
                        "created_at", "finished_at"]  # fmt: skip
     actions = ["pause", "resume", "cancel"]
@@ -347,16 +354,18 @@ class ReprocessJobAdmin(ReprocessJobModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: ReprocessJob | None = None) -> Any:
         if obj is None:
             return self.fieldsets
-        return [(None, {"fields": ["scope", *self.readonly_fields], "description": services.REPROCESS_WARNING})]
+        return [
+            (None, {"fields": ["scope", *self.readonly_fields], "description": reprocess_services.REPROCESS_WARNING})
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ReprocessJob | None = None) -> Any:
         return ["scope", *self.readonly_fields] if obj is not None else []
 
-    def _counts(self, job: ReprocessJob) -> selectors.ReprocessCounts:
+    def _counts(self, job: ReprocessJob) -> reprocess_selectors.ReprocessCounts:
         # Read once per row and request: the four columns share it.
-        cache: dict[int, selectors.ReprocessCounts] = self.__dict__.setdefault("_counts_cache", {})
+        cache: dict[int, reprocess_selectors.ReprocessCounts] = self.__dict__.setdefault("_counts_cache", {})
         if job.pk not in cache:
-            cache[job.pk] = selectors.reprocess_job_counts(job=job)
+            cache[job.pk] = reprocess_selectors.reprocess_job_counts(job=job)
         return cache[job.pk]
 
     @admin.display(description="Waiting")
@@ -400,13 +409,13 @@ class ReprocessJobAdmin(ReprocessJobModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ReprocessJob, form: Any, change: bool) -> None:
         try:
-            job = services.reprocess_job_start(user=_user(request), scope=obj.scope)
+            job = reprocess_services.reprocess_job_start(user=_user(request), scope=obj.scope)
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             obj.pk = None
             return
         obj.__dict__.update({k: v for k, v in job.__dict__.items() if k != "_state"})  # the admin logs what started
-        self.message_user(request, f"{job.total} prediction(s) will run again. {services.REPROCESS_WARNING}")
+        self.message_user(request, f"{job.total} prediction(s) will run again. {reprocess_services.REPROCESS_WARNING}")
 
     def response_add(self, request: HttpRequest, obj: ReprocessJob, post_url_continue: str | None = None) -> Any:
         return HttpResponseRedirect(reverse("admin:predictions_reprocessjob_changelist"))
@@ -422,15 +431,15 @@ class ReprocessJobAdmin(ReprocessJobModelAdmin):
 
     @admin.action(description="Pause the selected jobs", permissions=["reprocess"])
     def pause(self, request: HttpRequest, queryset: QuerySet[ReprocessJob]) -> None:
-        self._move(request, queryset, services.reprocess_job_pause, "paused")
+        self._move(request, queryset, reprocess_services.reprocess_job_pause, "paused")
 
     @admin.action(description="Resume the selected jobs", permissions=["reprocess"])
     def resume(self, request: HttpRequest, queryset: QuerySet[ReprocessJob]) -> None:
-        self._move(request, queryset, services.reprocess_job_resume, "resumed")
+        self._move(request, queryset, reprocess_services.reprocess_job_resume, "resumed")
 
     @admin.action(description="Cancel the selected jobs", permissions=["reprocess"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[ReprocessJob]) -> None:
-        self._move(request, queryset, services.reprocess_job_cancel, "cancelled")
+        self._move(request, queryset, reprocess_services.reprocess_job_cancel, "cancelled")
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:

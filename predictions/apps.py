@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from predictions.operations import checks
+
 
 class PredictionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
@@ -9,8 +11,6 @@ class PredictionsConfig(AppConfig):
         from django.conf import settings
         from django.core import checks as django_checks
         from PIL import Image
-
-        from . import checks, tasks  # noqa: F401 - tasks: registered here too, so eager mode runs them
 
         # Pillow's decompression-bomb guard, the same in every process (web, worker, CLI).
         Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS

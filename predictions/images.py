@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
+from ml.preprocessing import open_rgb
+
 from .exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
-from .preprocessing import open_rgb
 
 # Pillow format name -> stored file extension.
 SUPPORTED_FORMATS = {

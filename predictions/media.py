@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.http import FileResponse, Http404
 from PIL import Image
 
-from . import services
+from predictions import services
+
 from .models import Explanation, Prediction
 
 

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
-from django.utils import timezone
 
 from . import events
 from .models import (
-    Correction,
-    ModelActivation,
-    ModelActivationKind,
     ModelVersion,
-    ModelVersionStatus,
     Prediction,
     PredictionId,
     PredictionStatus,
-    ReprocessJob,
-    ReprocessJobStatus,
-    ReprocessScope,
-    WorkerHeartbeat,
 )
 
 
@@ -178,131 +168,3 @@ def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:
         .order_by("created_at")
         .values_list("id", flat=True)
     )
-
-
-def correction_list(
-    *, model_version: ModelVersion | None = None, corrections_only: bool = False
-) -> QuerySet[Correction]:
-    """Every user's reviews, corrections and confirmations (only for callers that
-    checked ``access.can_view_all_predictions``), by label, optionally of one model
-    version's predictions, or corrections alone."""
-    queryset = Correction.objects.select_related("prediction", "model_version")
-    if corrections_only:
-        queryset = queryset.filter(confirmed=False)
-    if model_version is not None:
-        queryset = queryset.filter(model_version=model_version)
-    return queryset.order_by("label", "created_at")
-
-
-def reprocess_remaining(*, job: ReprocessJob) -> QuerySet[Prediction]:
-    """Predictions a reprocess job has still to send: final, made before it began, not
-    sent by it yet; for ``older_versions`` only those succeeded with another version."""
-    queryset = Prediction.objects.filter(
-        status__in=[PredictionStatus.SUCCEEDED, PredictionStatus.FAILED], created_at__lt=job.created_at
-    ).exclude(reprocess_job=job)
-    if job.scope == ReprocessScope.OLDER_VERSIONS:
-        queryset = queryset.filter(status=PredictionStatus.SUCCEEDED).exclude(model_version_id=job.model_version_id)
-    return queryset.order_by()
-
-
-@dataclass(frozen=True)
-class ReprocessCounts:
-    waiting: int  # not sent yet, or sent and pending
-    running: int
-    done: int  # succeeded again
-    failed: int
-
-
-def reprocess_job_counts(*, job: ReprocessJob) -> ReprocessCounts:
-    """A job's live counts, from the predictions it marked (and those left to send)."""
-    marked = Prediction.objects.filter(reprocess_job=job).aggregate(
-        pending=Count("id", filter=Q(status=PredictionStatus.PENDING)),
-        running=Count("id", filter=Q(status=PredictionStatus.RUNNING)),
-        done=Count("id", filter=Q(status=PredictionStatus.SUCCEEDED)),
-        failed=Count("id", filter=Q(status=PredictionStatus.FAILED)),
-    )
-    sending = job.status in (ReprocessJobStatus.RUNNING, ReprocessJobStatus.PAUSED)
-    left = reprocess_remaining(job=job).count() if sending else 0
-    return ReprocessCounts(
-        waiting=left + marked["pending"], running=marked["running"], done=marked["done"], failed=marked["failed"]
-    )
-
-
-def model_version_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_active=True).first()
-
-
-def traffic_bucket(*, user_id: int, model_version_id: int) -> int:
-    """The user's bucket (0-99) for one candidate: a stable hash of both ids, the same in
-    every process and after restarts (Python's ``hash()`` is salted per process)."""
-    digest = hashlib.sha256(f"{user_id}:{model_version_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100
-
-
-def model_version_for_user(*, user: User) -> ModelVersion | None:
-    """The version a new prediction of ``user`` runs with (A/B test): the candidate with
-    a share of traffic when the user's ``traffic_bucket`` for it is below its
-    ``traffic_percent``, else the active version (``None`` before any is registered).
-
-    Sticky: the same user gets the same answer on every submission while the share is
-    unchanged; raising the share only moves users from the active side to the candidate.
-    One query.
-    """
-    active: ModelVersion | None = None
-    for version in ModelVersion.objects.filter(
-        Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0)
-    ):
-        if version.is_active:
-            active = version
-        elif traffic_bucket(user_id=user.pk, model_version_id=version.pk) < version.traffic_percent:
-            return version
-    return active
-
-
-def model_version_in_use() -> QuerySet[ModelVersion]:
-    """The versions a worker must keep loaded, the active one first: the active version,
-    the A/B candidate with a share of traffic, and any version a waiting (pending or
-    running) prediction was given at submission or by a reprocess job. One query."""
-    waiting_on = Prediction.objects.filter(
-        status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING], assigned_version__isnull=False
-    ).values("assigned_version_id")
-    return (
-        ModelVersion.objects.filter(
-            Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0) | Q(pk__in=waiting_on)
-        )
-        .exclude(status=ModelVersionStatus.RETIRED)  # its waiting rows run with the active one
-        .order_by("-is_active", "-traffic_percent", "name", "version")
-    )
-
-
-def model_version_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("parent").order_by("name", "version")
-
-
-def model_version_get(*, name: str, version: str) -> ModelVersion:
-    """One registered version; raises ``ModelVersion.DoesNotExist``."""
-    return ModelVersion.objects.get(name=name, version=version)
-
-
-def model_version_rollback_target(*, active: ModelVersion) -> ModelVersion | None:
-    """The version that was active before ``active`` was last activated (rollbacks
-    themselves skipped, so rolling back again walks further back); ``None`` when it was
-    the first."""
-    activation = (
-        ModelActivation.objects.filter(model_version=active)
-        .exclude(kind=ModelActivationKind.ROLLBACK)
-        .select_related("previous")
-        .first()
-    )
-    return activation.previous if activation is not None else None
-
-
-def model_activation_list(*, limit: int = 100) -> QuerySet[ModelActivation]:
-    """The latest switches of the active model version, newest first."""
-    return ModelActivation.objects.select_related("model_version", "previous", "activated_by")[:limit]
-
-
-def worker_heartbeat_list_fresh(*, max_age_seconds: int) -> list[WorkerHeartbeat]:
-    """Workers whose heartbeat is newer than ``max_age_seconds``: the ones answering."""
-    cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
-    return list(WorkerHeartbeat.objects.filter(last_seen_at__gte=cutoff).order_by("hostname"))

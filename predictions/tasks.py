@@ -1,18 +1,23 @@
-"""Thin Celery tasks: take an id, call a service, decide about retries.
+"""Thin Celery tasks of the predictions room: take an id, call the services.
 
-The worker's life cycle (model warm-up, heartbeat) is in ``predictions.worker``.
+Queued after commit by the services (``services.prediction_enqueue``); the worker's life
+cycle (model warm-up, heartbeat, what this process finished lately) is in
+``predictions.worker``. Explanation, reprocess and stats tasks live in their rooms.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from . import explanations, services, stats
+from predictions import services, worker
+
 from .exceptions import ApplicationError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +26,7 @@ logger = logging.getLogger(__name__)
 class PredictionTask(Task[Any, Any]):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         # Whatever went wrong, the prediction ends in a final state with a reason a person
-        # can read; the details are in the worker's log.
+        # can read; the details are in the worker's log. Retries exhausted end here too.
         if isinstance(exc, ModelUnavailableError):
             message = services.MODEL_UNAVAILABLE_MESSAGE  # its own message names server paths
         elif isinstance(exc, ApplicationError):
@@ -34,61 +39,37 @@ class PredictionTask(Task[Any, Any]):
         services.prediction_fail(prediction_id=args[0], error=message)
 
 
-# Retries after 2, 4, 8, 16, 32, 60, 60, 60 s (about 4 minutes): long enough for a
-# database restart or a model folder being replaced during a deploy.
-RETRY_DELAYS_SECONDS = (2, 4, 8, 16, 32, 60, 60, 60)
-
-
 @shared_task(
     bind=True,
     base=PredictionTask,
-    name=services.PREDICTION_RUN_TASK,
-    max_retries=len(RETRY_DELAYS_SECONDS),
     acks_late=True,
+    # The batch was handed back (pending): retry once the database or the model is back,
+    # after 2, 4, 8, 16, 32, 60, 60, 60 s (about 4 minutes, long enough for a database
+    # restart or a model folder replaced during a deploy); then on_failure fails it.
+    autoretry_for=(OperationalError, InterfaceError, ModelUnavailableError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=False,
+    max_retries=8,
 )
 def prediction_run(self: Task[Any, Any], prediction_id: str, rerun: bool = False) -> None:
-    """Classify this prediction, batched with others waiting (services.prediction_process);
-    ``rerun``: sent again by a reprocess job."""
-    try:
-        services.prediction_process(prediction_id=prediction_id, rerun=rerun)
-    except (OperationalError, InterfaceError, ModelUnavailableError) as error:
-        # The batch was handed back (pending): retry once the database or model is back.
-        raise self.retry(
-            exc=error, countdown=RETRY_DELAYS_SECONDS[min(self.request.retries, len(RETRY_DELAYS_SECONDS) - 1)]
-        ) from error
-
-
-@shared_task(ignore_result=True, name=services.REPROCESS_STEP_TASK)
-def reprocess_step(job_id: int) -> None:
-    """One step of a reprocess job; the next one is sent while the job has work."""
-    if services.reprocess_job_step(job_id=job_id):
-        reprocess_step.apply_async(args=(job_id,), countdown=services.REPROCESS_STEP_SECONDS)
-
-
-class ExplanationTask(Task[Any, Any]):
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        # Never left pending: whatever went wrong, the owner reads a reason; details in the log.
-        if isinstance(exc, ApplicationError):
-            message = exc.message
-        elif isinstance(exc, SoftTimeLimitExceeded):
-            message = explanations.TOO_LONG_MESSAGE
-        else:
-            message = explanations.FAILED_SERVER_MESSAGE
-        logger.error("Explanation %s failed: %r", args[0], exc)
-        explanations.explanation_fail(explanation_id=args[0], error=message)
-
-
-@shared_task(bind=True, base=ExplanationTask, name=explanations.EXPLANATION_COMPUTE_TASK, acks_late=True)
-def explanation_compute(self: Task[Any, Any], explanation_id: int) -> None:
-    """Compute one Grad-CAM explanation (in the inference worker, where the model is)."""
-    explanations.explanation_compute(explanation_id=explanation_id)
+    """Classify this prediction, batched with others waiting; ``rerun``: sent again by a
+    reprocess job, so not skipped as one this process finished before."""
+    if not rerun and worker.finished_recently(prediction_id):
+        return  # classified as part of an earlier batch: its own message needs no query
+    batch = services.prediction_batch_claim(prediction_id=prediction_id)
+    if batch is None:
+        return
+    if settings.INFERENCE_BATCH_WAIT_MS and batch.room:
+        # A batch that is not full waits once for more messages to arrive (a throughput
+        # setting, off by default): the task's wait, not the service's.
+        time.sleep(settings.INFERENCE_BATCH_WAIT_MS / 1000)
+        services.prediction_batch_fill(batch=batch)
+    report = services.prediction_batch_run(batch=batch)
+    worker.finished_add(report.finished)
 
 
 @shared_task
 def prediction_reconcile() -> int:
+    """Send again what a broker outage or a lost message left pending (Celery beat)."""
     return services.prediction_reconcile()
-
-
-@shared_task(ignore_result=True)
-def stats_refresh() -> None:
-    stats.prediction_stats_refresh()

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from . import explanation_views, views
+from predictions import views
+from predictions.explanations import views as explanation_views
 
 app_name = "predictions"
 

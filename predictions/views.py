@@ -20,12 +20,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
+from predictions import access, images, selectors, services
+from predictions.reviews import services as review_services
+from predictions.selectors import PredictionFilters
 
-from . import access, images, selectors, services
 from .exceptions import ApplicationError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
-from .selectors import PredictionFilters
 
 
 def _wants_fragment(request: HttpRequest) -> bool:
@@ -269,7 +270,7 @@ def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
     form = CorrectionForm(request.POST)
     label = form.cleaned_data["label"] if form.is_valid() else ""
     try:
-        correction = services.correction_set(prediction=prediction, user=request.user, label=label)
+        correction = review_services.correction_set(prediction=prediction, user=request.user, label=label)
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
@@ -284,7 +285,7 @@ def confirm(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
     and history row); it replaces an earlier correction."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     try:
-        services.prediction_confirm(prediction=prediction, user=request.user)
+        review_services.prediction_confirm(prediction=prediction, user=request.user)
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
@@ -299,7 +300,7 @@ def withdraw_review(request: AuthenticatedHttpRequest, prediction_id: str) -> Ht
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     review = getattr(prediction, "correction", None)
     try:
-        services.correction_withdraw(prediction=prediction, confirmed=review is not None and review.confirmed)
+        review_services.correction_withdraw(prediction=prediction, confirmed=review is not None and review.confirmed)
     except ApplicationError as error:
         messages.info(request, error.message)
     else:

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,9 +37,11 @@ from django.core.checks import run_checks
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
-from . import inference, services
 from .exceptions import ApplicationError
-from .health import INFERENCE_QUEUE
+from .operations import services as operations_services
+from .operations.health import INFERENCE_QUEUE
+from .registry import runtime
+from .registry import selectors as registry_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +82,8 @@ class HeartbeatThread(threading.Thread):
         """Load and warm up the active model in this process; ``False`` (and the reason
         in ``model_error``) when the database or the model files are not there yet."""
         try:
-            model_version = services.model_version_get_or_sync_active()
-            classifier = inference.classifier_for(model_version=model_version)
+            model_version = registry_selectors.model_version_active_get()
+            classifier = runtime.classifier_for(model_version=model_version)
         except ApplicationError as error:
             self.model_loaded = False  # the active version cannot be loaded: this worker cannot serve
             self.model_error = error.message
@@ -99,7 +102,7 @@ class HeartbeatThread(threading.Thread):
         """Release the loaded versions no longer in use; the heartbeat then names the ones
         still loaded (``model_version``: the active one first, then the A/B candidate)."""
         try:
-            loaded = services.model_version_release_unused()
+            loaded = runtime.model_version_release_unused()
         except DatabaseError as error:
             logger.warning("Unused models not released (retried next heartbeat): %s", error)
             return
@@ -113,7 +116,7 @@ class HeartbeatThread(threading.Thread):
         if self.wants_model and self.warm_up():
             self.release_unused()
         try:
-            services.worker_heartbeat_record(
+            operations_services.worker_heartbeat_record(
                 hostname=self.hostname,
                 started_at=self.started_at,
                 queues=self.queues,
@@ -134,13 +137,46 @@ class HeartbeatThread(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         try:
-            services.worker_heartbeat_remove(hostname=self.hostname)
+            operations_services.worker_heartbeat_remove(hostname=self.hostname)
         except DatabaseError as error:
             logger.warning("Worker heartbeat not removed: %s", error)
 
 
 # The running heartbeat of this pool child, kept so shutdown can stop it.
 _heartbeats: list[HeartbeatThread] = []
+
+
+class FinishedIds:
+    """Ids this worker process finished lately. A prediction classified as part of an
+    earlier batch still has its own message in the queue; when that message arrives it
+    is answered from here, without a query."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def add(self, ids: Iterable[object]) -> None:
+        for prediction_id in ids:
+            self._ids[str(prediction_id)] = None
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, prediction_id: object) -> bool:
+        return str(prediction_id) in self._ids
+
+
+# This process's memory of finished predictions (the worker's state, not the services').
+_finished = FinishedIds()
+
+
+def finished_recently(prediction_id: object) -> bool:
+    """Whether this process finished ``prediction_id`` in an earlier batch."""
+    return prediction_id in _finished
+
+
+def finished_add(prediction_ids: Iterable[object]) -> None:
+    """Remember predictions this process finished (``finished_recently``)."""
+    _finished.add(prediction_ids)
 
 
 def install() -> None:

@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
+from predictions.registry import services as registry_services
 from tests.factories import UserFactory
 from training.test_photos import TEST_PHOTOS
 
@@ -150,10 +151,9 @@ def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: 
 
 @pytest.fixture
 def active_model(db, model_dir: Path):
-    from predictions import services
 
-    services.model_version_sync()
-    return services.model_version_get_or_sync_active()
+    registry_services.model_version_sync()
+    return registry_services.model_version_get_or_sync_active()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ with the SavedModel on real photos (``training.convert.agreement_photos()``), pl
 mean and max |probability difference|. It prints a Markdown table headed by the CPU
 (model, cores, SIMD flags) and writes the same figures to ``--out`` as JSON.
 
-Each engine runs through ``predictions.engines`` (the classes the workers use) in its own
+Each engine runs through ``ml.engines`` (the classes the workers use) in its own
 process, as in a worker, with the runtime's default threads; only one computes at a time,
 and the timings are taken in interleaved rounds so that load from other processes on a
 shared machine falls on every engine alike. Files from
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from predictions.engines import (
+from ml.engines import (
     CANDIDATE_ENGINES,
     ENGINES,
     MIN_TOP1_AGREEMENT,

@@ -337,7 +337,7 @@ def build(variant: str = "lite0", out: str | Path = DEFAULT_OUT, version: str = 
                     "0.875 x the shorter side and bicubic-resize it to "
                     f"{params.resolution}x{params.resolution} (= resize the shorter side to "
                     f"{round(params.resolution / 0.875)} px, then centre-crop); float32 0..255 "
-                    "(predictions.preprocessing.to_model_input). Normalisation (x - 127) / 128 is "
+                    "(ml.preprocessing.to_model_input). Normalisation (x - 127) / 128 is "
                     "inside the model."
                 ),
                 "resize": "centre square of 0.875 x shorter side, bicubic to input_size",

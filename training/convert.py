@@ -9,7 +9,7 @@ Writes into the model directory (each file atomically: a temp file renamed into 
 - ``model_fp16.tflite``: float16 weights (post-training quantisation), float32 compute.
 - ``model_int8.tflite``: full-integer post-training quantisation; float32 input and output,
   so the runner feeds it unchanged. Calibrated on real images preprocessed exactly as
-  served (the model's input size, ``predictions.preprocessing``):
+  served (the model's input size, ``ml.preprocessing``):
 
   - a fine-tuned model (one with ``splits.json``, from ``training.finetune``): files of its
     **train** split only, taken round-robin over the classes, from ``--calibration-data``
@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from predictions.engines import ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FP16_FILE, TFLITE_INT8_FILE
-from predictions.preprocessing import open_rgb, to_model_input
+from ml.engines import ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FP16_FILE, TFLITE_INT8_FILE
+from ml.preprocessing import open_rgb, to_model_input
 from training.photoset import photoset
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ CSV), expected calibration error and a reliability diagram (PNG), latency per im
 ``tf.saved_model.load(path).signatures["serve"]``.
 
 ``--engines`` (with ``--data``) also runs converted files (``tflite``, ``tflite-fp16``,
-``tflite-int8``, ``onnx``, through the runner's own ``predictions.engines``) on the very same
+``tflite-int8``, ``onnx``, through the runner's own ``ml.engines``) on the very same
 preprocessed batches, scores each with the same metrics and records a comparison against the
 SavedModel (top-1 change in points, top-1 agreement, size, ms per image) as
 ``evaluation.engines`` in ``metadata.json``, a table in ``MODEL_CARD.md`` and in
@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from predictions.engines import ONNX_FILE, TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
-from predictions.preprocessing import open_rgb, to_model_input
+from ml.engines import ONNX_FILE, TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
+from ml.preprocessing import open_rgb, to_model_input
 from training.convert import agreement
 from training.export import (
     LABELS_FILE,
@@ -72,7 +72,7 @@ LATENCY_IMAGES = 20
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH_SIZE = 16
 REFERENCE_ENGINE = "savedmodel"
-# Engine names as in predictions.engines (MODEL_ENGINE), and the file each one runs.
+# Engine names as in ml.engines (MODEL_ENGINE), and the file each one runs.
 ENGINE_FILES = {
     "savedmodel": SAVED_MODEL_DIR,
     "tflite": TFLITE_FILE,

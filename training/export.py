@@ -5,7 +5,7 @@
     saved_model/    Keras 3 ``model.export`` output; signature ``serve``:
                     float32 [N, S, S, 3] RGB 0..255 -> probabilities [N, C]
     model.keras     the same model as a native Keras file: the graph with its layers,
-                    which Grad-CAM needs (predictions.gradcam); serving never reads it
+                    which Grad-CAM needs (ml.gradcam); serving never reads it
     model.tflite    the same SavedModel converted to fp32 TFLite
     labels.json     [{"index": i, "class_id": ..., "label": ...}, ...]
     metadata.json   at least name, version, input_size (int), format_version

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from predictions.preprocessing import CROP_FRACTION, open_rgb, to_model_input
+from ml.preprocessing import CROP_FRACTION, open_rgb, to_model_input
 from training import efficientnet_lite
 from training.evaluate import IMAGE_SUFFIXES, ClassificationMetrics, classification_metrics, load_metadata
 from training.export import (
@@ -690,7 +690,7 @@ v{meta["parent_model"]["version"]} (ImageNet EfficientNet-Lite weights, Apache-2
 - **Classes** ({meta["num_classes"]}, `labels.json` order): {", ".join(meta["classes"])}
 - **Input**: float32 [N, {meta["input_size"]}, {meta["input_size"]}, 3] RGB 0..255, signature `serve`;
   output: {output}.
-- **Preprocessing** (the same as the parent model, `predictions.preprocessing`):
+- **Preprocessing** (the same as the parent model, `ml.preprocessing`):
   {meta["preprocessing"]["description"] if meta.get("preprocessing") else "see metadata.json"}
 - **Data set**: `{d["path"]}`{source}, {d["files"]} files, {d["bytes"]:,} bytes, SHA-256 `{d["sha256"]}`
   (over relative paths and file contents).

@@ -2,7 +2,7 @@
 
     python -m training.uncertainty --model models/efficientnet_lite0/1 [--calibrate] [--out FILE]
 
-The runner (``predictions.inference``) computes, for every image, the normalised entropy of
+The runner (``ml.runner``) computes, for every image, the normalised entropy of
 the probabilities (entropy / ln C, 0..1) and the top-2 margin (p1 - p2), and flags the
 prediction ``uncertain`` when entropy > the entropy threshold OR margin < the margin
 threshold. This module chooses those two thresholds from labelled data and measures them.
@@ -44,12 +44,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from predictions.inference import (
-    Classifier,
-    normalised_entropy,
-    top2_margin,
-    uncertainty_thresholds,
-)
+from ml.runner import Classifier
+from ml.uncertainty import normalised_entropy, top2_margin, uncertainty_thresholds
 from training.export import card_section_write, metadata_set, write_json
 from training.photoset import photoset, source_crops
 from training.test_photos import TEST_PHOTOS

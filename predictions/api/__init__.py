@@ -15,15 +15,16 @@
 The URLs are in ``imagerec/urls.py`` (namespace ``api``).
 """
 
-from .dispatch import method_dispatch
-from .explanations import PredictionExplanationApi
-from .model_versions import (
+from predictions.explanations.api import PredictionExplanationApi
+from predictions.registry.api import (
     ModelActivationListApi,
     ModelVersionActivateApi,
     ModelVersionListApi,
     ModelVersionRollbackApi,
     ModelVersionUpdateApi,
 )
+
+from .dispatch import method_dispatch
 from .predictions import (
     PredictionConfirmationApi,
     PredictionConfirmationWithdrawApi,

@@ -29,12 +29,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
+from predictions import selectors, services
+from predictions.reviews import services as review_services
+from predictions.selectors import PredictionFilters
 
-from .. import selectors, services
 from ..exceptions import ApplicationError
 from ..media import image_response
 from ..models import Correction, PredictionStatus
-from ..selectors import PredictionFilters
 from .errors import ErrorSerializer, error_body
 from .serializers import PredictionOutputSerializer, PredictionUrlField
 from .throttles import ReadRateThrottle, SubmitRateThrottle
@@ -310,7 +311,7 @@ class PredictionCorrectionApi(AsyncAPIView):
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
-        correction = await sync_to_async(services.correction_set)(
+        correction = await sync_to_async(review_services.correction_set)(
             prediction=prediction, user=request.user, label=options.validated_data["label"]
         )
         return Response(self.OutputSerializer(correction, context={"request": request}).data)
@@ -337,7 +338,7 @@ class PredictionConfirmationApi(AsyncAPIView):
     )
     async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
-        confirmation = await sync_to_async(services.prediction_confirm)(prediction=prediction, user=request.user)
+        confirmation = await sync_to_async(review_services.prediction_confirm)(prediction=prediction, user=request.user)
         return Response(PredictionCorrectionApi.OutputSerializer(confirmation, context={"request": request}).data)
 
 
@@ -348,7 +349,7 @@ class _ReviewWithdrawApi(AsyncAPIView):
 
     async def delete(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
-        await sync_to_async(services.correction_withdraw)(prediction=prediction, confirmed=self.confirmed)
+        await sync_to_async(review_services.correction_withdraw)(prediction=prediction, confirmed=self.confirmed)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
+from predictions.operations.stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, ModelComparison, prediction_stats_cached
 
-from ..stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, ModelComparison, prediction_stats_cached
 from .errors import ErrorSerializer
 from .throttles import ReadRateThrottle
 

@@ -16,9 +16,14 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from predictions import inference, selectors, services, stats
+from ml import cache as model_cache
+from ml import runner
+from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
 from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.operations import stats
+from predictions.registry import selectors as registry_selectors
+from predictions.registry import services as registry_services
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import OperatorFactory, PredictionFactory, UserFactory, jpeg_bytes
 from tests.predictions.test_model_registry import _copy_model, api_for, switcher  # noqa: F401 (fixtures)
@@ -30,14 +35,14 @@ MODELS_URL = "/api/v1/models/"
 def candidate(active_model, tmp_path: Path, model_dir: Path) -> ModelVersion:
     """The shipped model exported again as version 2 and registered as a candidate."""
     folder = _copy_model(model_dir, tmp_path / "models", "2", parent={"name": "efficientnet_lite0", "version": "1"})
-    return services.model_version_register(model_dir=folder, candidate=True)
+    return registry_services.model_version_register(model_dir=folder, candidate=True)
 
 
 def _user_on(version: ModelVersion, *, percent: int, candidate: bool) -> User:
     """A new user whose bucket puts them on the candidate's side (or not) at ``percent``."""
     for _ in range(200):
         user = UserFactory()
-        if (selectors.traffic_bucket(user_id=user.pk, model_version_id=version.pk) < percent) == candidate:
+        if (registry_selectors.traffic_bucket(user_id=user.pk, model_version_id=version.pk) < percent) == candidate:
             return user
     raise AssertionError("no user on that side in 200 tries")
 
@@ -60,7 +65,7 @@ def _assert_error(response, status: int, code: str | None) -> dict:
 
 
 def test_a_user_stays_on_the_same_version_across_submissions(active_model, candidate):
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
     on_candidate = _user_on(candidate, percent=50, candidate=True)
     on_active = _user_on(candidate, percent=50, candidate=False)
 
@@ -71,20 +76,20 @@ def test_a_user_stays_on_the_same_version_across_submissions(active_model, candi
 
 def test_raising_the_share_moves_users_only_towards_the_candidate(active_model, candidate):
     users = [User(pk=pk) for pk in range(1, 301)]
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=10)
-    at_10 = {u.pk for u in users if selectors.model_version_for_user(user=u) == candidate}
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=30)
-    at_30 = {u.pk for u in users if selectors.model_version_for_user(user=u) == candidate}
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=10)
+    at_10 = {u.pk for u in users if registry_selectors.model_version_for_user(user=u) == candidate}
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=30)
+    at_30 = {u.pk for u in users if registry_selectors.model_version_for_user(user=u) == candidate}
 
     assert at_10 < at_30  # everyone on the candidate at 10 % is still there at 30 %
 
 
 @pytest.mark.parametrize("percent", [10, 50])
 def test_the_candidate_gets_roughly_its_share_of_many_users(active_model, candidate, percent):
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=percent)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=percent)
     users = [User(pk=pk) for pk in range(1, 1001)]  # the assignment reads only the id
 
-    assigned = [selectors.model_version_for_user(user=user) for user in users]
+    assigned = [registry_selectors.model_version_for_user(user=user) for user in users]
 
     share = sum(version == candidate for version in assigned) / len(users)
     assert abs(share - percent / 100) <= 0.03
@@ -93,10 +98,10 @@ def test_the_candidate_gets_roughly_its_share_of_many_users(active_model, candid
 
 def test_a_share_of_0_or_100_is_nobody_or_everybody(active_model, candidate):
     users = [User(pk=pk) for pk in range(1, 101)]
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=100)
-    assert {selectors.model_version_for_user(user=user) for user in users} == {candidate}
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=0)
-    assert {selectors.model_version_for_user(user=user) for user in users} == {active_model}
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=100)
+    assert {registry_selectors.model_version_for_user(user=user) for user in users} == {candidate}
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=0)
+    assert {registry_selectors.model_version_for_user(user=user) for user in users} == {active_model}
 
 
 def test_without_a_share_everyone_gets_the_active_version(user, active_model, candidate):
@@ -104,7 +109,7 @@ def test_without_a_share_everyone_gets_the_active_version(user, active_model, ca
 
 
 def test_the_result_cache_only_reuses_results_of_the_assigned_version(active_model, candidate):
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
     content = jpeg_bytes(color=(1, 2, 3))
     users = {side: _user_on(candidate, percent=50, candidate=side) for side in (True, False)}
     for user in users.values():  # each classified these bytes before, with the active version
@@ -123,18 +128,18 @@ def test_the_result_cache_only_reuses_results_of_the_assigned_version(active_mod
 
 def test_the_worker_runs_a_mixed_batch_with_each_rows_version(settings, active_model, candidate, monkeypatch):
     settings.INFERENCE_BATCH_SIZE = 16
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=50)
     older = PredictionFactory(user=UserFactory())  # from before A/B: no assignment
     on_active = _submit(_user_on(candidate, percent=50, candidate=False), photo_bytes("chelsea"))
     on_candidate = _submit(_user_on(candidate, percent=50, candidate=True), photo_bytes("chelsea"))
     calls: list[tuple[str, int]] = []
-    original = inference.Classifier.classify
+    original = runner.Classifier.classify
 
     def counted(self, sources, *, top_k=5):
         calls.append((Path(self.model_dir).name, len(sources)))
         return original(self, sources, top_k=top_k)
 
-    monkeypatch.setattr(inference.Classifier, "classify", counted)
+    monkeypatch.setattr(runner.Classifier, "classify", counted)
 
     report = services.prediction_process(prediction_id=on_active.id)
 
@@ -145,14 +150,14 @@ def test_the_worker_runs_a_mixed_batch_with_each_rows_version(settings, active_m
     assert rows[on_active.id].model_version == active_model
     assert rows[on_candidate.id].model_version == candidate
     assert rows[on_active.id].class_id in CAT_CLASSES and rows[on_candidate.id].class_id in CAT_CLASSES
-    assert Path(candidate.path).resolve().as_posix() in inference.loaded_model_dirs()
+    assert Path(candidate.path).resolve().as_posix() in model_cache.loaded_model_dirs()
 
 
 def test_a_row_assigned_to_a_version_retired_since_runs_with_the_active_one(user, active_model, candidate):
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=100)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=100)
     prediction = _submit(user, jpeg_bytes())
     assert prediction.assigned_version == candidate
-    services.model_version_retire(model_version=candidate)
+    registry_services.model_version_retire(model_version=candidate)
 
     services.prediction_process(prediction_id=prediction.id)
 
@@ -165,28 +170,30 @@ def test_a_row_assigned_to_a_version_retired_since_runs_with_the_active_one(user
 
 def test_only_a_candidate_gets_a_share_and_only_one_at_a_time(active_model, candidate, tmp_path, model_dir):
     with pytest.raises(ApplicationError, match="only a candidate"):
-        services.model_version_set_traffic(model_version=active_model, traffic_percent=10)
+        registry_services.model_version_set_traffic(model_version=active_model, traffic_percent=10)
     with pytest.raises(ApplicationError, match="between 0 and 100"):
-        services.model_version_set_traffic(model_version=candidate, traffic_percent=101)
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=10)
-    third = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path / "more", "3"), candidate=True)
+        registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=101)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=10)
+    third = registry_services.model_version_register(
+        model_dir=_copy_model(model_dir, tmp_path / "more", "3"), candidate=True
+    )
 
     with pytest.raises(ConflictError, match="set it to 0 first"):
-        services.model_version_set_traffic(model_version=third, traffic_percent=5)
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=0)
-    assert services.model_version_set_traffic(model_version=third, traffic_percent=5).traffic_percent == 5
+        registry_services.model_version_set_traffic(model_version=third, traffic_percent=5)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=0)
+    assert registry_services.model_version_set_traffic(model_version=third, traffic_percent=5).traffic_percent == 5
 
 
 def test_activating_or_retiring_the_candidate_ends_its_share(active_model, candidate):
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
-    services.model_version_activate(model_version=candidate)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
+    registry_services.model_version_activate(model_version=candidate)
     candidate.refresh_from_db()
     assert candidate.status == "active" and candidate.traffic_percent == 0
 
-    services.model_version_register(model_dir=Path(active_model.path), candidate=True)
+    registry_services.model_version_register(model_dir=Path(active_model.path), candidate=True)
     old = ModelVersion.objects.get(pk=active_model.pk)
-    services.model_version_set_traffic(model_version=old, traffic_percent=20)
-    services.model_version_retire(model_version=old)
+    registry_services.model_version_set_traffic(model_version=old, traffic_percent=20)
+    registry_services.model_version_retire(model_version=old)
     old.refresh_from_db()
     assert old.status == "retired" and old.traffic_percent == 0
 

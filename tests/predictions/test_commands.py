@@ -85,7 +85,7 @@ def test_classify_refuses_a_user_error_with_a_message_not_a_traceback(
 
 
 def test_classify_by_default_reads_the_newest_model_on_disk(model_dir, settings, tmp_path, capsys):
-    from predictions.inference import newest_model_dir
+    from ml.export import newest_model_dir
 
     for name, version in (("efficientnet_lite0", "2"), ("efficientnet_lite0", "10"), ("other", "99")):
         (tmp_path / name / version).mkdir(parents=True)

@@ -15,9 +15,10 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
 from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.registry import services as registry_services
+from predictions.reviews import services as review_services
 from tests.conftest import api_as
 from tests.factories import (
     ModelVersionFactory,
@@ -52,29 +53,29 @@ def _review_url(prediction, kind: str) -> str:
 
 
 def test_confirm_then_correct_then_confirm_again_keeps_one_review(user, done, model_version):
-    confirmation = services.prediction_confirm(prediction=done, user=user)
+    confirmation = review_services.prediction_confirm(prediction=done, user=user)
     assert (confirmation.confirmed, confirmation.label, confirmation.class_id) == (True, "tiger cat", "n02123159")
     assert (confirmation.predicted_label, confirmation.model_version, confirmation.corrected_by) == (
         "tiger cat", model_version, user,
     )  # fmt: skip
 
-    services.correction_set(prediction=done, user=user, label="tabby cat")
+    review_services.correction_set(prediction=done, user=user, label="tabby cat")
     row = Correction.objects.get()
     assert (row.confirmed, row.label, row.class_id) == (False, "tabby cat", "n02123045")
 
-    services.prediction_confirm(prediction=done, user=user)
+    review_services.prediction_confirm(prediction=done, user=user)
     row = Correction.objects.get()
     assert (row.confirmed, row.label, row.class_id) == (True, "tiger cat", "n02123159")
     assert row.created_at == confirmation.created_at and row.updated_at > confirmation.updated_at
     # Confirming twice is still one confirmation; the prediction's own answer never changes.
-    services.prediction_confirm(prediction=done, user=user)
+    review_services.prediction_confirm(prediction=done, user=user)
     assert Correction.objects.count() == 1
     assert Prediction.objects.get(id=done.id).label == "tiger cat"
 
 
 def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
     with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
-        services.correction_set(prediction=done, user=user, label="TIGER cat")
+        review_services.correction_set(prediction=done, user=user, label="TIGER cat")
 
     assert refused.value.status_code == 400 and not Correction.objects.exists()
 
@@ -85,12 +86,12 @@ def test_only_a_succeeded_prediction_is_confirmed(user, status):
     prediction = PredictionFactory(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"can be confirmed; this one is {status}") as refused:
-        services.prediction_confirm(prediction=prediction, user=user)
+        review_services.prediction_confirm(prediction=prediction, user=user)
     assert refused.value.status_code == 409 and not Correction.objects.exists()
 
 
 def test_a_confirmation_must_carry_the_models_own_label(user, done):
-    services.prediction_confirm(prediction=done, user=user)
+    review_services.prediction_confirm(prediction=done, user=user)
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Correction.objects.filter(prediction=done).update(label="ocelot")
@@ -98,12 +99,12 @@ def test_a_confirmation_must_carry_the_models_own_label(user, done):
 
 
 def test_withdrawing_takes_back_only_the_kind_asked_for(user, done):
-    services.prediction_confirm(prediction=done, user=user)
+    review_services.prediction_confirm(prediction=done, user=user)
     with pytest.raises(NotFoundError, match="no correction to withdraw"):
-        services.correction_withdraw(prediction=done, confirmed=False)
+        review_services.correction_withdraw(prediction=done, confirmed=False)
     assert Correction.objects.filter(confirmed=True).count() == 1
 
-    services.correction_withdraw(prediction=done, confirmed=True)
+    review_services.correction_withdraw(prediction=done, confirmed=True)
     assert not Correction.objects.exists()
 
 
@@ -249,8 +250,8 @@ def history(user, model_version):
     reviewed. Live top-1 = 3 / 4 = 0.75, correction rate = 1 / 6."""
     predictions = [_succeeded(user, model_version) for _ in range(6)]
     for prediction in predictions[:3]:
-        services.prediction_confirm(prediction=prediction, user=user)
-    services.correction_set(prediction=predictions[3], user=user, label="tabby cat")
+        review_services.prediction_confirm(prediction=prediction, user=user)
+    review_services.correction_set(prediction=predictions[3], user=user, label="tabby cat")
     return predictions
 
 
@@ -282,7 +283,7 @@ def test_stats_live_top1_is_none_when_nothing_was_reviewed(user, user_client, mo
 def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones(user, history, model_version):
     stranger = UserFactory()
     theirs = _succeeded(stranger, model_version)
-    services.correction_set(prediction=theirs, user=stranger, label="Chihuahua")
+    review_services.correction_set(prediction=theirs, user=stranger, label="Chihuahua")
 
     (mine,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
     (everyone,) = api_as(OperatorFactory()).get("/api/v1/stats/").json()["per_model_version"]
@@ -299,7 +300,7 @@ def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_ve
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
     prediction = _succeeded(user, older)
-    services.prediction_confirm(prediction=prediction, user=user)
+    review_services.prediction_confirm(prediction=prediction, user=user)
     # Reprocessed: the active version answers it now; the owner confirmed the old answer.
     Prediction.objects.filter(id=prediction.id).update(model_version=model_version, label="tabby cat")
 
@@ -313,10 +314,10 @@ def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_ver
     candidate = ModelVersionFactory(
         version="4", is_active=False, status=ModelVersionStatus.CANDIDATE, metrics={}, exported_at=None
     )
-    services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
+    registry_services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
     right, wrong = _succeeded(user, candidate), _succeeded(user, candidate)
-    services.prediction_confirm(prediction=right, user=user)
-    services.correction_set(prediction=wrong, user=user, label="Chihuahua")
+    review_services.prediction_confirm(prediction=right, user=user)
+    review_services.correction_set(prediction=wrong, user=user, label="Chihuahua")
 
     comparison = api_as(user).get("/api/v1/stats/").json()["comparison"]
 

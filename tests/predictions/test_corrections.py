@@ -18,6 +18,7 @@ from django.utils import timezone
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
 from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.reviews import services as review_services
 from tests.conftest import api_as
 from tests.factories import (
     ModelVersionFactory,
@@ -50,7 +51,7 @@ def _correct(user, prediction, label):
 
 
 def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(user, done, model_version):
-    correction = services.correction_set(prediction=done, user=user, label="  TABBY   Cat ")
+    correction = review_services.correction_set(prediction=done, user=user, label="  TABBY   Cat ")
 
     assert (correction.label, correction.class_id) == ("tabby cat", "n02123045")  # the model's spelling
     assert (correction.predicted_label, correction.model_version, correction.corrected_by) == (
@@ -61,8 +62,8 @@ def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_
 
 
 def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user, done):
-    first = services.correction_set(prediction=done, user=user, label="Chihuahua")
-    second = services.correction_set(prediction=done, user=user, label="ocelot")
+    first = review_services.correction_set(prediction=done, user=user, label="Chihuahua")
+    second = review_services.correction_set(prediction=done, user=user, label="ocelot")
 
     assert Correction.objects.count() == 1
     row = Correction.objects.get()
@@ -73,7 +74,7 @@ def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(use
 @pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
 def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
     with pytest.raises(ApplicationError) as refused:
-        services.correction_set(prediction=done, user=user, label=label)
+        review_services.correction_set(prediction=done, user=user, label=label)
 
     assert refused.value.status_code == 400 and refused.value.field == "label"
     assert not Correction.objects.exists()
@@ -85,7 +86,7 @@ def test_only_a_succeeded_prediction_is_corrected(user, status):
     prediction = PredictionFactory(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"this one is {status}"):
-        services.correction_set(prediction=prediction, user=user, label="cat")
+        review_services.correction_set(prediction=prediction, user=user, label="cat")
     assert not Correction.objects.exists()
 
 
@@ -168,7 +169,7 @@ def test_another_users_prediction_cannot_be_corrected_from_the_page(client, done
 
 def test_history_links_to_the_form_and_shows_the_correction(user_client, user, done, model_version):
     other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
-    services.correction_set(prediction=other, user=user, label="ocelot")
+    review_services.correction_set(prediction=other, user=user, label="ocelot")
 
     page = user_client.get(reverse("predictions:history")).content.decode()
 
@@ -186,11 +187,11 @@ def corrected(user, model_version):
     rows = []
     for label in ["tabby cat", "Tabby Cat", "snow leopard"]:
         prediction = _succeeded(user, model_version)
-        rows.append(services.correction_set(prediction=prediction, user=user, label=label))
+        rows.append(review_services.correction_set(prediction=prediction, user=user, label=label))
     old = ModelVersionFactory(
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
-    rows.append(services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
+    rows.append(review_services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
     return rows
 
 
@@ -243,7 +244,7 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected
     assert len(_manifest((root / "manifest.csv").read_text())) == 4
 
     # A newer correction changes what the export would write.
-    services.correction_set(prediction=corrected[2].prediction, user=user, label="lynx")
+    review_services.correction_set(prediction=corrected[2].prediction, user=user, label="lynx")
     mine = root / "tabby cat" / f"{corrected[0].prediction_id}.jpg"
     mine.write_bytes(b"edited by hand")
     with pytest.raises(CommandError, match=r"2 file\(s\) in .* differ .*nothing was written"):
@@ -258,7 +259,7 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected
 
 
 def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, done):
-    services.correction_set(prediction=done, user=user, label="tabby cat")
+    review_services.correction_set(prediction=done, user=user, label="tabby cat")
 
     with pytest.raises(ConflictError):
         services.prediction_retry(prediction=done)
@@ -300,7 +301,7 @@ def test_staff_without_the_permission_see_no_corrections(client, corrected):
 
 def test_stats_count_corrections_per_model_version_and_show_the_model_card(user, user_client, model_version):
     predictions = [_succeeded(user, model_version) for _ in range(4)]
-    services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
+    review_services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
     PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
 
     body = api_as(user).get("/api/v1/stats/").json()
@@ -319,7 +320,7 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(user,
 def test_stats_counts_only_the_users_own_corrections(user, model_version):
     mine = _succeeded(user, model_version)
     theirs = _succeeded(UserFactory(), model_version)
-    services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
+    review_services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
 
     (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
 
@@ -334,7 +335,7 @@ def test_stats_without_an_active_model_has_no_card(user):
 def test_stats_window_excludes_old_corrected_predictions(user, model_version):
     old = _succeeded(user, model_version)
     Prediction.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=40))
-    services.correction_set(prediction=old, user=user, label="tabby cat")
+    review_services.correction_set(prediction=old, user=user, label="tabby cat")
 
     assert api_as(user).get("/api/v1/stats/?days=30").json()["per_model_version"] == []
     (row,) = api_as(user).get("/api/v1/stats/?days=90").json()["per_model_version"]

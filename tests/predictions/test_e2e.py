@@ -8,6 +8,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from predictions import services
 from predictions.models import Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 
@@ -63,7 +64,6 @@ def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
 
 
 def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_worker, user):
-    from predictions import services
 
     broken = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cat.jpg", photo_bytes("chelsea")))
     # Damage the stored file after validation: the model step must fail cleanly.

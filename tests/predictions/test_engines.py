@@ -7,8 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from predictions.engines import CANDIDATE_ENGINES, ENGINES, ONNX_FILE, TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
-from predictions.inference import Classifier, ModelLoadError, get_classifier
+from ml.cache import get_classifier
+from ml.engines import CANDIDATE_ENGINES, ENGINES, ONNX_FILE, TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
+from ml.export import ModelLoadError
+from ml.runner import Classifier
 from training.convert import convert
 from training.test_photos import TEST_PHOTOS
 

@@ -20,8 +20,11 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from predictions import explanations, gradcam, services
-from predictions.inference import get_classifier
+from ml import cache as model_cache
+from ml import gradcam
+from ml.cache import get_classifier
+from predictions import services
+from predictions.explanations import services as explanations
 from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
 from tests.conftest import BASE_DIR, CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 from tests.factories import PredictionFactory, UserFactory
@@ -45,7 +48,7 @@ def explainable_model_dir(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def explainer(explainable_model_dir: Path) -> gradcam.Explainer:
-    return gradcam.get_explainer(explainable_model_dir)
+    return model_cache.get_explainer(explainable_model_dir)
 
 
 def _crop(heatmap: np.ndarray) -> np.ndarray:
@@ -112,7 +115,7 @@ def test_the_feature_map_layer_is_found_by_shape_in_the_shipped_and_a_finetuned_
     assert len(shipped) == 4 and shipped[1:3] == (7, 7)  # 224 px input
     assert len(tuned) == 4 and tuned[1:3] == (3, 3)  # the fine-tune's 96 px input
     digit = sorted(digits_subset.rglob("*.png"))[0]
-    tuned_explainer = gradcam.get_explainer(finetuned.target)
+    tuned_explainer = model_cache.get_explainer(finetuned.target)
     result = tuned_explainer.explain(digit.read_bytes(), tuned_explainer.class_ids[0])
     with Image.open(digit) as scan:
         assert result.heatmap.shape == (scan.height, scan.width)

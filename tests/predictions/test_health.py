@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from predictions import services
 from predictions.models import WorkerHeartbeat
+from predictions.operations import services as operations_services
 
 READY_URL = "/health/ready"
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("operator_probe")
 
 @pytest.fixture
 def fresh_worker(db):
-    return services.worker_heartbeat_record(
+    return operations_services.worker_heartbeat_record(
         hostname="celery@test",
         started_at=timezone.now(),
         queues=["inference"],
@@ -89,7 +89,7 @@ def test_ready_fails_without_an_active_model(client, fresh_worker, settings, tmp
 
 def test_a_maintenance_worker_alone_is_not_ready(client, active_model):
     """The maintenance worker (no inference queue) answers, but cannot classify an image."""
-    services.worker_heartbeat_record(
+    operations_services.worker_heartbeat_record(
         hostname="maintenance@box", started_at=timezone.now(), queues=["celery", "maintenance"]
     )
 
@@ -104,7 +104,7 @@ def test_a_maintenance_worker_alone_is_not_ready(client, active_model):
 
 
 def test_an_inference_worker_still_warming_up_is_not_ready_and_says_why(client, active_model):
-    services.worker_heartbeat_record(
+    operations_services.worker_heartbeat_record(
         hostname="celery@box",
         started_at=timezone.now(),
         queues=["inference"],
@@ -122,7 +122,9 @@ def test_an_inference_worker_still_warming_up_is_not_ready_and_says_why(client, 
 
 
 def test_one_serving_worker_beside_a_maintenance_worker_is_ready(client, active_model, fresh_worker):
-    services.worker_heartbeat_record(hostname="maintenance@box", started_at=timezone.now(), queues=["maintenance"])
+    operations_services.worker_heartbeat_record(
+        hostname="maintenance@box", started_at=timezone.now(), queues=["maintenance"]
+    )
 
     response = client.get(READY_URL)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predictions.inference import Classifier, get_classifier
+from ml.cache import get_classifier
+from ml.runner import Classifier
 from tests.conftest import PHOTOS, photo_bytes
 from training.test_photos import TEST_PHOTOS
 
@@ -117,7 +118,7 @@ def test_tflite_engine_agrees_with_savedmodel(model_dir, classifier):
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):
-    from predictions.inference import ModelLoadError
+    from ml.export import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="make model"):
         Classifier(tmp_path / "nowhere").load()

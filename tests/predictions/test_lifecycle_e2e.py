@@ -17,7 +17,6 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from predictions import selectors, services
 from predictions.models import (
     ModelVersion,
     Prediction,
@@ -26,6 +25,9 @@ from predictions.models import (
     ReprocessScope,
     WorkerHeartbeat,
 )
+from predictions.registry import selectors as registry_selectors
+from predictions.reprocessing import selectors as reprocess_selectors
+from predictions.reprocessing import services as reprocess_services
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import UserFactory
 
@@ -64,7 +66,7 @@ def _classified(api: APIClient, content: bytes, filename: str) -> dict[str, Any]
 def _held_out_scans_it_gets_right(model_dir: Path, data_root: Path, count: int) -> list[Path]:
     """Held-out scans (the fine-tune's test split) that the exported model, run through the
     runner in this process, classifies as their true digit."""
-    from predictions.inference import get_classifier
+    from ml.cache import get_classifier
 
     held_out = [data_root / name for name in json.loads((model_dir / "splits.json").read_text())["test"]]
     results = get_classifier(model_dir).classify(held_out, top_k=1)
@@ -84,7 +86,7 @@ def _users_split_by(candidate: ModelVersion) -> tuple[Any, Any, int]:
     below the second's (buckets are a stable hash of user and version ids)."""
     users = [UserFactory() for _ in range(2)]
     while True:
-        buckets = {selectors.traffic_bucket(user_id=u.pk, model_version_id=candidate.pk): u for u in users}
+        buckets = {registry_selectors.traffic_bucket(user_id=u.pk, model_version_id=candidate.pk): u for u in users}
         if len(buckets) >= 2:
             low, high = sorted(buckets)[:2]
             return buckets[low], buckets[high], low + 1
@@ -98,7 +100,7 @@ def _wait_for_job(job: ReprocessJob, timeout: float = 120.0) -> ReprocessJob:
         if job.status == ReprocessJobStatus.DONE:
             return job
         time.sleep(0.5)
-    raise AssertionError(f"reprocess job still {job.status}: {selectors.reprocess_job_counts(job=job)}")
+    raise AssertionError(f"reprocess job still {job.status}: {reprocess_selectors.reprocess_job_counts(job=job)}")
 
 
 def _wait_for_heartbeat(*, naming: str, after: float, timeout: float = 75.0) -> WorkerHeartbeat:
@@ -161,10 +163,10 @@ def test_fine_tune_register_activate_roll_back_ab_test_and_reprocess_with_a_real
 
     # End the test and re-run what the fine-tune classified with the active version.
     assert switcher.patch(f"{MODELS_URL}digits/2/", {"traffic_percent": 0}, format="json").status_code == 200
-    job = services.reprocess_job_start(user=None, scope=ReprocessScope.OLDER_VERSIONS)
+    job = reprocess_services.reprocess_job_start(user=None, scope=ReprocessScope.OLDER_VERSIONS)
     assert job.total == 4  # the first scan and the candidate user's three
     job = _wait_for_job(job)
-    counts = selectors.reprocess_job_counts(job=job)
+    counts = reprocess_selectors.reprocess_job_counts(job=job)
     assert (counts.waiting, counts.running, counts.done, counts.failed) == (0, 0, 4, 0)
     rerun = Prediction.objects.filter(reprocess_job=job).select_related("model_version")
     assert {p.model_version.key for p in rerun} == {shipped.key}

@@ -7,8 +7,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from predictions import services
 from predictions.models import ModelVersion, PredictionStatus
+from predictions.operations import services as operations_services
 from tests.factories import OperatorFactory, PredictionFactory, jpeg_bytes
 
 URL = "/metrics"
@@ -116,7 +116,7 @@ def test_counts_a_prediction_made_in_the_test(staff_client, user):
 
 
 def test_workers_queue_and_model_load_time(staff_client, db):
-    services.worker_heartbeat_record(
+    operations_services.worker_heartbeat_record(
         hostname="celery@w1", started_at=timezone.now(), model_version="m:1", model_load_seconds=3.5
     )
 

@@ -17,8 +17,12 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from predictions import inference, selectors, services, worker
+from ml import cache as model_cache
+from predictions import services, worker
 from predictions.models import ModelActivation, ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
+from predictions.registry import runtime
+from predictions.registry import selectors as registry_selectors
+from predictions.registry import services as registry_services
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 
@@ -83,9 +87,9 @@ def _assert_error(response, status: int, code: str) -> dict:
 
 
 def test_sync_registers_classes_metrics_and_records_the_default_activation(db, model_dir):
-    services.model_version_sync()
+    registry_services.model_version_sync()
 
-    active = selectors.model_version_active()
+    active = registry_selectors.model_version_active()
     assert active is not None and active.status == "active" and active.is_active
     assert len(active.classes) == 1000
     assert active.classes[0] == {"class_id": "n01440764", "label": "tench"}
@@ -112,7 +116,7 @@ def test_register_model_loads_and_registers_a_folder_in_place_then_activates(act
 def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figures(active_model, finetuned):
     """What training.finetune writes (parent_model, test_metrics) is what the registry and
     the stats page show: the parent version and the test split's top-1."""
-    from predictions.stats.selectors import evaluation_top1
+    from predictions.operations.stats.selectors import evaluation_top1
 
     call_command("register_model", str(finetuned.target), "--no-load")
 
@@ -128,7 +132,7 @@ def test_register_model_as_candidate_does_not_activate(active_model, model_v2):
     call_command("register_model", str(model_v2), "--candidate", "--no-load")
 
     assert ModelVersion.objects.get(version="2").status == "candidate"
-    assert selectors.model_version_active() == active_model
+    assert registry_selectors.model_version_active() == active_model
 
 
 @pytest.mark.parametrize(
@@ -155,15 +159,15 @@ def test_register_model_refuses_a_folder_the_runner_would_refuse(db, model_v2, c
 
 def test_activate_then_roll_back_walks_the_history_and_records_each_switch(active_model, model_v2, tmp_path, switcher):
     v1 = active_model
-    v2 = services.model_version_register(model_dir=model_v2)
-    v3 = services.model_version_register(model_dir=_copy_model(Path(v1.path), tmp_path / "more", "3"))
+    v2 = registry_services.model_version_register(model_dir=model_v2)
+    v3 = registry_services.model_version_register(model_dir=_copy_model(Path(v1.path), tmp_path / "more", "3"))
 
-    services.model_version_activate(model_version=v2, user=switcher)
-    services.model_version_activate(model_version=v3, user=switcher)
-    assert services.model_version_rollback(user=switcher) == v2
-    assert services.model_version_rollback(user=switcher) == v1
+    registry_services.model_version_activate(model_version=v2, user=switcher)
+    registry_services.model_version_activate(model_version=v3, user=switcher)
+    assert registry_services.model_version_rollback(user=switcher) == v2
+    assert registry_services.model_version_rollback(user=switcher) == v1
     with pytest.raises(services.ConflictError, match="no previous one"):
-        services.model_version_rollback(user=switcher)
+        registry_services.model_version_rollback(user=switcher)
 
     history = [(a.previous.version if a.previous else None, a.model_version.version, a.kind) for a in
                ModelActivation.objects.order_by("activated_at", "id")]  # fmt: skip
@@ -179,24 +183,24 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(activ
 
 
 def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_again(active_model, model_v2):
-    v2 = services.model_version_register(model_dir=model_v2)
-    services.model_version_activate(model_version=v2)
+    v2 = registry_services.model_version_register(model_dir=model_v2)
+    registry_services.model_version_activate(model_version=v2)
     with pytest.raises(services.ConflictError, match="is active"):
-        services.model_version_retire(model_version=v2)
-    services.model_version_retire(model_version=active_model)
+        registry_services.model_version_retire(model_version=v2)
+    registry_services.model_version_retire(model_version=active_model)
 
     with pytest.raises(services.ConflictError, match="is retired"):
-        services.model_version_rollback()
+        registry_services.model_version_rollback()
     with pytest.raises(services.ConflictError, match="is retired"):
-        services.model_version_activate(model_version=active_model)
+        registry_services.model_version_activate(model_version=active_model)
     call_command("register_model", active_model.path, "--no-load")
 
-    assert services.model_version_rollback() == active_model
+    assert registry_services.model_version_rollback() == active_model
     assert ModelVersion.objects.get(version="2").status == "available"
 
 
 def test_activating_the_active_version_records_nothing(active_model):
-    services.model_version_activate(model_version=active_model)
+    registry_services.model_version_activate(model_version=active_model)
 
     assert ModelActivation.objects.count() == 1  # the default activation only
 
@@ -204,12 +208,12 @@ def test_activating_the_active_version_records_nothing(active_model):
 def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, active_model, model_v2):
     """The worker resolves the active version before each batch: the prediction after a
     switch is classified, and labelled, by the new version in the same process."""
-    v2 = services.model_version_register(model_dir=model_v2)
+    v2 = registry_services.model_version_register(model_dir=model_v2)
     upload = lambda: SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")  # noqa: E731
     before = services.prediction_create(user=user, uploaded_file=upload(), top_k=3)
     services.prediction_process(prediction_id=before.id)
 
-    services.model_version_activate(model_version=v2)
+    registry_services.model_version_activate(model_version=v2)
     after = services.prediction_create(user=user, uploaded_file=upload(), top_k=4)  # not a cached result
     services.prediction_process(prediction_id=after.id)
 
@@ -218,7 +222,7 @@ def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, a
     assert before.model_version == active_model
     assert after.status == PredictionStatus.SUCCEEDED and after.model_version == v2
     assert after.class_id in CAT_CLASSES
-    assert str(model_v2.resolve()) in inference.loaded_model_dirs()
+    assert str(model_v2.resolve()) in model_cache.loaded_model_dirs()
 
 
 def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding_it_finishes(
@@ -227,17 +231,17 @@ def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding
     """Only the active version and the A/B candidate stay loaded in a worker: one
     heartbeat after a switch the old one is released; a batch that took it before the
     switch still finishes with it (the batch holds it), and then its memory is freed."""
-    v2 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
-    v3 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "3"), candidate=True)
+    v2 = registry_services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
+    v3 = registry_services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "3"), candidate=True)
     heartbeat = worker.HeartbeatThread(hostname="celery@test:1", queues=["inference"])
     heartbeat.beat()
-    in_flight = inference.classifier_for(model_version=active_model)  # what a running batch holds
+    in_flight = runtime.classifier_for(model_version=active_model)  # what a running batch holds
     v1_ref = weakref.ref(in_flight)
 
-    services.model_version_activate(model_version=v2)
+    registry_services.model_version_activate(model_version=v2)
     heartbeat.beat()
 
-    assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
+    assert model_cache.loaded_model_dirs() == [str(Path(v2.path).resolve())]
     (result,) = in_flight.classify([photo_bytes("chelsea")], top_k=1)  # the batch finishes on v1
     assert result.top.class_id in CAT_CLASSES and in_flight.version == "1"
     del in_flight, result
@@ -246,28 +250,28 @@ def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding
     assert WorkerHeartbeat.objects.get().model_version == "efficientnet_lite0:2"
 
     # An A/B candidate with a share of traffic stays loaded beside the active one ...
-    services.model_version_set_traffic(model_version=v3, traffic_percent=50)
-    inference.classifier_for(model_version=v3)
+    registry_services.model_version_set_traffic(model_version=v3, traffic_percent=50)
+    runtime.classifier_for(model_version=v3)
     heartbeat.beat()
-    assert sorted(inference.loaded_model_dirs()) == [str(Path(v.path).resolve()) for v in (v2, v3)]
+    assert sorted(model_cache.loaded_model_dirs()) == [str(Path(v.path).resolve()) for v in (v2, v3)]
     assert WorkerHeartbeat.objects.get().model_version == "efficientnet_lite0:2, efficientnet_lite0:3"
 
     # ... until its share ends.
-    services.model_version_set_traffic(model_version=v3, traffic_percent=0)
+    registry_services.model_version_set_traffic(model_version=v3, traffic_percent=0)
     heartbeat.beat()
-    assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
+    assert model_cache.loaded_model_dirs() == [str(Path(v2.path).resolve())]
 
 
 def test_a_version_a_waiting_prediction_was_given_stays_loaded(user, active_model, model_dir, tmp_path):
     """A reprocess job (or an A/B test just ended) may leave pending rows on a version that
     is no longer active: it is kept until they are done, not loaded again for each batch."""
-    v2 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
+    v2 = registry_services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
     waiting = PredictionFactory(user=user, assigned_version=active_model)
-    services.model_version_activate(model_version=v2)
+    registry_services.model_version_activate(model_version=v2)
 
-    assert list(selectors.model_version_in_use()) == [v2, active_model]
+    assert list(registry_selectors.model_version_in_use()) == [v2, active_model]
     Prediction.objects.filter(id=waiting.id).update(status=PredictionStatus.FAILED)
-    assert list(selectors.model_version_in_use()) == [v2]
+    assert list(registry_selectors.model_version_in_use()) == [v2]
 
 
 def test_past_the_cap_the_least_recently_used_model_is_released(
@@ -275,15 +279,15 @@ def test_past_the_cap_the_least_recently_used_model_is_released(
 ):
     """A safety net for a worker whose heartbeat is late: never more than MAX_LOADED."""
     monkeypatch.setattr(inference, "MAX_LOADED", 1)
-    first = inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
+    first = model_cache.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
     first_ref = weakref.ref(first)
     del first
     v2 = _copy_model(model_dir, tmp_path, "2")
 
-    inference.get_classifier(v2, engine=settings.MODEL_ENGINE)
+    model_cache.get_classifier(v2, engine=settings.MODEL_ENGINE)
     gc.collect()
 
-    assert inference.loaded_model_dirs() == [str(v2.resolve())]
+    assert model_cache.loaded_model_dirs() == [str(v2.resolve())]
     assert first_ref() is None
 
 
@@ -291,17 +295,17 @@ def test_past_the_cap_the_least_recently_used_model_is_released(
 
 
 def test_admin_activate_and_roll_back_actions(client, switcher, active_model, model_v2):
-    v2 = services.model_version_register(model_dir=model_v2)
+    v2 = registry_services.model_version_register(model_dir=model_v2)
     client.force_login(switcher)
     changelist = reverse("admin:predictions_modelversion_changelist")
 
     listing = client.get(changelist)
     assert b'value="activate"' in listing.content and b'value="rollback"' in listing.content
     client.post(changelist, {"action": "activate", "_selected_action": [v2.pk]})
-    assert selectors.model_version_active() == v2
+    assert registry_selectors.model_version_active() == v2
     client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
 
-    assert selectors.model_version_active() == active_model
+    assert registry_selectors.model_version_active() == active_model
     assert ModelActivation.objects.first().kind == "rollback"
     assert ModelActivation.objects.first().activated_by == switcher
 
@@ -313,14 +317,14 @@ def test_admin_roll_back_with_nothing_to_go_back_to_says_so(client, switcher, ac
     response = client.post(changelist, {"action": "rollback", "_selected_action": [active_model.pk]}, follow=True)
 
     assert b"no previous one to roll back to" in response.content
-    assert selectors.model_version_active() == active_model
+    assert registry_selectors.model_version_active() == active_model
 
 
 # --- API ----------------------------------------------------------------------------
 
 
 def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, active_model, model_v2):
-    services.model_version_register(model_dir=model_v2)
+    registry_services.model_version_register(model_dir=model_v2)
 
     listing = api_for(user).get(MODELS_URL).json()
 
@@ -335,7 +339,7 @@ def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, activ
 
 
 def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
-    services.model_version_register(model_dir=model_v2)
+    registry_services.model_version_register(model_dir=model_v2)
     api = api_for(switcher)
 
     activated = api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/")
@@ -346,18 +350,18 @@ def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
 
     rolled_back = api.post(ROLLBACK_URL)
     assert rolled_back.status_code == 200 and rolled_back.json()["version"] == "1"
-    assert selectors.model_version_active() == active_model
+    assert registry_selectors.model_version_active() == active_model
 
 
 def test_api_switching_needs_the_permission(api_for, user, active_model, model_v2):
-    services.model_version_register(model_dir=model_v2)
+    registry_services.model_version_register(model_dir=model_v2)
     api = api_for(UserFactory(is_staff=True))  # staff alone is not enough
 
     _assert_error(api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/"), 403, "permission_denied")
     _assert_error(api.post(ROLLBACK_URL), 403, "permission_denied")
     _assert_error(api.get(f"{MODELS_URL}activations/"), 403, "permission_denied")
     _assert_error(APIClient().post(ROLLBACK_URL), 401, "not_authenticated")
-    assert selectors.model_version_active() == active_model
+    assert registry_selectors.model_version_active() == active_model
 
 
 def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(api_for, switcher, active_model):
@@ -369,7 +373,7 @@ def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(api_for, swi
 
 
 def test_api_activate_a_version_whose_files_are_gone_is_503(api_for, switcher, active_model, model_v2):
-    v2 = services.model_version_register(model_dir=model_v2)
+    v2 = registry_services.model_version_register(model_dir=model_v2)
     shutil.rmtree(model_v2)
 
     error = _assert_error(
@@ -377,4 +381,6 @@ def test_api_activate_a_version_whose_files_are_gone_is_503(api_for, switcher, a
     )
 
     assert str(model_v2) not in error["message"]
-    assert selectors.model_version_active() == active_model and not ModelActivation.objects.filter(model_version=v2)
+    assert registry_selectors.model_version_active() == active_model and not ModelActivation.objects.filter(
+        model_version=v2
+    )

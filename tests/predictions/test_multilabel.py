@@ -15,9 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from ml.cache import get_classifier
+from ml.export import ModelLoadError, export_read
 from predictions import services
-from predictions.inference import ModelLoadError, export_read, get_classifier
 from predictions.models import PredictionStatus
+from predictions.registry import services as registry_services
 from tests.conftest import photo_bytes
 from tests.factories import PredictionFactory
 
@@ -59,8 +61,8 @@ def multi_label_model(db, multilabel_finetuned, tmp_path):
     may be handed any folder)."""
     folder = tmp_path / "multi-digits" / "1"
     shutil.copytree(multilabel_finetuned.target, folder)
-    version = services.model_version_register(model_dir=folder)
-    return services.model_version_activate(model_version=version)
+    version = registry_services.model_version_register(model_dir=folder)
+    return registry_services.model_version_activate(model_version=version)
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from predictions import selectors, services
+from predictions import services
 from predictions.exceptions import ConflictError
 from predictions.models import Correction, ModelVersion, Prediction, PredictionStatus, ReprocessJob
+from predictions.reprocessing import selectors as reprocess_selectors
+from predictions.reprocessing import services as reprocess_services
 from tests.factories import PredictionFactory, UserFactory
 
 
@@ -47,7 +49,7 @@ def history(user, active_model):
 
 def _counts(job: ReprocessJob) -> tuple[int, int, int, int]:
     job.refresh_from_db()
-    counts = selectors.reprocess_job_counts(job=job)
+    counts = reprocess_selectors.reprocess_job_counts(job=job)
     return counts.waiting, counts.running, counts.done, counts.failed
 
 
@@ -56,12 +58,12 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
 ):
     older = history["older"]
     services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
-    job = services.reprocess_job_start(user=None, scope="older_versions")
+    job = reprocess_services.reprocess_job_start(user=None, scope="older_versions")
     assert job.total == 1 and job.model_version == active_model
     assert _counts(job) == (1, 0, 0, 0)
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.reprocess_job_step(job_id=job.pk) is True
+        assert reprocess_services.reprocess_job_step(job_id=job.pk) is True
     assert sent == [(older.id, True)]
     older.refresh_from_db()
     assert older.status == PredictionStatus.PENDING and older.assigned_version == active_model
@@ -70,7 +72,7 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
     older.refresh_from_db()
     assert older.status == PredictionStatus.SUCCEEDED and older.model_version == active_model
     assert _counts(job) == (0, 0, 1, 0)
-    assert services.reprocess_job_step(job_id=job.pk) is False
+    assert reprocess_services.reprocess_job_step(job_id=job.pk) is False
     job.refresh_from_db()
     assert job.status == "done" and job.finished_at is not None
     assert Correction.objects.get(prediction=older).label == "tiger cat"  # the user's label stays
@@ -80,33 +82,35 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
 
 def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, django_capture_on_commit_callbacks):
     monkeypatch.setattr(services, "REPROCESS_CHUNK_SIZE", 2)
-    job = services.reprocess_job_start(user=None, scope="all")
+    job = reprocess_services.reprocess_job_start(user=None, scope="all")
     assert job.total == 3  # the finished ones; the pending one is left alone
     with pytest.raises(ConflictError, match="Another reprocess job"):
-        services.reprocess_job_start(user=None, scope="all")
+        reprocess_services.reprocess_job_start(user=None, scope="all")
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.reprocess_job_step(job_id=job.pk)
+        reprocess_services.reprocess_job_step(job_id=job.pk)
     assert len(sent) == 2 and _counts(job) == (3, 0, 0, 0)  # 1 left to send + 2 pending
-    assert services.reprocess_job_step(job_id=job.pk) is True and len(sent) == 2  # half a chunk in flight: wait
+    assert (
+        reprocess_services.reprocess_job_step(job_id=job.pk) is True and len(sent) == 2
+    )  # half a chunk in flight: wait
 
-    services.reprocess_job_pause(job=job)
+    reprocess_services.reprocess_job_pause(job=job)
     Prediction.objects.filter(reprocess_job=job).update(
         status=PredictionStatus.SUCCEEDED, confidence=0.9, completed_at=timezone.now()
     )  # the workers did their part
-    assert services.reprocess_job_step(job_id=job.pk) is False and len(sent) == 2  # paused: nothing sent
+    assert reprocess_services.reprocess_job_step(job_id=job.pk) is False and len(sent) == 2  # paused: nothing sent
     with pytest.raises(ConflictError):
-        services.reprocess_job_pause(job=job)
-    services.reprocess_job_resume(job=job)
+        reprocess_services.reprocess_job_pause(job=job)
+    reprocess_services.reprocess_job_resume(job=job)
     with django_capture_on_commit_callbacks(execute=True):
-        services.reprocess_job_step(job_id=job.pk)
+        reprocess_services.reprocess_job_step(job_id=job.pk)
     assert len(sent) == 3
 
-    services.reprocess_job_cancel(job=job)
-    assert services.reprocess_job_step(job_id=job.pk) is False
+    reprocess_services.reprocess_job_cancel(job=job)
+    assert reprocess_services.reprocess_job_step(job_id=job.pk) is False
     assert _counts(job) == (1, 0, 2, 0)  # the last one sent still finishes; nothing else waits
     with pytest.raises(ConflictError):
-        services.reprocess_job_resume(job=job)
+        reprocess_services.reprocess_job_resume(job=job)
 
 
 def test_admin_starts_a_job_shows_counts_and_pauses_it(client, history, sent):

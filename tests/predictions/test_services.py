@@ -10,6 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from predictions import services
 from predictions.exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 from predictions.models import Prediction, PredictionStatus
+from predictions.registry import runtime
+from predictions.registry import services as registry_services
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory
 
@@ -183,10 +185,10 @@ def test_enqueue_with_broker_down_leaves_row_pending(user, monkeypatch):
 
 
 def test_model_versions_sync_from_disk_and_activate(db, model_dir):
-    found = services.model_version_sync()
+    found = registry_services.model_version_sync()
 
     assert ("efficientnet_lite0", "1") in [(v.name, v.version) for v in found]
-    assert services.model_version_get_or_sync_active().metadata["input_size"] == 224
+    assert registry_services.model_version_get_or_sync_active().metadata["input_size"] == 224
 
 
 def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypatch):
@@ -244,7 +246,7 @@ def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_mo
         for name in ("chelsea", "coffee", "rocket", "motorcycle")
     ]
     calls = []
-    classifier = services.classifier_for(model_version=active_model)
+    classifier = runtime.classifier_for(model_version=active_model)
     real_predict = classifier.predict
     monkeypatch.setattr(classifier, "predict", lambda batch: calls.append(len(batch)) or real_predict(batch))
 

@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from predictions import stats
 from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.operations import stats
 from tests.factories import OperatorFactory, PredictionFactory
 
 API_URL = "/api/v1/stats/"
@@ -367,7 +367,6 @@ def test_api_rejects_unknown_window(user):
 def test_staff_page_is_served_from_the_refreshed_report_without_aggregate_queries(
     client, django_user_model, django_assert_max_num_queries
 ):
-    from predictions import stats
     from predictions.tasks import stats_refresh
 
     staff = OperatorFactory()

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from predictions import services, tasks
 from predictions.exceptions import ModelUnavailableError
 from predictions.models import Prediction, PredictionStatus
+from predictions.registry import runtime
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -29,7 +30,7 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
     )
     resent = []
     monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True)
-    real_classifier_for = services.classifier_for
+    real_classifier_for = runtime.classifier_for
     states_seen_by_retry = []
 
     def classifier_for(*, model_version):
@@ -70,7 +71,7 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_m
     """Hand-backs are not attempts: a model missing for more tries than MAX_ATTEMPTS does
     not end in "Gave up after 3 attempts" once the model is back."""
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
-    real_classifier_for = services.classifier_for
+    real_classifier_for = runtime.classifier_for
     missing_for = [settings.MAX_ATTEMPTS + 2]
 
     def classifier_for(*, model_version):

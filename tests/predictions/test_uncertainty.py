@@ -14,15 +14,15 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from predictions import services
-from predictions.inference import (
+from ml.cache import get_classifier
+from ml.uncertainty import (
     UncertaintyThresholds,
-    get_classifier,
     multi_label_uncertainty,
     normalised_entropy,
     top2_margin,
     uncertainty_of,
 )
+from predictions import services
 from predictions.models import PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 

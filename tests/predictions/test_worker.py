@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from django.db import OperationalError
 
-from predictions import inference, services, worker
+from predictions import worker
 from predictions.models import WorkerHeartbeat
+from predictions.registry import services as registry_services
 from tests.conftest import BASE_DIR
 
 READY_URL = "/health/ready"
@@ -39,7 +40,7 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     client, active_model, pool_child, monkeypatch
 ):
     """A worker started beside the one-shot migrate: its warm-up hits a missing table."""
-    real_active_version = services.model_version_get_or_sync_active
+    real_active_version = registry_services.model_version_get_or_sync_active
     database = {"migrated": False}
 
     def active_version():
@@ -190,7 +191,7 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
         ]
         readiness = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c",
-             "import json; from predictions.health import check_workers; print(json.dumps(check_workers().as_dict()))"],
+             "import json; from predictions.operations.health import check_workers; print(json.dumps(check_workers().as_dict()))"],
             cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         workers = json.loads(readiness.stdout.strip().splitlines()[-1])

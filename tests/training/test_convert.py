@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictions.engines import load_engine
-from predictions.preprocessing import open_rgb, to_model_input
+from ml.engines import load_engine
+from ml.preprocessing import open_rgb, to_model_input
 from training.convert import FORMATS, _write_atomically, agreement, calibration_photos, convert
 from training.photoset import photoset
 from training.test_photos import TEST_PHOTOS

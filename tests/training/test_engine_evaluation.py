@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from predictions.engines import TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
-from predictions.inference import Classifier
-from predictions.preprocessing import open_rgb, to_model_input
+from ml.engines import TFLITE_FP16_FILE, TFLITE_INT8_FILE, load_engine
+from ml.preprocessing import open_rgb, to_model_input
+from ml.runner import Classifier
 from training import evaluate
 from training.convert import calibration_files, convert
 

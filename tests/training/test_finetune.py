@@ -49,7 +49,7 @@ def test_finetune_learns_real_digits_and_exports_served_layout(finetuned: Finetu
 def test_exported_model_classifies_held_out_scans_through_the_runner(
     finetuned: FinetuneResult, digits_subset: Path
 ) -> None:
-    from predictions.inference import get_classifier
+    from ml.cache import get_classifier
 
     classifier = get_classifier(finetuned.target)
     held_out = json.loads((finetuned.target / "splits.json").read_text())["test"]

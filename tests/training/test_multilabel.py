@@ -182,7 +182,7 @@ def test_multilabel_finetune_learns_and_exports_its_thresholds(multilabel_finetu
 def test_runner_returns_the_labels_passing_their_thresholds_for_held_out_composites(
     multilabel_finetuned: FinetuneResult, multi_digits: Path
 ) -> None:
-    from predictions.inference import get_classifier
+    from ml.cache import get_classifier
 
     classifier = get_classifier(multilabel_finetuned.target)
     held_out = json.loads((multilabel_finetuned.target / "splits.json").read_text())["test"]
@@ -208,7 +208,7 @@ def test_runner_returns_the_labels_passing_their_thresholds_for_held_out_composi
 def test_classify_command_prints_the_passing_labels(
     multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys
 ) -> None:
-    from predictions.inference import get_classifier
+    from ml.cache import get_classifier
 
     classifier = get_classifier(multilabel_finetuned.target)
     truth = _truth(multi_digits)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from predictions.inference import ModelLoadError, export_read, get_classifier, uncertainty_thresholds
+from ml.cache import get_classifier
+from ml.export import ModelLoadError, export_read
+from ml.uncertainty import uncertainty_thresholds
 from training import evaluate
 from training.finetune import FinetuneResult
 from training.uncertainty import CARD_START, Calibration, calibrate, main, record_calibration

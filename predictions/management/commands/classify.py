@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from predictions.engines import ENGINES
-from predictions.inference import MAX_BATCH, Classifier, ImageResult, ModelLoadError, get_classifier, newest_model_dir
+from ml.cache import get_classifier
+from ml.engines import ENGINES
+from ml.export import ModelLoadError, newest_model_dir
+from ml.runner import MAX_BATCH, Classifier, ImageResult
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -8,9 +8,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from predictions import selectors, services
 from predictions.exceptions import ApplicationError
 from predictions.models import ModelVersion
+from predictions.registry import selectors as registry_selectors
+from predictions.reviews import export as review_export
+from predictions.reviews import selectors as review_selectors
 
 
 class Command(BaseCommand):
@@ -53,14 +55,14 @@ class Command(BaseCommand):
             if not name or not number:
                 raise CommandError("--model-version is NAME:VERSION, e.g. efficientnet_lite0:1.")
             try:
-                version = selectors.model_version_get(name=name, version=number)
+                version = registry_selectors.model_version_get(name=name, version=number)
             except ModelVersion.DoesNotExist as error:
                 raise CommandError(f"No model version {model_version} is registered.") from error
         if directory.exists() and not directory.is_dir():
             raise CommandError(f"{directory} is not a directory.")
-        corrections = selectors.correction_list(model_version=version, corrections_only=corrections_only)
+        corrections = review_selectors.correction_list(model_version=version, corrections_only=corrections_only)
         try:
-            export = services.correction_export_directory(
+            export = review_export.correction_export_directory(
                 corrections=corrections, directory=directory, overwrite=overwrite
             )
         except ApplicationError as error:

@@ -9,8 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from predictions import inference, services
+from ml import export, runner
 from predictions.exceptions import ApplicationError
+from predictions.registry import services as registry_services
 
 
 class Command(BaseCommand):
@@ -40,14 +41,14 @@ class Command(BaseCommand):
         try:
             if not no_load:
                 # What a worker does with it: load the engine and run a batch of zeros.
-                classifier = inference.Classifier(
+                classifier = runner.Classifier(
                     directory, engine=settings.MODEL_ENGINE, threads=settings.MODEL_THREADS
                 ).load()
                 classifier.warmup()
-            model_version = services.model_version_register(model_dir=directory, candidate=candidate)
+            model_version = registry_services.model_version_register(model_dir=directory, candidate=candidate)
             if activate:
-                model_version = services.model_version_activate(model_version=model_version)
-        except inference.ModelLoadError as error:
+                model_version = registry_services.model_version_activate(model_version=model_version)
+        except export.ModelLoadError as error:
             raise CommandError(f"Not registered: {error}") from error
         except ApplicationError as error:
             raise CommandError(error.message) from error

@@ -25,8 +25,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from predictions import metrics, stats
 from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.operations import metrics, stats
 
 MARKER = "stats-bench"  # original_filename of every generated row, for the cleanup
 LABELS = 200

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from predictions import selectors, services
 from predictions.exceptions import ApplicationError
+from predictions.registry import selectors as registry_selectors
+from predictions.registry import services as registry_services
 
 
 class Command(BaseCommand):
@@ -16,8 +17,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            found = services.model_version_sync()
-            active = selectors.model_version_active()
+            found = registry_services.model_version_sync()
+            active = registry_selectors.model_version_active()
         except ApplicationError as error:
             raise CommandError(error.message) from error
         except DatabaseError as error:

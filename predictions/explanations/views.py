@@ -14,11 +14,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from accounts.http import AuthenticatedHttpRequest
-
-from . import explanations, selectors
-from .exceptions import ApplicationError
-from .media import explanation_response
-from .models import ExplanationStatus
+from predictions import selectors
+from predictions.exceptions import ApplicationError
+from predictions.explanations import services as explanations
+from predictions.media import explanation_response
+from predictions.models import ExplanationStatus
 
 
 @login_required

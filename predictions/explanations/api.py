@@ -14,14 +14,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
-
-from .. import explanations, selectors
-from ..exceptions import ExplanationFailedError
-from ..media import explanation_response
-from ..models import Explanation, ExplanationStatus
-from .errors import ErrorSerializer
-from .predictions import _AnyAccept
-from .throttles import ReadRateThrottle
+from predictions import selectors
+from predictions.api.errors import ErrorSerializer
+from predictions.api.predictions import _AnyAccept
+from predictions.api.throttles import ReadRateThrottle
+from predictions.exceptions import ExplanationFailedError
+from predictions.explanations import services as explanations
+from predictions.media import explanation_response
+from predictions.models import Explanation, ExplanationStatus
 
 POLL_AFTER_SECONDS = 1
 

@@ -1,15 +1,14 @@
-"""Grad-CAM: where in the image the model looked for a class. Part of the model runner.
+"""Grad-CAM: where in the image the model looked for a class.
 
 The served ``saved_model/`` answers only its ``serve`` signature (image in,
 probabilities out), which gives no access to the feature maps inside, so Grad-CAM runs
 on the Keras graph that every export also saves as ``model.keras``
-(``training.export.export_saved_model``). Like ``predictions.inference`` this module
-imports TensorFlow / Keras only when a model is loaded, in the inference worker's pool
-child, never at import time; ``get_explainer()`` loads a model directory once per
-process.
+(``training.export.export_saved_model``). Like ``ml.runner`` this module imports
+TensorFlow / Keras only when a model is loaded, never at import time; processes keep
+loaded explainers in ``ml.cache``, beside the version's classifier.
 
 For one image and one class: preprocess exactly as serving does
-(``predictions.preprocessing``), find the last layer with a 4-D (feature map) output by
+(``ml.preprocessing``), find the last layer with a 4-D (feature map) output by
 walking the model (no layer name is assumed, so fine-tuned models of any input size
 work), take the gradient of the class's pre-softmax score with respect to that feature
 map, weight each channel by its mean gradient, keep the positive part (Selvaraju et al.,
@@ -22,9 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from .inference import ModelLoadError, export_read
+from .export import ModelLoadError, export_read
 from .preprocessing import CROP_FRACTION, open_rgb, to_model_input
 
 logger = logging.getLogger(__name__)
@@ -210,28 +207,3 @@ def render(image: Image.Image, cam: NDArray[np.float32]) -> tuple[NDArray[np.flo
     window = (slice(top, top + crop), slice(left, left + crop))
     blended[window] = (1 - OVERLAY_ALPHA) * pixels[window] + OVERLAY_ALPHA * jet(heatmap[window]).astype(np.float32)
     return heatmap, Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
-
-
-# Loaded explainers, least recently used first: a worker explains with the version that
-# made each prediction, usually the active one. Two keeps the active version and one
-# other (a candidate, the one before a switch) without reloading on every request.
-MAX_LOADED = 2
-_cache: OrderedDict[str, Explainer] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def get_explainer(model_dir: Path | str) -> Explainer:
-    """The ``Explainer`` of ``model_dir``, loaded once per process (LRU of ``MAX_LOADED``).
-    Raises ``ExplanationUnsupportedError`` for an export without ``model.keras`` and
-    ``ModelLoadError`` for a missing or unreadable model directory."""
-    key = str(Path(model_dir).resolve())
-    with _cache_lock:
-        explainer = _cache.get(key)
-        if explainer is None:
-            explainer = Explainer(model_dir)
-            _cache[key] = explainer
-        _cache.move_to_end(key)
-        while len(_cache) > MAX_LOADED:
-            _, released = _cache.popitem(last=False)
-            logger.info("Released the Grad-CAM model of %s v%s", released.name, released.version)
-        return explainer

@@ -1,7 +1,7 @@
 """The inference engines behind the runner: one small class per runtime, same ``run(batch)``.
 
 Every engine takes a float32 ``[N, S, S, 3]`` RGB 0..255 batch and returns the model's
-probabilities ``[N, C]``. ``Classifier`` (``predictions.inference``) pads batches to a
+probabilities ``[N, C]``. ``Classifier`` (``ml.runner``) pads batches to a
 few bucket sizes before calling ``run``, so each engine sees a handful of shapes.
 
 - ``savedmodel``: the reference artifact (``saved_model/``, Keras ``model.export``), the

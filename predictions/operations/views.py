@@ -14,8 +14,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from accounts.http import AuthenticatedHttpRequest
-
-from . import health, metrics, stats
+from predictions.operations import health, metrics, stats
 
 
 @login_required

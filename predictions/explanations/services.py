@@ -4,7 +4,7 @@ The life of one explanation::
 
     explanation_request() -> Explanation row (pending) -> on commit:
     tasks.explanation_compute(id) (inference queue) -> explanation_compute(): the
-    runner (``predictions.gradcam``) draws the heat map over the image -> PNG in media,
+    runner (``ml.gradcam``) draws the heat map over the image -> PNG in media,
     row succeeded (or failed with a reason in words) -> the page / API serve the PNG.
 
 Nothing is left pending for good: the task's failure hook fails the row, a worker that
@@ -17,28 +17,36 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from .exceptions import ApplicationError, ConflictError, NotFoundError
-from .inference import ModelLoadError
-from .models import Explanation, ExplanationStatus, Prediction, PredictionStatus
-from .services import broker_errors
+from imagerec.celery import broker_errors
+from ml.export import ModelLoadError
+from ml.gradcam import ExplanationUnsupportedError
+from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
+from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
+from predictions.registry import runtime
 
 logger = logging.getLogger(__name__)
 
-EXPLANATION_COMPUTE_TASK = "predictions.tasks.explanation_compute"
+
 RETRY_FAILED_AFTER_SECONDS = 60
+
+
 FAILED_SERVER_MESSAGE = "The explanation could not be computed because of a problem on our side. Please try again."
+
+
 TOO_LONG_MESSAGE = "Computing the explanation took too long and was stopped. Please try again."
+
+
 MISSING_IMAGE_MESSAGE = "The stored image file is missing, so it cannot be explained."
+
+
 MODEL_MISSING_MESSAGE = (
     "The model version that made this prediction is not available any more, so it cannot be explained."
 )
@@ -113,11 +121,12 @@ def _needs_recompute(explanation: Explanation, *, prediction: Prediction, now: d
 
 
 def explanation_enqueue(*, explanation_id: int) -> bool:
-    """Send the task (by name, routed to the inference queue). A broker outage is
-    logged: the row stays pending and the next request after the reconcile threshold
-    sends it again."""
+    """Send the task (routed to the inference queue). A broker outage is logged: the row
+    stays pending and a request after the reconcile threshold sends it again."""
+    from .tasks import explanation_compute  # the tasks import the services, so imported here
+
     try:
-        current_app.signature(EXPLANATION_COMPUTE_TASK, args=[explanation_id]).apply_async(retry=False)
+        explanation_compute.apply_async(args=(explanation_id,), retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, explanation %s stays pending: %s", explanation_id, error)
         return False
@@ -131,8 +140,6 @@ def explanation_compute(*, explanation_id: int) -> Explanation | None:
     does not have) fails the row with that reason; anything else propagates to the
     task, whose failure hook fails the row with a general message. Returns ``None`` when the row is gone or no
     longer pending (a duplicate delivery)."""
-    from . import gradcam  # the runner: TensorFlow loads here, in the worker only
-
     explanation = (
         Explanation.objects.select_related("prediction", "model_version")
         .filter(pk=explanation_id, status=ExplanationStatus.PENDING)
@@ -145,8 +152,8 @@ def explanation_compute(*, explanation_id: int) -> Explanation | None:
         explanation_fail(explanation_id=explanation_id, error=MODEL_MISSING_MESSAGE)
         return _reloaded(explanation_id)
     try:
-        explainer = gradcam.get_explainer(model_version.path)
-    except gradcam.ExplanationUnsupportedError as error:
+        explainer = runtime.explainer_for(model_version=model_version)  # TensorFlow loads here, in the worker
+    except ExplanationUnsupportedError as error:
         explanation_fail(explanation_id=explanation_id, error=str(error))
         return _reloaded(explanation_id)
     except ModelLoadError as error:
@@ -197,34 +204,3 @@ def explanation_fail(*, explanation_id: int, error: str) -> bool:
     if failed:
         logger.warning("Explanation %s failed: %s", explanation_id, error)
     return failed == 1
-
-
-# --- Reads --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExplainableClass:
-    """One of a prediction's top-k classes and its explanation, if one was asked for."""
-
-    class_id: str
-    label: str
-    score: float
-    explanation: Explanation | None
-
-
-def explanation_classes(*, prediction: Prediction) -> list[ExplainableClass]:
-    """The prediction's top-k classes, best first, each with its stored explanation
-    (one query); empty for a prediction that has not succeeded."""
-    if prediction.status != PredictionStatus.SUCCEEDED:
-        return []
-    stored = {explanation.class_id: explanation for explanation in prediction.explanations.all()}
-    return [
-        ExplainableClass(
-            class_id=str(entry.get("class_id", "")),
-            label=str(entry.get("label", "")),
-            score=float(entry.get("score", 0.0)),
-            explanation=stored.get(str(entry.get("class_id", ""))),
-        )
-        for entry in prediction.top_predictions
-        if isinstance(entry, dict)
-    ]

@@ -26,9 +26,11 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import access, health, selectors
-from .models import Prediction, PredictionStatus, WorkerHeartbeat
-from .stats import HISTOGRAM_BOUNDS_MS, HistogramBucket, histogram_aggregates, histogram_buckets
+from predictions import access
+from predictions.models import Prediction, PredictionStatus, WorkerHeartbeat
+from predictions.operations import health
+from predictions.operations import selectors as operations_selectors
+from predictions.operations.stats import HISTOGRAM_BOUNDS_MS, HistogramBucket, histogram_aggregates, histogram_buckets
 
 # Request metrics live in their own registry (not the global default one), so tests
 # and scrapes see exactly what this module defines.
@@ -122,7 +124,9 @@ class PredictionCollector(Collector):
         histogram.add_metric([], buckets=cumulative, sum_value=total_ms / 1000)
         yield histogram
 
-        workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
+        workers = operations_selectors.worker_heartbeat_list_fresh(
+            max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+        )
         worker_count = GaugeMetricFamily("imagerec_workers", "Celery workers with a fresh heartbeat (answering).")
         worker_count.add_metric([], len(workers))
         yield worker_count

@@ -20,10 +20,10 @@ from django.db.models import Aggregate, Avg, Count, Expression, F, Q, QuerySet, 
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .. import access
-from ..models import ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
-from .percentiles import PercentileCont, percentile_key, percentiles_linear
-from .results import (
+from predictions import access
+from predictions.models import ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.operations.stats.percentiles import PercentileCont, percentile_key, percentiles_linear
+from predictions.operations.stats.results import (
     ActiveModelCard,
     DayStats,
     HistogramBucket,

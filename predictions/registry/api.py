@@ -16,11 +16,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
-
-from .. import access, selectors, services
-from ..models import ModelActivationKind, ModelVersion, ModelVersionStatus
-from .errors import ErrorSerializer
-from .throttles import ReadRateThrottle
+from predictions import access
+from predictions.api.errors import ErrorSerializer
+from predictions.api.throttles import ReadRateThrottle
+from predictions.models import ModelActivationKind, ModelVersion, ModelVersionStatus
+from predictions.registry import selectors as registry_selectors
+from predictions.registry import services as registry_services
 
 
 class ModelVersionOutputSerializer(serializers.Serializer[Any]):
@@ -68,7 +69,7 @@ def _require_change_permission(request: Request) -> None:
 
 def _model_version_or_404(*, name: str, version: str) -> ModelVersion:
     try:
-        return selectors.model_version_get(name=name, version=version)
+        return registry_selectors.model_version_get(name=name, version=version)
     except ModelVersion.DoesNotExist as error:
         raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
 
@@ -78,7 +79,7 @@ class ModelVersionListApi(APIView):
 
     @extend_schema(responses={200: ModelVersionOutputSerializer(many=True), 401: ErrorSerializer, 429: ErrorSerializer})
     def get(self, request: Request) -> Response:
-        return Response(ModelVersionOutputSerializer(selectors.model_version_list(), many=True).data)
+        return Response(ModelVersionOutputSerializer(registry_selectors.model_version_list(), many=True).data)
 
 
 class ModelVersionActivateApi(APIView):
@@ -100,7 +101,7 @@ class ModelVersionActivateApi(APIView):
     def post(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
         _require_change_permission(request)
         model_version = _model_version_or_404(name=name, version=version)
-        activated = services.model_version_activate(model_version=model_version, user=request.user)
+        activated = registry_services.model_version_activate(model_version=model_version, user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
 
 
@@ -129,7 +130,7 @@ class ModelVersionUpdateApi(APIView):
         model_version = _model_version_or_404(name=name, version=version)
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        updated = services.model_version_set_traffic(
+        updated = registry_services.model_version_set_traffic(
             model_version=model_version, traffic_percent=changes.validated_data["traffic_percent"], user=request.user
         )
         return Response(ModelVersionOutputSerializer(updated).data)
@@ -152,7 +153,7 @@ class ModelVersionRollbackApi(APIView):
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         _require_change_permission(request)
-        activated = services.model_version_rollback(user=request.user)
+        activated = registry_services.model_version_rollback(user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
 
 
@@ -171,4 +172,4 @@ class ModelActivationListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         _require_change_permission(request)
-        return Response(ModelActivationOutputSerializer(selectors.model_activation_list(), many=True).data)
+        return Response(ModelActivationOutputSerializer(registry_selectors.model_activation_list(), many=True).data)

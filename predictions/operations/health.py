@@ -17,8 +17,9 @@ from django.db import DatabaseError, connection
 from kombu import Connection
 from kombu.exceptions import ChannelError, KombuError
 
-from . import selectors
-from .models import WorkerHeartbeat
+from predictions.models import WorkerHeartbeat
+from predictions.operations import selectors as operations_selectors
+from predictions.registry import selectors as registry_selectors
 
 INFERENCE_QUEUE = "inference"
 # What a broker outage looks like from kombu/redis-py: connection refused, timeouts, DNS.
@@ -120,7 +121,7 @@ def check_workers() -> CheckResult:
     (the maintenance worker, one still warming up) are listed with the reason."""
     max_age = settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
     try:
-        workers = selectors.worker_heartbeat_list_fresh(max_age_seconds=max_age)
+        workers = operations_selectors.worker_heartbeat_list_fresh(max_age_seconds=max_age)
     except DatabaseError as error:
         return CheckResult("workers", False, {"error": _describe(error)})
     reasons = {worker.hostname: _not_serving_reason(worker) for worker in workers}
@@ -148,7 +149,7 @@ def _not_serving_reason(worker: WorkerHeartbeat) -> str:
 
 def check_model() -> CheckResult:
     try:
-        active = selectors.model_version_active()
+        active = registry_selectors.model_version_active()
     except DatabaseError as error:
         return CheckResult("model", False, {"error": _describe(error)})
     if active is None:

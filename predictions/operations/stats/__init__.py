@@ -5,11 +5,11 @@
 - ``services``: the cached report the page and the API serve, and its background refresh.
 - ``results``: the plain dataclasses they return.
 
-The all-time figures ``/metrics`` reads at scrape time live in ``predictions.metrics``.
+The all-time figures ``/metrics`` reads at scrape time live in ``predictions.operations.metrics``.
 """
 
-from .percentiles import PercentileCont, percentile_linear, percentiles_linear
-from .results import (
+from predictions.operations.stats.percentiles import PercentileCont, percentile_linear, percentiles_linear
+from predictions.operations.stats.results import (
     ActiveModelCard,
     DayStats,
     HistogramBucket,
@@ -19,7 +19,7 @@ from .results import (
     ModelVersionStats,
     PredictionStats,
 )
-from .selectors import (
+from predictions.operations.stats.selectors import (
     DEFAULT_WINDOW_DAYS,
     HISTOGRAM_BOUNDS_MS,
     LATENCY_FIELDS,
@@ -35,7 +35,7 @@ from .selectors import (
     prediction_stats_queryset,
     stats_all_users,
 )
-from .services import prediction_stats_cached, prediction_stats_refresh
+from predictions.operations.stats.services import prediction_stats_cached, prediction_stats_refresh
 
 __all__ = [
     "DEFAULT_WINDOW_DAYS",

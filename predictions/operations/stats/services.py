@@ -5,8 +5,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.cache import cache
 
-from .results import PredictionStats
-from .selectors import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, StatsUser, prediction_stats, stats_all_users
+from predictions.operations.stats.results import PredictionStats
+from predictions.operations.stats.selectors import (
+    DEFAULT_WINDOW_DAYS,
+    WINDOW_DAYS,
+    StatsUser,
+    prediction_stats,
+    stats_all_users,
+)
 
 
 def prediction_stats_cached(*, user: StatsUser, days: int = DEFAULT_WINDOW_DAYS, own: bool = False) -> PredictionStats:

@@ -1,0 +1,134 @@
+"""Reviews: the owner confirms a prediction or corrects its label; one review per prediction."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from predictions.exceptions import (
+    ApplicationError,
+    ConflictError,
+    NotFoundError,
+)
+from predictions.models import (
+    Correction,
+    ModelVersion,
+    Prediction,
+    PredictionStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _model_class_for(model_version: ModelVersion | None, label: str) -> tuple[str, str]:
+    """``(label, class_id)``: the model class whose label matches ``label`` ignoring case,
+    spelled as the model spells it; else the text as given and no class (a new class)."""
+    wanted = label.casefold()
+    for entry in model_version.classes if model_version is not None else []:
+        if str(entry.get("label", "")).casefold() == wanted:
+            return str(entry["label"]), str(entry.get("class_id", ""))
+    return label, ""
+
+
+def _prediction_lock_succeeded(*, prediction: Prediction, action: str) -> Prediction:
+    """The prediction's row, locked for this transaction, with its model version; raises
+    ``ConflictError`` (409) unless it succeeded. ``action``: "corrected", "confirmed"."""
+    # Locked: a review and a status change (delete, retry, reprocess) do not interleave.
+    # FOR UPDATE OF the prediction only: PostgreSQL refuses to lock the nullable side of
+    # the outer join to the model version.
+    current = (
+        Prediction.objects.select_for_update(of=("self",))
+        .select_related("model_version")
+        .filter(id=prediction.id)
+        .first()
+    )
+    if current is None or current.status != PredictionStatus.SUCCEEDED:
+        raise ConflictError(
+            f"Only a succeeded prediction can be {action}; "
+            f"this one is {current.status if current is not None else 'deleted'}.",
+            field="status",
+        )
+    return current
+
+
+def _review_save(*, prediction: Prediction, user: User, label: str, class_id: str, confirmed: bool) -> Correction:
+    """Store the prediction's one review, replacing an earlier one of either kind
+    (``created_at`` stays). ``prediction`` is locked by the caller."""
+    now = timezone.now()
+    review = Correction.objects.filter(prediction=prediction).first() or Correction(
+        prediction=prediction, created_at=now
+    )
+    review.prediction = prediction  # the locked row, loaded: callers (async views) read it
+    review.confirmed = confirmed
+    review.label = label
+    review.class_id = class_id
+    review.predicted_label = prediction.label
+    review.model_version = prediction.model_version
+    review.corrected_by = user
+    review.updated_at = now
+    review.full_clean()
+    review.save()
+    return review
+
+
+@transaction.atomic
+def correction_set(*, prediction: Prediction, user: User, label: str) -> Correction:
+    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is
+    matched to the predicting model's classes (case-insensitively; the class's own
+    spelling and ``class_id`` are kept) or kept as given for a new class. It replaces
+    the prediction's earlier review, a correction or a confirmation (``created_at``
+    stays). The prediction's own result is never changed, and nothing the worker writes
+    touches a correction.
+
+    Raises ``ApplicationError`` (400) for an empty label or the one the model gave (that
+    is a confirmation: ``prediction_confirm``), ``ConflictError`` (409) when the
+    prediction has not succeeded.
+    """
+    label = " ".join(label.split())
+    if not label:
+        raise ApplicationError("Give the right label.", field="label")
+    max_length = Correction._meta.get_field("label").max_length or 200
+    if len(label) > max_length:
+        raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
+    current = _prediction_lock_succeeded(prediction=prediction, action="corrected")
+    label, class_id = _model_class_for(current.model_version, label)
+    if label.casefold() == current.label.casefold():
+        raise ApplicationError(
+            f"{current.label!r} is what the model said; if it is right, confirm it instead of correcting it.",
+            field="label",
+        )
+    correction = _review_save(prediction=current, user=user, label=label, class_id=class_id, confirmed=False)
+    logger.info("Prediction %s corrected: %r -> %r", current.id, current.label, label)
+    return correction
+
+
+@transaction.atomic
+def prediction_confirm(*, prediction: Prediction, user: User) -> Correction:
+    """Record that the model got ``prediction`` right: a review with ``confirmed`` set and
+    the model's own label and ``class_id``. It replaces the prediction's earlier review
+    (a correction or a confirmation), as ``correction_set`` does, with the same lock.
+
+    Raises ``ConflictError`` (409) when the prediction has not succeeded.
+    """
+    current = _prediction_lock_succeeded(prediction=prediction, action="confirmed")
+    confirmation = _review_save(
+        prediction=current, user=user, label=current.label, class_id=current.class_id, confirmed=True
+    )
+    logger.info("Prediction %s confirmed: %r", current.id, current.label)
+    return confirmation
+
+
+@transaction.atomic
+def correction_withdraw(*, prediction: Prediction, confirmed: bool) -> None:
+    """Withdraw the owner's review of ``prediction``: its confirmation when ``confirmed``,
+    else its correction. Raises ``NotFoundError`` (404) when it has no review of that
+    kind (a confirmation is not withdrawn by withdrawing a correction, nor the reverse)."""
+    current = Prediction.objects.select_for_update(of=("self",)).filter(id=prediction.id).first()
+    deleted, _ = Correction.objects.filter(prediction_id=prediction.id, confirmed=confirmed).delete()
+    if current is None or not deleted:
+        kind = "confirmation" if confirmed else "correction"
+        raise NotFoundError(f"This prediction has no {kind} to withdraw.")
+    logger.info("Prediction %s: %s withdrawn", current.id, "confirmation" if confirmed else "correction")

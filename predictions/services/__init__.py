@@ -1,0 +1,77 @@
+"""Submitting and running predictions: every write of the ``Prediction`` row.
+
+- ``submissions``: create (one or many), queue, retry, delete, the thumbnail, reconcile.
+- ``batches``: the worker claims a batch and classifies it, one model call per version.
+- ``results``: every outcome of a batch stored at once; a prediction failed with a reason.
+
+The life of one image::
+
+    prediction_create() -> row (pending) + file -> on commit: tasks.prediction_run(id)
+    -> prediction_batch_claim(): this prediction and those waiting beside it
+    -> prediction_batch_run(): the runner classifies them in one call per version,
+       prediction_complete_many() stores every outcome at once, events wake the waiters.
+"""
+
+from .batches import (
+    BatchReport,
+    ClaimedBatch,
+    prediction_batch_claim,
+    prediction_batch_fill,
+    prediction_batch_run,
+    prediction_claim,
+    prediction_claim_more,
+    prediction_process,
+    prediction_release,
+)
+from .results import (
+    FAILED_SERVER_MESSAGE,
+    MISSING_FILE_MESSAGE,
+    MODEL_UNAVAILABLE_MESSAGE,
+    TOO_LONG_MESSAGE,
+    prediction_complete_many,
+    prediction_fail,
+    prediction_failure_set,
+    prediction_result_set,
+)
+from .submissions import (
+    PREDICTION_RUN_TASK,
+    SubmissionOutcome,
+    prediction_create,
+    prediction_create_many,
+    prediction_delete,
+    prediction_enqueue,
+    prediction_enqueue_many,
+    prediction_reconcile,
+    prediction_retry,
+    prediction_thumbnail,
+)
+
+__all__ = [
+    "BatchReport",
+    "ClaimedBatch",
+    "FAILED_SERVER_MESSAGE",
+    "MISSING_FILE_MESSAGE",
+    "MODEL_UNAVAILABLE_MESSAGE",
+    "PREDICTION_RUN_TASK",
+    "SubmissionOutcome",
+    "TOO_LONG_MESSAGE",
+    "prediction_batch_claim",
+    "prediction_batch_fill",
+    "prediction_batch_run",
+    "prediction_claim",
+    "prediction_claim_more",
+    "prediction_complete_many",
+    "prediction_create",
+    "prediction_create_many",
+    "prediction_delete",
+    "prediction_enqueue",
+    "prediction_enqueue_many",
+    "prediction_fail",
+    "prediction_failure_set",
+    "prediction_process",
+    "prediction_reconcile",
+    "prediction_release",
+    "prediction_result_set",
+    "prediction_retry",
+    "prediction_thumbnail",
+]

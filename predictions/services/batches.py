@@ -1,0 +1,295 @@
+"""The worker's side: claim a batch, classify it in one model call per version, store every outcome at once, announce it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ml.runner import Classifier
+from predictions import events, selectors
+from predictions.exceptions import (
+    ModelUnavailableError,
+)
+from predictions.models import (
+    ModelVersion,
+    ModelVersionStatus,
+    Prediction,
+    PredictionId,
+    PredictionStatus,
+)
+from predictions.registry import runtime
+from predictions.registry import selectors as registry_selectors
+from predictions.registry.runtime import classifier_for
+
+from .results import (
+    FAILED_SERVER_MESSAGE,
+    MISSING_FILE_MESSAGE,
+    TOO_LONG_MESSAGE,
+    prediction_complete_many,
+    prediction_fail,
+    prediction_failure_set,
+    prediction_result_set,
+)
+from .submissions import prediction_enqueue_many
+
+logger = logging.getLogger(__name__)
+
+
+batch_logger = logging.getLogger("predictions.batch")
+
+
+@dataclass
+class BatchReport:
+    """What one worker batch did, and where its time went (logged per batch)."""
+
+    size: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    claim_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    store_ms: float = 0.0
+    notify_ms: float = 0.0
+    finished: list[str] = field(default_factory=list)  # ids final here (not failed)
+
+    def log_line(self) -> str:
+        return (
+            f"batch size={self.size} succeeded={self.succeeded} failed={self.failed} claim_ms={self.claim_ms:.2f} "
+            f"preprocess_ms={self.preprocess_ms:.2f} inference_ms={self.inference_ms:.2f} "
+            f"store_ms={self.store_ms:.2f} notify_ms={self.notify_ms:.2f}"
+        )
+
+
+def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
+    """Claim ``prediction_id`` and up to ``batch_size - 1`` of the oldest other pending
+    predictions for this worker, in one conditional UPDATE; returns the claim token and
+    the claimed rows (empty when there was nothing to do).
+
+    Only ``pending`` rows are claimed, plus this message's own row when it has been
+    ``running`` for longer than ``RECONCILE_AFTER_SECONDS`` (its worker died mid-task).
+    A row claimed ``MAX_ATTEMPTS`` times is failed instead, so an image that kills
+    workers cannot loop forever. Each claimed row gets the batch's token: completing a
+    row later requires it, so a row claimed again by someone else is never completed
+    twice.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    token = uuid.uuid4()
+    own = Q(id=prediction_id) & (
+        Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
+    )
+    others = selectors.prediction_pending_ids(limit=batch_size - 1, exclude=prediction_id) if batch_size > 1 else []
+    claimed = _claim_rows(ids=[prediction_id, *others], token=token, now=now, also=own)
+    if not any(str(p.id) == str(prediction_id) for p in claimed):
+        exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
+        if exhausted.exists():
+            prediction_fail(
+                prediction_id=prediction_id,
+                error=f"Gave up after {settings.MAX_ATTEMPTS} attempts: the worker stopped while processing "
+                "this image.",
+            )
+    return token, claimed
+
+
+def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: PredictionId) -> None:
+    """Hand claimed predictions back (``running`` -> ``pending``) for a retry.
+
+    A release is not an attempt: the claim is taken back (``attempts`` - 1), so a model
+    missing for a while during a deploy, or a database restart, never ends in "Gave up
+    after N attempts" (that count is for workers that died on the image). The message
+    being retried covers ``lead_id``; the others borrowed into its batch have had their
+    own messages answered already, so they are sent again.
+    """
+    ids = [p.id for p in predictions]
+    Prediction.objects.filter(id__in=ids, claim=token, status=PredictionStatus.RUNNING).update(
+        status=PredictionStatus.PENDING, attempts=F("attempts") - 1
+    )
+    prediction_enqueue_many(prediction_ids=[i for i in ids if str(i) != str(lead_id)])
+
+
+@dataclass
+class ClaimedBatch:
+    """Predictions one worker message claimed, and the model they run with."""
+
+    lead_id: PredictionId  # the message's own prediction
+    token: uuid.UUID
+    predictions: list[Prediction]
+    active: ModelVersion
+    classifier: Classifier
+    report: BatchReport = field(default_factory=BatchReport)
+
+    @property
+    def room(self) -> int:
+        """How many more predictions fit in the batch (``INFERENCE_BATCH_SIZE``)."""
+        return max(0, settings.INFERENCE_BATCH_SIZE - len(self.predictions))
+
+
+def prediction_batch_claim(*, prediction_id: PredictionId) -> ClaimedBatch | None:
+    """What a worker does first for one message: make the active model ready, then
+    claim this prediction and up to ``INFERENCE_BATCH_SIZE - 1`` others waiting beside
+    it. ``None`` when there is nothing to do (the prediction is final, gone or being
+    worked on): a duplicate delivery changes nothing.
+
+    The model is made ready before anything is claimed: while it is missing (a deploy
+    replacing its folder) ``ModelUnavailableError`` propagates for a retry and no row
+    changes."""
+    active = registry_selectors.model_version_active_get()
+    classifier = runtime.classifier_for(model_version=active)
+    began = time.perf_counter()
+    token, claimed = prediction_claim(prediction_id=prediction_id, batch_size=settings.INFERENCE_BATCH_SIZE)
+    if not claimed:
+        return None
+    batch = ClaimedBatch(lead_id=prediction_id, token=token, predictions=claimed, active=active, classifier=classifier)
+    batch.report.claim_ms = (time.perf_counter() - began) * 1000
+    return batch
+
+
+def prediction_batch_fill(*, batch: ClaimedBatch) -> None:
+    """Claim more waiting predictions into ``batch`` (up to its room), after the task
+    waited ``INFERENCE_BATCH_WAIT_MS`` for them to arrive."""
+    began = time.perf_counter()
+    batch.predictions += prediction_claim_more(token=batch.token, limit=batch.room)
+    batch.report.claim_ms += (time.perf_counter() - began) * 1000
+
+
+def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
+    """Classify a claimed batch in one model call per version, store every outcome in
+    one transaction, announce them; returns the report (``finished``: the ids done here).
+
+    Each row runs with the version it was assigned at submission (the active one, or an
+    A/B candidate; rows without one, and rows whose version was retired or cannot be
+    loaded, with the active one; ``_classify_by_version``).
+
+    A database error or a model gone meanwhile hands the batch back (``pending``) and
+    re-raises for a retry; a task past its soft time limit fails the batch with "took
+    too long"; any other error fails it with a message for people. Both re-raise.
+    """
+    claimed, report = batch.predictions, batch.report
+    report.size = len(claimed)
+    try:
+        _classify_by_version(claimed, active=batch.active, classifier=batch.classifier, report=report)
+        began = time.perf_counter()
+        stored = prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
+        report.store_ms = (time.perf_counter() - began) * 1000
+    except (OperationalError, InterfaceError, ModelUnavailableError):
+        prediction_release(predictions=claimed, token=batch.token, lead_id=batch.lead_id)
+        raise
+    except BaseException as error:
+        logger.exception("Batch of %d predictions failed: %s", len(claimed), [str(p.id) for p in claimed])
+        message = TOO_LONG_MESSAGE if isinstance(error, SoftTimeLimitExceeded) else FAILED_SERVER_MESSAGE
+        now = timezone.now()
+        for prediction in claimed:
+            prediction_failure_set(prediction, message, now)
+        prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
+        events.prediction_final_publish(p.id for p in claimed)
+        raise
+    began = time.perf_counter()
+    events.prediction_final_publish(p.id for p in stored)
+    report.notify_ms = (time.perf_counter() - began) * 1000
+    # Not the failed ones: a retry makes them pending again, and its message must be worked.
+    report.finished = [str(p.id) for p in claimed if p.status != PredictionStatus.FAILED]
+    report.succeeded = sum(p.status == PredictionStatus.SUCCEEDED for p in stored)
+    report.failed = len(stored) - report.succeeded
+    batch_logger.info(report.log_line())
+    return report
+
+
+def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
+    """Claim and run one message's batch without waiting for more (``prediction_batch_claim``
+    then ``prediction_batch_run``); ``None`` when there was nothing to do. The task does the
+    same with an optional wait in between (``INFERENCE_BATCH_WAIT_MS``)."""
+    batch = prediction_batch_claim(prediction_id=prediction_id)
+    return None if batch is None else prediction_batch_run(batch=batch)
+
+
+def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
+    """Add up to ``limit`` more pending predictions to the batch holding ``token``."""
+    ids = selectors.prediction_pending_ids(limit=limit)
+    if not ids:
+        return []
+    return _claim_rows(ids=ids, token=token, now=timezone.now())
+
+
+def _claim_rows(
+    *, ids: Sequence[PredictionId], token: uuid.UUID, now: datetime, also: Q | None = None
+) -> list[Prediction]:
+    """One conditional UPDATE: the ``pending`` rows among ``ids``, plus any row matching
+    ``also``, below ``MAX_ATTEMPTS``, become ``running`` under ``token``; returns them."""
+    claimable = Q(id__in=ids, status=PredictionStatus.PENDING)
+    if also is not None:
+        claimable |= also
+    Prediction.objects.filter(claimable, attempts__lt=settings.MAX_ATTEMPTS).update(
+        status=PredictionStatus.RUNNING, started_at=now, attempts=F("attempts") + 1, claim=token
+    )
+    return list(Prediction.objects.filter(id__in=ids, claim=token).order_by("created_at"))
+
+
+def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchReport) -> None:
+    """Run the model once over every claimed image whose file is there; set outcomes."""
+    readable: list[Prediction] = []
+    paths: list[str] = []
+    now = timezone.now()
+    for prediction in claimed:
+        try:
+            path = prediction.image.path
+        except (ValueError, NotImplementedError):
+            path = ""
+        if path and Path(path).exists():
+            readable.append(prediction)
+            paths.append(path)
+        else:
+            prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
+    if not readable:
+        return
+    results = classifier.classify(paths, top_k=max(p.top_k for p in readable))
+    completed_at = timezone.now()
+    for prediction, result in zip(readable, results, strict=True):
+        prediction_result_set(prediction, result, completed_at)
+    report.preprocess_ms += sum(r.preprocess_ms for r in results)
+    report.inference_ms += sum(r.inference_ms for r in results)
+
+
+def _classify_by_version(
+    claimed: list[Prediction], *, active: ModelVersion, classifier: Classifier, report: BatchReport
+) -> None:
+    """Classify each claimed row with the version it runs with (``_version_groups``), one
+    model call per version, and record that version on the rows that succeeded."""
+    for model_version, group_classifier, rows in _version_groups(claimed, active=active, classifier=classifier):
+        _classify(rows, group_classifier, report)
+        for prediction in rows:
+            if prediction.status == PredictionStatus.SUCCEEDED:
+                prediction.model_version = model_version
+
+
+def _version_groups(
+    claimed: list[Prediction], *, active: ModelVersion, classifier: Classifier
+) -> list[tuple[ModelVersion, Classifier, list[Prediction]]]:
+    """The claimed rows grouped by the version they run with, each with its loaded
+    classifier. The common case (every row on the active version) costs no query. A
+    version retired since, or whose files cannot be loaded, gives way to the active
+    one: the row is classified now rather than held back; it records who classified it."""
+    other_ids = {p.assigned_version_id for p in claimed if p.assigned_version_id not in (None, active.pk)}
+    if not other_ids:
+        return [(active, classifier, claimed)]
+    usable: dict[int, tuple[ModelVersion, Classifier]] = {}
+    for model_version in ModelVersion.objects.filter(pk__in=other_ids).exclude(status=ModelVersionStatus.RETIRED):
+        try:
+            usable[model_version.pk] = (model_version, classifier_for(model_version=model_version))
+        except ModelUnavailableError as error:
+            logger.warning("%s cannot be loaded, its predictions run with %s: %s", model_version, active, error)
+    groups: dict[int, tuple[ModelVersion, Classifier, list[Prediction]]] = {active.pk: (active, classifier, [])}
+    for prediction in claimed:
+        version, version_classifier = usable.get(prediction.assigned_version_id or active.pk, (active, classifier))
+        groups.setdefault(version.pk, (version, version_classifier, []))[2].append(prediction)
+    return [group for group in groups.values() if group[2]]

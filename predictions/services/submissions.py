@@ -1,0 +1,244 @@
+"""Submitting images and what an owner does with a prediction afterwards: create (one or many), queue, retry, delete, the thumbnail, and re-sending what a broker outage left unsent."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from imagerec.celery import broker_errors
+from predictions import selectors
+from predictions.exceptions import (
+    ApplicationError,
+    ConflictError,
+)
+from predictions.images import check_upload_size, thumbnail_jpeg, validate_image_bytes
+from predictions.models import (
+    Prediction,
+    PredictionId,
+    PredictionStatus,
+)
+from predictions.registry import selectors as registry_selectors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmissionOutcome:
+    """One file of a multi-file submission: the created prediction or why it was refused."""
+
+    filename: str
+    prediction: Prediction | None = None
+    error: ApplicationError | None = None
+
+
+def _read_upload(uploaded_file: UploadedFile[bytes]) -> bytes:
+    if uploaded_file.size is not None:
+        check_upload_size(uploaded_file.size)
+    uploaded_file.seek(0)
+    content: bytes = uploaded_file.read(settings.MAX_UPLOAD_BYTES + 1)  # the stubs type File.read as Any
+    return content
+
+
+def _clean_filename(name: str | None) -> str:
+    # Keep only the last path component, printable, and bounded in length: it is
+    # shown to people, never used as a path.
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip() or "upload"
+    return base[-255:]
+
+
+def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: int | None = None) -> Prediction:
+    """Check an upload, store the file and a row, and queue it after commit.
+
+    The row is ``pending``, or already ``succeeded`` with ``cached=True`` when the same
+    bytes were classified by the same model version before (``RESULT_CACHE``). The
+    version is chosen here (``assigned_version``: the active one, or an A/B candidate for
+    the user's share, ``registry_selectors.model_version_for_user``) and the worker runs it.
+    Raises ``InvalidImageError`` (or a subclass) before anything is written.
+    """
+    received = time.perf_counter()
+    top_k = settings.DEFAULT_TOP_K if top_k is None else top_k
+    if not 1 <= top_k <= settings.MAX_TOP_K:
+        raise ApplicationError(f"top_k must be between 1 and {settings.MAX_TOP_K}.", field="top_k")
+    content = _read_upload(uploaded_file)
+    checked = validate_image_bytes(content)
+    now = timezone.now()
+    prediction = Prediction(
+        user=user,
+        created_at=now,
+        enqueued_at=now,  # sent on commit; cleared if the broker refuses (prediction_enqueue)
+        original_filename=_clean_filename(uploaded_file.name),
+        image_format=checked.image_format,
+        size_bytes=checked.size_bytes,
+        width=checked.width,
+        height=checked.height,
+        sha256=checked.sha256,
+        top_k=top_k,
+        assigned_version=registry_selectors.model_version_for_user(user=user),
+    )
+    earlier = selectors.prediction_reusable(
+        user=user, sha256=checked.sha256, top_k=top_k, model_version=prediction.assigned_version
+    )
+    if earlier is not None:
+        _copy_result(source=earlier, target=prediction, received=received)
+    prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
+    try:
+        with transaction.atomic():
+            # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
+            prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version", "assigned_version"])
+            prediction.save(force_insert=True)
+            if earlier is None:
+                transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
+    except BaseException:
+        prediction.image.delete(save=False)
+        raise
+    return prediction
+
+
+def _copy_result(*, source: Prediction, target: Prediction, received: float) -> None:
+    """Give ``target`` the stored result of ``source`` (same bytes, same active model)."""
+    target.status = PredictionStatus.SUCCEEDED
+    target.cached = True
+    target.enqueued_at = None
+    target.model_version_id = source.model_version_id
+    target.label, target.class_id, target.confidence = source.label, source.class_id, source.confidence
+    target.entropy, target.margin, target.uncertain = source.entropy, source.margin, source.uncertain
+    # A multi-label result keeps its passing labels below the top-k too (``_stored_top``).
+    target.top_predictions = [
+        entry for rank, entry in enumerate(source.top_predictions) if rank < target.top_k or entry.get("positive")
+    ]
+    target.started_at = target.completed_at = timezone.now()
+    target.queue_ms = target.preprocess_ms = target.inference_ms = 0.0
+    target.total_ms = round((time.perf_counter() - received) * 1000, 3)
+
+
+def prediction_create_many(
+    *, user: User, uploaded_files: Iterable[UploadedFile[bytes]], top_k: int | None = None
+) -> list[SubmissionOutcome]:
+    """Submit several files; a bad one gets its own error and does not sink the others.
+
+    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files.
+    """
+    uploaded_files = list(uploaded_files)
+    if len(uploaded_files) > settings.MAX_FILES_PER_REQUEST:
+        raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", field="image")
+    outcomes = []
+    for uploaded_file in uploaded_files:
+        outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name))
+        try:
+            outcome.prediction = prediction_create(user=user, uploaded_file=uploaded_file, top_k=top_k)
+        except ApplicationError as error:
+            outcome.error = error
+        outcomes.append(outcome)
+    return outcomes
+
+
+# The task is named, not imported: the tasks import the services, never the reverse.
+PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
+
+
+def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False) -> bool:
+    """Send the task. A broker outage is logged, not raised: the row stays pending
+    and ``prediction_reconcile`` sends it again later. ``rerun``: a prediction finished
+    before and sent again (reprocessing), which a worker must not skip as done."""
+    try:
+        # The registered task when this process has imported it (eager mode, tests),
+        # else a message by name, routed to the inference queue like the task itself.
+        kwargs = {"rerun": True} if rerun else {}
+        current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)], kwargs=kwargs).apply_async(retry=False)
+    except broker_errors() as error:
+        logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
+        # Unsent: the reconciler picks it up once it is older than its threshold.
+        Prediction.objects.filter(id=prediction_id).update(enqueued_at=None)
+        return False
+    return True
+
+
+def prediction_enqueue_many(*, prediction_ids: Iterable[PredictionId]) -> int:
+    """Send the task of each prediction and record the time (the reconciler re-sends a
+    message at most once per threshold, instead of flooding a long but healthy queue)."""
+    sent = [prediction_id for prediction_id in prediction_ids if prediction_enqueue(prediction_id=prediction_id)]
+    Prediction.objects.filter(id__in=sent).update(enqueued_at=timezone.now())
+    return len(sent)
+
+
+def prediction_thumbnail(*, prediction: Prediction) -> str:
+    """The storage name of the prediction's thumbnail, made and stored on first use:
+    pages show it without decoding the original again."""
+    storage = prediction.thumbnail.storage
+    if prediction.thumbnail.name and storage.exists(prediction.thumbnail.name):
+        return prediction.thumbnail.name
+    content = thumbnail_jpeg(prediction.image.path)
+    name = storage.save(f"thumbnails/{prediction.created_at:%Y/%m/%d}/{prediction.id.hex}.jpg", ContentFile(content))
+    Prediction.objects.filter(id=prediction.id).update(thumbnail=name)
+    prediction.thumbnail.name = name
+    return name
+
+
+def prediction_delete(*, prediction: Prediction) -> None:
+    """Delete a prediction and, once the deletion is committed, its image file, its
+    thumbnail and its explanations' overlays (each shows the image)."""
+    storage = prediction.image.storage
+    names = [name for name in (prediction.image.name, prediction.thumbnail.name) if name]
+    with transaction.atomic():
+        names += [name for name in prediction.explanations.values_list("image", flat=True) if name]
+        prediction.delete()
+        for name in names:
+            transaction.on_commit(functools.partial(storage.delete, name), robust=True)
+
+
+def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
+    """Re-enqueue predictions stuck in pending/running (broker outage, lost message).
+
+    Safe to run any time: the task is idempotent. Returns how many were sent.
+    """
+    age = settings.RECONCILE_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=age)
+    return prediction_enqueue_many(prediction_ids=selectors.prediction_stuck_ids(before=cutoff))
+
+
+RETRY_RESET: dict[str, Any] = {
+    "status": PredictionStatus.PENDING, "error": "", "label": "", "class_id": "", "confidence": None,
+    "top_predictions": [], "entropy": None, "margin": None, "uncertain": None,
+    "model_version": None, "cached": False, "claim": None, "attempts": 0,
+    "queue_ms": None, "preprocess_ms": None, "inference_ms": None, "total_ms": None,
+    "started_at": None, "completed_at": None,
+}  # fmt: skip
+
+
+def prediction_retry(*, prediction: Prediction) -> Prediction:
+    """Send a failed prediction to the workers again: the row goes back to ``pending``
+    with its error, result and timings cleared and ``attempts`` back to 0 (a fresh
+    budget of ``MAX_ATTEMPTS`` claims), keeping the image, its thumbnail and
+    ``created_at``; ``retried_at`` is set and timings count from it. Queued after commit.
+
+    Only a failed prediction is retried, with one conditional update, so two clicks at
+    once send it once. Anything else raises ``ConflictError`` (409) and changes nothing.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Prediction.objects.filter(id=prediction.id, status=PredictionStatus.FAILED).update(
+            **RETRY_RESET, retried_at=now, enqueued_at=now
+        )
+        if updated != 1:
+            current = Prediction.objects.filter(id=prediction.id).values_list("status", flat=True).first()
+            raise ConflictError(
+                f"Only a failed prediction can be retried; this one is {current or 'deleted'}.", field="status"
+            )
+        transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
+    prediction.refresh_from_db()
+    logger.info("Prediction %s retried", prediction.id)
+    return prediction
