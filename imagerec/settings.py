@@ -304,7 +304,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Documents each view behind a predictions.api.method_dispatch URL as its own operation.
+    # Documents each view behind a predictions.api.dispatch.method_dispatch URL as its own operation.
     "DEFAULT_GENERATOR_CLASS": "predictions.api.schema.MethodDispatchSchemaGenerator",
 }
 

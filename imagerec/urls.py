@@ -3,45 +3,58 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
-from predictions import api
 from predictions import views as prediction_views
+from predictions.api import predictions as prediction_api
+from predictions.api.dispatch import method_dispatch
+from predictions.explanations import api as explanation_api
 from predictions.operations import views as observability_views
+from predictions.operations.stats import api as stats_api
+from predictions.registry import api as registry_api
+from predictions.reviews import api as review_api
 
 api_urls = [
     # One view per action; list + submit and poll + delete share a URL each.
     path(
         "predictions/",
-        api.method_dispatch(GET=api.PredictionListApi, POST=api.PredictionCreateApi),
+        method_dispatch(GET=prediction_api.PredictionListApi, POST=prediction_api.PredictionCreateApi),
         name="prediction-list",
     ),
     path(
         "predictions/<str:prediction_id>/",
-        api.method_dispatch(GET=api.PredictionDetailApi, DELETE=api.PredictionDeleteApi),
+        method_dispatch(GET=prediction_api.PredictionDetailApi, DELETE=prediction_api.PredictionDeleteApi),
         name="prediction-detail",
     ),
-    path("predictions/<str:prediction_id>/image/", api.PredictionImageApi.as_view(), name="prediction-image"),
-    path("predictions/<str:prediction_id>/retry/", api.PredictionRetryApi.as_view(), name="prediction-retry"),
+    path(
+        "predictions/<str:prediction_id>/image/", prediction_api.PredictionImageApi.as_view(), name="prediction-image"
+    ),
+    path(
+        "predictions/<str:prediction_id>/retry/", prediction_api.PredictionRetryApi.as_view(), name="prediction-retry"
+    ),
     path(
         "predictions/<str:prediction_id>/explanation/",
-        api.PredictionExplanationApi.as_view(),
+        explanation_api.PredictionExplanationApi.as_view(),
         name="prediction-explanation",
     ),
     path(
         "predictions/<str:prediction_id>/correction/",
-        api.method_dispatch(POST=api.PredictionCorrectionApi, DELETE=api.PredictionCorrectionWithdrawApi),
+        method_dispatch(POST=review_api.PredictionCorrectionApi, DELETE=review_api.PredictionCorrectionWithdrawApi),
         name="prediction-correction",
     ),
     path(
         "predictions/<str:prediction_id>/confirmation/",
-        api.method_dispatch(POST=api.PredictionConfirmationApi, DELETE=api.PredictionConfirmationWithdrawApi),
+        method_dispatch(POST=review_api.PredictionConfirmationApi, DELETE=review_api.PredictionConfirmationWithdrawApi),
         name="prediction-confirmation",
     ),
-    path("models/", api.ModelVersionListApi.as_view(), name="model-list"),
-    path("models/rollback/", api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
-    path("models/activations/", api.ModelActivationListApi.as_view(), name="model-activations"),
-    path("models/<str:name>/<str:version>/", api.ModelVersionUpdateApi.as_view(), name="model-detail"),
-    path("models/<str:name>/<str:version>/activate/", api.ModelVersionActivateApi.as_view(), name="model-activate"),
-    path("stats/", api.StatsApi.as_view(), name="stats"),
+    path("models/", registry_api.ModelVersionListApi.as_view(), name="model-list"),
+    path("models/rollback/", registry_api.ModelVersionRollbackApi.as_view(), name="model-rollback"),
+    path("models/activations/", registry_api.ModelActivationListApi.as_view(), name="model-activations"),
+    path("models/<str:name>/<str:version>/", registry_api.ModelVersionUpdateApi.as_view(), name="model-detail"),
+    path(
+        "models/<str:name>/<str:version>/activate/",
+        registry_api.ModelVersionActivateApi.as_view(),
+        name="model-activate",
+    ),
+    path("stats/", stats_api.StatsApi.as_view(), name="stats"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),

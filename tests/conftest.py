@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
+from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 from tests.factories import UserFactory
 from training.test_photos import TEST_PHOTOS
@@ -153,7 +154,7 @@ def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: 
 def active_model(db, model_dir: Path):
 
     registry_services.model_version_sync()
-    return registry_services.model_version_get_or_sync_active()
+    return registry_selectors.model_version_active_get()
 
 
 @pytest.fixture

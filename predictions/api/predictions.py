@@ -10,37 +10,34 @@ holds no web thread.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http.response import HttpResponseBase
-from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
 from predictions import selectors, services
-from predictions.reviews import services as review_services
 from predictions.selectors import PredictionFilters
 
 from ..exceptions import ApplicationError
 from ..media import image_response
-from ..models import Correction, PredictionStatus
+from ..models import PredictionStatus
 from .errors import ErrorSerializer, error_body
+from .negotiation import AnyAccept
 from .serializers import PredictionOutputSerializer, PredictionUrlField
 from .throttles import ReadRateThrottle, SubmitRateThrottle
 
 MAX_WAIT_SECONDS = 30
+
 
 WAIT_PARAMETER = OpenApiParameter(
     "wait",
@@ -250,160 +247,12 @@ class PredictionRetryApi(AsyncAPIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 
 
-class PredictionCorrectionApi(AsyncAPIView):
-    """The owner says the prediction is wrong and gives the right label (a second
-    correction replaces the first)."""
-
-    throttle_classes = [SubmitRateThrottle]
-
-    class InputSerializer(serializers.Serializer[Any]):
-        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
-        label = serializers.CharField(allow_blank=True, trim_whitespace=True)  # type: ignore[assignment]
-
-    class OutputSerializer(serializers.Serializer[Any]):
-        class Meta:
-            ref_name = "Correction"
-
-        class ModelSerializer(serializers.Serializer[Any]):
-            class Meta:
-                ref_name = "CorrectionModel"
-
-            name = serializers.CharField()
-            version = serializers.CharField()
-
-        prediction = serializers.UUIDField(source="prediction.id")
-        url = serializers.SerializerMethodField(help_text="The prediction's API URL")
-        confirmed = serializers.BooleanField(
-            help_text="true: the owner confirmed the model's label; false: they corrected it"
-        )
-        # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
-        label = serializers.CharField(help_text="The right label")  # type: ignore[assignment]
-        class_id = serializers.CharField(
-            allow_blank=True, help_text="The model class the label matches; empty for a new class"
-        )
-        predicted_label = serializers.CharField(allow_blank=True, help_text="What the model said")
-        model = ModelSerializer(source="model_version", allow_null=True, help_text="The version that predicted")
-        created_at = serializers.DateTimeField()
-        updated_at = serializers.DateTimeField()
-
-        def get_url(self, correction: Correction) -> str:
-            path = reverse("api:prediction-detail", args=[correction.prediction_id])
-            request = self.context.get("request")
-            return request.build_absolute_uri(path) if request is not None else path
-
-    @extend_schema(
-        request=InputSerializer,
-        responses={
-            200: OutputSerializer,
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            404: ErrorSerializer,
-            409: ErrorSerializer,
-            429: ErrorSerializer,
-        },
-        description="`label`: one of the model's class labels (matched ignoring case; the answer spells it "
-        "as the model does and gives its `class_id`) or any other text for a class the model does not have "
-        "(`class_id` empty). It replaces the prediction's confirmation or earlier correction. 400 for an "
-        "empty label or the one the model gave (say that with `POST .../confirmation/`); 409 `conflict` "
-        "unless the prediction succeeded. The prediction's own result is not changed.",
-    )
-    async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
-        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
-        options = self.InputSerializer(data=request.data)
-        options.is_valid(raise_exception=True)
-        correction = await sync_to_async(review_services.correction_set)(
-            prediction=prediction, user=request.user, label=options.validated_data["label"]
-        )
-        return Response(self.OutputSerializer(correction, context={"request": request}).data)
-
-
-class PredictionConfirmationApi(AsyncAPIView):
-    """The owner says the prediction is right (it replaces an earlier correction)."""
-
-    throttle_classes = [SubmitRateThrottle]
-
-    @extend_schema(
-        request=None,
-        responses={
-            200: PredictionCorrectionApi.OutputSerializer,
-            401: ErrorSerializer,
-            404: ErrorSerializer,
-            409: ErrorSerializer,
-            429: ErrorSerializer,
-        },
-        description="No body. Records that the model's label is right: the answer is the prediction's review "
-        "with `confirmed` true and the model's own `label` and `class_id`. It replaces a correction; "
-        "confirming twice keeps one confirmation. 409 `conflict` unless the prediction succeeded. "
-        "Confirmations count in the stats' live top-1 (confirmed / reviewed).",
-    )
-    async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
-        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
-        confirmation = await sync_to_async(review_services.prediction_confirm)(prediction=prediction, user=request.user)
-        return Response(PredictionCorrectionApi.OutputSerializer(confirmation, context={"request": request}).data)
-
-
-class _ReviewWithdrawApi(AsyncAPIView):
-    """Withdraw the owner's review of one kind (``confirmed``)."""
-
-    confirmed = False
-
-    async def delete(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
-        prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
-        await sync_to_async(review_services.correction_withdraw)(prediction=prediction, confirmed=self.confirmed)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-_WITHDRAW_RESPONSES = {204: OpenApiResponse(description="Withdrawn"), 401: ErrorSerializer, 404: ErrorSerializer}
-
-
-class PredictionCorrectionWithdrawApi(_ReviewWithdrawApi):
-    """Withdraw the owner's correction: the prediction is unreviewed again."""
-
-    confirmed = False
-
-    @extend_schema(
-        responses=_WITHDRAW_RESPONSES,
-        description="404 when the prediction is not the user's or has no correction (a confirmation is "
-        "withdrawn with `DELETE .../confirmation/`).",
-    )
-    async def delete(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
-        return await super().delete(request, prediction_id)
-
-
-class PredictionConfirmationWithdrawApi(_ReviewWithdrawApi):
-    """Withdraw the owner's confirmation: the prediction is unreviewed again."""
-
-    confirmed = True
-
-    @extend_schema(
-        responses=_WITHDRAW_RESPONSES,
-        description="404 when the prediction is not the user's or has no confirmation (a correction is "
-        "withdrawn with `DELETE .../correction/`).",
-    )
-    async def delete(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
-        return await super().delete(request, prediction_id)
-
-
-class _AnyAccept(BaseContentNegotiation):
-    """The image is the answer whatever the client accepts (``Accept: image/*`` must not
-    get 406); errors still go out in the API's JSON shape."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
-
-
 class PredictionImageApi(APIView):
     """The uploaded image (or ``?size=thumb``), to its owner, with the API's credentials:
     a token client follows ``image.url`` with the token it already has."""
 
     throttle_classes = [ReadRateThrottle]
-    content_negotiation_class = _AnyAccept
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         parameters=[OpenApiParameter("size", {"type": "string", "enum": ["thumb"]}, description="thumb: small JPEG")],

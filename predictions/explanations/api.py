@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.http import AuthenticatedRequest
 from predictions import selectors
 from predictions.api.errors import ErrorSerializer
-from predictions.api.predictions import _AnyAccept
+from predictions.api.negotiation import AnyAccept
 from predictions.api.throttles import ReadRateThrottle
 from predictions.exceptions import ExplanationFailedError
 from predictions.explanations import services as explanations
@@ -37,7 +37,7 @@ class PredictionExplanationApi(APIView):
     computed on the first request and kept."""
 
     throttle_classes = [ReadRateThrottle]
-    content_negotiation_class = _AnyAccept  # the PNG whatever the client accepts
+    content_negotiation_class = AnyAccept  # the PNG whatever the client accepts
 
     class InputSerializer(serializers.Serializer[Any]):
         class_id = serializers.CharField(required=False, allow_blank=True, max_length=20)

@@ -1,4 +1,6 @@
-"""The model registry: register exported folders, activate, roll back, retire, and give a candidate a share of traffic (A/B)."""
+"""The model registry: register exported folders, activate, roll back, retire, and give a
+candidate a share of traffic (A/B).
+"""
 
 from __future__ import annotations
 
@@ -259,14 +261,3 @@ def model_version_rollback(*, user: User | None = None) -> ModelVersion:
     if target.status == ModelVersionStatus.RETIRED:
         raise ConflictError(f"The previous version, {target}, is retired; activate another version instead.")
     return model_version_activate(model_version=target, user=user, kind=ModelActivationKind.ROLLBACK)
-
-
-def model_version_get_or_sync_active() -> ModelVersion:
-    """The active model version, registering models from disk on first use."""
-    active = registry_selectors.model_version_active()
-    if active is None:
-        model_version_sync()
-        active = registry_selectors.model_version_active()
-    if active is None:
-        raise ModelUnavailableError(f"No model is installed under {settings.MODEL_DIR}; run `make model` to build one.")
-    return active

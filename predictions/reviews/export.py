@@ -1,4 +1,6 @@
-"""The export of reviewed images as a labelled dataset (a folder per class and manifest.csv), as training.finetune reads it."""
+"""The export of reviewed images as a labelled dataset (a folder per class and
+manifest.csv), as training.finetune reads it.
+"""
 
 from __future__ import annotations
 

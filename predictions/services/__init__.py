@@ -47,14 +47,14 @@ from .submissions import (
 )
 
 __all__ = [
-    "BatchReport",
-    "ClaimedBatch",
     "FAILED_SERVER_MESSAGE",
     "MISSING_FILE_MESSAGE",
     "MODEL_UNAVAILABLE_MESSAGE",
     "PREDICTION_RUN_TASK",
-    "SubmissionOutcome",
     "TOO_LONG_MESSAGE",
+    "BatchReport",
+    "ClaimedBatch",
+    "SubmissionOutcome",
     "prediction_batch_claim",
     "prediction_batch_fill",
     "prediction_batch_run",

@@ -1,4 +1,6 @@
-"""The worker's side: claim a batch, classify it in one model call per version, store every outcome at once, announce it."""
+"""The worker's side: claim a batch, classify it in one model call per version, store every
+outcome at once, announce it.
+"""
 
 from __future__ import annotations
 
@@ -132,7 +134,7 @@ class ClaimedBatch:
     @property
     def room(self) -> int:
         """How many more predictions fit in the batch (``INFERENCE_BATCH_SIZE``)."""
-        return max(0, settings.INFERENCE_BATCH_SIZE - len(self.predictions))
+        return max(0, int(settings.INFERENCE_BATCH_SIZE) - len(self.predictions))
 
 
 def prediction_batch_claim(*, prediction_id: PredictionId) -> ClaimedBatch | None:

@@ -1,4 +1,6 @@
-"""Storing outcomes: a batch's results (or reasons) written to its rows in one transaction, and a prediction failed with a reason people can read."""
+"""Storing outcomes: a batch's results (or reasons) written to its rows in one transaction,
+and a prediction failed with a reason people can read.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Submitting images and what an owner does with a prediction afterwards: create (one or many), queue, retry, delete, the thumbnail, and re-sending what a broker outage left unsent."""
+"""Submitting images and what an owner does with a prediction afterwards: create (one or
+many), queue, retry, delete, the thumbnail, and re-sending what a broker outage left
+unsent.
+"""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def beat(chaos_env, tmp_path):
 def test_every_submission_succeeds_exactly_once_through_kills_and_broker_restart(
     model_dir, media_dir, django_user_model, worker, beat, monkeypatch
 ):
-    from predictions.api import SubmitRateThrottle
+    from predictions.api.throttles import SubmitRateThrottle
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
     uses_redis = settings.CELERY_BROKER_URL.startswith("redis")

@@ -6,13 +6,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
-from predictions.api import (
-    ModelVersionListApi,
-    PredictionCreateApi,
-    PredictionDeleteApi,
-    PredictionListApi,
-    method_dispatch,
-)
+from predictions.api.dispatch import method_dispatch
+from predictions.api.predictions import PredictionCreateApi, PredictionDeleteApi, PredictionListApi
+from predictions.registry.api import ModelVersionListApi
 
 
 def test_misconfigured_dispatch_fails_when_the_urls_load():

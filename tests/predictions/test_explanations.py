@@ -25,6 +25,7 @@ from ml import gradcam
 from ml.cache import get_classifier
 from predictions import services
 from predictions.explanations import services as explanations
+from predictions.explanations.tasks import explanation_compute
 from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
 from tests.conftest import BASE_DIR, CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 from tests.factories import PredictionFactory, UserFactory
@@ -351,4 +352,4 @@ def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(explai
     explanation = Explanation.objects.get(prediction=prediction)
     assert explanation.class_id == second_class and explanation.compute_ms > 0
     assert explanation.layer  # the feature-map layer the worker found
-    assert django_settings.CELERY_TASK_ROUTES[explanations.EXPLANATION_COMPUTE_TASK] == {"queue": "inference"}
+    assert django_settings.CELERY_TASK_ROUTES[explanation_compute.name] == {"queue": "inference"}

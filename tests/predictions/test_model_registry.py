@@ -7,7 +7,6 @@ import gc
 import json
 import shutil
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from rest_framework.test import APIClient
 
 from ml import cache as model_cache
 from predictions import services, worker
+from predictions.exceptions import ConflictError
 from predictions.models import ModelActivation, ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
@@ -72,7 +72,7 @@ def api_for():
 @pytest.fixture
 def fresh_classifier_cache(monkeypatch):
     """An empty per-process model cache for this test (the session's loaded model is kept aside)."""
-    monkeypatch.setattr(inference, "_cache", OrderedDict())
+    monkeypatch.setattr(model_cache, "models", model_cache.ModelCache())
 
 
 def _assert_error(response, status: int, code: str) -> dict:
@@ -166,7 +166,7 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(activ
     registry_services.model_version_activate(model_version=v3, user=switcher)
     assert registry_services.model_version_rollback(user=switcher) == v2
     assert registry_services.model_version_rollback(user=switcher) == v1
-    with pytest.raises(services.ConflictError, match="no previous one"):
+    with pytest.raises(ConflictError, match="no previous one"):
         registry_services.model_version_rollback(user=switcher)
 
     history = [(a.previous.version if a.previous else None, a.model_version.version, a.kind) for a in
@@ -185,13 +185,13 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(activ
 def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_again(active_model, model_v2):
     v2 = registry_services.model_version_register(model_dir=model_v2)
     registry_services.model_version_activate(model_version=v2)
-    with pytest.raises(services.ConflictError, match="is active"):
+    with pytest.raises(ConflictError, match="is active"):
         registry_services.model_version_retire(model_version=v2)
     registry_services.model_version_retire(model_version=active_model)
 
-    with pytest.raises(services.ConflictError, match="is retired"):
+    with pytest.raises(ConflictError, match="is retired"):
         registry_services.model_version_rollback()
-    with pytest.raises(services.ConflictError, match="is retired"):
+    with pytest.raises(ConflictError, match="is retired"):
         registry_services.model_version_activate(model_version=active_model)
     call_command("register_model", active_model.path, "--no-load")
 
@@ -278,7 +278,7 @@ def test_past_the_cap_the_least_recently_used_model_is_released(
     settings, model_dir, tmp_path, fresh_classifier_cache, monkeypatch
 ):
     """A safety net for a worker whose heartbeat is late: never more than MAX_LOADED."""
-    monkeypatch.setattr(inference, "MAX_LOADED", 1)
+    monkeypatch.setattr(model_cache.models, "max_loaded", 1)
     first = model_cache.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
     first_ref = weakref.ref(first)
     del first

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from predictions import services
+from predictions import tasks, worker
 from predictions.exceptions import ConflictError
 from predictions.models import Correction, ModelVersion, Prediction, PredictionStatus, ReprocessJob
 from predictions.reprocessing import selectors as reprocess_selectors
@@ -21,9 +21,11 @@ def sent(monkeypatch) -> list:
     """The messages a step sends (prediction id, rerun flag), instead of the broker."""
     messages: list = []
     monkeypatch.setattr(
-        services, "prediction_enqueue", lambda *, prediction_id, rerun=False: messages.append((prediction_id, rerun))
+        reprocess_services,
+        "prediction_enqueue",
+        lambda *, prediction_id, rerun=False: messages.append((prediction_id, rerun)),
     )
-    monkeypatch.setattr(services, "_reprocess_step_send", lambda *, job_id, countdown=0: None)
+    monkeypatch.setattr(reprocess_services, "reprocess_step_send", lambda *, job_id, countdown=0: None)
     return messages
 
 
@@ -57,7 +59,7 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
     history, active_model, sent, django_capture_on_commit_callbacks
 ):
     older = history["older"]
-    services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
+    worker.finished_add([older.id])  # this worker finished it before: a rerun must not be skipped
     job = reprocess_services.reprocess_job_start(user=None, scope="older_versions")
     assert job.total == 1 and job.model_version == active_model
     assert _counts(job) == (1, 0, 0, 0)
@@ -67,7 +69,7 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
     assert sent == [(older.id, True)]
     older.refresh_from_db()
     assert older.status == PredictionStatus.PENDING and older.assigned_version == active_model
-    services.prediction_process(prediction_id=older.id, rerun=True)
+    tasks.prediction_run(str(older.id), rerun=True)  # what the worker runs for the message
 
     older.refresh_from_db()
     assert older.status == PredictionStatus.SUCCEEDED and older.model_version == active_model
@@ -81,7 +83,7 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
 
 
 def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services, "REPROCESS_CHUNK_SIZE", 2)
+    monkeypatch.setattr(reprocess_services, "REPROCESS_CHUNK_SIZE", 2)
     job = reprocess_services.reprocess_job_start(user=None, scope="all")
     assert job.total == 3  # the finished ones; the pending one is left alone
     with pytest.raises(ConflictError, match="Another reprocess job"):

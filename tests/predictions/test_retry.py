@@ -13,6 +13,7 @@ from django.utils import timezone
 from predictions import services
 from predictions.exceptions import ConflictError
 from predictions.models import Prediction, PredictionStatus
+from predictions.services import submissions
 from tests.conftest import CAT_CLASSES, api_as, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 
@@ -20,7 +21,9 @@ from tests.factories import PredictionFactory, UserFactory
 @pytest.fixture
 def sent(monkeypatch) -> list:
     messages: list = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: messages.append(prediction_id) or True)
+    monkeypatch.setattr(
+        submissions, "prediction_enqueue", lambda *, prediction_id: messages.append(prediction_id) or True
+    )
     return messages
 
 

@@ -11,7 +11,9 @@ from predictions import services
 from predictions.exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
 from predictions.models import Prediction, PredictionStatus
 from predictions.registry import runtime
+from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
+from predictions.services import batches, submissions
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory
 
@@ -28,7 +30,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     user, media_dir, django_capture_on_commit_callbacks, monkeypatch
 ):
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     content = photo_bytes("chelsea")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -157,7 +159,7 @@ def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
 
 def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     old = PredictionFactory(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
     PredictionFactory(user=user)  # fresh: not stuck yet
@@ -188,7 +190,7 @@ def test_model_versions_sync_from_disk_and_activate(db, model_dir):
     found = registry_services.model_version_sync()
 
     assert ("efficientnet_lite0", "1") in [(v.name, v.version) for v in found]
-    assert registry_services.model_version_get_or_sync_active().metadata["input_size"] == 224
+    assert registry_selectors.model_version_active_get().metadata["input_size"] == 224
 
 
 def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypatch):
@@ -197,7 +199,7 @@ def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypat
     from django.utils import timezone
 
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     long_ago = timezone.now() - timedelta(minutes=30)
     dead = PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
     PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
@@ -308,12 +310,12 @@ def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user,
 
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
     def broken(**kwargs):
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(services, "prediction_complete_many", broken)
+    monkeypatch.setattr(batches, "prediction_complete_many", broken)
     with pytest.raises(OperationalError):
         services.prediction_process(prediction_id=created[1].id)
 
@@ -326,7 +328,7 @@ def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model
     services.prediction_process(prediction_id=first.id)
     first.refresh_from_db()
     sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
     again = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=3)
 
@@ -356,8 +358,8 @@ def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, sett
 def test_thumbnail_is_made_once_and_stored(user, monkeypatch):
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
     made = []
-    real = services.thumbnail_jpeg
-    monkeypatch.setattr(services, "thumbnail_jpeg", lambda path: made.append(path) or real(path))
+    real = submissions.thumbnail_jpeg
+    monkeypatch.setattr(submissions, "thumbnail_jpeg", lambda path: made.append(path) or real(path))
 
     name = services.prediction_thumbnail(prediction=prediction)
     again = services.prediction_thumbnail(prediction=Prediction.objects.get(id=prediction.id))

@@ -367,7 +367,7 @@ def test_api_rejects_unknown_window(user):
 def test_staff_page_is_served_from_the_refreshed_report_without_aggregate_queries(
     client, django_user_model, django_assert_max_num_queries
 ):
-    from predictions.tasks import stats_refresh
+    from predictions.operations.tasks import stats_refresh
 
     staff = OperatorFactory()
     PredictionFactory(user=staff)

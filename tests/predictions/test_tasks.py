@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from ml.runner import Classifier
 from predictions import services, tasks
 from predictions.exceptions import ModelUnavailableError
 from predictions.models import Prediction, PredictionStatus
 from predictions.registry import runtime
+from predictions.services import submissions
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -29,7 +31,9 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
         services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
     )
     resent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True)
+    monkeypatch.setattr(
+        submissions, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True
+    )
     real_classifier_for = runtime.classifier_for
     states_seen_by_retry = []
 
@@ -40,7 +44,7 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
         states_seen_by_retry.append(set(Prediction.objects.values_list("status", flat=True)))
         return real_classifier_for(model_version=model_version)
 
-    monkeypatch.setattr(services, "classifier_for", classifier_for)
+    monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
     result = tasks.prediction_run.apply(args=[str(lead.id)])
 
@@ -80,7 +84,7 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_m
             raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
         return real_classifier_for(model_version=model_version)
 
-    monkeypatch.setattr(services, "classifier_for", classifier_for)
+    monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
     assert tasks.prediction_run.apply(args=[str(prediction.id)]).successful()
 
@@ -94,7 +98,7 @@ def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, act
     def classifier_for(*, model_version):
         raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
 
-    monkeypatch.setattr(services, "classifier_for", classifier_for)
+    monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
     tasks.prediction_run.apply(args=[str(prediction.id)])
 
@@ -111,7 +115,7 @@ def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(user, active_mod
     def classify_forever(self, sources, *, top_k=5):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(services.Classifier, "classify", classify_forever)
+    monkeypatch.setattr(Classifier, "classify", classify_forever)
 
     tasks.prediction_run.apply(args=[str(prediction.id)])
 

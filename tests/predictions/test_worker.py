@@ -17,7 +17,8 @@ from django.db import OperationalError
 
 from predictions import worker
 from predictions.models import WorkerHeartbeat
-from predictions.registry import services as registry_services
+from predictions.registry import runtime
+from predictions.registry import selectors as registry_selectors
 from tests.conftest import BASE_DIR
 
 READY_URL = "/health/ready"
@@ -40,7 +41,7 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     client, active_model, pool_child, monkeypatch
 ):
     """A worker started beside the one-shot migrate: its warm-up hits a missing table."""
-    real_active_version = registry_services.model_version_get_or_sync_active
+    real_active_version = registry_selectors.model_version_active_get
     database = {"migrated": False}
 
     def active_version():
@@ -48,7 +49,7 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
             raise OperationalError("no such table: predictions_modelversion")
         return real_active_version()
 
-    monkeypatch.setattr(services, "model_version_get_or_sync_active", active_version)
+    monkeypatch.setattr(registry_selectors, "model_version_active_get", active_version)
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
 
     heartbeat = worker.worker_process_start()
@@ -79,13 +80,13 @@ def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_chi
     heartbeat = worker.worker_process_start()
 
     row = WorkerHeartbeat.objects.get()
-    assert not row.model_loaded and "No model is installed" in row.model_error
+    assert not row.model_loaded and "No model version is active" in row.model_error
     assert heartbeat.model_loaded is False
 
 
 def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool_child, monkeypatch):
     loads = []
-    monkeypatch.setattr(inference, "get_classifier", lambda *args, **kwargs: loads.append(args))
+    monkeypatch.setattr(runtime, "get_classifier", lambda *args, **kwargs: loads.append(args))
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["celery", "maintenance"])
 
     heartbeat = worker.worker_process_start()
@@ -191,7 +192,8 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
         ]
         readiness = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c",
-             "import json; from predictions.operations.health import check_workers; print(json.dumps(check_workers().as_dict()))"],
+             "import json; from predictions.operations.health import check_workers; "
+             "print(json.dumps(check_workers().as_dict()))"],
             cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         workers = json.loads(readiness.stdout.strip().splitlines()[-1])

@@ -10,10 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
+from predictions.api.errors import ErrorSerializer
+from predictions.api.throttles import ReadRateThrottle
 from predictions.operations.stats import DEFAULT_WINDOW_DAYS, WINDOW_DAYS, ModelComparison, prediction_stats_cached
-
-from .errors import ErrorSerializer
-from .throttles import ReadRateThrottle
 
 
 class LatencySummarySerializer(serializers.Serializer[Any]):
