@@ -32,7 +32,9 @@ api_urls = [
     ),
     path(
         "predictions/<str:prediction_id>/explanation/",
-        explanation_api.PredictionExplanationApi.as_view(),
+        method_dispatch(
+            GET=explanation_api.PredictionExplanationApi, POST=explanation_api.PredictionExplanationRequestApi
+        ),
         name="prediction-explanation",
     ),
     path(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.http import Http404
+
 
 class ApplicationError(Exception):
     status_code = 400
@@ -45,8 +47,11 @@ class InvalidModelError(ApplicationError):
     code = "invalid_model"
 
 
-class NotFoundError(ApplicationError):
-    """The thing asked for is not there (404), said more precisely than "No such prediction"."""
+class NotFoundError(ApplicationError, Http404):
+    """The thing asked for is not there, or not the asker's (404): the one not-found error.
+
+    The API's exception handler answers it in the one error shape; a page view raising
+    it gets Django's 404 page (it is an ``Http404`` too)."""
 
     status_code = 404
     code = "not_found"

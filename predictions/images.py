@@ -7,6 +7,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import IO
 
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
@@ -131,9 +132,10 @@ def _is_complete(image_format: str, content: bytes) -> bool:
     return True
 
 
-def thumbnail_jpeg(path: str, *, size: int = 160) -> bytes:
-    """A small upright JPEG of a stored image (EXIF orientation applied, any mode)."""
-    with Image.open(path) as image:
+def thumbnail_jpeg(source: str | IO[bytes], *, size: int = 160) -> bytes:
+    """A small upright JPEG of a stored image, a path or an open file (EXIF orientation
+    applied, any mode)."""
+    with Image.open(source) as image:
         image.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
         thumb = open_rgb(image)
         thumb.thumbnail((size, size))

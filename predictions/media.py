@@ -3,28 +3,32 @@ pages, the admin and the API, each of which decides first who may see the predic
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, HttpResponse
 from PIL import Image
 
-from predictions import services
-
+from .exceptions import NotFoundError
+from .images import thumbnail_jpeg
 from .models import Explanation, Prediction
 
 
-def image_response(prediction: Prediction, *, thumbnail: bool = False) -> FileResponse:
-    """The stored image (or its stored thumbnail, made on first use), never cached publicly."""
+def image_response(prediction: Prediction, *, thumbnail: bool = False) -> HttpResponse:
+    """The stored image (or its thumbnail), never cached publicly. The worker stores a
+    thumbnail once it has classified the image; until then (or for a failed image) it is
+    made for this answer without being stored: a read never writes."""
+    response: HttpResponse
     try:
-        if thumbnail:
-            name = services.prediction_thumbnail(prediction=prediction)
-            response = FileResponse(prediction.thumbnail.storage.open(name, "rb"))
-            response["Content-Type"] = "image/jpeg"
+        if thumbnail and prediction.thumbnail.name and prediction.thumbnail.storage.exists(prediction.thumbnail.name):
+            response = FileResponse(prediction.thumbnail.open("rb"), content_type="image/jpeg")
+        elif thumbnail:
+            with prediction.image.open("rb") as image:
+                response = HttpResponse(thumbnail_jpeg(image), content_type="image/jpeg")
         else:
             response = FileResponse(prediction.image.open("rb"))
             response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
     except FileNotFoundError as error:
-        raise Http404("The image file is no longer stored.") from error
+        raise NotFoundError("The image file is no longer stored.") from error
     except (OSError, ValueError, SyntaxError) as error:  # a damaged upload has no preview
-        raise Http404("This image cannot be shown.") from error
+        raise NotFoundError("This image cannot be shown.") from error
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
@@ -35,7 +39,7 @@ def explanation_response(explanation: Explanation) -> FileResponse:
     try:
         response = FileResponse(explanation.image.open("rb"), content_type="image/png")
     except (FileNotFoundError, ValueError) as error:  # ValueError: no file recorded
-        raise Http404("The explanation image is no longer stored.") from error
+        raise NotFoundError("The explanation image is no longer stored.") from error
     # Short: the same URL shows a new overlay once a re-run prediction is explained again.
     response["Cache-Control"] = "private, max-age=300"
     response["X-Content-Type-Options"] = "nosniff"

@@ -14,9 +14,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.http import Http404
 
 from . import events
+from .exceptions import NotFoundError
 from .models import (
     ModelVersion,
     Prediction,
@@ -64,14 +64,14 @@ def prediction_get(*, user: User | None, prediction_id: PredictionId) -> Predict
     try:
         uuid.UUID(str(prediction_id))
     except ValueError as error:
-        raise Http404("No such prediction.") from error
+        raise NotFoundError("No such prediction.") from error
     try:
         queryset = Prediction.objects.select_related("model_version", "correction")
         if user is not None:
             queryset = queryset.filter(user=user)
         return queryset.get(id=prediction_id)
     except Prediction.DoesNotExist as error:
-        raise Http404("No such prediction.") from error
+        raise NotFoundError("No such prediction.") from error
 
 
 async def prediction_wait(*, user: User, prediction_id: PredictionId, seconds: float) -> Prediction:
@@ -110,7 +110,7 @@ def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId]) -
         }
         return [found[str(uuid.UUID(str(i)))] for i in prediction_ids]
     except (ValueError, KeyError) as error:
-        raise Http404("No such prediction.") from error
+        raise NotFoundError("No such prediction.") from error
     finally:
         connection_release()
 

@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +24,7 @@ from predictions import access, images, selectors, services
 from predictions.reviews import services as review_services
 from predictions.selectors import PredictionFilters
 
-from .exceptions import ApplicationError
+from .exceptions import ApplicationError, NotFoundError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
 
@@ -145,7 +145,7 @@ def favicon(request: HttpRequest) -> FileResponse:
     """``/favicon.ico``, which browsers ask for on every site whatever the page links."""
     path = finders.find("favicon.ico")
     if not isinstance(path, str):
-        raise Http404("No favicon.")
+        raise NotFoundError("No favicon.")
     response = FileResponse(open(path, "rb"), content_type="image/x-icon")  # noqa: SIM115 - closed by FileResponse
     response["Cache-Control"] = "public, max-age=86400"
     return response

@@ -17,8 +17,9 @@ from accounts.http import AuthenticatedRequest
 from predictions import selectors
 from predictions.api.errors import ErrorSerializer
 from predictions.api.negotiation import AnyAccept
-from predictions.api.throttles import ReadRateThrottle
+from predictions.api.throttles import ReadRateThrottle, SubmitRateThrottle
 from predictions.exceptions import ExplanationFailedError
+from predictions.explanations import selectors as explanation_selectors
 from predictions.explanations import services as explanations
 from predictions.media import explanation_response
 from predictions.models import Explanation, ExplanationStatus
@@ -32,37 +33,54 @@ def explanation_url(explanation: Explanation) -> str:
     return f"{path}?{urlencode({'class_id': explanation.class_id})}"
 
 
-class PredictionExplanationApi(APIView):
-    """Grad-CAM of one of the user's succeeded predictions for one of its top-k classes,
-    computed on the first request and kept."""
+CLASS_ID_PARAMETER = OpenApiParameter(
+    "class_id",
+    str,
+    description="One of the prediction's top-k `class_id`s (its `top_predictions`); default: the top class.",
+)
+PENDING_RESPONSE = OpenApiResponse(
+    inline_serializer("ExplanationPending", {"status": serializers.CharField()}),
+    description='`{"status": "pending"}` while the worker computes it: GET the `Location` header '
+    "(this URL with the `class_id` resolved) after `Retry-After` seconds.",
+)
 
-    throttle_classes = [ReadRateThrottle]
-    content_negotiation_class = AnyAccept  # the PNG whatever the client accepts
 
-    class InputSerializer(serializers.Serializer[Any]):
-        class_id = serializers.CharField(required=False, allow_blank=True, max_length=20)
+class _ExplanationQuery(serializers.Serializer[Any]):
+    class_id = serializers.CharField(required=False, allow_blank=True, max_length=20)
+
+
+def _class_id(request: AuthenticatedRequest) -> str | None:
+    query = _ExplanationQuery(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data.get("class_id") or None
+
+
+def _pending(request: AuthenticatedRequest, explanation: Explanation) -> Response:
+    return Response(
+        {"status": explanation.status},
+        status=status.HTTP_202_ACCEPTED,
+        headers={
+            "Location": request.build_absolute_uri(explanation_url(explanation)),
+            "Retry-After": str(POLL_AFTER_SECONDS),
+        },
+    )
+
+
+class PredictionExplanationRequestApi(APIView):
+    """Ask for the Grad-CAM of one of the user's succeeded predictions for one of its
+    top-k classes; the inference worker computes it and keeps it."""
+
+    throttle_classes = [SubmitRateThrottle]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "class_id",
-                str,
-                description="One of the prediction's top-k `class_id`s (its `top_predictions`); "
-                "default: the top class.",
-            )
-        ],
+        request=None,
+        parameters=[CLASS_ID_PARAMETER],
         responses={
-            (200, "image/png"): OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description="The image with the heat map blended over it (jet colours: red where the class's "
-                "score depends most on the image, blue least; the margins the model never saw are darkened), "
-                "at the image's size up to 1024 px on the longer side.",
+            200: OpenApiResponse(
+                inline_serializer("ExplanationReady", {"status": serializers.CharField()}),
+                description='`{"status": "succeeded"}`: already computed; GET the `Location` header for the PNG.',
             ),
-            202: OpenApiResponse(
-                inline_serializer("ExplanationPending", {"status": serializers.CharField()}),
-                description='`{"status": "pending"}` while the worker computes it: poll the `Location` header '
-                "(this URL with the `class_id` resolved) after `Retry-After` seconds.",
-            ),
+            202: PENDING_RESPONSE,
             400: OpenApiResponse(ErrorSerializer, description="`class_id` is not one of the top-k classes"),
             401: ErrorSerializer,
             404: OpenApiResponse(ErrorSerializer, description="No such prediction of yours"),
@@ -75,25 +93,60 @@ class PredictionExplanationApi(APIView):
         },
         description="Grad-CAM (gradient-weighted class activation map) of the model version that made the "
         "prediction, on its last convolutional feature map, with the same preprocessing as classification. "
-        "The first request queues it for the inference worker and answers 202; once computed it is stored and "
-        "every request answers 200 with the PNG.",
+        "Queues it for the inference worker and answers 202 with `Location`; once computed, GET that URL for "
+        "the PNG. Asking again for a stored one changes nothing (200); one still pending after the reconcile "
+        "threshold, or failed a minute ago or longer, is sent again.",
+    )
+    def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
+        class_id = _class_id(request)
+        prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+        explanation = explanations.explanation_request(prediction=prediction, user=request.user, class_id=class_id)
+        if explanation.status == ExplanationStatus.FAILED:
+            raise ExplanationFailedError(explanation.error, field="class_id")
+        if explanation.status == ExplanationStatus.SUCCEEDED:
+            location = request.build_absolute_uri(explanation_url(explanation))
+            return Response({"status": explanation.status}, headers={"Location": location})
+        return _pending(request, explanation)
+
+
+class PredictionExplanationApi(APIView):
+    """The Grad-CAM overlay of one of the user's predictions for one class, once requested."""
+
+    throttle_classes = [ReadRateThrottle]
+    content_negotiation_class = AnyAccept  # the PNG whatever the client accepts
+
+    @extend_schema(
+        parameters=[CLASS_ID_PARAMETER],
+        responses={
+            (200, "image/png"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="The image with the heat map blended over it (jet colours: red where the class's "
+                "score depends most on the image, blue least; the margins the model never saw are darkened), "
+                "at the image's size up to 1024 px on the longer side.",
+            ),
+            202: PENDING_RESPONSE,
+            401: ErrorSerializer,
+            404: OpenApiResponse(
+                ErrorSerializer,
+                description="No such prediction of yours, or no explanation of this class was requested "
+                "(request one with POST; a prediction re-run by another model version is explained again)",
+            ),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Computing the explanation failed (`explanation_failed`, with the reason; POST to try "
+                "again a minute later)",
+            ),
+            429: ErrorSerializer,
+        },
+        description="Reads the explanation requested with POST: 202 while the worker computes it, then 200 "
+        "with the PNG. A GET never queues anything.",
     )
     def get(self, request: AuthenticatedRequest, prediction_id: str) -> HttpResponseBase:
-        query = self.InputSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        class_id = _class_id(request)
         prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-        explanation = explanations.explanation_request(
-            prediction=prediction, user=request.user, class_id=query.validated_data.get("class_id") or None
-        )
+        explanation = explanation_selectors.explanation_get(prediction=prediction, class_id=class_id)
         if explanation.status == ExplanationStatus.SUCCEEDED:
             return explanation_response(explanation)
         if explanation.status == ExplanationStatus.FAILED:
             raise ExplanationFailedError(explanation.error, field="class_id")
-        return Response(
-            {"status": explanation.status},
-            status=status.HTTP_202_ACCEPTED,
-            headers={
-                "Location": request.build_absolute_uri(explanation_url(explanation)),
-                "Retry-After": str(POLL_AFTER_SECONDS),
-            },
-        )
+        return _pending(request, explanation)

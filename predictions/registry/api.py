@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
-from predictions import access
 from predictions.api.errors import ErrorSerializer
+from predictions.api.permissions import CanChangeModelVersions
 from predictions.api.throttles import ReadRateThrottle
+from predictions.exceptions import NotFoundError
 from predictions.models import ModelActivationKind, ModelVersion, ModelVersionStatus
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
@@ -60,18 +61,11 @@ class ModelActivationOutputSerializer(serializers.Serializer[Any]):
     activated_at = serializers.DateTimeField()
 
 
-def _require_change_permission(request: Request) -> None:
-    if not access.can_change_model_versions(request.user):
-        raise exceptions.PermissionDenied(
-            "Switching model versions needs the permission predictions.change_modelversion."
-        )
-
-
 def _model_version_or_404(*, name: str, version: str) -> ModelVersion:
     try:
         return registry_selectors.model_version_get(name=name, version=version)
     except ModelVersion.DoesNotExist as error:
-        raise exceptions.NotFound(f"No model version {name}:{version} is registered.") from error
+        raise NotFoundError(f"No model version {name}:{version} is registered.") from error
 
 
 class ModelVersionListApi(APIView):
@@ -84,6 +78,8 @@ class ModelVersionListApi(APIView):
 
 class ModelVersionActivateApi(APIView):
     """Make one version the one new predictions use (recorded with who and when)."""
+
+    permission_classes = [CanChangeModelVersions]
 
     @extend_schema(
         request=None,
@@ -99,7 +95,6 @@ class ModelVersionActivateApi(APIView):
         "409 for a retired version; 503 when its files are missing.",
     )
     def post(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
-        _require_change_permission(request)
         model_version = _model_version_or_404(name=name, version=version)
         activated = registry_services.model_version_activate(model_version=model_version, user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
@@ -108,6 +103,8 @@ class ModelVersionActivateApi(APIView):
 class ModelVersionUpdateApi(APIView):
     """Set a candidate's share of traffic (A/B test): that share of users, each always
     on the same side, get their new predictions from it instead of the active version."""
+
+    permission_classes = [CanChangeModelVersions]
 
     class InputSerializer(serializers.Serializer[Any]):
         traffic_percent = serializers.IntegerField(min_value=0, max_value=100)
@@ -126,7 +123,6 @@ class ModelVersionUpdateApi(APIView):
         "candidate; 409 when another candidate already has a share (one A/B test at a time).",
     )
     def patch(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
-        _require_change_permission(request)
         model_version = _model_version_or_404(name=name, version=version)
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
@@ -138,6 +134,8 @@ class ModelVersionUpdateApi(APIView):
 
 class ModelVersionRollbackApi(APIView):
     """Activate the version that was active before the current one."""
+
+    permission_classes = [CanChangeModelVersions]
 
     @extend_schema(
         request=None,
@@ -152,7 +150,6 @@ class ModelVersionRollbackApi(APIView):
         "(the active version was the first one, or none is active).",
     )
     def post(self, request: AuthenticatedRequest) -> Response:
-        _require_change_permission(request)
         activated = registry_services.model_version_rollback(user=request.user)
         return Response(ModelVersionOutputSerializer(activated).data)
 
@@ -160,6 +157,7 @@ class ModelVersionRollbackApi(APIView):
 class ModelActivationListApi(APIView):
     """The latest switches of the active model, newest first."""
 
+    permission_classes = [CanChangeModelVersions]
     throttle_classes = [ReadRateThrottle]
 
     @extend_schema(
@@ -171,5 +169,4 @@ class ModelActivationListApi(APIView):
         }
     )
     def get(self, request: Request) -> Response:
-        _require_change_permission(request)
         return Response(ModelActivationOutputSerializer(registry_selectors.model_activation_list(), many=True).data)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,6 @@ from predictions.models import (
 )
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
-from predictions.registry.runtime import classifier_for
 
 from .results import (
     FAILED_SERVER_MESSAGE,
@@ -43,7 +42,7 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue_many
+from .submissions import prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -199,12 +198,24 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
     began = time.perf_counter()
     events.prediction_final_publish(p.id for p in stored)
     report.notify_ms = (time.perf_counter() - began) * 1000
+    _thumbnails_store(p for p in stored if p.status == PredictionStatus.SUCCEEDED)
     # Not the failed ones: a retry makes them pending again, and its message must be worked.
     report.finished = [str(p.id) for p in claimed if p.status != PredictionStatus.FAILED]
     report.succeeded = sum(p.status == PredictionStatus.SUCCEEDED for p in stored)
     report.failed = len(stored) - report.succeeded
     batch_logger.info(report.log_line())
     return report
+
+
+def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
+    """Store the thumbnail of each classified image, after its result is announced (no
+    one waits for it): pages then show it without decoding the original, and a read
+    never has to write one. One that cannot be made is made on each read instead."""
+    for prediction in predictions:
+        try:
+            prediction_thumbnail(prediction=prediction)
+        except (OSError, ValueError, SyntaxError) as error:
+            logger.warning("No thumbnail stored for %s: %s", prediction.id, error)
 
 
 def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
@@ -287,7 +298,7 @@ def _version_groups(
     usable: dict[int, tuple[ModelVersion, Classifier]] = {}
     for model_version in ModelVersion.objects.filter(pk__in=other_ids).exclude(status=ModelVersionStatus.RETIRED):
         try:
-            usable[model_version.pk] = (model_version, classifier_for(model_version=model_version))
+            usable[model_version.pk] = (model_version, runtime.classifier_for(model_version=model_version))
         except ModelUnavailableError as error:
             logger.warning("%s cannot be loaded, its predictions run with %s: %s", model_version, active, error)
     groups: dict[int, tuple[ModelVersion, Classifier, list[Prediction]]] = {active.pk: (active, classifier, [])}

@@ -184,7 +184,8 @@ def prediction_thumbnail(*, prediction: Prediction) -> str:
     storage = prediction.thumbnail.storage
     if prediction.thumbnail.name and storage.exists(prediction.thumbnail.name):
         return prediction.thumbnail.name
-    content = thumbnail_jpeg(prediction.image.path)
+    with prediction.image.open("rb") as image:
+        content = thumbnail_jpeg(image)
     name = storage.save(f"thumbnails/{prediction.created_at:%Y/%m/%d}/{prediction.id.hex}.jpg", ContentFile(content))
     Prediction.objects.filter(id=prediction.id).update(thumbnail=name)
     prediction.thumbnail.name = name
