@@ -15,7 +15,7 @@ RUN useradd --create-home --uid 1000 imagerec && mkdir -p /data/media /app/var &
 
 
 # The model, built from the weights inside the training lock's pip packages: no network
-# beyond the package index. MODEL_CARDS keeps what the registry reads of each exported
+# beyond the package index. /app/model-cards keeps what the registry reads of each exported
 # version (metadata.json, labels.json, the model card) without the weights, for the web.
 FROM base AS model
 COPY requirements/training.txt requirements/training.txt
@@ -40,7 +40,7 @@ CMD ["celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1", 
 
 
 # Web server (the default target): the web lock only. It registers and activates model
-# versions from their JSON files (MODEL_CARDS above) and never loads the weights, which
+# versions from their JSON files (/app/model-cards, above) and never loads the weights, which
 # only the worker image holds at the same path. Also the image of `migrate` (sync_models)
 # and of the maintenance worker (beat, reconcile, stats), which never load the model either.
 FROM base AS web
