@@ -8,27 +8,49 @@ MODEL_VARIANT ?= lite0
 MODEL_DIR ?= models
 STAMP := $(VENV)/.deps-stamp
 DEV_STAMP := $(VENV)/.dev-deps-stamp
+# Locks (requirements/*.txt, every line hashed) compiled from requirements/*.in by `make lock`.
+REQ := requirements
+PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hashes
+# The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
+TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps model model-lite2 migrate run worker test test-fast lint format bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make test   - install test dependencies and run the whole test suite"
 	@echo "make model  - build the default model (efficientnet_lite0) into $(MODEL_DIR)/"
 	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
+	@echo "make lock   - recompile the hashed locks requirements/*.txt from requirements/*.in"
 
-$(STAMP): requirements.txt
+# `make run` builds the model on first use, so it installs the training lock (the worker's
+# runtime plus scikit-learn & co.); the web-only and worker-only locks are for the images.
+$(STAMP): $(REQ)/training.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PIP_INSTALL) -r $(REQ)/training.txt
 	@touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-convert.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+$(DEV_STAMP): $(STAMP) $(REQ)/dev.txt
+	$(PIP_INSTALL) -r $(REQ)/dev.txt
 	@touch $@
 
 deps: $(STAMP)
 dev-deps: $(DEV_STAMP)
+
+# dev.txt is resolved first (keeping its pins unless LOCK_FLAGS=--upgrade); every other lock
+# is constrained to it, so each is a subset of the dev lock at the same versions. PyPI is
+# the index (no config files, no UV_* index variables); verify.txt adds the CPU-only torch
+# wheel from TORCH_FIND_LINKS.
+UV_COMPILE = env -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL -u UV_DEFAULT_INDEX -u UV_INDEX -u UV_FIND_LINKS \
+	$(VENV)/bin/uv pip compile --quiet --no-config --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" $(LOCK_FLAGS)
+lock: dev-deps
+	$(UV_COMPILE) -o $(REQ)/dev.txt $(REQ)/dev.in
+	@for role in web worker training convert; do \
+	  echo "$(REQ)/$$role.txt"; \
+	  $(UV_COMPILE) -c $(REQ)/dev.txt -o $(REQ)/$$role.txt $(REQ)/$$role.in || exit 1; \
+	done
+	$(UV_COMPILE) -c $(REQ)/dev.txt --find-links $(TORCH_FIND_LINKS) -o $(REQ)/verify.txt $(REQ)/verify.in
 
 model: deps
 	$(PY) -m training.build_imagenet --variant $(MODEL_VARIANT) --out $(MODEL_DIR)
@@ -36,15 +58,18 @@ model: deps
 model-lite2: deps
 	$(PY) -m training.build_imagenet --variant lite2 --out $(MODEL_DIR)
 
+# The optional PyTorch reference (CPU-only wheel, requirements/verify.in), on top of deps.
+verify-deps: deps
+	$(PIP_INSTALL) -r $(REQ)/verify.txt
+
 # Installs the optional PyTorch reference and rebuilds the model card with equivalence figures.
-verify-model: deps
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-verify.txt
+verify-model: verify-deps
 	$(PY) -m training.build_imagenet --variant $(MODEL_VARIANT) --out $(MODEL_DIR) --force
 
 # TFLite fp16 / int8 and ONNX files next to the model (training/convert.py); the onnx engine
 # (MODEL_ENGINE=onnx) serves model.onnx, so run this before selecting it.
 convert: deps model
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-convert.txt
+	$(PIP_INSTALL) -r $(REQ)/convert.txt
 	$(PY) -m training.convert --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --formats tflite-fp16,tflite-int8,onnx
 
 migrate: deps
