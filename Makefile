@@ -1,4 +1,4 @@
-# imagerec: `make run` serves the app, `make test` runs the suite. See README.md.
+# imagerec: `make run` serves the app, `make test` runs the suite. See README.md and docs/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,12 +14,13 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format docs bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make test   - install test dependencies and run the whole test suite"
 	@echo "make model  - build the default model (efficientnet_lite0) into $(MODEL_DIR)/"
+	@echo "make docs   - regenerate the OpenAPI schema and build the documentation site into var/site"
 	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
 	@echo "make lock   - recompile the hashed locks requirements/*.txt from requirements/*.in"
 
@@ -99,6 +100,13 @@ lint: dev-deps
 format: dev-deps
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The documentation site (mkdocs.yml, docs/): the OpenAPI schema the API reference is
+# rendered from (committed; tests/test_docs.py fails when it drifts from the code), then
+# the site with --strict (a broken link or anchor fails) into var/site.
+docs: dev-deps
+	$(PY) manage.py spectacular --file docs/reference/openapi.yaml --validate --fail-on-warn
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: dev-deps model
 	$(PY) -m training.bench --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --out bench/results.json
