@@ -110,7 +110,8 @@ def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
     (at worker_init); TensorFlow must load only in the pool child, with the model."""
     code = (
         "import sys, django; django.setup(); "
-        "import imagerec.celery, predictions.tasks, predictions.worker; "
+        "import imagerec.celery, predictions.tasks, predictions.worker, predictions.explanations.tasks, "
+        "predictions.reprocessing.tasks, predictions.operations.tasks; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}

@@ -30,6 +30,17 @@ class MethodDispatchView(Protocol):
     def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any: ...
 
 
+def _single_method_view(method: str, view_class: type[APIView]) -> ViewFunction:
+    """``view_class`` as a view answering only ``method`` (HEAD with GET, as Django's View
+    does); ``ImproperlyConfigured`` for a method it does not have."""
+    if method.lower() not in APIView.http_method_names or method.upper() != method:
+        raise ImproperlyConfigured(f"method_dispatch(): {method!r} is not an upper-case HTTP method")
+    if not hasattr(view_class, method.lower()):
+        raise ImproperlyConfigured(f"method_dispatch(): {view_class.__name__} has no {method.lower()}()")
+    allowed = [method.lower(), "head"] if method == "GET" else [method.lower()]
+    return view_class.as_view(http_method_names=allowed)
+
+
 def method_dispatch(**views: type[APIView]) -> MethodDispatchView:
     """One view function that answers each method with its own view class:
     ``method_dispatch(GET=ListApi, POST=CreateApi)``.
@@ -42,15 +53,7 @@ def method_dispatch(**views: type[APIView]) -> MethodDispatchView:
     """
     if not views:
         raise ImproperlyConfigured("method_dispatch() needs at least one METHOD=View")
-    views_by_method: dict[str, ViewFunction] = {}
-    for method, view_class in views.items():
-        if method.lower() not in APIView.http_method_names or method.upper() != method:
-            raise ImproperlyConfigured(f"method_dispatch(): {method!r} is not an upper-case HTTP method")
-        if not hasattr(view_class, method.lower()):
-            raise ImproperlyConfigured(f"method_dispatch(): {view_class.__name__} has no {method.lower()}()")
-        # Each view answers only its own method (HEAD with GET, as Django's View does).
-        allowed = [method.lower(), "head"] if method == "GET" else [method.lower()]
-        views_by_method[method] = view_class.as_view(http_method_names=allowed)
+    views_by_method = {method: _single_method_view(method, view_class) for method, view_class in views.items()}
     first = next(iter(views.values()))
     fallback = first.as_view(http_method_names=["options"])
     routes = {**views_by_method}

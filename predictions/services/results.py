@@ -97,7 +97,8 @@ def _stored_field(name: str) -> tuple[Field[Any, Any], str]:
     """``Prediction``'s field ``name`` and its column (``get_field`` also answers for
     reverse relations, which have none)."""
     field = Prediction._meta.get_field(name)
-    assert isinstance(field, Field) and field.column is not None, f"Prediction.{name} has no column"
+    assert isinstance(field, Field), f"Prediction.{name} is a relation, not a field"
+    assert field.column is not None, f"Prediction.{name} has no column"
     return field, field.column
 
 

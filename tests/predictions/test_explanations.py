@@ -170,12 +170,13 @@ def _url(prediction: Prediction) -> str:
     return f"/api/v1/predictions/{prediction.id}/explanation/"
 
 
-def test_api_answers_202_with_location_then_the_png_once_computed(
+def test_api_post_answers_202_with_location_then_get_gives_the_png_once_computed(
     user, classified, explainable_model_dir, django_capture_on_commit_callbacks
 ):
     api = _api(user)
+    assert api.get(_url(classified)).status_code == 404  # nothing requested yet: a read queues nothing
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        pending = api.get(_url(classified))  # no class_id: the top class
+        pending = api.post(_url(classified))  # no class_id: the top class
 
     assert pending.status_code == 202 and pending.json() == {"status": "pending"}
     assert pending["Location"] == f"http://testserver{_url(classified)}?class_id={classified.class_id}"
@@ -185,7 +186,8 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
 
     with django_capture_on_commit_callbacks(execute=False) as sent_again:
         assert api.get(pending["Location"]).status_code == 202
-    assert sent_again == []  # asking again while it is computed sends nothing more
+        assert api.post(pending["Location"]).status_code == 202
+    assert sent_again == []  # reading it, or asking again while it is computed, sends nothing more
 
     explanations.explanation_compute(explanation_id=explanation.id)  # what the worker runs
     ready = api.get(pending["Location"], HTTP_ACCEPT="image/png")
@@ -196,7 +198,7 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
 
 
 def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
-    response = _api(user).get(_url(succeeded), {"class_id": "n02085620"})  # a model class, not in the top-k
+    response = _api(user).post(f"{_url(succeeded)}?class_id=n02085620")  # a model class, not in the top-k
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -205,16 +207,16 @@ def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
 
 
 def test_api_hides_another_users_prediction_with_404(succeeded):
-    response = _api(UserFactory()).get(_url(succeeded))
-
-    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    api = _api(UserFactory())
+    for response in (api.post(_url(succeeded)), api.get(_url(succeeded))):
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert not Explanation.objects.exists()
 
 
 def test_api_explains_no_failed_prediction_409(user):
     failed = PredictionFactory(user=user, status=PredictionStatus.FAILED, error="Cannot decode image")
 
-    response = _api(user).get(_url(failed))
+    response = _api(user).post(_url(failed))
 
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
     assert "failed" in response.json()["error"]["message"]
@@ -226,11 +228,12 @@ def test_a_failed_explanation_answers_its_reason_and_is_tried_again_later(
     classified = succeeded
     api = _api(user)
     with django_capture_on_commit_callbacks(execute=False):
-        api.get(_url(classified))
+        api.post(_url(classified))
     explanation = Explanation.objects.get()
     explanations.explanation_fail(explanation_id=explanation.id, error="The stored image file is missing.")
 
     refused = api.get(_url(classified))
+    assert api.post(_url(classified)).status_code == 409  # asked again at once: the same reason
     assert refused.status_code == 409
     assert refused.json()["error"] == {
         "code": "explanation_failed", "message": "The stored image file is missing.", "field": "class_id"
@@ -238,7 +241,7 @@ def test_a_failed_explanation_answers_its_reason_and_is_tried_again_later(
 
     Explanation.objects.filter(pk=explanation.pk).update(finished_at=explanation.created_at.replace(year=2020))
     with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert api.get(_url(classified)).status_code == 202
+        assert api.post(_url(classified)).status_code == 202
     assert len(sent) == 1
 
 
@@ -303,7 +306,9 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
     assert page.count('name="class_id"') == 5
 
     with django_capture_on_commit_callbacks(execute=False):
-        asked = user_client.get(reverse("predictions:explain", args=[classified.id]), {"class_id": classified.class_id})
+        asked = user_client.post(
+            reverse("predictions:explain", args=[classified.id]), {"class_id": classified.class_id}
+        )
     assert asked.status_code == 302 and asked.url == f"{detail}?explain={classified.class_id}#explain"
     computing = user_client.get(asked.url).content.decode()
     assert "Computing the heat map" in computing and "Refresh" in computing
@@ -318,7 +323,7 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
 
 
 def test_the_page_says_why_a_class_cannot_be_explained(user_client, succeeded):
-    response = user_client.get(
+    response = user_client.post(
         reverse("predictions:explain", args=[succeeded.id]), {"class_id": "n09999999"}, follow=True
     )
     assert "class_id must be one of" in response.content.decode()
@@ -338,7 +343,7 @@ def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(explai
     assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error
     second_class = prediction.top_predictions[1]["class_id"]
 
-    response = api.get(_url(prediction), {"class_id": second_class})
+    response = api.post(f"{_url(prediction)}?class_id={second_class}")
     assert response.status_code == 202
     deadline = time.monotonic() + 90
     while response.status_code == 202 and time.monotonic() < deadline:
