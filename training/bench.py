@@ -44,7 +44,8 @@ from ml.engines import (
     Probabilities,
     load_engine,
 )
-from training.convert import FORMATS, PHOTOSET_DIR, Agreement, agreement, agreement_photos, convert, photo_batch
+from training.convert import FORMATS, PHOTOSET_DIR, Agreement, agreement, agreement_photos, convert
+from training.samples import photo_batch
 
 # (label in the report, engine name, extra load_engine options)
 VARIANTS: tuple[tuple[str, str, dict[str, bool]], ...] = (

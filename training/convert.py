@@ -43,8 +43,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ml.engines import ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FP16_FILE, TFLITE_INT8_FILE
-from ml.preprocessing import open_rgb, to_model_input
+from training.export import SPLITS_FILE
 from training.photoset import photoset
+from training.samples import photo_batch
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -58,7 +59,6 @@ PHOTOSET_DIR = Path("var/photoset")
 CALIBRATION_DIR = Path("var/photoset-calibration")
 AGREEMENT_PHOTOS = 600
 CALIBRATION_PHOTOS = 200
-SPLITS_FILE = "splits.json"  # written by training.finetune
 CALIBRATION_SEED = 0
 
 
@@ -94,11 +94,6 @@ def agreement(reference: ArrayLike, candidate: ArrayLike) -> Agreement:
         mean_abs_diff=float(difference.mean()),
         max_abs_diff=float(difference.max()),
     )
-
-
-def photo_batch(paths: list[Path], input_size: int) -> NDArray[np.float32]:
-    """Real photos preprocessed exactly as the runner does, as one float32 batch."""
-    return np.stack([to_model_input(open_rgb(path), input_size) for path in paths])
 
 
 def agreement_photos(photoset_dir: Path = PHOTOSET_DIR, count: int = AGREEMENT_PHOTOS) -> list[Path]:

@@ -10,6 +10,7 @@
     labels.json     [{"index": i, "class_id": ..., "label": ...}, ...]
     metadata.json   at least name, version, input_size (int), format_version
     MODEL_CARD.md   human-readable description
+    splits.json     a fine-tuned model's train / val / test files (training.finetune)
 
 Everything is written into a temporary sibling directory which is renamed into place at
 the end, so a half-written model is never visible under its final name.
@@ -24,19 +25,27 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from numpy.typing import NDArray
 
+# Defined once, in ml/ (the side that reads them), and re-exported here with the rest of the layout.
+from ml.engines import SAVED_MODEL_DIR as SAVED_MODEL_DIR
+from ml.engines import TFLITE_FILE as TFLITE_FILE
+from ml.export import MULTI_LABEL_TASK as MULTI_LABEL_TASK
+from ml.gradcam import KERAS_FILE as KERAS_FILE
+
+if TYPE_CHECKING:
+    import keras
+
 FORMAT_VERSION = 1
-SAVED_MODEL_DIR = "saved_model"
-KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
+SPLITS_FILE = "splits.json"
+# metadata.json "task": one softmax over the classes, or one sigmoid per class.
+SINGLE_LABEL_TASK = "image-classification"
 
 
 def model_dir(out: str | Path, name: str, version: str | int) -> Path:
@@ -91,6 +100,8 @@ def save_keras(model: keras.Model, path: Path) -> None:
 
     A SavedModel from ``model.export`` cannot be loaded back as a Keras model in Keras 3
     and its ``serve`` signature hides the layers; Grad-CAM needs them."""
+    import keras
+
     # A new uncompiled Model over the same layers: the .keras file of a just-trained model
     # would otherwise carry its optimizer's slots (twice the trainable weights).
     uncompiled = keras.Model(model.inputs, model.outputs, name=model.name)
@@ -114,6 +125,16 @@ def convert_tflite(saved_model: Path, path: Path) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write pretty UTF-8 JSON with a trailing newline."""
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_labels(model: str | Path) -> list[dict[str, Any]]:
+    """The model's ``labels.json``."""
+    return list(json.loads((Path(model) / LABELS_FILE).read_text(encoding="utf-8")))
+
+
+def load_metadata(model: str | Path) -> dict[str, Any]:
+    """The model's ``metadata.json``."""
+    return dict(json.loads((Path(model) / METADATA_FILE).read_text(encoding="utf-8")))
 
 
 def metadata_set(model: Path, key: str, value: Any) -> None:

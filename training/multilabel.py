@@ -60,22 +60,11 @@ def read_labels_csv(
         raise LabelsCsvError(f"{csv_path}: no such labels file")
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        if not header or not any(header):
-            raise LabelsCsvError(f"{csv_path}: empty; the first line must be the header {','.join(CSV_COLUMNS)}")
-        unknown = [name for name in header if name not in CSV_COLUMNS]
-        if unknown:
-            raise LabelsCsvError(
-                f"{csv_path} line 1: unknown column {unknown[0]!r}; the header must be {','.join(CSV_COLUMNS)}"
-            )
-        missing = [name for name in CSV_COLUMNS if name not in header]
-        if missing:
-            raise LabelsCsvError(f"{csv_path} line 1: no {missing[0]!r} column; the header must be file,labels")
+        header = _header(csv_path, next(reader, []))
         file_at, labels_at = header.index("file"), header.index("labels")
         files: list[Path] = []
         label_sets: list[set[str]] = []
         seen: dict[str, int] = {}
-        root_resolved = root.resolve()
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -84,23 +73,8 @@ def read_labels_csv(
                 raise LabelsCsvError(f"{csv_path} line {line}: {len(row)} fields, the header has {len(header)}")
             name = row[file_at].strip()
             labels = {label.strip() for label in row[labels_at].split(LABEL_SEPARATOR)} - {""}
-            if not name:
-                raise LabelsCsvError(f"{csv_path} line {line}: empty file name")
-            if not labels:
-                raise LabelsCsvError(
-                    f"{csv_path} line {line}: no labels for {name} (give one or more, separated by {LABEL_SEPARATOR!r})"
-                )
-            if name in seen:
-                raise LabelsCsvError(f"{csv_path} line {line}: {name} is listed twice (also line {seen[name]})")
-            path = root / name
-            if not path.resolve().is_relative_to(root_resolved):
-                raise LabelsCsvError(f"{csv_path} line {line}: {name} is outside {root}")
-            if not path.is_file():
-                raise LabelsCsvError(f"{csv_path} line {line}: {name} does not exist in {root}")
-            if image_suffixes is not None and path.suffix.lower() not in image_suffixes:
-                raise LabelsCsvError(f"{csv_path} line {line}: {name} is not an image file ({path.suffix or 'none'})")
+            files.append(_listed_file(f"{csv_path} line {line}", name, labels, root, image_suffixes, seen))
             seen[name] = line
-            files.append(path)
             label_sets.append(labels)
     classes = sorted(set().union(*label_sets))
     if len(classes) < 2:
@@ -110,6 +84,49 @@ def read_labels_csv(
     for row_index, labels in enumerate(label_sets):
         targets[row_index, [index[label] for label in labels]] = 1.0
     return LabelRows(files=files, classes=classes, targets=targets)
+
+
+def _header(csv_path: Path, first_row: list[str]) -> list[str]:
+    """The header row's column names, checked: exactly ``CSV_COLUMNS``, in any order."""
+    header = [name.strip() for name in first_row]
+    if not header or not any(header):
+        raise LabelsCsvError(f"{csv_path}: empty; the first line must be the header {','.join(CSV_COLUMNS)}")
+    unknown = [name for name in header if name not in CSV_COLUMNS]
+    if unknown:
+        raise LabelsCsvError(
+            f"{csv_path} line 1: unknown column {unknown[0]!r}; the header must be {','.join(CSV_COLUMNS)}"
+        )
+    missing = [name for name in CSV_COLUMNS if name not in header]
+    if missing:
+        raise LabelsCsvError(f"{csv_path} line 1: no {missing[0]!r} column; the header must be file,labels")
+    return header
+
+
+def _listed_file(
+    where: str,
+    name: str,
+    labels: set[str],
+    root: Path,
+    image_suffixes: set[str] | frozenset[str] | None,
+    seen: dict[str, int],
+) -> Path:
+    """The image file one row names, checked (``where``: the CSV and line, for the messages):
+    a name and at least one label, not listed before (``seen``: name -> line), inside
+    ``root``, existing, and an image when ``image_suffixes`` are given."""
+    if not name:
+        raise LabelsCsvError(f"{where}: empty file name")
+    if not labels:
+        raise LabelsCsvError(f"{where}: no labels for {name} (give one or more, separated by {LABEL_SEPARATOR!r})")
+    if name in seen:
+        raise LabelsCsvError(f"{where}: {name} is listed twice (also line {seen[name]})")
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise LabelsCsvError(f"{where}: {name} is outside {root}")
+    if not path.is_file():
+        raise LabelsCsvError(f"{where}: {name} does not exist in {root}")
+    if image_suffixes is not None and path.suffix.lower() not in image_suffixes:
+        raise LabelsCsvError(f"{where}: {name} is not an image file ({path.suffix or 'none'})")
+    return path
 
 
 def rarest_label(targets: NDArray[np.float32]) -> NDArray[np.int64]:
