@@ -4,6 +4,7 @@ pages, the admin and the API, each of which decides first who may see the predic
 from __future__ import annotations
 
 from django.http import FileResponse, HttpResponse
+from django.http.response import HttpResponseBase
 from PIL import Image
 
 from .exceptions import NotFoundError
@@ -11,11 +12,11 @@ from .images import thumbnail_jpeg
 from .models import Explanation, Prediction
 
 
-def image_response(prediction: Prediction, *, thumbnail: bool = False) -> HttpResponse:
+def image_response(prediction: Prediction, *, thumbnail: bool = False) -> HttpResponseBase:
     """The stored image (or its thumbnail), never cached publicly. The worker stores a
     thumbnail once it has classified the image; until then (or for a failed image) it is
     made for this answer without being stored: a read never writes."""
-    response: HttpResponse
+    response: HttpResponseBase
     try:
         if thumbnail and prediction.thumbnail.name and prediction.thumbnail.storage.exists(prediction.thumbnail.name):
             response = FileResponse(prediction.thumbnail.open("rb"), content_type="image/jpeg")

@@ -14,6 +14,7 @@ from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -135,7 +136,7 @@ def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
 
 
 @login_required
-def image(request: AuthenticatedHttpRequest, prediction_id: str) -> FileResponse:
+def image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
@@ -152,7 +153,7 @@ def favicon(request: HttpRequest) -> FileResponse:
 
 
 @staff_member_required
-def admin_image(request: HttpRequest, prediction_id: str) -> FileResponse:
+def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponseBase:
     """Any prediction's image, for admin users allowed to read every prediction
     (``access.can_view_all_predictions``); other staff get 403."""
     if not access.can_view_all_predictions(request.user):
