@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from predictions.exceptions import (
-    ConflictError,
-)
+from predictions.exceptions import ConflictError
 from predictions.models import (
     Correction,
     Prediction,
