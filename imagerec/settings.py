@@ -1,7 +1,7 @@
 """imagerec settings: every value comes from the environment, with defaults that
 make ``make run`` work on a laptop (SQLite, a filesystem broker, DEBUG on).
 
-See README.md "Configuration" for the full list of variables.
+See docs/configuration.md for the full list of variables.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
+
+# Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
+# ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # SQLite file, broker folders and the file cache live here (relative paths are taken

@@ -105,6 +105,17 @@ def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
     assert _cycles(graph) == [["predictions.a", "predictions.b", "predictions.a"]]
 
 
+def _last_line_of_fresh_python(code: str, *, django: bool) -> str:
+    """Run ``code`` in a new interpreter (with Django's settings module, or without) and
+    return the last line it printed; fail with its stderr if it crashed."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    if django:
+        env["DJANGO_SETTINGS_MODULE"] = "imagerec.settings"
+    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
     """The pool parent imports the tasks (autodiscovery) and ``predictions.worker``
     (at worker_init); TensorFlow must load only in the pool child, with the model."""
@@ -114,12 +125,7 @@ def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
         "predictions.reprocessing.tasks, predictions.operations.tasks; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of_fresh_python(code, django=True) == "[]"
 
 
 # What the Django-free code may not import: Django, DRF, Celery and the project's apps.
@@ -163,30 +169,7 @@ def test_importing_every_ml_and_training_module_loads_no_django() -> None:
         f"for name in {modules!r}: importlib.import_module(name)\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(DJANGO_SIDE)!r}))"
     )
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_the_web_process_does_not_load_tensorflow() -> None:
-    """The ASGI application with every URL resolved and every view imported: the web
-    process never loads TensorFlow (a web-only install does not even have it)."""
-    code = (
-        "import sys, django; django.setup(); "
-        "import imagerec.asgi; from django.urls import get_resolver; "
-        "resolver = get_resolver(); [p.callback for p in resolver.url_patterns if hasattr(p, 'callback')]; "
-        "import predictions.admin, predictions.api, predictions.views; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of_fresh_python(code, django=False) == "[]"
 
 
 # Product modules may not grow past this many lines (migrations aside): past it, a

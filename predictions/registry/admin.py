@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,19 +16,8 @@ from predictions.exceptions import ApplicationError
 from predictions.models import ModelActivation, ModelVersion
 from predictions.registry import services as registry_services
 
-if TYPE_CHECKING:
-    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
-    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
-    ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
-    ModelActivationModelAdmin = admin.ModelAdmin[ModelActivation]
-    ModelVersionModelForm = forms.ModelForm[ModelVersion]
-else:
-    ModelVersionModelAdmin = admin.ModelAdmin
-    ModelActivationModelAdmin = admin.ModelAdmin
-    ModelVersionModelForm = forms.ModelForm
 
-
-class ModelVersionForm(ModelVersionModelForm):
+class ModelVersionForm(forms.ModelForm[ModelVersion]):
     """The change form: a candidate's share of traffic, checked as the API checks it (the
     model's constraints name ``status``, read-only here, so Django's form skips them)."""
 
@@ -46,7 +35,7 @@ class ModelVersionForm(ModelVersionModelForm):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ModelVersionModelAdmin):
+class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
     form = ModelVersionForm
     list_display = [
         "name", "version", "status", "traffic", "parent", "exported_at", "created_at", "prediction_count",
@@ -129,7 +118,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
 
 
 @admin.register(ModelActivation)
-class ModelActivationAdmin(ModelActivationModelAdmin):
+class ModelActivationAdmin(admin.ModelAdmin[ModelActivation]):
     """The history of switches: read-only, written by the services only."""
 
     list_display = ["activated_at", "model_version", "previous", "kind", "activated_by"]
