@@ -146,11 +146,13 @@ def test_every_submission_succeeds_exactly_once_through_kills_and_broker_restart
     model_dir, media_dir, django_user_model, worker, beat, monkeypatch
 ):
     from predictions.api.throttles import SubmitRateThrottle
+    from predictions.registry import services as registry_services
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
     uses_redis = settings.CELERY_BROKER_URL.startswith("redis")
     if uses_redis and not shutil.which("redis-server"):
         pytest.fail("redis-server is needed to restart the broker")
+    registry_services.model_version_sync()  # what `make migrate` and compose's migrate service run
     user = django_user_model.objects.create_user("chaos", password="chaos-password-1")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")

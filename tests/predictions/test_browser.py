@@ -32,7 +32,9 @@ def page(artifacts_dir):
         browser.close()
 
 
-def test_log_in_upload_three_photos_see_results_and_history(page, live_server, celery_worker, user, artifacts_dir):
+def test_log_in_upload_three_photos_see_results_and_history(
+    page, live_server, celery_worker, active_model, user, artifacts_dir
+):
     page.goto(f"{live_server.url}/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "correct-horse-battery")
@@ -282,7 +284,7 @@ class _Journey:
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["1280px", "390px"])
 def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_then_staff_reads_the_log(
-    chromium_browser, live_server, celery_worker, artifacts_dir, width, height
+    chromium_browser, live_server, celery_worker, active_model, artifacts_dir, width, height
 ):
     from tests.factories import OperatorFactory
 

@@ -334,7 +334,9 @@ def test_the_page_says_why_a_class_cannot_be_explained(user_client, succeeded):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(explainable_model_dir, celery_worker, user):
+def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(
+    explainable_model_dir, celery_worker, active_model, user
+):
     api = _api(user)
     submitted = api.post(
         "/api/v1/predictions/", {"image": SimpleUploadedFile("chelsea.jpg", photo_bytes("chelsea"))}, format="multipart"
