@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from django.conf import settings as django_settings
 from PIL import Image
 
@@ -209,6 +211,19 @@ def _database_url() -> str:
     host = params["HOST"] or "localhost"
     port = params["PORT"] or 5432
     return f"postgres://{auth}@{host}:{port}/{params['NAME']}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _compose_web_command(port: int) -> list[str]:
+    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+    command = [str(part).replace("0.0.0.0:8000", f"127.0.0.1:{port}") for part in compose["services"]["web"]["command"]]
+    assert command[0] == "gunicorn"
+    return [sys.executable, "-m", "gunicorn", *command[1:]]
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BASE_DIR, _database_url
-from tests.predictions.test_waiting import _compose_web_command, _free_port
+from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port
 
 
 def _health_live_count(text: str) -> float:

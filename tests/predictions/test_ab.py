@@ -21,7 +21,7 @@ from predictions.exceptions import ApplicationError, ConflictError
 from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import OperatorFactory, PredictionFactory, UserFactory, jpeg_bytes
-from tests.predictions.test_model_registry import _copy_model, api_for, switcher  # noqa: F401 (fixtures)
+from tests.predictions.conftest import _copy_model
 
 MODELS_URL = "/api/v1/models/"
 
@@ -191,7 +191,7 @@ def test_activating_or_retiring_the_candidate_ends_its_share(active_model, candi
     assert old.status == "retired" and old.traffic_percent == 0
 
 
-def test_api_patch_sets_the_candidates_share(api_for, switcher, active_model, candidate):  # noqa: F811
+def test_api_patch_sets_the_candidates_share(api_for, switcher, active_model, candidate):
     response = api_for(switcher).patch(f"{MODELS_URL}efficientnet_lite0/2/", {"traffic_percent": 10}, format="json")
 
     assert response.status_code == 200, response.content
@@ -202,7 +202,7 @@ def test_api_patch_sets_the_candidates_share(api_for, switcher, active_model, ca
     assert (listing["1"]["traffic_percent"], listing["2"]["traffic_percent"]) == (0, 10)
 
 
-def test_api_patch_needs_the_permission(api_for, active_model, candidate):  # noqa: F811
+def test_api_patch_needs_the_permission(api_for, active_model, candidate):
     url = f"{MODELS_URL}efficientnet_lite0/2/"
 
     _assert_error(api_for(UserFactory(is_staff=True)).patch(url, {"traffic_percent": 10}), 403, "permission_denied")
@@ -212,7 +212,7 @@ def test_api_patch_needs_the_permission(api_for, active_model, candidate):  # no
     assert candidate.traffic_percent == 0
 
 
-def test_api_patch_errors_in_the_error_shape(api_for, switcher, active_model, candidate):  # noqa: F811
+def test_api_patch_errors_in_the_error_shape(api_for, switcher, active_model, candidate):
     api = api_for(switcher)
 
     error = _assert_error(api.patch(f"{MODELS_URL}efficientnet_lite0/9/", {"traffic_percent": 10}), 404, "not_found")
@@ -228,7 +228,7 @@ def test_api_patch_errors_in_the_error_shape(api_for, switcher, active_model, ca
     assert ModelVersion.objects.filter(traffic_percent__gt=0).count() == 0
 
 
-def test_admin_edits_the_share_of_a_candidate_only(client, switcher, active_model, candidate):  # noqa: F811
+def test_admin_edits_the_share_of_a_candidate_only(client, switcher, active_model, candidate):
     client.force_login(switcher)
 
     response = client.post(

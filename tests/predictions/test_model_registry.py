@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -21,48 +20,15 @@ from predictions import inference, selectors, services, worker
 from predictions.models import ModelActivation, ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
+from tests.predictions.conftest import _copy_model
 
 MODELS_URL = "/api/v1/models/"
 ROLLBACK_URL = "/api/v1/models/rollback/"
 
 
-def _copy_model(source: Path, root: Path, version: str, **metadata_changes: object) -> Path:
-    """The shipped model exported again as ``<name>/<version>`` under ``root`` (the
-    SavedModel and its cards only: the engine the tests use)."""
-    metadata = json.loads((source / "metadata.json").read_text())
-    target = root / metadata["name"] / version
-    target.mkdir(parents=True)
-    shutil.copytree(source / "saved_model", target / "saved_model")
-    shutil.copy(source / "labels.json", target / "labels.json")
-    metadata.update(version=version, **metadata_changes)
-    (target / "metadata.json").write_text(json.dumps(metadata))
-    return target
-
-
 @pytest.fixture
 def model_v2(tmp_path: Path, model_dir: Path) -> Path:
     return _copy_model(model_dir, tmp_path / "models", "2", parent={"name": "efficientnet_lite0", "version": "1"})
-
-
-@pytest.fixture
-def switcher(db):
-    """A staff account allowed to switch model versions, nothing else."""
-    account = UserFactory(is_staff=True)
-    account.user_permissions.add(
-        Permission.objects.get(codename="change_modelversion", content_type__app_label="predictions"),
-        Permission.objects.get(codename="view_modelversion", content_type__app_label="predictions"),
-    )
-    return account
-
-
-@pytest.fixture
-def api_for():
-    def client(user) -> APIClient:
-        api = APIClient()
-        api.force_authenticate(user)
-        return api
-
-    return client
 
 
 @pytest.fixture

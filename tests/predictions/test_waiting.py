@@ -6,20 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import redis
-import yaml
 from rest_framework.authtoken.models import Token
 
 from predictions import events, selectors
 from predictions.models import PredictionStatus
-from tests.conftest import BASE_DIR, _database_url, photo_bytes
+from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port, photo_bytes
 from tests.factories import PredictionFactory
 
 LOCAL_REDIS = os.environ.get("TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -81,19 +78,6 @@ def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings):
     waited = asyncio.run(selectors.prediction_wait(user=user, prediction_id=prediction.id, seconds=30))
 
     assert waited.status == PredictionStatus.FAILED and time.monotonic() - began < 10  # re-read every <= 1 s
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _compose_web_command(port: int) -> list[str]:
-    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
-    command = [str(part).replace("0.0.0.0:8000", f"127.0.0.1:{port}") for part in compose["services"]["web"]["command"]]
-    assert command[0] == "gunicorn"
-    return [sys.executable, "-m", "gunicorn", *command[1:]]
 
 
 @pytest.mark.slow
