@@ -178,11 +178,14 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
             capture_output=True,
         )
 
+        def loaded_and_both_beating() -> bool:  # each worker has beaten since the migration
+            beating = _heartbeats(database)
+            return len(beating) == 2 and any(row["model_loaded"] for row in beating.values())
+
         deadline = time.monotonic() + 120
-        while not any(row["model_loaded"] for row in _heartbeats(database).values()):
+        while not loaded_and_both_beating():
             assert time.monotonic() < deadline, (_heartbeats(database), logs["inference"].read_text()[-3000:])
             time.sleep(0.5)
-        time.sleep(2)  # a beat of each worker since the migration
         rows = sorted(_heartbeats(database).values(), key=lambda row: row["queues"])
         assert [(row["queues"], row["model_loaded"]) for row in rows] == [
             (["celery", "maintenance"], False),
