@@ -166,7 +166,10 @@ def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
     assert sent == [old.id]
 
 
-def test_enqueue_with_broker_down_leaves_row_pending(user, monkeypatch):
+def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
     from kombu.exceptions import OperationalError
 
     from predictions import tasks
@@ -175,11 +178,16 @@ def test_enqueue_with_broker_down_leaves_row_pending(user, monkeypatch):
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(tasks.prediction_run, "apply_async", refuse)
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory(user=user, enqueued_at=timezone.now())  # as if sent a moment ago
+    Prediction.objects.filter(id=prediction.id).update(created_at=timezone.now() - timedelta(minutes=30))
 
     assert services.prediction_enqueue(prediction_id=prediction.id) is False
-    prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.PENDING
+
+    # Once the broker is back, the next reconcile sends it (a row sent a moment ago would wait).
+    sent = []
+    monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda *args, **kwargs: sent.append(args))
+    assert services.prediction_reconcile(older_than_seconds=60) == 1
+    assert sent == [((str(prediction.id),), {})]
 
 
 def test_model_versions_sync_from_disk_and_activate(db, model_dir):
