@@ -275,7 +275,7 @@ def wait_for_final(prediction_id, timeout: float = 90.0):
 
 
 @pytest.fixture(scope="session")
-def artifacts_dir() -> Iterator[Path]:
+def artifacts_dir() -> Path:
     path = BASE_DIR / "test-artifacts"
     path.mkdir(exist_ok=True)
-    yield path
+    return path

@@ -229,9 +229,9 @@ def test_percentile_edges_and_whole_percents_only():
     assert stats.percentiles_linear([3.0], [0.0, 0.5, 1.0]) == [3.0, 3.0, 3.0]
     # Any order in; p0 and p100 are the extremes, as percentile_cont gives.
     assert stats.percentiles_linear([30.0, 10.0, 20.0], [0.0, 0.25, 1.0]) == [10.0, pytest.approx(15.0), 30.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole percent between 0 and 1"):
         stats.percentile_linear([1.0, 2.0], 0.995)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole percent between 0 and 1"):
         stats.percentile_linear([1.0, 2.0], 1.5)
 
 
