@@ -57,15 +57,20 @@ def test_level_summary_throughput_counts_and_stages():
     summary = e2e.level_summary(
         [*records, lost], n=4, batches=[{"size": 2, "store_ms": 3.0}, {"size": 1, "store_ms": 5.0}]
     )
-    assert summary["final"] == 3 and summary["lost"] == 1
-    assert summary["succeeded"] == 2 and summary["failed"] == 1 and summary["cached"] == 1
+    assert summary["final"] == 3
+    assert summary["lost"] == 1
+    assert summary["succeeded"] == 2
+    assert summary["failed"] == 1
+    assert summary["cached"] == 1
     assert summary["http_errors"] == 1
     assert summary["seconds"] == 3.0
     assert summary["images_per_s"] == pytest.approx(1.0)
     assert summary["images_per_min"] == pytest.approx(60.0)
     assert summary["latency_ms"]["p50"] == pytest.approx(1500.0)
-    assert summary["stage_p50_ms"]["queue"] == 10.0 and summary["stage_p50_ms"]["store"] is None
-    assert summary["db_write_p50_ms"] == 4.0 and summary["mean_batch_size"] == 1.5
+    assert summary["stage_p50_ms"]["queue"] == 10.0
+    assert summary["stage_p50_ms"]["store"] is None
+    assert summary["db_write_p50_ms"] == 4.0
+    assert summary["mean_batch_size"] == 1.5
 
 
 def test_stack_commands_new_and_old_compose_layouts():
@@ -106,7 +111,8 @@ def test_tables_render_every_level_and_revision():
     table = e2e.level_table("now", {"1": level, "16": level})
     lines = table.splitlines()
     assert lines[0] == "**now**"
-    assert len(lines) == 6 and all(line.count("|") == lines[2].count("|") for line in lines[2:])
+    assert len(lines) == 6
+    assert all(line.count("|") == lines[2].count("|") for line in lines[2:])
     raw = {"batch1": {"images_per_s": 50.0, "p50_ms": 20.0}, "batched": {"images_per_s": 80.0}}
     rows = e2e.summary_rows(
         raw, {"images_per_s": 8.0}, {"baseline": {"levels": {"1": level}}, "now": {"levels": {"16": level}}}

@@ -27,7 +27,8 @@ def test_ensure_superuser_is_idempotent(db, django_user_model, superuser_env):
     call_command("ensure_superuser")
 
     admin = django_user_model.objects.get(username="root-admin")
-    assert admin.is_superuser and admin.check_password("a-long-admin-password")
+    assert admin.is_superuser
+    assert admin.check_password("a-long-admin-password")
 
 
 @pytest.mark.parametrize("password", [None, "admin"])
@@ -105,4 +106,5 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path):
     )
 
     assert result.returncode == 1
-    assert "The database cannot be used" in result.stderr and "Traceback" not in result.stderr
+    assert "The database cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -18,7 +18,8 @@ def test_signup_logs_the_new_user_in(client, db):
 def test_profile_requires_login(client, db):
     response = client.get(reverse("accounts:profile"))
 
-    assert response.status_code == 302 and "/accounts/login/" in response.url
+    assert response.status_code == 302
+    assert "/accounts/login/" in response.url
 
 
 def test_profile_creates_and_rotates_the_api_token(user_client, user):

@@ -51,7 +51,8 @@ def _assert_error(response, status: int, code: str | None) -> dict:
     """The error shape; ``code=None`` accepts any code (DRF names each range check)."""
     assert response.status_code == status, response.content
     error = response.json()["error"]
-    assert set(error) == {"code", "message", "field"} and error["message"]
+    assert set(error) == {"code", "message", "field"}
+    assert error["message"]
     assert code is None or error["code"] == code
     return error
 
@@ -115,7 +116,8 @@ def test_the_result_cache_only_reuses_results_of_the_assigned_version(active_mod
 
     assert _submit(users[False], content).cached is True
     again = _submit(users[True], content)
-    assert again.cached is False and again.status == PredictionStatus.PENDING
+    assert again.cached is False
+    assert again.status == PredictionStatus.PENDING
 
 
 # --- The worker ---------------------------------------------------------------------
@@ -138,13 +140,16 @@ def test_the_worker_runs_a_mixed_batch_with_each_rows_version(settings, active_m
 
     report = services.prediction_process(prediction_id=on_active.id)
 
-    assert report is not None and report.size == 3 and report.succeeded == 3
+    assert report is not None
+    assert report.size == 3
+    assert report.succeeded == 3
     assert sorted(calls) == [("1", 2), ("2", 1)]  # one model call per version
     rows = {p.id: p for p in Prediction.objects.filter(id__in=[older.id, on_active.id, on_candidate.id])}
     assert rows[older.id].model_version == active_model
     assert rows[on_active.id].model_version == active_model
     assert rows[on_candidate.id].model_version == candidate
-    assert rows[on_active.id].class_id in CAT_CLASSES and rows[on_candidate.id].class_id in CAT_CLASSES
+    assert rows[on_active.id].class_id in CAT_CLASSES
+    assert rows[on_candidate.id].class_id in CAT_CLASSES
     assert Path(candidate.path).resolve().as_posix() in inference.loaded_model_dirs()
 
 
@@ -157,7 +162,8 @@ def test_a_row_assigned_to_a_version_retired_since_runs_with_the_active_one(user
     services.prediction_process(prediction_id=prediction.id)
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.model_version == active_model
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.model_version == active_model
 
 
 # --- Setting the share: service, API, admin -----------------------------------------
@@ -181,21 +187,24 @@ def test_activating_or_retiring_the_candidate_ends_its_share(active_model, candi
     services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
     services.model_version_activate(model_version=candidate)
     candidate.refresh_from_db()
-    assert candidate.status == "active" and candidate.traffic_percent == 0
+    assert candidate.status == "active"
+    assert candidate.traffic_percent == 0
 
     services.model_version_register(model_dir=Path(active_model.path), candidate=True)
     old = ModelVersion.objects.get(pk=active_model.pk)
     services.model_version_set_traffic(model_version=old, traffic_percent=20)
     services.model_version_retire(model_version=old)
     old.refresh_from_db()
-    assert old.status == "retired" and old.traffic_percent == 0
+    assert old.status == "retired"
+    assert old.traffic_percent == 0
 
 
 def test_api_patch_sets_the_candidates_share(api_for, switcher, active_model, candidate):
     response = api_for(switcher).patch(f"{MODELS_URL}efficientnet_lite0/2/", {"traffic_percent": 10}, format="json")
 
     assert response.status_code == 200, response.content
-    assert response.json()["traffic_percent"] == 10 and response.json()["status"] == "candidate"
+    assert response.json()["traffic_percent"] == 10
+    assert response.json()["status"] == "candidate"
     candidate.refresh_from_db()
     assert candidate.traffic_percent == 10
     listing = {m["version"]: m for m in api_for(switcher).get(MODELS_URL).json()}
@@ -224,7 +233,8 @@ def test_api_patch_errors_in_the_error_shape(api_for, switcher, active_model, ca
         "traffic_percent"
     )
     error = _assert_error(api.patch(f"{MODELS_URL}efficientnet_lite0/1/", {"traffic_percent": 10}), 400, "invalid")
-    assert error["field"] == "traffic_percent" and "only a candidate" in error["message"]
+    assert error["field"] == "traffic_percent"
+    assert "only a candidate" in error["message"]
     assert ModelVersion.objects.filter(traffic_percent__gt=0).count() == 0
 
 
@@ -241,7 +251,8 @@ def test_admin_edits_the_share_of_a_candidate_only(client, switcher, active_mode
     response = client.post(
         reverse("admin:predictions_modelversion_change", args=[active_model.pk]), {"traffic_percent": 25}
     )
-    assert response.status_code == 200 and b"only a candidate version gets a share of traffic" in response.content
+    assert response.status_code == 200
+    assert b"only a candidate version gets a share of traffic" in response.content
     active_model.refresh_from_db()
     assert active_model.traffic_percent == 0
     listing = client.get(reverse("admin:predictions_modelversion_changelist"))
@@ -278,7 +289,8 @@ def test_stats_compare_the_active_version_and_the_candidate(settings, ab_history
 
     comparison = stats.prediction_stats(user=None).comparison
 
-    assert comparison is not None and comparison.traffic_percent == 20
+    assert comparison is not None
+    assert comparison.traffic_percent == 20
     assert (comparison.active.version, comparison.candidate.version) == ("1", "2")
     assert (comparison.active.predictions, comparison.candidate.predictions) == (4, 2)
     assert comparison.active.mean_confidence == pytest.approx(0.55)
@@ -298,12 +310,15 @@ def test_stats_api_and_page_show_the_comparison(client, settings, ab_history):
     body = api.get("/api/v1/stats/").json()["comparison"]
 
     assert body["traffic_percent"] == 20
-    assert body["active"]["version"] == "1" and body["candidate"]["version"] == "2"
-    assert body["candidate"]["predictions"] == 2 and body["candidate"]["low_confidence_share"] == 0.5
+    assert body["active"]["version"] == "1"
+    assert body["candidate"]["version"] == "2"
+    assert body["candidate"]["predictions"] == 2
+    assert body["candidate"]["low_confidence_share"] == 0.5
     assert body["candidate"]["latency_ms"]["total"]["p50"] == pytest.approx(200.0)
     client.force_login(operator)
     page = client.get("/stats/").content.decode()
-    assert "A/B test: active vs candidate" in page and "Candidate: a 2" in page
+    assert "A/B test: active vs candidate" in page
+    assert "Candidate: a 2" in page
 
 
 def test_no_comparison_without_a_candidate(db, ab_history):

@@ -40,7 +40,8 @@ def test_staff_without_permission_sees_no_other_users_photos_log_stats_or_metric
     api = APIClient()
     api.force_authenticate(bare_staff)
     report = api.get(reverse("api:stats")).json()
-    assert report["all_users"] is False and report["total"] == 0
+    assert report["all_users"] is False
+    assert report["total"] == 0
     assert b"All users" not in client.get(reverse("stats")).content
 
 
@@ -48,13 +49,15 @@ def test_the_view_prediction_permission_opens_the_log_images_stats_and_metrics(c
     client.force_login(reviewer)
 
     listing = client.get(reverse("admin:predictions_prediction_changelist"))
-    assert listing.status_code == 200 and b"tabby cat" in listing.content
+    assert listing.status_code == 200
+    assert b"tabby cat" in listing.content
     assert client.get(reverse("admin-prediction-image", args=[someone_elses.id])).status_code == 200
     assert client.get(reverse("metrics")).status_code == 200
     api = APIClient()
     api.force_authenticate(reviewer)
     report = api.get(reverse("api:stats")).json()
-    assert report["all_users"] is True and report["total"] == 1
+    assert report["all_users"] is True
+    assert report["total"] == 1
     # Reading is not deleting: the log offers no delete without delete_prediction.
     assert b"delete_selected" not in listing.content
 

@@ -63,7 +63,8 @@ def test_submit_several_images_gives_one_entry_each_in_order(api):
     entries = response.json()
     assert [e.get("filename") for e in entries] == ["a.jpg", "bad.jpg", "c.jpg"]
     assert entries[1]["error"]["code"] == "unsupported_media_type"
-    assert "id" in entries[0] and "id" in entries[2]
+    assert "id" in entries[0]
+    assert "id" in entries[2]
     assert Prediction.objects.count() == 2
 
 
@@ -142,7 +143,9 @@ def test_poll_returns_every_documented_field(api, user, active_model):
 
     body = api.get(f"{LIST_URL}{prediction.id}/").json()
 
-    assert body["status"] == "succeeded" and body["label"] == "tabby cat" and body["class_id"] == "n02123045"
+    assert body["status"] == "succeeded"
+    assert body["label"] == "tabby cat"
+    assert body["class_id"] == "n02123045"
     assert body["predictions"] == [{"label": "tabby cat", "class_id": "n02123045", "score": 0.7}]
     assert body["timings_ms"] == {"queue": 1.0, "preprocess": 2.0, "inference": 13.0, "total": 30.0}
     assert body["model"] == {"name": "efficientnet_lite0", "version": "1"}
@@ -176,7 +179,8 @@ def test_list_is_own_newest_first_and_filtered(api, user, other_user):
     failed = api.get(LIST_URL, {"status": "failed"}).json()
     bad_filter = api.get(LIST_URL, {"created_after": "yesterday"})
 
-    assert everything["count"] == 2 and everything["results"][0]["id"] == str(newest.id)
+    assert everything["count"] == 2
+    assert everything["results"][0]["id"] == str(newest.id)
     assert [r["label"] for r in failed["results"]] == ["espresso"]
     _assert_error(bad_filter, 400)
 
@@ -253,7 +257,8 @@ def test_schema_and_docs_are_served_offline(api):
 
     assert schema.status_code == 200
     assert "/api/v1/predictions/{prediction_id}/" in schema.json()["paths"]
-    assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
 
 
 def test_more_files_than_allowed_is_a_json_400(api, settings):
@@ -272,7 +277,8 @@ def test_more_files_than_the_per_request_limit_is_400(api, settings):
     response = api.post(LIST_URL, {"image": [_image(f"{i}.jpg") for i in range(3)]}, format="multipart")
 
     error = _assert_error(response, 400)
-    assert "at most 2 images" in error["message"] and error["field"] == "image"
+    assert "at most 2 images" in error["message"]
+    assert error["field"] == "image"
     assert Prediction.objects.count() == 0
 
 
@@ -285,9 +291,11 @@ def test_a_token_client_fetches_its_image_and_thumbnail_from_the_urls_in_the_api
     full = api.get(body["image"]["url"])
     thumb = api.get(body["image"]["thumbnail_url"])
 
-    assert full.status_code == 200 and full["Content-Type"] == "image/jpeg"
+    assert full.status_code == 200
+    assert full["Content-Type"] == "image/jpeg"
     assert b"".join(full.streaming_content) == Prediction.objects.get(id=body["id"]).image.open("rb").read()
-    assert thumb.status_code == 200 and b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
+    assert thumb.status_code == 200
+    assert b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
     stranger = APIClient()
     stranger.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory()).key}")
     assert stranger.get(body["image"]["url"]).status_code == 404
@@ -301,11 +309,13 @@ def test_an_image_client_that_accepts_only_images_gets_the_image(api, user):
 
     for accept in ("image/*", "image/jpeg", "image/webp,image/*;q=0.8"):
         response = api.get(body["image"]["url"], HTTP_ACCEPT=accept)
-        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg", accept
+        assert response.status_code == 200, accept
+        assert response["Content-Type"] == "image/jpeg", accept
     missing = api.get(
         body["image"]["url"].replace(body["id"], "00000000-0000-0000-0000-000000000000"), HTTP_ACCEPT="image/*"
     )
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
 
 
 def test_a_body_that_cannot_be_parsed_gets_a_message_for_people(api):
@@ -315,4 +325,5 @@ def test_a_body_that_cannot_be_parsed_gets_a_message_for_people(api):
 
     assert response.status_code == 400
     message = response.json()["error"]["message"]
-    assert message.startswith("The request body could not be read") and "boundary" not in message
+    assert message.startswith("The request body could not be read")
+    assert "boundary" not in message

@@ -209,23 +209,28 @@ def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(kind, api, active_model, m
         services.prediction_process(prediction_id=response.json()["id"])
         prediction = Prediction.objects.get(id=response.json()["id"])
         assert prediction.status == PredictionStatus.FAILED
-        assert prediction.error.startswith("The image is damaged or incomplete") and "/" not in prediction.error
+        assert prediction.error.startswith("The image is damaged or incomplete")
+        assert "/" not in prediction.error
     elif expected == ACCEPTED:
         assert response.status_code == 202, response.content
         prediction_id = response.json()["id"]
         services.prediction_process(prediction_id=prediction_id)  # what the worker runs
         prediction = Prediction.objects.get(id=prediction_id)
         assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error
-        assert prediction.label and len(prediction.top_predictions) == 5
-        assert "/" not in prediction.original_filename and len(prediction.original_filename) <= 255
-        assert prediction.image.name.startswith("uploads/") and prediction.id.hex in prediction.image.name
+        assert prediction.label
+        assert len(prediction.top_predictions) == 5
+        assert "/" not in prediction.original_filename
+        assert len(prediction.original_filename) <= 255
+        assert prediction.image.name.startswith("uploads/")
+        assert prediction.id.hex in prediction.image.name
         if kind in CAT_KINDS:
             assert {p["class_id"] for p in prediction.top_predictions[:3]} & CAT_CLASSES, prediction.top_predictions
     else:
         status, code = expected
         assert response.status_code == status, response.content
         error = response.json()["error"]
-        assert error["code"] == code and len(error["message"]) > 15
+        assert error["code"] == code
+        assert len(error["message"]) > 15
         assert Prediction.objects.count() == 0
         assert _files(media_dir) == before
 
@@ -238,7 +243,8 @@ def test_file_over_the_size_limit_is_413_and_leaves_nothing(api, settings, media
 
     assert response.status_code == 413
     assert "limit" in response.json()["error"]["message"]
-    assert Prediction.objects.count() == 0 and _files(media_dir) == before
+    assert Prediction.objects.count() == 0
+    assert _files(media_dir) == before
 
 
 def test_multipart_with_no_file_is_400(api):

@@ -52,7 +52,8 @@ def test_log_in_upload_three_photos_see_results_and_history(page, live_server, c
     # photo may be either); the cat and the espresso are sure.
     assert page.locator(".card .top-label").count() == 3
     labels = page.locator(".card .top-label .label").all_inner_texts()
-    assert len(labels) >= 2 and all(label[:1].isupper() for label in labels), labels
+    assert len(labels) >= 2, labels
+    assert all(label[:1].isupper() for label in labels), labels
     assert page.locator(".card").first.locator(".bar-row").count() == 5
     assert "ms" in page.locator(".card .latency").first.inner_text()
     assert any(label.lower() in {"tabby cat", "tiger cat", "egyptian mau"} for label in labels), labels
@@ -79,7 +80,8 @@ def test_bad_file_in_the_browser_shows_a_readable_error(page, live_server, user,
     error = page.locator("#upload-errors")
     error.wait_for()
     page.screenshot(path=artifacts_dir / "4-upload-error.png", full_page=True)
-    assert "notes.jpg" in error.inner_text() and "not an image" in error.inner_text()
+    assert "notes.jpg" in error.inner_text()
+    assert "not an image" in error.inner_text()
 
 
 # --- Layout at a laptop's and a phone's width --------------------------------------------
@@ -222,7 +224,8 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
     page.wait_for_function("!document.getElementById('submit').textContent.includes('Sending')")
     assert len(posts) == 2  # the text file never left the browser
     errors = page.locator("#upload-errors").inner_text()
-    assert "holiday.jpg" in errors and "not an image" in errors
+    assert "holiday.jpg" in errors
+    assert "not an image" in errors
     # Refused files stay selected, so they can be removed or fixed; the good one became a card.
     assert page.locator("#previews .preview.invalid").count() == 2
     assert (
@@ -324,9 +327,11 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
         assert card.locator(".bar-row").count() == 5, filename
         verdict = " ".join(card.locator(".top-label").inner_text().split())
         if card.locator(".top-label.not-sure").count():  # the model's own entropy / margin thresholds
-            assert verdict.startswith("Not sure — maybe: ") and verdict.count("%") == 3, (filename, verdict)
+            assert verdict.startswith("Not sure — maybe: "), (filename, verdict)
+            assert verdict.count("%") == 3, (filename, verdict)
         else:
-            assert card.locator(".top-label .label").inner_text() and verdict.endswith("%"), (filename, verdict)
+            assert card.locator(".top-label .label").inner_text(), (filename, verdict)
+            assert verdict.endswith("%"), (filename, verdict)
         assert card.locator(".card-photo img").evaluate("image => image.naturalWidth") > 0, filename
     assert cards["chelsea.png"].locator(".top-label .label").inner_text().lower() in {
         "tabby cat", "tiger cat", "egyptian mau"}  # fmt: skip
@@ -342,7 +347,8 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     top_class.click()
     page.wait_for_function(OVERLAY_SHOWN, timeout=120_000)  # Grad-CAM on the worker's inference queue
     pressed = page.locator(".explain-classes button").first
-    assert pressed.get_attribute("aria-pressed") == "true" and pressed.inner_text().endswith("✓")
+    assert pressed.get_attribute("aria-pressed") == "true"
+    assert pressed.inner_text().endswith("✓")
     assert page.locator("img.explanation-overlay").get_attribute("alt").endswith(top_label.lower())
     page.locator("#explain").scroll_into_view_if_needed()
     journey.saw("explanation")
@@ -368,7 +374,8 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
     page.click("button[aria-label='Delete motorcycle_left.png']")
     page.wait_for_selector(".messages li:has-text('Deleted motorcycle_left.png.')")
-    assert dialogs and "Delete motorcycle_left.png" in dialogs[0]
+    assert dialogs
+    assert "Delete motorcycle_left.png" in dialogs[0]
     assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS) - 1
     assert "motorcycle_left.png" not in page.locator("table.history tbody").inner_text()
     journey.saw("history-deleted")

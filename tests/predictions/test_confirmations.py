@@ -65,7 +65,8 @@ def test_confirm_then_correct_then_confirm_again_keeps_one_review(user, done, mo
     services.prediction_confirm(prediction=done, user=user)
     row = Correction.objects.get()
     assert (row.confirmed, row.label, row.class_id) == (True, "tiger cat", "n02123159")
-    assert row.created_at == confirmation.created_at and row.updated_at > confirmation.updated_at
+    assert row.created_at == confirmation.created_at
+    assert row.updated_at > confirmation.updated_at
     # Confirming twice is still one confirmation; the prediction's own answer never changes.
     services.prediction_confirm(prediction=done, user=user)
     assert Correction.objects.count() == 1
@@ -76,7 +77,8 @@ def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
     with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
         services.correction_set(prediction=done, user=user, label="TIGER cat")
 
-    assert refused.value.status_code == 400 and not Correction.objects.exists()
+    assert refused.value.status_code == 400
+    assert not Correction.objects.exists()
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
@@ -86,7 +88,8 @@ def test_only_a_succeeded_prediction_is_confirmed(user, status):
 
     with pytest.raises(ConflictError, match=f"can be confirmed; this one is {status}") as refused:
         services.prediction_confirm(prediction=prediction, user=user)
-    assert refused.value.status_code == 409 and not Correction.objects.exists()
+    assert refused.value.status_code == 409
+    assert not Correction.objects.exists()
 
 
 def test_a_confirmation_must_carry_the_models_own_label(user, done):
@@ -118,7 +121,8 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, don
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["prediction"] == str(done.id) and body["url"].endswith(f"/api/v1/predictions/{done.id}/")
+    assert body["prediction"] == str(done.id)
+    assert body["url"].endswith(f"/api/v1/predictions/{done.id}/")
     assert (body["confirmed"], body["label"], body["class_id"], body["predicted_label"]) == (
         True, "tiger cat", "n02123159", "tiger cat",
     )  # fmt: skip
@@ -126,13 +130,15 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, don
     assert Correction.objects.get(prediction=done).confirmed
 
     same_label = api.post(_review_url(done, "correction"), {"label": "tiger cat"}, format="json")
-    assert same_label.status_code == 400 and "confirm it instead" in same_label.json()["error"]["message"]
+    assert same_label.status_code == 400
+    assert "confirm it instead" in same_label.json()["error"]["message"]
 
 
 def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user):
     response = api_as(user).post(_review_url(PredictionFactory(user=user), "confirmation"))
 
-    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
     assert not Correction.objects.exists()
 
 
@@ -149,7 +155,8 @@ def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
     api.post(_review_url(done, "confirmation"))
 
     wrong_kind = api.delete(_review_url(done, "correction"))
-    assert wrong_kind.status_code == 404 and "no correction" in wrong_kind.json()["error"]["message"]
+    assert wrong_kind.status_code == 404
+    assert "no correction" in wrong_kind.json()["error"]["message"]
     assert api.delete(_review_url(done, "confirmation")).status_code == 204
     assert not Correction.objects.exists()
     assert api.delete(_review_url(done, "confirmation")).status_code == 404
@@ -179,13 +186,16 @@ def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_clien
     detail_url = reverse("predictions:detail", args=[done.id])
     confirm_url = reverse("predictions:confirm", args=[done.id])
     page = user_client.get(detail_url).content.decode()
-    assert f'action="{confirm_url}"' in page and ">Right</button>" in page and "Wrong label?" in page
+    assert f'action="{confirm_url}"' in page
+    assert ">Right</button>" in page
+    assert "Wrong label?" in page
 
     response = user_client.post(confirm_url, follow=True)
 
     assert response.redirect_chain[-1][0] == f"{detail_url}#review-{done.id}"
     page = response.content.decode()
-    assert "You confirmed this" in page and ">Right</button>" not in page
+    assert "You confirmed this" in page
+    assert ">Right</button>" not in page
     assert "you confirmed photo" in page.lower()  # the message names the file
     assert Correction.objects.get(prediction=done).confirmed
     assert user_client.get(confirm_url).status_code == 405
@@ -194,14 +204,18 @@ def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_clien
 def test_the_card_switches_between_correction_and_confirmation_and_undoes(user_client, done):
     user_client.post(reverse("predictions:correct", args=[done.id]), {"label": "tabby cat"})
     page = user_client.get(reverse("predictions:detail", args=[done.id])).content.decode()
-    assert "You corrected this to" in page and ">Right</button>" in page and "was right after all" in page
+    assert "You corrected this to" in page
+    assert ">Right</button>" in page
+    assert "was right after all" in page
 
     page = user_client.post(reverse("predictions:confirm", args=[done.id]), follow=True).content.decode()
-    assert "You confirmed this" in page and "You corrected this to" not in page
+    assert "You confirmed this" in page
+    assert "You corrected this to" not in page
     assert Correction.objects.get(prediction=done).confirmed
 
     page = user_client.post(reverse("predictions:review-withdraw", args=[done.id]), follow=True).content.decode()
-    assert "is not reviewed any more" in page and ">Right</button>" in page
+    assert "is not reviewed any more" in page
+    assert ">Right</button>" in page
     assert not Correction.objects.exists()
 
 
@@ -236,7 +250,8 @@ def test_history_rows_have_a_right_button_and_show_the_confirmation(user_client,
     user_client.post(confirm_url)
     page = user_client.get(reverse("predictions:history")).content.decode()
 
-    assert f'action="{confirm_url}"' not in page and "You confirmed this" in page
+    assert f'action="{confirm_url}"' not in page
+    assert "You confirmed this" in page
     assert 'title="You confirmed it"' in page
 
 
@@ -259,14 +274,16 @@ def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
 
     (row,) = body["per_model_version"]
     assert (row["predictions"], row["reviewed"], row["confirmed"], row["corrections"]) == (6, 4, 3, 1)
-    assert row["live_top1"] == 0.75 and row["correction_rate"] == pytest.approx(1 / 6)
+    assert row["live_top1"] == 0.75
+    assert row["correction_rate"] == pytest.approx(1 / 6)
     card = body["active_model"]
     assert (card["live_top1"], card["reviewed"]) == (0.75, 4)
     assert (card["evaluation_top1"], card["evaluation_top1_metric"]) == (0.8, "test_photos.top1_accuracy")
 
     page = user_client.get("/stats/").content.decode()
     assert "Live top-1 75 %</strong> on 4 reviewed predictions (3 confirmed, 1 corrected)" in page
-    assert "evaluation top-1 <strong>80 %</strong>" in page and "test_photos.top1_accuracy" in page
+    assert "evaluation top-1 <strong>80 %</strong>" in page
+    assert "test_photos.top1_accuracy" in page
     assert "correction rate <strong>0.167</strong>" in page
 
 
@@ -323,7 +340,8 @@ def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_ver
     assert (comparison["active"]["live_top1"], comparison["candidate"]["live_top1"]) == (0.75, 0.5)
     assert comparison["candidate"]["correction_rate"] == 0.5  # still corrected / succeeded
     page = user_client.get("/stats/").content.decode()
-    assert "0.750 (3 / 4)" in page and "0.500 (1 / 2)" in page
+    assert "0.750 (3 / 4)" in page
+    assert "0.500 (1 / 2)" in page
 
 
 # --- Export --------------------------------------------------------------------------

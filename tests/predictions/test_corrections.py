@@ -67,7 +67,8 @@ def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(use
     assert Correction.objects.count() == 1
     row = Correction.objects.get()
     assert (row.label, row.class_id) == ("ocelot", "")
-    assert row.created_at == first.created_at and row.updated_at >= second.created_at
+    assert row.created_at == first.created_at
+    assert row.updated_at >= second.created_at
 
 
 @pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
@@ -75,7 +76,8 @@ def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
     with pytest.raises(ApplicationError) as refused:
         services.correction_set(prediction=done, user=user, label=label)
 
-    assert refused.value.status_code == 400 and refused.value.field == "label"
+    assert refused.value.status_code == 400
+    assert refused.value.field == "label"
     assert not Correction.objects.exists()
 
 
@@ -97,12 +99,14 @@ def test_api_correction_answers_the_correction(user, done, model_version):
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["prediction"] == str(done.id) and body["url"].endswith(f"/api/v1/predictions/{done.id}/")
+    assert body["prediction"] == str(done.id)
+    assert body["url"].endswith(f"/api/v1/predictions/{done.id}/")
     assert (body["label"], body["class_id"], body["predicted_label"]) == ("tabby cat", "n02123045", "tiger cat")
     assert body["model"] == {"name": "lite", "version": "3"}
 
     again = _correct(user, done, "a cat I have never seen")
-    assert again.status_code == 200 and again.json()["class_id"] == ""
+    assert again.status_code == 200
+    assert again.json()["class_id"] == ""
     assert Correction.objects.get(prediction=done).label == "a cat I have never seen"
 
 
@@ -110,8 +114,10 @@ def test_api_empty_or_missing_label_is_400(user, done):
     empty = _correct(user, done, "  ")
     missing = api_as(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
 
-    assert empty.status_code == 400 and empty.json()["error"]["field"] == "label"
-    assert missing.status_code == 400 and missing.json()["error"]["field"] == "label"
+    assert empty.status_code == 400
+    assert empty.json()["error"]["field"] == "label"
+    assert missing.status_code == 400
+    assert missing.json()["error"]["field"] == "label"
     assert not Correction.objects.exists()
 
 
@@ -120,13 +126,15 @@ def test_api_correction_of_a_prediction_not_succeeded_is_409(user):
 
     response = _correct(user, pending, "cat")
 
-    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
 
 
 def test_api_correction_of_another_users_prediction_is_404(done):
     response = _correct(UserFactory(), done, "cat")
 
-    assert response.status_code == 404 and set(response.json()["error"]) == {"code", "message", "field"}
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"code", "message", "field"}
     assert not Correction.objects.exists()
 
 
@@ -137,13 +145,15 @@ def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_cl
     detail_url = reverse("predictions:detail", args=[done.id])
     correct_url = reverse("predictions:correct", args=[done.id])
     page = user_client.get(detail_url)
-    assert correct_url.encode() in page.content and b"Wrong label?" in page.content
+    assert correct_url.encode() in page.content
+    assert b"Wrong label?" in page.content
     assert b'<option value="tabby cat">' in page.content  # the model's other guesses are offered
 
     response = user_client.post(correct_url, {"label": "Tabby cat"}, follow=True)
 
     assert response.redirect_chain[-1][0].startswith(detail_url)
-    assert b"You corrected this to" in response.content and b"tabby cat" in response.content
+    assert b"You corrected this to" in response.content
+    assert b"tabby cat" in response.content
     assert Correction.objects.get(prediction=done).class_id == "n02123045"
     assert user_client.get(correct_url).status_code == 405
 
@@ -151,7 +161,8 @@ def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_cl
 def test_the_form_says_why_a_correction_was_refused(user_client, done):
     response = user_client.post(reverse("predictions:correct", args=[done.id]), {"label": ""}, follow=True)
 
-    assert b"Give the right label." in response.content and not Correction.objects.exists()
+    assert b"Give the right label." in response.content
+    assert not Correction.objects.exists()
 
 
 def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client, user):
@@ -173,7 +184,8 @@ def test_history_links_to_the_form_and_shows_the_correction(user_client, user, d
     page = user_client.get(reverse("predictions:history")).content.decode()
 
     assert f'{reverse("predictions:detail", args=[done.id])}#correction-{done.id}">Correct<' in page
-    assert "→ ocelot" in page and "Change correction" in page
+    assert "→ ocelot" in page
+    assert "Change correction" in page
 
 
 # --- Export: command and admin action ----------------------------------------------
@@ -209,9 +221,11 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     image = root / "tabby cat" / tabby[0]
     assert image.read_bytes() == Path(Prediction.objects.get(id=image.stem).image.path).read_bytes()
     rows = _manifest((root / "manifest.csv").read_text())
-    assert len(rows) == 3 and {r["model_version"] for r in rows} == {"3"}
+    assert len(rows) == 3
+    assert {r["model_version"] for r in rows} == {"3"}
     new_class = next(r for r in rows if r["label"] == "snow leopard")
-    assert new_class["class_id"] == "" and new_class["predicted_label"] == "tiger cat"
+    assert new_class["class_id"] == ""
+    assert new_class["predicted_label"] == "tiger cat"
     assert new_class["path"] == f"snow leopard/{corrected[2].prediction_id}.jpg"
     assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
@@ -248,11 +262,13 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected
     mine.write_bytes(b"edited by hand")
     with pytest.raises(CommandError, match=r"2 file\(s\) in .* differ .*nothing was written"):
         call_command("export_corrections", str(root), stdout=io.StringIO())
-    assert mine.read_bytes() == b"edited by hand" and not (root / "lynx").exists()
+    assert mine.read_bytes() == b"edited by hand"
+    assert not (root / "lynx").exists()
 
     out = io.StringIO()
     call_command("export_corrections", str(root), "--overwrite", stdout=out)
-    assert "2 file(s) replaced" in out.getvalue() and (root / "lynx").is_dir()
+    assert "2 file(s) replaced" in out.getvalue()
+    assert (root / "lynx").is_dir()
     assert mine.read_bytes() != b"edited by hand"
     assert Correction.objects.get(id=corrected[0].id).label == "tabby cat"
 
@@ -281,7 +297,8 @@ def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client, correct
 
     response = client.post(changelist, {"action": "export_dataset", "_selected_action": [c.pk for c in corrected[:3]]})
 
-    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
     assert "attachment" in response["Content-Disposition"]
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     names = sorted(archive.namelist())
@@ -312,8 +329,11 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(user,
     assert card["metrics"] == {"test_photos.count": "5", "test_photos.top1_accuracy": "0.8", "num_classes": "3"}
 
     page = user_client.get("/stats/").content.decode()
-    assert "<h2>Model</h2>" in page and "lite v3" in page and "trained 2026-11-20" in page
-    assert "test_photos.top1_accuracy" in page and "correction rate <strong>0.250</strong>" in page
+    assert "<h2>Model</h2>" in page
+    assert "lite v3" in page
+    assert "trained 2026-11-20" in page
+    assert "test_photos.top1_accuracy" in page
+    assert "correction rate <strong>0.250</strong>" in page
 
 
 def test_stats_counts_only_the_users_own_corrections(user, model_version):

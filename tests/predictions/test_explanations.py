@@ -63,14 +63,16 @@ def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrel
     photo = photo_bytes("chelsea")
     top = get_classifier(model_dir).classify([photo], top_k=5)[0].predictions
     cat, unrelated = top[0], top[-1]  # tiger cat ... window screen
-    assert cat.class_id in CAT_CLASSES and unrelated.class_id not in CAT_CLASSES
+    assert cat.class_id in CAT_CLASSES
+    assert unrelated.class_id not in CAT_CLASSES
 
     for_cat = explainer.explain(photo, cat.class_id)
     for_unrelated = explainer.explain(photo, unrelated.class_id)
 
     width, height = CHELSEA_SIZE
     assert for_cat.heatmap.shape == (height, width)
-    assert for_cat.heatmap.min() == 0 and for_cat.heatmap.max() == pytest.approx(1.0)
+    assert for_cat.heatmap.min() == 0
+    assert for_cat.heatmap.max() == pytest.approx(1.0)
     seen = np.sort(_crop(for_cat.heatmap).ravel())[::-1]
     assert seen[: len(seen) // 5].sum() / seen.sum() > 0.3  # the hottest fifth holds far more than a fifth
     seen_cat, seen_unrelated = _crop(for_cat.heatmap).ravel(), _crop(for_unrelated.heatmap).ravel()
@@ -81,7 +83,9 @@ def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrel
     assert np.hypot(*np.subtract(peak_cat, peak_unrelated)) > 40  # the eye and cheek, not the nose's mesh
     assert abs(for_cat.score - cat.score) < 1e-3  # the same preprocessing and model as classification
     with Image.open(io.BytesIO(for_cat.png())) as overlay:
-        assert overlay.format == "PNG" and overlay.size == CHELSEA_SIZE and overlay.mode == "RGB"
+        assert overlay.format == "PNG"
+        assert overlay.size == CHELSEA_SIZE
+        assert overlay.mode == "RGB"
 
 
 def test_the_margins_the_model_never_saw_carry_no_heat(explainer):
@@ -89,7 +93,8 @@ def test_the_margins_the_model_never_saw_carry_no_heat(explainer):
     width, height = CHELSEA_SIZE
     side = round(min(width, height) * 0.875)
     left = round((width - side) / 2)
-    assert result.heatmap[:, : left - 1].max() == 0 and result.heatmap[:, left + side + 1 :].max() == 0
+    assert result.heatmap[:, : left - 1].max() == 0
+    assert result.heatmap[:, left + side + 1 :].max() == 0
 
 
 def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer):
@@ -109,8 +114,10 @@ def test_the_feature_map_layer_is_found_by_shape_in_the_shipped_and_a_finetuned_
     tuned_model = keras.saving.load_model(finetuned.target / gradcam.KERAS_FILE, compile=False)
     tuned = gradcam.last_feature_map_layer(tuned_model).output.shape
 
-    assert len(shipped) == 4 and shipped[1:3] == (7, 7)  # 224 px input
-    assert len(tuned) == 4 and tuned[1:3] == (3, 3)  # the fine-tune's 96 px input
+    assert len(shipped) == 4
+    assert shipped[1:3] == (7, 7)
+    assert len(tuned) == 4
+    assert tuned[1:3] == (3, 3)
     digit = sorted(digits_subset.rglob("*.png"))[0]
     tuned_explainer = gradcam.get_explainer(finetuned.target)
     result = tuned_explainer.explain(digit.read_bytes(), tuned_explainer.class_ids[0])
@@ -173,11 +180,13 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
     with django_capture_on_commit_callbacks(execute=False) as sent:
         pending = api.get(_url(classified))  # no class_id: the top class
 
-    assert pending.status_code == 202 and pending.json() == {"status": "pending"}
+    assert pending.status_code == 202
+    assert pending.json() == {"status": "pending"}
     assert pending["Location"] == f"http://testserver{_url(classified)}?class_id={classified.class_id}"
     assert len(sent) == 1  # queued for the worker once committed
     explanation = Explanation.objects.get(prediction=classified)
-    assert explanation.class_id == classified.class_id and explanation.status == ExplanationStatus.PENDING
+    assert explanation.class_id == classified.class_id
+    assert explanation.status == ExplanationStatus.PENDING
 
     with django_capture_on_commit_callbacks(execute=False) as sent_again:
         assert api.get(pending["Location"]).status_code == 202
@@ -186,7 +195,8 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
     explanations.explanation_compute(explanation_id=explanation.id)  # what the worker runs
     ready = api.get(pending["Location"], HTTP_ACCEPT="image/png")
 
-    assert ready.status_code == 200 and ready["Content-Type"] == "image/png"
+    assert ready.status_code == 200
+    assert ready["Content-Type"] == "image/png"
     with Image.open(io.BytesIO(b"".join(ready.streaming_content))) as overlay:
         assert overlay.size == CHELSEA_SIZE
 
@@ -196,14 +206,16 @@ def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
 
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["field"] == "class_id" and "n02123045, n02123159" in error["message"]
+    assert error["field"] == "class_id"
+    assert "n02123045, n02123159" in error["message"]
     assert not Explanation.objects.exists()
 
 
 def test_api_hides_another_users_prediction_with_404(succeeded):
     response = _api(UserFactory()).get(_url(succeeded))
 
-    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
     assert not Explanation.objects.exists()
 
 
@@ -212,7 +224,8 @@ def test_api_explains_no_failed_prediction_409(user):
 
     response = _api(user).get(_url(failed))
 
-    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
     assert "failed" in response.json()["error"]["message"]
 
 
@@ -250,7 +263,8 @@ def test_a_pending_explanation_whose_message_was_lost_is_sent_again(
     with django_capture_on_commit_callbacks(execute=False) as sent:
         explanation = explanations.explanation_request(prediction=classified, user=user)
 
-    assert len(sent) == 1 and explanation.status == ExplanationStatus.PENDING
+    assert len(sent) == 1
+    assert explanation.status == ExplanationStatus.PENDING
 
 
 def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_export_again(
@@ -268,7 +282,8 @@ def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_expor
 
     explanation.refresh_from_db()
     assert explanation.status == ExplanationStatus.FAILED
-    assert "cannot be explained" in explanation.error and "make model" in explanation.error
+    assert "cannot be explained" in explanation.error
+    assert "make model" in explanation.error
 
 
 def test_deleting_the_prediction_deletes_its_overlays(
@@ -277,7 +292,8 @@ def test_deleting_the_prediction_deletes_its_overlays(
     with django_capture_on_commit_callbacks(execute=False):
         explanation = explanations.explanation_request(prediction=classified, user=user)
     explanation = explanations.explanation_compute(explanation_id=explanation.id)
-    assert explanation is not None and explanation.status == ExplanationStatus.SUCCEEDED
+    assert explanation is not None
+    assert explanation.status == ExplanationStatus.SUCCEEDED
     path = Path(explanation.image.path)
     assert path.is_file()
 
@@ -300,9 +316,11 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
 
     with django_capture_on_commit_callbacks(execute=False):
         asked = user_client.get(reverse("predictions:explain", args=[classified.id]), {"class_id": classified.class_id})
-    assert asked.status_code == 302 and asked.url == f"{detail}?explain={classified.class_id}#explain"
+    assert asked.status_code == 302
+    assert asked.url == f"{detail}?explain={classified.class_id}#explain"
     computing = user_client.get(asked.url).content.decode()
-    assert "Computing the heat map" in computing and "Refresh" in computing
+    assert "Computing the heat map" in computing
+    assert "Refresh" in computing
 
     explanations.explanation_compute(explanation_id=Explanation.objects.get().id)
     shown = user_client.get(asked.url).content.decode()
@@ -310,7 +328,8 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
     assert f'src="{overlay_url}"' in shown
     assert f'src="{reverse("predictions:image", args=[classified.id])}"' in shown
     image = user_client.get(overlay_url)
-    assert image.status_code == 200 and image["Content-Type"] == "image/png"
+    assert image.status_code == 200
+    assert image["Content-Type"] == "image/png"
 
 
 def test_the_page_says_why_a_class_cannot_be_explained(user_client, succeeded):
@@ -346,6 +365,7 @@ def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(explai
     with Image.open(io.BytesIO(b"".join(response.streaming_content))) as overlay:
         assert overlay.size == CHELSEA_SIZE
     explanation = Explanation.objects.get(prediction=prediction)
-    assert explanation.class_id == second_class and explanation.compute_ms > 0
+    assert explanation.class_id == second_class
+    assert explanation.compute_ms > 0
     assert explanation.layer  # the feature-map layer the worker found
     assert django_settings.CELERY_TASK_ROUTES[explanations.EXPLANATION_COMPUTE_TASK] == {"queue": "inference"}

@@ -44,14 +44,17 @@ def test_ready_when_everything_is_there(client, active_model, fresh_worker):
 
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert body["status"] == "ok" and body["failing"] == []
+    assert body["status"] == "ok"
+    assert body["failing"] == []
     assert set(body["checks"]) == {"database", "broker", "workers", "model"}
     assert all(check["ok"] for check in body["checks"].values())
     assert body["checks"]["workers"]["workers"] == ["celery@test"]
     assert body["checks"]["model"]["model"] == f"{active_model.name}:{active_model.version}"
 
 
-def test_ready_fails_fast_naming_the_broker_when_redis_is_down(client, settings, active_model, fresh_worker, monkeypatch):
+def test_ready_fails_fast_naming_the_broker_when_redis_is_down(
+    client, settings, active_model, fresh_worker, monkeypatch
+):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6390/0"  # nothing listens there
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     attempts = []
@@ -107,7 +110,8 @@ def test_a_maintenance_worker_alone_is_not_ready(client, active_model):
     assert response.status_code == 503
     workers = response.json()["checks"]["workers"]
     assert response.json()["failing"] == ["workers"]
-    assert workers["count"] == 0 and workers["workers"] == []
+    assert workers["count"] == 0
+    assert workers["workers"] == []
     assert "does not consume the 'inference' queue" in workers["not_serving"]["maintenance@box"]
     assert "no worker consuming the 'inference' queue with its model loaded" in workers["error"]
 
@@ -151,8 +155,10 @@ def test_real_worker_makes_the_service_ready(client, celery_worker, active_model
         time.sleep(0.5)
     row = WorkerHeartbeat.objects.get()
     assert row.queues == ["celery", "inference", "maintenance"]  # as the pool child sees them
-    assert row.model_loaded and row.model_error == ""
-    assert row.model_load_seconds is not None and row.model_load_seconds > 0
+    assert row.model_loaded
+    assert row.model_error == ""
+    assert row.model_load_seconds is not None
+    assert row.model_load_seconds > 0
     assert row.model_version == f"{active_model.name}:{active_model.version}"
 
     response = client.get(READY_URL)

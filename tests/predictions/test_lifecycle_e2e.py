@@ -127,17 +127,20 @@ def test_fine_tune_register_activate_roll_back_ab_test_and_reprocess_with_a_real
     # Register the fine-tuned folder as an operator would, then switch to it through the API.
     call_command("register_model", str(finetuned.target))
     activated = switcher.post(f"{MODELS_URL}digits/2/activate/")
-    assert activated.status_code == 200 and activated.json()["status"] == "active", activated.content
+    assert activated.status_code == 200, activated.content
+    assert activated.json()["status"] == "active", activated.content
 
     # The worker picks the switch up without a restart: a held-out scan gets a digit.
     scan = digit_scans[0]
     body = _classified(api, scan.read_bytes(), "digit.png")
     assert body["model"] == {"name": "digits", "version": "2"}
-    assert body["class_id"] == scan.parent.name and body["class_id"] in DIGIT_CLASSES
+    assert body["class_id"] == scan.parent.name
+    assert body["class_id"] in DIGIT_CLASSES
 
     # Roll back: a real photo gets its ImageNet cat class from the shipped version again.
     rolled_back = switcher.post(f"{MODELS_URL}rollback/")
-    assert rolled_back.status_code == 200 and rolled_back.json()["version"] == shipped.version
+    assert rolled_back.status_code == 200
+    assert rolled_back.json()["version"] == shipped.version
     body = _classified(api, photo_bytes("chelsea"), "chelsea.jpg")
     assert body["model"] == {"name": shipped.name, "version": shipped.version}
     assert body["class_id"] in CAT_CLASSES
@@ -147,7 +150,8 @@ def test_fine_tune_register_activate_roll_back_ab_test_and_reprocess_with_a_real
     candidate = ModelVersion.objects.get(name="digits", version="2")
     on_candidate, on_active, share = _users_split_by(candidate)
     patched = switcher.patch(f"{MODELS_URL}digits/2/", {"traffic_percent": share}, format="json")
-    assert patched.status_code == 200 and patched.json()["traffic_percent"] == share, patched.content
+    assert patched.status_code == 200, patched.content
+    assert patched.json()["traffic_percent"] == share, patched.content
     candidate_api = _token_client(on_candidate)
     for index, scan in enumerate(digit_scans[1:4]):
         body = _classified(candidate_api, scan.read_bytes(), f"scan{index}.png")

@@ -40,7 +40,8 @@ def fresh_classifier_cache(monkeypatch):
 def _assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.content
     error = response.json()["error"]
-    assert set(error) == {"code", "message", "field"} and error["message"]
+    assert set(error) == {"code", "message", "field"}
+    assert error["message"]
     assert error["code"] == code
     return error
 
@@ -52,7 +53,9 @@ def test_sync_registers_classes_metrics_and_records_the_default_activation(db, m
     services.model_version_sync()
 
     active = selectors.model_version_active()
-    assert active is not None and active.status == "active" and active.is_active
+    assert active is not None
+    assert active.status == "active"
+    assert active.is_active
     assert len(active.classes) == 1000
     assert active.classes[0] == {"class_id": "n01440764", "label": "tench"}
     assert active.metrics["test_photos"]["top1_accuracy"] > 0
@@ -68,9 +71,11 @@ def test_register_model_loads_and_registers_a_folder_in_place_then_activates(act
     v2 = ModelVersion.objects.get(name="efficientnet_lite0", version="2")
     assert Path(v2.path) == model_v2.resolve()  # nothing copied
     assert v2.parent == active_model
-    assert v2.status == "active" and len(v2.classes) == 1000
+    assert v2.status == "active"
+    assert len(v2.classes) == 1000
     active_model.refresh_from_db()
-    assert active_model.status == "available" and not active_model.is_active
+    assert active_model.status == "available"
+    assert not active_model.is_active
     assert ModelActivation.objects.first().previous == active_model
     assert "Registered efficientnet_lite0 v2 (active, 1000 classes)" in capsys.readouterr().out
 
@@ -182,7 +187,8 @@ def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, a
     before.refresh_from_db()
     after.refresh_from_db()
     assert before.model_version == active_model
-    assert after.status == PredictionStatus.SUCCEEDED and after.model_version == v2
+    assert after.status == PredictionStatus.SUCCEEDED
+    assert after.model_version == v2
     assert after.class_id in CAT_CLASSES
     assert str(model_v2.resolve()) in inference.loaded_model_dirs()
 
@@ -205,7 +211,8 @@ def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding
 
     assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
     (result,) = in_flight.classify([photo_bytes("chelsea")], top_k=1)  # the batch finishes on v1
-    assert result.top.class_id in CAT_CLASSES and in_flight.version == "1"
+    assert result.top.class_id in CAT_CLASSES
+    assert in_flight.version == "1"
     del in_flight, result
     gc.collect()
     assert v1_ref() is None  # nothing holds the old model any more: its memory is free
@@ -262,7 +269,8 @@ def test_admin_activate_and_roll_back_actions(client, switcher, active_model, mo
     changelist = reverse("admin:predictions_modelversion_changelist")
 
     listing = client.get(changelist)
-    assert b'value="activate"' in listing.content and b'value="rollback"' in listing.content
+    assert b'value="activate"' in listing.content
+    assert b'value="rollback"' in listing.content
     client.post(changelist, {"action": "activate", "_selected_action": [v2.pk]})
     assert selectors.model_version_active() == v2
     client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
@@ -291,7 +299,8 @@ def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, activ
     listing = api_for(user).get(MODELS_URL).json()
 
     by_version = {entry["version"]: entry for entry in listing}
-    assert by_version["1"]["status"] == "active" and by_version["1"]["is_active"] is True
+    assert by_version["1"]["status"] == "active"
+    assert by_version["1"]["is_active"] is True
     assert by_version["2"]["status"] == "available"
     assert by_version["2"]["parent"] == {"name": "efficientnet_lite0", "version": "1"}
     assert by_version["1"]["num_classes"] == 1000
@@ -305,13 +314,16 @@ def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
     api = api_for(switcher)
 
     activated = api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/")
-    assert activated.status_code == 200 and activated.json()["status"] == "active"
+    assert activated.status_code == 200
+    assert activated.json()["status"] == "active"
     history = api.get(f"{MODELS_URL}activations/").json()
-    assert history[0]["model"] == "efficientnet_lite0:2" and history[0]["previous"] == "efficientnet_lite0:1"
+    assert history[0]["model"] == "efficientnet_lite0:2"
+    assert history[0]["previous"] == "efficientnet_lite0:1"
     assert history[0]["activated_by"] == switcher.username
 
     rolled_back = api.post(ROLLBACK_URL)
-    assert rolled_back.status_code == 200 and rolled_back.json()["version"] == "1"
+    assert rolled_back.status_code == 200
+    assert rolled_back.json()["version"] == "1"
     assert selectors.model_version_active() == active_model
 
 
@@ -343,4 +355,5 @@ def test_api_activate_a_version_whose_files_are_gone_is_503(api_for, switcher, a
     )
 
     assert str(model_v2) not in error["message"]
-    assert selectors.model_version_active() == active_model and not ModelActivation.objects.filter(model_version=v2)
+    assert selectors.model_version_active() == active_model
+    assert not ModelActivation.objects.filter(model_version=v2)

@@ -89,11 +89,14 @@ def test_the_worker_stores_every_passing_label_and_the_api_and_card_show_them(
     services.prediction_process(prediction_id=prediction.id)  # what the worker runs
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.model_version == multi_label_model
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.model_version == multi_label_model
     top = prediction.top_predictions[0]
     # label / confidence stay the top score, as for any model.
-    assert prediction.class_id == top["class_id"] and prediction.confidence == pytest.approx(top["score"], abs=1e-6)
-    assert top["positive"] is True and prediction.class_id in digits
+    assert prediction.class_id == top["class_id"]
+    assert prediction.confidence == pytest.approx(top["score"], abs=1e-6)
+    assert top["positive"] is True
+    assert prediction.class_id in digits
     assert {entry["class_id"] for entry in prediction.passing_labels} == digits
     scores = [entry["score"] for entry in prediction.top_predictions]
     assert scores == sorted(scores, reverse=True)
@@ -103,7 +106,8 @@ def test_the_worker_stores_every_passing_label_and_the_api_and_card_show_them(
     body = api.get(f"/api/v1/predictions/{prediction.id}/").json()
     assert {entry["class_id"] for entry in body["labels"]} == digits
     assert all(entry["positive"] for entry in body["labels"])
-    assert body["predictions"][0]["positive"] is True and body["label"] == prediction.label
+    assert body["predictions"][0]["positive"] is True
+    assert body["label"] == prediction.label
 
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
     shown = [entry["label"] for entry in prediction.passing_labels]
@@ -111,7 +115,8 @@ def test_the_worker_stores_every_passing_label_and_the_api_and_card_show_them(
 
     # The same bytes again reuse the stored result, labels and all.
     again = services.prediction_create(user=user, uploaded_file=upload(), top_k=1)
-    assert again.cached and again.passing_labels == prediction.passing_labels
+    assert again.cached
+    assert again.passing_labels == prediction.passing_labels
 
 
 def test_a_single_label_result_has_no_labels_list(user, active_model, user_client):
@@ -120,12 +125,14 @@ def test_a_single_label_result_has_no_labels_list(user, active_model, user_clien
     services.prediction_process(prediction_id=prediction.id)
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.passing_labels is None
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.passing_labels is None
     assert all(set(entry) == {"label", "class_id", "score"} for entry in prediction.top_predictions)
     api = APIClient()
     api.force_authenticate(user)
     body = api.get(f"/api/v1/predictions/{prediction.id}/").json()
-    assert body["labels"] is None and "positive" not in body["predictions"][0]
+    assert body["labels"] is None
+    assert "positive" not in body["predictions"][0]
     assert "Labels:" not in user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
 
 

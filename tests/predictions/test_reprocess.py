@@ -57,22 +57,26 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
     older = history["older"]
     services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
     job = services.reprocess_job_start(user=None, scope="older_versions")
-    assert job.total == 1 and job.model_version == active_model
+    assert job.total == 1
+    assert job.model_version == active_model
     assert _counts(job) == (1, 0, 0, 0)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert services.reprocess_job_step(job_id=job.pk) is True
     assert sent == [(older.id, True)]
     older.refresh_from_db()
-    assert older.status == PredictionStatus.PENDING and older.assigned_version == active_model
+    assert older.status == PredictionStatus.PENDING
+    assert older.assigned_version == active_model
     services.prediction_process(prediction_id=older.id, rerun=True)
 
     older.refresh_from_db()
-    assert older.status == PredictionStatus.SUCCEEDED and older.model_version == active_model
+    assert older.status == PredictionStatus.SUCCEEDED
+    assert older.model_version == active_model
     assert _counts(job) == (0, 0, 1, 0)
     assert services.reprocess_job_step(job_id=job.pk) is False
     job.refresh_from_db()
-    assert job.status == "done" and job.finished_at is not None
+    assert job.status == "done"
+    assert job.finished_at is not None
     assert Correction.objects.get(prediction=older).label == "tiger cat"  # the user's label stays
     history["active"].refresh_from_db()
     assert history["active"].reprocess_job is None  # made by the active version: not run again
@@ -87,14 +91,17 @@ def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, 
 
     with django_capture_on_commit_callbacks(execute=True):
         services.reprocess_job_step(job_id=job.pk)
-    assert len(sent) == 2 and _counts(job) == (3, 0, 0, 0)  # 1 left to send + 2 pending
-    assert services.reprocess_job_step(job_id=job.pk) is True and len(sent) == 2  # half a chunk in flight: wait
+    assert len(sent) == 2
+    assert _counts(job) == (3, 0, 0, 0)
+    assert services.reprocess_job_step(job_id=job.pk) is True
+    assert len(sent) == 2
 
     services.reprocess_job_pause(job=job)
     Prediction.objects.filter(reprocess_job=job).update(
         status=PredictionStatus.SUCCEEDED, confidence=0.9, completed_at=timezone.now()
     )  # the workers did their part
-    assert services.reprocess_job_step(job_id=job.pk) is False and len(sent) == 2  # paused: nothing sent
+    assert services.reprocess_job_step(job_id=job.pk) is False
+    assert len(sent) == 2
     with pytest.raises(ConflictError):
         services.reprocess_job_pause(job=job)
     services.reprocess_job_resume(job=job)
@@ -118,9 +125,11 @@ def test_admin_starts_a_job_shows_counts_and_pauses_it(client, history, sent):
     assert b"Corrected labels are kept" in page.content
     client.post(reverse("admin:predictions_reprocessjob_add"), {"scope": "older_versions"})
     job = ReprocessJob.objects.get()
-    assert job.created_by == staff and job.total == 1
+    assert job.created_by == staff
+    assert job.total == 1
     listing = client.get(reverse("admin:predictions_reprocessjob_changelist"))
-    assert b"Waiting" in listing.content and b'value="pause"' in listing.content
+    assert b"Waiting" in listing.content
+    assert b'value="pause"' in listing.content
     client.post(reverse("admin:predictions_reprocessjob_changelist"), {"action": "pause", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert job.status == "paused"

@@ -47,7 +47,8 @@ def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(failed, sent,
     assert (row.error, row.label, row.confidence, row.top_predictions) == ("", "", None, [])
     assert (row.started_at, row.completed_at, row.total_ms, row.queue_ms, row.claim) == (None, None, None, None, None)
     assert row.attempts == 0  # a fresh budget of MAX_ATTEMPTS claims
-    assert row.retried_at is not None and row.created_at == failed.created_at
+    assert row.retried_at is not None
+    assert row.created_at == failed.created_at
     assert Path(row.image.path).exists()
 
 
@@ -60,7 +61,9 @@ def test_only_a_failed_prediction_is_retried(user, sent, status):
         services.prediction_retry(prediction=prediction)
 
     row = Prediction.objects.get(id=prediction.id)
-    assert row.status == status and row.retried_at is None and sent == []
+    assert row.status == status
+    assert row.retried_at is None
+    assert sent == []
 
 
 def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
@@ -82,10 +85,13 @@ def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
     services.prediction_process(prediction_id=prediction.id)
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.class_id in CAT_CLASSES
-    assert prediction.model_version == active_model and prediction.error == ""
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.class_id in CAT_CLASSES
+    assert prediction.model_version == active_model
+    assert prediction.error == ""
     # Counted from the retry, not from the upload an hour before it.
-    assert prediction.retried_at is not None and prediction.completed_at is not None
+    assert prediction.retried_at is not None
+    assert prediction.completed_at is not None
     since_retry = prediction.completed_at - prediction.retried_at
     assert prediction.total_ms == pytest.approx(since_retry / timedelta(milliseconds=1))
 
@@ -96,7 +102,9 @@ def test_api_retry_is_202_with_the_prediction(user, failed, sent, django_capture
 
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["id"] == str(failed.id) and body["status"] == "pending" and body["error"] == ""
+    assert body["id"] == str(failed.id)
+    assert body["status"] == "pending"
+    assert body["error"] == ""
     assert response["Location"] == body["url"]
     assert sent == [failed.id]
 
@@ -115,14 +123,16 @@ def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user, f
 def test_api_retry_of_another_users_prediction_is_404(failed, sent):
     response = api_as(UserFactory()).post(f"/api/v1/predictions/{failed.id}/retry/")
 
-    assert response.status_code == 404 and set(response.json()["error"]) == {"code", "message", "field"}
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"code", "message", "field"}
     assert Prediction.objects.get(id=failed.id).status == PredictionStatus.FAILED
 
 
 def test_the_failed_card_has_a_retry_button_that_sends_it_again(user_client, failed, sent):
     page = user_client.get(reverse("predictions:detail", args=[failed.id]))
     retry_url = reverse("predictions:retry", args=[failed.id])
-    assert retry_url.encode() in page.content and b"Try again" in page.content
+    assert retry_url.encode() in page.content
+    assert b"Try again" in page.content
 
     response = user_client.post(retry_url, follow=True)
 

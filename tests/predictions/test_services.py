@@ -45,7 +45,8 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     assert prediction.size_bytes == len(content)
     stored = Path(prediction.image.path)
     assert stored.read_bytes() == content
-    assert prediction.id.hex in stored.name and ".." not in prediction.image.name
+    assert prediction.id.hex in stored.name
+    assert ".." not in prediction.image.name
 
 
 @pytest.mark.parametrize(
@@ -83,8 +84,10 @@ def test_create_many_keeps_good_files_when_one_is_bad(user):
         user=user, uploaded_files=[_upload(photo_bytes("coffee")), _upload(b"junk", "x.png")]
     )
 
-    assert outcomes[0].prediction is not None and outcomes[0].error is None
-    assert outcomes[1].prediction is None and outcomes[1].filename == "x.png"
+    assert outcomes[0].prediction is not None
+    assert outcomes[0].error is None
+    assert outcomes[1].prediction is None
+    assert outcomes[1].filename == "x.png"
     assert Prediction.objects.count() == 1
 
 
@@ -96,7 +99,8 @@ def test_process_stores_label_timings_and_model_version(user, active_model):
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.SUCCEEDED
     assert prediction.class_id in CAT_CLASSES
-    assert prediction.label and 0 < prediction.confidence <= 1
+    assert prediction.label
+    assert 0 < prediction.confidence <= 1
     assert len(prediction.top_predictions) == 5
     assert prediction.top_predictions[0]["class_id"] == prediction.class_id
     assert prediction.model_version == active_model
@@ -236,7 +240,8 @@ def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(use
 
     assert services.prediction_claim(prediction_id=prediction.id, batch_size=8)[1] == []
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.RUNNING and prediction.attempts == 1
+    assert prediction.status == PredictionStatus.RUNNING
+    assert prediction.attempts == 1
 
 
 # --- Micro-batching, claims, the duplicate-result cache, thumbnails -----------------------
@@ -259,7 +264,8 @@ def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_mo
     report = services.prediction_process(prediction_id=created[0].id)
 
     assert calls == [4]  # one model call for the four images
-    assert report.size == 4 and report.succeeded == 4
+    assert report.size == 4
+    assert report.succeeded == 4
     rows = {p.id: p for p in Prediction.objects.all()}
     assert rows[created[0].id].class_id in CAT_CLASSES
     assert all(p.status == PredictionStatus.SUCCEEDED and p.attempts == 1 for p in rows.values())
@@ -336,10 +342,12 @@ def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model
 
     again = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=3)
 
-    assert again.status == PredictionStatus.SUCCEEDED and again.cached
+    assert again.status == PredictionStatus.SUCCEEDED
+    assert again.cached
     assert (again.label, again.class_id, again.confidence) == (first.label, first.class_id, first.confidence)
     assert again.top_predictions == first.top_predictions[:3]
-    assert again.model_version_id == active_model.id and Path(again.image.path).exists()
+    assert again.model_version_id == active_model.id
+    assert Path(again.image.path).exists()
     assert sent == []  # nothing queued, the model never ran
     # A wider top-k than stored, another user, or the cache turned off: classified afresh.
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=10).cached is False
@@ -368,8 +376,10 @@ def test_thumbnail_is_made_once_and_stored(user, monkeypatch):
     name = services.prediction_thumbnail(prediction=prediction)
     again = services.prediction_thumbnail(prediction=Prediction.objects.get(id=prediction.id))
 
-    assert name == again and len(made) == 1
+    assert name == again
+    assert len(made) == 1
     from PIL import Image
 
     with Image.open(prediction.thumbnail.storage.path(name)) as thumb:
-        assert thumb.format == "JPEG" and max(thumb.size) <= 160
+        assert thumb.format == "JPEG"
+        assert max(thumb.size) <= 160

@@ -236,7 +236,8 @@ def test_percentile_edges_and_whole_percents_only():
 
 
 def test_one_helper_decides_who_sees_every_user(staff, user, history):
-    assert stats.stats_all_users(staff) and stats.stats_all_users(None)
+    assert stats.stats_all_users(staff)
+    assert stats.stats_all_users(None)
     assert not stats.stats_all_users(user)
 
     mine = stats.prediction_stats_cached(user=user, days=30)
@@ -253,7 +254,8 @@ def test_empty_history_has_no_percentiles(user):
 
     assert report.total == 0
     assert report.latency["total_ms"].p50 is None
-    assert report.mean_confidence is None and report.low_confidence_share is None
+    assert report.mean_confidence is None
+    assert report.low_confidence_share is None
     assert [day.predictions for day in report.per_day] == [0] * 7
 
 
@@ -275,7 +277,8 @@ def test_page_shows_own_stats_only(user_client, history):
     body = response.content.decode()
     assert "Your predictions" in body
     assert "fox" not in body  # the other user's label
-    assert "cat" in body and "55.0" in body  # total p50
+    assert "cat" in body
+    assert "55.0" in body
     assert 'href="/stats/"' in body  # nav link
 
 
@@ -296,14 +299,16 @@ def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(client, st
     client.force_login(staff)
 
     everyone = client.get(PAGE_URL)
-    assert everyone.context["report"].all_users and everyone.context["report"].total == 17
+    assert everyone.context["report"].all_users
+    assert everyone.context["report"].total == 17
     assert 'href="?days=30&amp;scope=mine">Yours</a>' in everyone.content.decode()
 
     mine = client.get(PAGE_URL, {"scope": "mine", "days": 7})
     report = mine.context["report"]
     assert (report.all_users, report.total, report.days) == (False, 1, 7)
     body = mine.content.decode()
-    assert "Your predictions" in body and "fox" not in body
+    assert "Your predictions" in body
+    assert "fox" not in body
     assert 'href="?days=90&amp;scope=mine"' in body  # the window links keep the scope
 
     api = APIClient()
@@ -317,7 +322,8 @@ def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(client, st
 
 def test_page_uses_no_external_assets(user_client, history):
     body = user_client.get(PAGE_URL).content.decode()
-    assert "http://" not in body and "https://" not in body
+    assert "http://" not in body
+    assert "https://" not in body
     assert "<script src" not in body
 
 

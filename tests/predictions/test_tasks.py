@@ -84,7 +84,8 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_m
     assert tasks.prediction_run.apply(args=[str(prediction.id)]).successful()
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.class_id in CAT_CLASSES
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.class_id in CAT_CLASSES
 
 
 def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, active_model, monkeypatch):
@@ -99,7 +100,8 @@ def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, act
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
-    assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE and "/models" not in prediction.error
+    assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE
+    assert "/models" not in prediction.error
 
 
 def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(user, active_model, monkeypatch):

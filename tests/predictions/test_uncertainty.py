@@ -67,7 +67,8 @@ def test_a_multi_label_result_is_uncertain_when_no_class_reaches_its_threshold()
     named = multi_label_uncertainty(np.asarray([0.9, 0.1, 0.2]), thresholds)
     nothing = multi_label_uncertainty(np.asarray([0.45, 0.25, 0.6]), thresholds)
 
-    assert not named.uncertain and nothing.uncertain
+    assert not named.uncertain
+    assert nothing.uncertain
     assert nothing.margin == pytest.approx(0.05)  # 0.45 and 0.25 were 0.05 from their thresholds
     # mean binary entropy over ln 2 of 0.9, 0.1, 0.2
     expected = np.mean([-(q * math.log(q) + (1 - q) * math.log(1 - q)) / math.log(2) for q in (0.9, 0.1, 0.2)])
@@ -81,8 +82,10 @@ def test_shipped_model_is_sure_of_the_cat_and_not_of_noise(model_dir):
 
     assert classifier.uncertainty_thresholds.calibrated  # make model calibrated it (metadata.json)
     assert cat.top.class_id in CAT_CLASSES
-    assert cat.uncertainty is not None and not cat.uncertainty.uncertain
-    assert noise.uncertainty is not None and noise.uncertainty.uncertain
+    assert cat.uncertainty is not None
+    assert not cat.uncertainty.uncertain
+    assert noise.uncertainty is not None
+    assert noise.uncertainty.uncertain
     # Not the margin: tabby and tiger cat split the cat's mass (a margin of about 0.02), which
     # is why calibration set the margin threshold low and entropy does most of the flagging.
     assert noise.uncertainty.entropy > cat.uncertainty.entropy
@@ -109,10 +112,13 @@ def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user, classified)
 
     again = services.prediction_create(user=user, uploaded_file=_upload(noise_png(), "noise-again.png"))
 
-    assert cat.uncertain is False and noise.uncertain is True
+    assert cat.uncertain is False
+    assert noise.uncertain is True
     assert 0 <= cat.entropy < noise.entropy <= 1
-    assert 0 <= cat.margin <= 1 and 0 <= noise.margin <= 1
-    assert again.cached and again.status == PredictionStatus.SUCCEEDED
+    assert 0 <= cat.margin <= 1
+    assert 0 <= noise.margin <= 1
+    assert again.cached
+    assert again.status == PredictionStatus.SUCCEEDED
     assert (again.entropy, again.margin, again.uncertain) == (noise.entropy, noise.margin, True)
 
 
@@ -124,11 +130,13 @@ def test_api_says_whether_the_model_was_sure(user, classified):
     sure = api.get(f"/api/v1/predictions/{cat.id}/").json()
     unsure = api.get(f"/api/v1/predictions/{noise.id}/").json()
 
-    assert sure["uncertain"] is False and unsure["uncertain"] is True
+    assert sure["uncertain"] is False
+    assert unsure["uncertain"] is True
     assert sure["uncertainty"] == {"entropy": cat.entropy, "margin": cat.margin}
     assert unsure["uncertainty"]["entropy"] > sure["uncertainty"]["entropy"]
     schema = api.get("/api/v1/schema/").content.decode()
-    assert "uncertain" in schema and "Not sure" in schema
+    assert "uncertain" in schema
+    assert "Not sure" in schema
 
 
 def test_history_csv_has_the_uncertainty_columns(user_client, classified):
@@ -137,7 +145,8 @@ def test_history_csv_has_the_uncertainty_columns(user_client, classified):
     exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
 
     rows = {row["filename"]: row for row in csv.DictReader(io.StringIO(exported))}
-    assert rows["cat.png"]["uncertain"] == "false" and rows["noise.png"]["uncertain"] == "true"
+    assert rows["cat.png"]["uncertain"] == "false"
+    assert rows["noise.png"]["uncertain"] == "true"
     assert float(rows["noise.png"]["entropy"]) == pytest.approx(noise.entropy, abs=1e-6)
     assert float(rows["cat.png"]["margin"]) == pytest.approx(cat.margin, abs=1e-6)
 
@@ -150,10 +159,12 @@ def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(user_cli
     detail = user_client.get(reverse("predictions:detail", args=[noise.id])).content.decode()
     history = user_client.get(reverse("predictions:history")).content.decode()
 
-    assert "Not sure" in unsure and "maybe:" in unsure
+    assert "Not sure" in unsure
+    assert "maybe:" in unsure
     candidates = [entry["label"] for entry in noise.top_predictions[:3]]
     assert all(label.split()[0].lower() in unsure.lower() for label in candidates)
     assert '<strong class="label">' not in unsure
-    assert "Not sure" not in sure and '<strong class="label">' in sure
+    assert "Not sure" not in sure
+    assert '<strong class="label">' in sure
     assert "Not sure" in detail
     assert history.count(">not sure</span>") == 1  # the noise row only

@@ -18,7 +18,8 @@ from tests.factories import PredictionFactory
 def test_pages_require_login(client):
     for name in ["predictions:upload", "predictions:history"]:
         response = client.get(reverse(name))
-        assert response.status_code == 302 and "/accounts/login/" in response.url
+        assert response.status_code == 302
+        assert "/accounts/login/" in response.url
 
 
 def test_upload_one_image_redirects_to_its_result(user_client, user):
@@ -30,7 +31,8 @@ def test_upload_one_image_redirects_to_its_result(user_client, user):
     assert response.status_code == 302
     assert response.url == reverse("predictions:detail", args=[prediction.id])
     page = user_client.get(response.url)
-    assert b"Pending" in page.content and b"cat.jpg" in page.content
+    assert b"Pending" in page.content
+    assert b"cat.jpg" in page.content
 
 
 def test_upload_several_images_shows_them_together(user_client, user):
@@ -80,7 +82,8 @@ def test_result_card_shows_chart_and_latency_when_done(user_client, user):
 
     html = response.content.decode()
     assert html.count('class="bar-row"') == 2
-    assert "width: 80%" in html and "tabby cat" in html
+    assert "width: 80%" in html
+    assert "tabby cat" in html
     assert "40 ms" in html
 
 
@@ -97,7 +100,9 @@ def test_history_lists_own_predictions_with_filters_and_csv(user_client, user, o
     assert b"secret.jpg" not in page.content
     assert [p.label for p in filtered.context["page"].object_list] == ["espresso"]
     rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
-    assert rows[0][0] == "id" and len(rows) == 2 and rows[1][5] == "tabby cat"
+    assert rows[0][0] == "id"
+    assert len(rows) == 2
+    assert rows[1][5] == "tabby cat"
 
 
 def test_history_is_paginated_newest_first(user_client, user):
@@ -132,7 +137,8 @@ def test_owner_gets_the_image_and_a_thumbnail(user_client, user):
 
     assert full["Content-Type"] == "image/jpeg"
     assert b"".join(full.streaming_content) == prediction.image.open("rb").read()
-    assert thumb.status_code == 200 and b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
+    assert thumb.status_code == 200
+    assert b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
 
 
 def test_media_is_not_served_publicly(client, user):
@@ -164,8 +170,10 @@ def test_admin_lists_predictions_read_only(client, user, django_user_model):
     change = client.get(reverse("admin:predictions_prediction_change", args=[prediction.id]))
     image = client.get(reverse("admin-prediction-image", args=[prediction.id]))
 
-    assert listing.status_code == 200 and b"tabby cat" in listing.content
-    assert change.status_code == 200 and b'name="_save"' not in change.content
+    assert listing.status_code == 200
+    assert b"tabby cat" in listing.content
+    assert change.status_code == 200
+    assert b'name="_save"' not in change.content
     assert image.status_code == 200
 
 
@@ -178,7 +186,8 @@ def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(use
     response = user_client.post(reverse("predictions:upload"), {"images": files, "top_k": 5}, follow=True)
 
     assert len(response.context["predictions"]) == 1
-    assert b"notes.txt" in response.content and b"not an image" in response.content
+    assert b"notes.txt" in response.content
+    assert b"not an image" in response.content
     assert Prediction.objects.filter(user=user).count() == 1
 
 
@@ -223,5 +232,6 @@ def test_a_cached_result_says_so_on_its_card_and_in_history(user_client, user):
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
     history = user_client.get(reverse("predictions:history")).content.decode()
 
-    assert "cached result" in card and "inference 0" not in card
+    assert "cached result" in card
+    assert "inference 0" not in card
     assert ">cached<" in history

@@ -91,7 +91,8 @@ def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings, m
 
     # Long before its deadline: the waiter re-read the row on its own.
     assert asyncio.run(wait()) == PredictionStatus.FAILED
-    assert waits and all(wait == (False, False) for wait in waits), waits
+    assert waits, waits
+    assert all(wait == (False, False) for wait in waits), waits
 
 
 @pytest.mark.slow

@@ -53,7 +53,8 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     heartbeat = worker.worker_process_start()
 
     row = WorkerHeartbeat.objects.get()
-    assert row.queues == ["inference"] and row.model_loaded is False
+    assert row.queues == ["inference"]
+    assert row.model_loaded is False
     assert "no such table" in row.model_error
     response = client.get(READY_URL)
     assert response.status_code == 503
@@ -63,7 +64,8 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     heartbeat.beat()  # the next heartbeat retries the warm-up
 
     row.refresh_from_db()
-    assert row.model_loaded and row.model_error == ""
+    assert row.model_loaded
+    assert row.model_error == ""
     assert row.model_version == f"{active_model.name}:{active_model.version}"
     assert client.get(READY_URL).status_code == 200
 
@@ -78,7 +80,8 @@ def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_chi
     heartbeat = worker.worker_process_start()
 
     row = WorkerHeartbeat.objects.get()
-    assert not row.model_loaded and "No model is installed" in row.model_error
+    assert not row.model_loaded
+    assert "No model is installed" in row.model_error
     assert heartbeat.model_loaded is False
 
 
@@ -92,7 +95,8 @@ def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool
 
     assert loads == []
     row = WorkerHeartbeat.objects.get()
-    assert row.queues == ["celery", "maintenance"] and not row.model_loaded
+    assert row.queues == ["celery", "maintenance"]
+    assert not row.model_loaded
     assert "does not consume 'inference'" in row.model_error
     assert client.get(READY_URL).status_code == 503
 
@@ -164,9 +168,9 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
                 )  # fmt: skip
         deadline = time.monotonic() + 120
         while not all("ready." in log.read_text() for log in logs.values()):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values()), {
-                name: log.read_text()[-3000:] for name, log in logs.items()
-            }
+            tails = {name: log.read_text()[-3000:] for name, log in logs.items()}
+            assert time.monotonic() < deadline, tails
+            assert all(p.poll() is None for p in processes.values()), tails
             time.sleep(0.5)
         assert "no such table" in logs["inference"].read_text()  # the warm-up failed
 
@@ -197,7 +201,8 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
             cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         workers = json.loads(readiness.stdout.strip().splitlines()[-1])
-        assert workers["ok"] is True and workers["count"] == 1
+        assert workers["ok"] is True
+        assert workers["count"] == 1
 
         inference_child, maintenance_child = (_children(processes[name].pid) for name in ("inference", "maintenance"))
         assert [_tensorflow_mapped(pid) for pid in inference_child] == [True]

@@ -85,11 +85,16 @@ def test_engine_comparison_on_a_tiny_fixed_example():
     rows = evaluate.compare_engines(targets, {"savedmodel": reference, "tflite-int8": candidate}, ["a", "b", "c"])
 
     assert [row["engine"] for row in rows] == ["savedmodel", "tflite-int8"]
-    assert rows[0]["top1"] == 0.75 and rows[0]["top1_change_pp"] == 0 and rows[0]["top1_agreement"] == 1
+    assert rows[0]["top1"] == 0.75
+    assert rows[0]["top1_change_pp"] == 0
+    assert rows[0]["top1_agreement"] == 1
     # The candidate gets row 3 right and row 2 wrong: same accuracy, half the answers differ.
-    assert rows[1]["top1"] == 0.75 and rows[1]["top1_change_pp"] == 0 and rows[1]["top1_agreement"] == 0.5
+    assert rows[1]["top1"] == 0.75
+    assert rows[1]["top1_change_pp"] == 0
+    assert rows[1]["top1_agreement"] == 0.5
     table = evaluate.format_engine_table([{**row, "size_mb": 1, "ms_per_image": 1, "single_ms_p50": 1} for row in rows])
-    assert "tflite-int8" in table and "+0.00" in table
+    assert "tflite-int8" in table
+    assert "+0.00" in table
 
 
 @pytest.mark.slow
@@ -119,7 +124,8 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
 
     assert evaluate.main([*data, "--engines", "savedmodel,tflite-fp16,tflite-int8"]) == 0
     printed = capsys.readouterr().out
-    assert "agrees with SavedModel" in printed and "tflite-int8" in printed
+    assert "agrees with SavedModel" in printed
+    assert "tflite-int8" in printed
 
     evaluation = json.loads((model / "metadata.json").read_text())["evaluation"]
     rows = {row["engine"]: row for row in evaluation["engines"]}
@@ -136,11 +142,14 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     assert abs(rows["tflite-int8"]["top1_change_pp"]) <= 10.0
     assert rows["tflite-int8"]["top1"] >= 0.5
     for row in rows.values():
-        assert row["size_mb"] > 0 and row["ms_per_image"] > 0
+        assert row["size_mb"] > 0
+        assert row["ms_per_image"] > 0
         assert row["top1_change_pp"] == pytest.approx((row["top1"] - saved["top1"]) * 100, abs=0.01)
     assert rows["tflite-int8"]["size_mb"] < rows["tflite-fp16"]["size_mb"] < rows["savedmodel"]["size_mb"]
 
     card = (model / "MODEL_CARD.md").read_text()
-    assert "### Engines" in card and "| tflite-int8 |" in card
+    assert "### Engines" in card
+    assert "| tflite-int8 |" in card
     report = (model / "evaluation" / "report.html").read_text()
-    assert '<table id="engines">' in report and "tflite-fp16" in report
+    assert '<table id="engines">' in report
+    assert "tflite-fp16" in report

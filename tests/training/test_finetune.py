@@ -30,11 +30,15 @@ def test_split_is_stratified_disjoint_and_seeded() -> None:
 
 def test_finetune_learns_real_digits_and_exports_served_layout(finetuned: FinetuneResult, digits_subset: Path) -> None:
     target = finetuned.target
-    assert target.name == "2" and target.parent.name == "digits"
+    assert target.name == "2"
+    assert target.parent.name == "digits"
     meta = json.loads((target / "metadata.json").read_text())
-    assert meta["format_version"] == 1 and meta["input_size"] == 96 and meta["num_classes"] == 10
+    assert meta["format_version"] == 1
+    assert meta["input_size"] == 96
+    assert meta["num_classes"] == 10
     assert meta["signature"]["name"] == "serve"
-    assert meta["dataset"]["files"] == 10 * PER_CLASS and len(meta["dataset"]["sha256"]) == 64
+    assert meta["dataset"]["files"] == 10 * PER_CLASS
+    assert len(meta["dataset"]["sha256"]) == 64
     assert meta["splits"]["train"] + meta["splits"]["val"] + meta["splits"]["test"] == 10 * PER_CLASS
     assert meta["parent_model"]["name"] == "efficientnet_lite0"
     labels = json.loads((target / "labels.json").read_text())
@@ -111,7 +115,8 @@ def test_evaluate_writes_the_report_into_the_model(
     assert matrix.sum() == finetuned.test.count
     assert np.trace(matrix) / matrix.sum() == pytest.approx(finetuned.test.top1, abs=1.5 / matrix.sum())
     meta = json.loads((model / "metadata.json").read_text())
-    assert meta["evaluation"]["split"] == "test" and meta["evaluation"]["count"] == finetuned.test.count
+    assert meta["evaluation"]["split"] == "test"
+    assert meta["evaluation"]["count"] == finetuned.test.count
     assert meta["evaluation"]["latency_ms_per_image"]["batched_inference_ms"] > 0
     assert "evaluation/confusion_matrix.png" in (model / "MODEL_CARD.md").read_text()
     assert "Top-1" in (report / "report.html").read_text()
