@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
 from PIL import Image
+from pytest_django import DjangoDbBlocker, Settings
 
 from tests.factories import UserFactory
 from training.test_photos import TEST_PHOTOS
@@ -42,7 +45,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_media(settings, media_dir: Path) -> None:
+def _private_media(settings: Settings, media_dir: Path) -> None:
     settings.MEDIA_ROOT = media_dir
 
 
@@ -151,7 +154,7 @@ def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: 
 
 
 @pytest.fixture
-def active_model(db, model_dir: Path):
+def active_model(db: None, model_dir: Path):
     from predictions import services
 
     services.model_version_sync()
@@ -159,7 +162,7 @@ def active_model(db, model_dir: Path):
 
 
 @pytest.fixture
-def operator_probe(client, settings) -> None:
+def operator_probe(client: Client, settings: Settings) -> None:
     """The test client presents the metrics token, so /health/ready shows it the details
     (errors, workers, model) it shows operators."""
     settings.METRICS_TOKEN = "probe-token"
@@ -167,17 +170,17 @@ def operator_probe(client, settings) -> None:
 
 
 @pytest.fixture
-def user(db):
-    return UserFactory()
+def user(db: None):
+    return UserFactory.create()
 
 
 @pytest.fixture
-def other_user(db):
-    return UserFactory()
+def other_user(db: None):
+    return UserFactory.create()
 
 
 @pytest.fixture
-def user_client(client, user):
+def user_client(client: Client, user: User):
     client.force_login(user)
     return client
 
@@ -227,7 +230,13 @@ def _compose_web_command(port: int) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir: Path, tmp_path_factory):
+def celery_worker(
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+    media_dir: Path,
+    model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+):
     """A real `celery worker` process on the test database and media, as in production."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with django_db_blocker.unblock():

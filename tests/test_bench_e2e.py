@@ -14,7 +14,7 @@ sys.modules.setdefault("bench_e2e", e2e)  # dataclasses look their module up whi
 SPEC.loader.exec_module(e2e)
 
 
-def test_percentile_interpolates_and_handles_edges():
+def test_percentile_interpolates_and_handles_edges() -> None:
     assert e2e.percentile([], 50) is None
     assert e2e.percentile([7.0], 99) == 7.0
     assert e2e.percentile([1, 2, 3, 4], 50) == 2.5
@@ -22,7 +22,7 @@ def test_percentile_interpolates_and_handles_edges():
     assert e2e.percentile([3, 1, 2], 100) == 3
 
 
-def test_parse_batch_lines_reads_key_values_only_from_batch_lines():
+def test_parse_batch_lines_reads_key_values_only_from_batch_lines() -> None:
     log = (
         "2026-01-01 INFO celery.worker: Task received\n"
         "2026-01-01 INFO predictions.batch: batch size=8 claim_ms=1.20 preprocess_ms=30.1 "
@@ -51,7 +51,7 @@ def _record(i, submit, final, status="succeeded", cached=False, timings=None):
     }
 
 
-def test_level_summary_throughput_counts_and_stages():
+def test_level_summary_throughput_counts_and_stages() -> None:
     records = [_record(0, 0.0, 1.0), _record(1, 0.5, 2.0, status="failed"), _record(2, 1.0, 3.0, cached=True)]
     lost = {"index": 3, "name": "3.jpg", "submit_t": 1.5, "http_errors": 1}
     summary = e2e.level_summary(
@@ -73,7 +73,7 @@ def test_level_summary_throughput_counts_and_stages():
     assert summary["mean_batch_size"] == 1.5
 
 
-def test_stack_commands_new_and_old_compose_layouts():
+def test_stack_commands_new_and_old_compose_layouts() -> None:
     new = {
         "services": {
             "migrate": {"command": ["sh", "-c", "python manage.py migrate --noinput && python manage.py sync_models"]},
@@ -105,7 +105,7 @@ def test_stack_commands_new_and_old_compose_layouts():
     assert commands["worker"] == ["celery", "-A", "imagerec", "worker", "-Q", "inference"]
 
 
-def test_tables_render_every_level_and_revision():
+def test_tables_render_every_level_and_revision() -> None:
     records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
     level = e2e.level_summary(records, n=10, cpu={"share_pct": dict.fromkeys(e2e.GROUPS, 10.0), "other_pct": 5.0})
     table = e2e.level_table("now", {"1": level, "16": level})

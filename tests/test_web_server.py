@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -26,7 +27,7 @@ def _health_live_count(text: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_every_scrape_counts_the_requests_of_every_worker_process(tmp_path, media_dir):
+def test_every_scrape_counts_the_requests_of_every_worker_process(tmp_path: Path, media_dir: Path) -> None:
     """Two worker processes answer 30 probes between them; whichever answers a scrape
     reports all 30 (prometheus-client multiprocess mode, as compose configures it)."""
     port = _free_port()

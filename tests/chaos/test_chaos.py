@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -108,7 +109,7 @@ def _restart_redis() -> float:
 
 
 @pytest.fixture
-def chaos_env(media_dir) -> dict[str, str]:
+def chaos_env(media_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -127,14 +128,14 @@ WORKER_COMMAND = ["worker", "--pool=prefork", "--concurrency=1", "-Q", "inferenc
 
 
 @pytest.fixture
-def worker(chaos_env, tmp_path):
+def worker(chaos_env: dict[str, str], tmp_path: Path):
     worker = Worker(chaos_env, tmp_path, WORKER_COMMAND)
     yield worker
     worker.ensure_stopped()  # never leave a worker behind, whatever the test did
 
 
 @pytest.fixture
-def beat(chaos_env, tmp_path):
+def beat(chaos_env: dict[str, str], tmp_path: Path):
     """The reconciler's schedule, in its own process as in docker-compose.yml."""
     beat = Worker(chaos_env, tmp_path, ["beat", "--schedule", str(tmp_path / "beat"), "--loglevel=INFO"], "beat")
     beat.start()
@@ -143,8 +144,8 @@ def beat(chaos_env, tmp_path):
 
 
 def test_every_submission_succeeds_exactly_once_through_kills_and_broker_restart(
-    model_dir, media_dir, django_user_model, worker, beat, monkeypatch
-):
+    model_dir: Path, media_dir: Path, django_user_model: type[User], worker, beat, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from predictions.api import SubmitRateThrottle
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})

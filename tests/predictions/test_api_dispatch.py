@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
@@ -15,7 +16,7 @@ from predictions.api import (
 )
 
 
-def test_misconfigured_dispatch_fails_when_the_urls_load():
+def test_misconfigured_dispatch_fails_when_the_urls_load() -> None:
     with pytest.raises(ImproperlyConfigured, match="all async or all sync"):
         method_dispatch(GET=ModelVersionListApi, POST=PredictionCreateApi)
     with pytest.raises(ImproperlyConfigured, match="has no post"):
@@ -26,7 +27,7 @@ def test_misconfigured_dispatch_fails_when_the_urls_load():
         method_dispatch()
 
 
-def test_each_method_reaches_its_own_view_and_the_schema_sees_them():
+def test_each_method_reaches_its_own_view_and_the_schema_sees_them() -> None:
     view = method_dispatch(GET=PredictionListApi, POST=PredictionCreateApi)
 
     assert {method: callback.cls for method, callback in view.views_by_method.items()} == {
@@ -36,7 +37,7 @@ def test_each_method_reaches_its_own_view_and_the_schema_sees_them():
     assert view.csrf_exempt  # like every DRF view: SessionAuthentication checks CSRF itself
 
 
-def test_session_clients_still_need_the_csrf_token_to_submit(user):
+def test_session_clients_still_need_the_csrf_token_to_submit(user: User) -> None:
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
 

@@ -12,16 +12,19 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
+from pytest_django import Settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from predictions import services
-from predictions.models import Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, PHOTOS
 
 CAT = Image.open(PHOTOS["chelsea"].path).convert("RGB")
@@ -183,7 +186,7 @@ CAT_KINDS = {
 
 
 @pytest.fixture
-def api(user) -> APIClient:
+def api(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
@@ -194,7 +197,9 @@ def _files(media_dir) -> set:
 
 
 @pytest.mark.parametrize("kind", list(CORPUS))
-def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(kind, api, active_model, media_dir):
+def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(
+    kind, api: APIClient, active_model: ModelVersion, media_dir: Path
+) -> None:
     filename, make, content_type, expected = CORPUS[kind]
     before = _files(media_dir)
 
@@ -235,7 +240,9 @@ def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(kind, api, active_model, m
         assert _files(media_dir) == before
 
 
-def test_file_over_the_size_limit_is_413_and_leaves_nothing(api, settings, media_dir):
+def test_file_over_the_size_limit_is_413_and_leaves_nothing(
+    api: APIClient, settings: Settings, media_dir: Path
+) -> None:
     settings.MAX_UPLOAD_BYTES = 50_000
     before = _files(media_dir)
 
@@ -247,14 +254,16 @@ def test_file_over_the_size_limit_is_413_and_leaves_nothing(api, settings, media
     assert _files(media_dir) == before
 
 
-def test_multipart_with_no_file_is_400(api):
+def test_multipart_with_no_file_is_400(api: APIClient) -> None:
     response = api.post("/api/v1/predictions/", {"top_k": 5}, format="multipart")
 
     assert response.status_code == 400
     assert "image" in response.json()["error"]["message"]
 
 
-def test_unicode_and_long_names_are_kept_for_people_but_not_used_as_paths(api, active_model):
+def test_unicode_and_long_names_are_kept_for_people_but_not_used_as_paths(
+    api: APIClient, active_model: ModelVersion
+) -> None:
     long_name = "c" * 296 + ".jpg"
     for name in ["кошка 猫 🐈.jpg", long_name, "../../etc/passwd.jpg"]:
         response = api.post("/api/v1/predictions/", {"image": SimpleUploadedFile(name, JPEG)}, format="multipart")
@@ -263,7 +272,7 @@ def test_unicode_and_long_names_are_kept_for_people_but_not_used_as_paths(api, a
     assert names == {"кошка 猫 🐈.jpg", long_name[-255:], "passwd.jpg"}
 
 
-def test_the_default_size_limit_is_stated_as_people_read_it(api, settings):
+def test_the_default_size_limit_is_stated_as_people_read_it(api: APIClient, settings: Settings) -> None:
     settings.MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # the default: 20 MB in a file manager, not "21 MB"
     oversized = SimpleUploadedFile("huge.png", b"\x89PNG" + b"\0" * (25 * 1024 * 1024))
 

@@ -4,9 +4,13 @@ server and a real worker: log in, upload photos, watch results arrive, open hist
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from pytest_django.live_server_helper import LiveServer
 
 from tests.conftest import PHOTOS
 
@@ -20,7 +24,7 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture
-def page(artifacts_dir):
+def page(artifacts_dir: Path):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
         pytest.fail("Chromium is not installed: `apt-get install chromium` (see README)")
@@ -32,7 +36,9 @@ def page(artifacts_dir):
         browser.close()
 
 
-def test_log_in_upload_three_photos_see_results_and_history(page, live_server, celery_worker, user, artifacts_dir):
+def test_log_in_upload_three_photos_see_results_and_history(
+    page, live_server: LiveServer, celery_worker: subprocess.Popen[bytes], user: User, artifacts_dir: Path
+) -> None:
     page.goto(f"{live_server.url}/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "correct-horse-battery")
@@ -66,7 +72,9 @@ def test_log_in_upload_three_photos_see_results_and_history(page, live_server, c
     assert page.locator("table.history tbody tr").count() == 3
 
 
-def test_bad_file_in_the_browser_shows_a_readable_error(page, live_server, user, tmp_path, artifacts_dir):
+def test_bad_file_in_the_browser_shows_a_readable_error(
+    page, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+) -> None:
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a photo")
     page.goto(f"{live_server.url}/accounts/login/")
@@ -101,7 +109,7 @@ def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[t
 
     content = photo_bytes(name)
     version, _ = ModelVersion.objects.get_or_create(name="efficientnet_lite0", version="1", defaults={"path": "models"})
-    return PredictionFactory(
+    return PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, original_filename=f"{name}-from-the-camera-roll.jpg",
         image=ContentFile(content, name=f"{name}.jpg"), size_bytes=len(content), width=451, height=300,
         label=label, class_id=class_id, confidence=scores[0][2],
@@ -112,7 +120,7 @@ def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[t
 
 
 @pytest.fixture
-def chromium_browser(artifacts_dir):
+def chromium_browser(artifacts_dir: Path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -128,11 +136,13 @@ def _log_in(page, base_url: str, username: str) -> None:
     page.wait_for_selector("#dropzone")
 
 
-def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(chromium_browser, live_server, artifacts_dir):
+def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(
+    chromium_browser, live_server: LiveServer, artifacts_dir: Path
+) -> None:
     from tests.factories import OperatorFactory
 
     # An operator (reads every prediction): the widest pages (admin log, stats tables).
-    person = OperatorFactory(username="maria.rodriguez")
+    person = OperatorFactory.create(username="maria.rodriguez")
     cat = _photo_prediction(person, "chelsea", "tabby cat", "n02123045",
                             [("tabby cat", "n02123045", 0.62), ("tiger cat", "n02123159", 0.21),
                              ("Egyptian Mau", "n02124075", 0.09), ("Golden Retriever", "n02099601", 0.02),
@@ -189,8 +199,9 @@ def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(chromiu
     assert not overflowing, f"pages wider than the window (extra px): {overflowing}"
 
 
-def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromium_browser, live_server, user, tmp_path,
-                                                                        artifacts_dir):  # fmt: skip
+def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(
+    chromium_browser, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     fake = tmp_path / "holiday.jpg"
@@ -239,7 +250,7 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
     context.close()
 
 
-def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server, user):
+def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server: LiveServer, user: User) -> None:
     from datetime import UTC, datetime
 
     _photo_prediction(user, "coffee", "espresso", "n07920052", [("espresso", "n07920052", 0.9)])
@@ -285,11 +296,16 @@ class _Journey:
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["1280px", "390px"])
 def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_then_staff_reads_the_log(
-    chromium_browser, live_server, celery_worker, artifacts_dir, width, height
-):
+    chromium_browser,
+    live_server: LiveServer,
+    celery_worker: subprocess.Popen[bytes],
+    artifacts_dir: Path,
+    width,
+    height,
+) -> None:
     from tests.factories import OperatorFactory
 
-    operator = OperatorFactory(username=f"ops.{width}")
+    operator = OperatorFactory.create(username=f"ops.{width}")
     context = chromium_browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(15_000)  # a busy 2-core machine: pages, not the worker
     page = context.new_page()

@@ -8,16 +8,19 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
-from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
 from tests.conftest import api_as
 from tests.factories import (
     ModelVersionFactory,
@@ -29,18 +32,18 @@ from tests.factories import (
 
 
 @pytest.fixture
-def model_version(db):
-    return ModelVersionFactory(
+def model_version(db: None):
+    return ModelVersionFactory.create(
         metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8, "top5_accuracy": 1.0}, "num_classes": 3}
     )
 
 
 def _succeeded(user, model_version, **fields):
-    return SucceededPredictionFactory(user=user, model_version=model_version, **fields)
+    return SucceededPredictionFactory.create(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
-def done(user, model_version):
+def done(user: User, model_version: ModelVersion):
     return _succeeded(user, model_version)
 
 
@@ -51,7 +54,9 @@ def _review_url(prediction, kind: str) -> str:
 # --- The service -------------------------------------------------------------------
 
 
-def test_confirm_then_correct_then_confirm_again_keeps_one_review(user, done, model_version):
+def test_confirm_then_correct_then_confirm_again_keeps_one_review(
+    user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     confirmation = services.prediction_confirm(prediction=done, user=user)
     assert (confirmation.confirmed, confirmation.label, confirmation.class_id) == (True, "tiger cat", "n02123159")
     assert (confirmation.predicted_label, confirmation.model_version, confirmation.corrected_by) == (
@@ -73,7 +78,7 @@ def test_confirm_then_correct_then_confirm_again_keeps_one_review(user, done, mo
     assert Prediction.objects.get(id=done.id).label == "tiger cat"
 
 
-def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
+def test_correcting_with_the_models_own_label_points_at_confirming(user: User, done: Prediction) -> None:
     with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
         services.correction_set(prediction=done, user=user, label="TIGER cat")
 
@@ -82,9 +87,9 @@ def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
-def test_only_a_succeeded_prediction_is_confirmed(user, status):
+def test_only_a_succeeded_prediction_is_confirmed(user: User, status) -> None:
     extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
-    prediction = PredictionFactory(user=user, status=status, **extra)
+    prediction = PredictionFactory.create(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"can be confirmed; this one is {status}") as refused:
         services.prediction_confirm(prediction=prediction, user=user)
@@ -92,7 +97,7 @@ def test_only_a_succeeded_prediction_is_confirmed(user, status):
     assert not Correction.objects.exists()
 
 
-def test_a_confirmation_must_carry_the_models_own_label(user, done):
+def test_a_confirmation_must_carry_the_models_own_label(user: User, done: Prediction) -> None:
     services.prediction_confirm(prediction=done, user=user)
 
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -100,7 +105,7 @@ def test_a_confirmation_must_carry_the_models_own_label(user, done):
     assert Correction.objects.get().label == "tiger cat"
 
 
-def test_withdrawing_takes_back_only_the_kind_asked_for(user, done):
+def test_withdrawing_takes_back_only_the_kind_asked_for(user: User, done: Prediction) -> None:
     services.prediction_confirm(prediction=done, user=user)
     with pytest.raises(NotFoundError, match="no correction to withdraw"):
         services.correction_withdraw(prediction=done, confirmed=False)
@@ -113,7 +118,7 @@ def test_withdrawing_takes_back_only_the_kind_asked_for(user, done):
 # --- The API -----------------------------------------------------------------------
 
 
-def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, done):
+def test_api_confirmation_answers_the_review_and_replaces_a_correction(user: User, done: Prediction) -> None:
     api = api_as(user)
     assert api.post(_review_url(done, "correction"), {"label": "tabby cat"}, format="json").json()["confirmed"] is False
 
@@ -134,23 +139,23 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, don
     assert "confirm it instead" in same_label.json()["error"]["message"]
 
 
-def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user):
-    response = api_as(user).post(_review_url(PredictionFactory(user=user), "confirmation"))
+def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user: User) -> None:
+    response = api_as(user).post(_review_url(PredictionFactory.create(user=user), "confirmation"))
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
     assert not Correction.objects.exists()
 
 
-def test_api_confirmation_of_another_users_prediction_is_404(done):
-    stranger = api_as(UserFactory())
+def test_api_confirmation_of_another_users_prediction_is_404(done: Prediction) -> None:
+    stranger = api_as(UserFactory.create())
 
     assert stranger.post(_review_url(done, "confirmation")).status_code == 404
     assert stranger.delete(_review_url(done, "confirmation")).status_code == 404
     assert not Correction.objects.exists()
 
 
-def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
+def test_api_delete_withdraws_the_confirmation_or_the_correction(user: User, done: Prediction) -> None:
     api = api_as(user)
     api.post(_review_url(done, "confirmation"))
 
@@ -166,7 +171,7 @@ def test_api_delete_withdraws_the_confirmation_or_the_correction(user, done):
     assert not Correction.objects.exists()
 
 
-def test_schema_documents_confirming_and_withdrawing(user):
+def test_schema_documents_confirming_and_withdrawing(user: User) -> None:
     paths = api_as(user).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
 
     confirmation = paths["/api/v1/predictions/{prediction_id}/confirmation/"]
@@ -182,7 +187,7 @@ def test_schema_documents_confirming_and_withdrawing(user):
 # --- Pages -------------------------------------------------------------------------
 
 
-def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_client, done):
+def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_client: Client, done: Prediction) -> None:
     detail_url = reverse("predictions:detail", args=[done.id])
     confirm_url = reverse("predictions:confirm", args=[done.id])
     page = user_client.get(detail_url).content.decode()
@@ -201,7 +206,9 @@ def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_clien
     assert user_client.get(confirm_url).status_code == 405
 
 
-def test_the_card_switches_between_correction_and_confirmation_and_undoes(user_client, done):
+def test_the_card_switches_between_correction_and_confirmation_and_undoes(
+    user_client: Client, done: Prediction
+) -> None:
     user_client.post(reverse("predictions:correct", args=[done.id]), {"label": "tabby cat"})
     page = user_client.get(reverse("predictions:detail", args=[done.id])).content.decode()
     assert "You corrected this to" in page
@@ -219,16 +226,16 @@ def test_the_card_switches_between_correction_and_confirmation_and_undoes(user_c
     assert not Correction.objects.exists()
 
 
-def test_no_right_button_on_a_card_that_has_not_succeeded(user_client, user):
-    pending = PredictionFactory(user=user)
+def test_no_right_button_on_a_card_that_has_not_succeeded(user_client: Client, user: User) -> None:
+    pending = PredictionFactory.create(user=user)
 
     page = user_client.get(reverse("predictions:detail", args=[pending.id])).content.decode()
 
     assert reverse("predictions:confirm", args=[pending.id]) not in page
 
 
-def test_the_page_says_why_a_confirmation_was_refused(user_client, user):
-    failed = PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now(), error="x")
+def test_the_page_says_why_a_confirmation_was_refused(user_client: Client, user: User) -> None:
+    failed = PredictionFactory.create(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now(), error="x")
 
     response = user_client.post(reverse("predictions:confirm", args=[failed.id]), follow=True)
 
@@ -236,14 +243,16 @@ def test_the_page_says_why_a_confirmation_was_refused(user_client, user):
     assert not Correction.objects.exists()
 
 
-def test_another_users_prediction_cannot_be_confirmed_from_the_page(client, done):
-    client.force_login(UserFactory())
+def test_another_users_prediction_cannot_be_confirmed_from_the_page(client: Client, done: Prediction) -> None:
+    client.force_login(UserFactory.create())
 
     assert client.post(reverse("predictions:confirm", args=[done.id])).status_code == 404
     assert client.post(reverse("predictions:review-withdraw", args=[done.id])).status_code == 404
 
 
-def test_history_rows_have_a_right_button_and_show_the_confirmation(user_client, user, done, model_version):
+def test_history_rows_have_a_right_button_and_show_the_confirmation(
+    user_client: Client, user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     confirm_url = reverse("predictions:confirm", args=[done.id])
     assert f'action="{confirm_url}"' in user_client.get(reverse("predictions:history")).content.decode()
 
@@ -259,7 +268,7 @@ def test_history_rows_have_a_right_button_and_show_the_confirmation(user_client,
 
 
 @pytest.fixture
-def history(user, model_version):
+def history(user: User, model_version: ModelVersion):
     """Six succeeded predictions of lite:3 by ``user``: 3 confirmed, 1 corrected, 2 not
     reviewed. Live top-1 = 3 / 4 = 0.75, correction rate = 1 / 6."""
     predictions = [_succeeded(user, model_version) for _ in range(6)]
@@ -269,7 +278,7 @@ def history(user, model_version):
     return predictions
 
 
-def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
+def test_stats_live_top1_is_confirmed_over_reviewed(user: User, user_client: Client, history) -> None:
     body = api_as(user).get("/api/v1/stats/").json()
 
     (row,) = body["per_model_version"]
@@ -287,7 +296,9 @@ def test_stats_live_top1_is_confirmed_over_reviewed(user, user_client, history):
     assert "correction rate <strong>0.167</strong>" in page
 
 
-def test_stats_live_top1_is_none_when_nothing_was_reviewed(user, user_client, model_version):
+def test_stats_live_top1_is_none_when_nothing_was_reviewed(
+    user: User, user_client: Client, model_version: ModelVersion
+) -> None:
     _succeeded(user, model_version)
 
     (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
@@ -296,13 +307,15 @@ def test_stats_live_top1_is_none_when_nothing_was_reviewed(user, user_client, mo
     assert "Live top-1: no reviewed predictions in this window" in user_client.get("/stats/").content.decode()
 
 
-def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones(user, history, model_version):
-    stranger = UserFactory()
+def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones(
+    user: User, history, model_version: ModelVersion
+) -> None:
+    stranger = UserFactory.create()
     theirs = _succeeded(stranger, model_version)
     services.correction_set(prediction=theirs, user=stranger, label="Chihuahua")
 
     (mine,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
-    (everyone,) = api_as(OperatorFactory()).get("/api/v1/stats/").json()["per_model_version"]
+    (everyone,) = api_as(OperatorFactory.create()).get("/api/v1/stats/").json()["per_model_version"]
 
     assert (mine["reviewed"], mine["confirmed"], mine["live_top1"]) == (4, 3, 0.75)
     assert (everyone["predictions"], everyone["reviewed"], everyone["confirmed"], everyone["corrections"]) == (
@@ -311,8 +324,8 @@ def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones
     assert everyone["live_top1"] == 0.6
 
 
-def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_version):
-    older = ModelVersionFactory(
+def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user: User, model_version: ModelVersion) -> None:
+    older = ModelVersionFactory.create(
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
     prediction = _succeeded(user, older)
@@ -326,8 +339,10 @@ def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user, model_ve
     assert Correction.objects.get().label == "tiger cat"  # the owner's label stays
 
 
-def test_the_ab_comparison_gains_live_top1(user, user_client, history, model_version):
-    candidate = ModelVersionFactory(
+def test_the_ab_comparison_gains_live_top1(
+    user: User, user_client: Client, history, model_version: ModelVersion
+) -> None:
+    candidate = ModelVersionFactory.create(
         version="4", is_active=False, status=ModelVersionStatus.CANDIDATE, metrics={}, exported_at=None
     )
     services.model_version_set_traffic(model_version=candidate, traffic_percent=20)
@@ -351,7 +366,7 @@ def _manifest(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_export_includes_confirmed_predictions_in_their_class_folder(history, tmp_path):
+def test_export_includes_confirmed_predictions_in_their_class_folder(history, tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), stdout=out)
 
@@ -365,7 +380,7 @@ def test_export_includes_confirmed_predictions_in_their_class_folder(history, tm
     assert "Exported 4 image(s) (1 corrected, 3 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
-def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path):
+def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), "--corrections-only", stdout=out)
 
@@ -376,8 +391,8 @@ def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path):
     assert "Exported 1 image(s) (1 corrected, 0 confirmed)" in out.getvalue()
 
 
-def test_admin_zip_includes_the_confirmed_and_filters_by_review(client, history):
-    client.force_login(OperatorFactory())
+def test_admin_zip_includes_the_confirmed_and_filters_by_review(client: Client, history) -> None:
+    client.force_login(OperatorFactory.create())
     changelist = reverse("admin:predictions_correction_changelist")
     assert "3 reviews" in client.get(changelist, {"confirmed__exact": "1"}).content.decode()
     reviews = list(Correction.objects.all())

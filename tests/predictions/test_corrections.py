@@ -11,13 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
-from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
 from tests.conftest import api_as
 from tests.factories import (
     ModelVersionFactory,
@@ -29,16 +31,16 @@ from tests.factories import (
 
 
 @pytest.fixture
-def model_version(db):
-    return ModelVersionFactory()
+def model_version(db: None):
+    return ModelVersionFactory.create()
 
 
 def _succeeded(user, model_version, **fields):
-    return SucceededPredictionFactory(user=user, model_version=model_version, **fields)
+    return SucceededPredictionFactory.create(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
-def done(user, model_version):
+def done(user: User, model_version: ModelVersion):
     return _succeeded(user, model_version)
 
 
@@ -49,7 +51,9 @@ def _correct(user, prediction, label):
 # --- The service -----------------------------------------------------------------
 
 
-def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(user, done, model_version):
+def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(
+    user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     correction = services.correction_set(prediction=done, user=user, label="  TABBY   Cat ")
 
     assert (correction.label, correction.class_id) == ("tabby cat", "n02123045")  # the model's spelling
@@ -60,7 +64,7 @@ def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_
     assert (row.label, row.class_id, row.confidence) == ("tiger cat", "n02123159", 0.61)
 
 
-def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user, done):
+def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user: User, done: Prediction) -> None:
     first = services.correction_set(prediction=done, user=user, label="Chihuahua")
     second = services.correction_set(prediction=done, user=user, label="ocelot")
 
@@ -72,7 +76,7 @@ def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(use
 
 
 @pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
-def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
+def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label) -> None:
     with pytest.raises(ApplicationError) as refused:
         services.correction_set(prediction=done, user=user, label=label)
 
@@ -82,9 +86,9 @@ def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
-def test_only_a_succeeded_prediction_is_corrected(user, status):
+def test_only_a_succeeded_prediction_is_corrected(user: User, status) -> None:
     extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
-    prediction = PredictionFactory(user=user, status=status, **extra)
+    prediction = PredictionFactory.create(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"this one is {status}"):
         services.correction_set(prediction=prediction, user=user, label="cat")
@@ -94,7 +98,7 @@ def test_only_a_succeeded_prediction_is_corrected(user, status):
 # --- The API -----------------------------------------------------------------------
 
 
-def test_api_correction_answers_the_correction(user, done, model_version):
+def test_api_correction_answers_the_correction(user: User, done: Prediction, model_version: ModelVersion) -> None:
     response = _correct(user, done, "tabby CAT")
 
     assert response.status_code == 200, response.content
@@ -110,7 +114,7 @@ def test_api_correction_answers_the_correction(user, done, model_version):
     assert Correction.objects.get(prediction=done).label == "a cat I have never seen"
 
 
-def test_api_empty_or_missing_label_is_400(user, done):
+def test_api_empty_or_missing_label_is_400(user: User, done: Prediction) -> None:
     empty = _correct(user, done, "  ")
     missing = api_as(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
 
@@ -121,8 +125,8 @@ def test_api_empty_or_missing_label_is_400(user, done):
     assert not Correction.objects.exists()
 
 
-def test_api_correction_of_a_prediction_not_succeeded_is_409(user):
-    pending = PredictionFactory(user=user)
+def test_api_correction_of_a_prediction_not_succeeded_is_409(user: User) -> None:
+    pending = PredictionFactory.create(user=user)
 
     response = _correct(user, pending, "cat")
 
@@ -130,8 +134,8 @@ def test_api_correction_of_a_prediction_not_succeeded_is_409(user):
     assert response.json()["error"]["code"] == "conflict"
 
 
-def test_api_correction_of_another_users_prediction_is_404(done):
-    response = _correct(UserFactory(), done, "cat")
+def test_api_correction_of_another_users_prediction_is_404(done: Prediction) -> None:
+    response = _correct(UserFactory.create(), done, "cat")
 
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"code", "message", "field"}
@@ -141,7 +145,7 @@ def test_api_correction_of_another_users_prediction_is_404(done):
 # --- Pages -----------------------------------------------------------------------
 
 
-def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_client, done):
+def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_client: Client, done: Prediction) -> None:
     detail_url = reverse("predictions:detail", args=[done.id])
     correct_url = reverse("predictions:correct", args=[done.id])
     page = user_client.get(detail_url)
@@ -158,26 +162,28 @@ def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_cl
     assert user_client.get(correct_url).status_code == 405
 
 
-def test_the_form_says_why_a_correction_was_refused(user_client, done):
+def test_the_form_says_why_a_correction_was_refused(user_client: Client, done: Prediction) -> None:
     response = user_client.post(reverse("predictions:correct", args=[done.id]), {"label": ""}, follow=True)
 
     assert b"Give the right label." in response.content
     assert not Correction.objects.exists()
 
 
-def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client, user):
-    pending = PredictionFactory(user=user)
+def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client: Client, user: User) -> None:
+    pending = PredictionFactory.create(user=user)
 
     assert b"Wrong label?" not in user_client.get(reverse("predictions:detail", args=[pending.id])).content
 
 
-def test_another_users_prediction_cannot_be_corrected_from_the_page(client, done):
-    client.force_login(UserFactory())
+def test_another_users_prediction_cannot_be_corrected_from_the_page(client: Client, done: Prediction) -> None:
+    client.force_login(UserFactory.create())
 
     assert client.post(reverse("predictions:correct", args=[done.id]), {"label": "cat"}).status_code == 404
 
 
-def test_history_links_to_the_form_and_shows_the_correction(user_client, user, done, model_version):
+def test_history_links_to_the_form_and_shows_the_correction(
+    user_client: Client, user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
     services.correction_set(prediction=other, user=user, label="ocelot")
 
@@ -192,14 +198,14 @@ def test_history_links_to_the_form_and_shows_the_correction(user_client, user, d
 
 
 @pytest.fixture
-def corrected(user, model_version):
+def corrected(user: User, model_version: ModelVersion):
     """Three corrections of model lite:3 (two to tabby cat, one to a new class) and one of
     another version."""
     rows = []
     for label in ["tabby cat", "Tabby Cat", "snow leopard"]:
         prediction = _succeeded(user, model_version)
         rows.append(services.correction_set(prediction=prediction, user=user, label=label))
-    old = ModelVersionFactory(
+    old = ModelVersionFactory.create(
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
     rows.append(services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
@@ -210,7 +216,7 @@ def _manifest(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_path):
+def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), "--model-version", "lite:3", stdout=out)
 
@@ -230,7 +236,7 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
-def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected, tmp_path):
+def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected, tmp_path: Path) -> None:
     from training.finetune import scan_folder
 
     call_command("export_corrections", str(tmp_path / "set"), stdout=io.StringIO())
@@ -250,7 +256,7 @@ def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected,
         assert path.read_bytes() == Path(Prediction.objects.get(id=path.stem).image.path).read_bytes()
 
 
-def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path, user):
+def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path: Path, user: User) -> None:
     root = tmp_path / "set"
     call_command("export_corrections", str(root), stdout=io.StringIO())
     call_command("export_corrections", str(root), stdout=io.StringIO())  # unchanged: fine
@@ -273,7 +279,7 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected
     assert Correction.objects.get(id=corrected[0].id).label == "tabby cat"
 
 
-def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, done):
+def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user: User, done: Prediction) -> None:
     services.correction_set(prediction=done, user=user, label="tabby cat")
 
     with pytest.raises(ConflictError):
@@ -283,15 +289,15 @@ def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, d
     assert Prediction.objects.get(id=done.id).status == PredictionStatus.SUCCEEDED
 
 
-def test_export_command_refuses_an_unknown_model_version(db, tmp_path):
+def test_export_command_refuses_an_unknown_model_version(db: None, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="No model version lite:9"):
         call_command("export_corrections", str(tmp_path), "--model-version", "lite:9")
     with pytest.raises(CommandError, match="NAME:VERSION"):
         call_command("export_corrections", str(tmp_path), "--model-version", "lite")
 
 
-def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client, corrected):
-    client.force_login(OperatorFactory())
+def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client: Client, corrected) -> None:
+    client.force_login(OperatorFactory.create())
     changelist = reverse("admin:predictions_correction_changelist")
     assert client.get(changelist).status_code == 200
 
@@ -306,8 +312,8 @@ def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client, correct
     assert len(_manifest(archive.read("manifest.csv").decode())) == 3
 
 
-def test_staff_without_the_permission_see_no_corrections(client, corrected):
-    client.force_login(UserFactory(is_staff=True))
+def test_staff_without_the_permission_see_no_corrections(client: Client, corrected) -> None:
+    client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(reverse("admin:predictions_correction_changelist")).status_code == 403
 
@@ -315,10 +321,12 @@ def test_staff_without_the_permission_see_no_corrections(client, corrected):
 # --- Stats -------------------------------------------------------------------------
 
 
-def test_stats_count_corrections_per_model_version_and_show_the_model_card(user, user_client, model_version):
+def test_stats_count_corrections_per_model_version_and_show_the_model_card(
+    user: User, user_client: Client, model_version: ModelVersion
+) -> None:
     predictions = [_succeeded(user, model_version) for _ in range(4)]
     services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
-    PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
+    PredictionFactory.create(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
 
     body = api_as(user).get("/api/v1/stats/").json()
     (row,) = body["per_model_version"]
@@ -336,9 +344,9 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(user,
     assert "correction rate <strong>0.250</strong>" in page
 
 
-def test_stats_counts_only_the_users_own_corrections(user, model_version):
+def test_stats_counts_only_the_users_own_corrections(user: User, model_version: ModelVersion) -> None:
     mine = _succeeded(user, model_version)
-    theirs = _succeeded(UserFactory(), model_version)
+    theirs = _succeeded(UserFactory.create(), model_version)
     services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
 
     (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
@@ -347,11 +355,11 @@ def test_stats_counts_only_the_users_own_corrections(user, model_version):
     assert not Correction.objects.filter(prediction=mine).exists()
 
 
-def test_stats_without_an_active_model_has_no_card(user):
+def test_stats_without_an_active_model_has_no_card(user: User) -> None:
     assert api_as(user).get("/api/v1/stats/").json()["active_model"] is None
 
 
-def test_stats_window_excludes_old_corrected_predictions(user, model_version):
+def test_stats_window_excludes_old_corrected_predictions(user: User, model_version: ModelVersion) -> None:
     old = _succeeded(user, model_version)
     Prediction.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=40))
     services.correction_set(prediction=old, user=user, label="tabby cat")

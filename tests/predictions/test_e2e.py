@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -14,7 +18,9 @@ from tests.conftest import CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_upload_in_the_browser_flow_is_classified_by_the_worker(celery_worker, client, user):
+def test_upload_in_the_browser_flow_is_classified_by_the_worker(
+    celery_worker: subprocess.Popen[bytes], client: Client, user: User
+) -> None:
     client.force_login(user)
     photo = SimpleUploadedFile("chelsea.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
 
@@ -47,7 +53,7 @@ def test_upload_in_the_browser_flow_is_classified_by_the_worker(celery_worker, c
     assert prediction.label in history
 
 
-def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
+def test_api_submit_and_long_poll_gives_the_right_label(celery_worker: subprocess.Popen[bytes], user: User) -> None:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     photos = {name: photo_bytes(name) for name in ("coffee", "rocket")}
@@ -67,7 +73,9 @@ def test_api_submit_and_long_poll_gives_the_right_label(celery_worker, user):
         assert body["timings_ms"]["inference"] > 0
 
 
-def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_worker, user):
+def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(
+    celery_worker: subprocess.Popen[bytes], user: User
+) -> None:
     from predictions import services
 
     broken = services.prediction_create(user=user, uploaded_file=SimpleUploadedFile("cat.jpg", photo_bytes("chelsea")))
@@ -83,7 +91,9 @@ def test_worker_marks_an_unreadable_stored_file_failed_and_keeps_serving(celery_
     assert good.status == PredictionStatus.SUCCEEDED
 
 
-def test_submit_with_wait_answers_with_the_label_in_one_request(celery_worker, user):
+def test_submit_with_wait_answers_with_the_label_in_one_request(
+    celery_worker: subprocess.Popen[bytes], user: User
+) -> None:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
 

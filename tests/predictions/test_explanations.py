@@ -13,18 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from predictions import explanations, gradcam, services
 from predictions.inference import get_classifier
-from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
+from predictions.models import Explanation, ExplanationStatus, ModelVersion, Prediction, PredictionStatus
 from tests.conftest import BASE_DIR, CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 from tests.factories import PredictionFactory, UserFactory
+from training.finetune import FinetuneResult
 
 CHELSEA_SIZE = Image.open(PHOTOS["chelsea"].path).size  # (width, height)
 
@@ -59,7 +63,9 @@ def _crop(heatmap: np.ndarray) -> np.ndarray:
 # --- The runner: a real Grad-CAM -------------------------------------------------------
 
 
-def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrelated_class(explainer, model_dir):
+def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrelated_class(
+    explainer, model_dir: Path
+) -> None:
     photo = photo_bytes("chelsea")
     top = get_classifier(model_dir).classify([photo], top_k=5)[0].predictions
     cat, unrelated = top[0], top[-1]  # tiger cat ... window screen
@@ -88,7 +94,7 @@ def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrel
         assert overlay.mode == "RGB"
 
 
-def test_the_margins_the_model_never_saw_carry_no_heat(explainer):
+def test_the_margins_the_model_never_saw_carry_no_heat(explainer) -> None:
     result = explainer.explain(photo_bytes("chelsea"), next(iter(sorted(CAT_CLASSES))))
     width, height = CHELSEA_SIZE
     side = round(min(width, height) * 0.875)
@@ -97,7 +103,7 @@ def test_the_margins_the_model_never_saw_carry_no_heat(explainer):
     assert result.heatmap[:, left + side + 1 :].max() == 0
 
 
-def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer):
+def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer) -> None:
     big = Image.open(PHOTOS["chelsea"].path).convert("RGB").resize((2400, 1600))
     result = explainer.explain(big, next(iter(sorted(CAT_CLASSES))))
     assert result.overlay.size == (gradcam.MAX_OVERLAY_SIDE, round(1600 * gradcam.MAX_OVERLAY_SIDE / 2400))
@@ -106,8 +112,8 @@ def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer):
 
 @pytest.mark.slow
 def test_the_feature_map_layer_is_found_by_shape_in_the_shipped_and_a_finetuned_model(
-    explainer, finetuned, digits_subset
-):
+    explainer, finetuned: FinetuneResult, digits_subset: Path
+) -> None:
     import keras
 
     shipped = explainer.layer.output.shape
@@ -125,7 +131,9 @@ def test_the_feature_map_layer_is_found_by_shape_in_the_shipped_and_a_finetuned_
         assert result.heatmap.shape == (scan.height, scan.width)
 
 
-def test_a_model_exported_without_its_keras_graph_says_so_and_how_to_export_again(tmp_path, model_dir):
+def test_a_model_exported_without_its_keras_graph_says_so_and_how_to_export_again(
+    tmp_path: Path, model_dir: Path
+) -> None:
     old_export = tmp_path / "efficientnet_lite0" / "1"
     old_export.mkdir(parents=True)
     for name in ("metadata.json", "labels.json"):
@@ -139,7 +147,9 @@ def test_a_model_exported_without_its_keras_graph_says_so_and_how_to_export_agai
 
 
 @pytest.fixture
-def classified(user, active_model, django_capture_on_commit_callbacks) -> Prediction:
+def classified(
+    user: User, active_model: ModelVersion, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> Prediction:
     """The chelsea photo, classified for real by the shipped model (what the worker runs)."""
     with django_capture_on_commit_callbacks(execute=False):
         prediction = services.prediction_create(
@@ -152,10 +162,10 @@ def classified(user, active_model, django_capture_on_commit_callbacks) -> Predic
 
 
 @pytest.fixture
-def succeeded(user, active_model) -> Prediction:
+def succeeded(user: User, active_model: ModelVersion) -> Prediction:
     """A succeeded prediction row with the shipped model's top-2 (for the rules, where
     the model does not run)."""
-    return PredictionFactory(
+    return PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, label="tabby", class_id="n02123045", confidence=0.6,
         completed_at=timezone.now(), model_version=active_model,
         top_predictions=[{"label": "tabby", "class_id": "n02123045", "score": 0.6},
@@ -174,8 +184,11 @@ def _url(prediction: Prediction) -> str:
 
 
 def test_api_answers_202_with_location_then_the_png_once_computed(
-    user, classified, explainable_model_dir, django_capture_on_commit_callbacks
-):
+    user: User,
+    classified,
+    explainable_model_dir: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     api = _api(user)
     with django_capture_on_commit_callbacks(execute=False) as sent:
         pending = api.get(_url(classified))  # no class_id: the top class
@@ -201,7 +214,7 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
         assert overlay.size == CHELSEA_SIZE
 
 
-def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
+def test_api_refuses_a_class_outside_the_top_k_with_400(user: User, succeeded: Prediction) -> None:
     response = _api(user).get(_url(succeeded), {"class_id": "n02085620"})  # a model class, not in the top-k
 
     assert response.status_code == 400
@@ -211,16 +224,16 @@ def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
     assert not Explanation.objects.exists()
 
 
-def test_api_hides_another_users_prediction_with_404(succeeded):
-    response = _api(UserFactory()).get(_url(succeeded))
+def test_api_hides_another_users_prediction_with_404(succeeded: Prediction) -> None:
+    response = _api(UserFactory.create()).get(_url(succeeded))
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert not Explanation.objects.exists()
 
 
-def test_api_explains_no_failed_prediction_409(user):
-    failed = PredictionFactory(user=user, status=PredictionStatus.FAILED, error="Cannot decode image")
+def test_api_explains_no_failed_prediction_409(user: User) -> None:
+    failed = PredictionFactory.create(user=user, status=PredictionStatus.FAILED, error="Cannot decode image")
 
     response = _api(user).get(_url(failed))
 
@@ -230,8 +243,8 @@ def test_api_explains_no_failed_prediction_409(user):
 
 
 def test_a_failed_explanation_answers_its_reason_and_is_tried_again_later(
-    user, succeeded, django_capture_on_commit_callbacks
-):
+    user: User, succeeded: Prediction, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     classified = succeeded
     api = _api(user)
     with django_capture_on_commit_callbacks(execute=False):
@@ -252,8 +265,11 @@ def test_a_failed_explanation_answers_its_reason_and_is_tried_again_later(
 
 
 def test_a_pending_explanation_whose_message_was_lost_is_sent_again(
-    user, succeeded, settings, django_capture_on_commit_callbacks
-):
+    user: User,
+    succeeded: Prediction,
+    settings: Settings,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     classified = succeeded
     settings.RECONCILE_AFTER_SECONDS = 60
     with django_capture_on_commit_callbacks(execute=False):
@@ -268,8 +284,8 @@ def test_a_pending_explanation_whose_message_was_lost_is_sent_again(
 
 
 def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_export_again(
-    user, classified, tmp_path, django_capture_on_commit_callbacks
-):
+    user: User, classified, tmp_path: Path, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     old_export = tmp_path / "old" / "1"
     old_export.mkdir(parents=True)
     for name in ("metadata.json", "labels.json"):
@@ -287,8 +303,11 @@ def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_expor
 
 
 def test_deleting_the_prediction_deletes_its_overlays(
-    user, classified, explainable_model_dir, django_capture_on_commit_callbacks
-):
+    user: User,
+    classified,
+    explainable_model_dir: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     with django_capture_on_commit_callbacks(execute=False):
         explanation = explanations.explanation_request(prediction=classified, user=user)
     explanation = explanations.explanation_compute(explanation_id=explanation.id)
@@ -307,8 +326,11 @@ def test_deleting_the_prediction_deletes_its_overlays(
 
 
 def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
-    user_client, classified, explainable_model_dir, django_capture_on_commit_callbacks
-):
+    user_client: Client,
+    classified,
+    explainable_model_dir: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
     detail = reverse("predictions:detail", args=[classified.id])
     page = user_client.get(detail).content.decode()
     assert 'id="explain"' in page
@@ -332,7 +354,7 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
     assert image["Content-Type"] == "image/png"
 
 
-def test_the_page_says_why_a_class_cannot_be_explained(user_client, succeeded):
+def test_the_page_says_why_a_class_cannot_be_explained(user_client: Client, succeeded: Prediction) -> None:
     response = user_client.get(
         reverse("predictions:explain", args=[succeeded.id]), {"class_id": "n09999999"}, follow=True
     )
@@ -344,7 +366,9 @@ def test_the_page_says_why_a_class_cannot_be_explained(user_client, succeeded):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(explainable_model_dir, celery_worker, user):
+def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(
+    explainable_model_dir: Path, celery_worker: subprocess.Popen[bytes], user: User
+) -> None:
     api = _api(user)
     submitted = api.post(
         "/api/v1/predictions/", {"image": SimpleUploadedFile("chelsea.jpg", photo_bytes("chelsea"))}, format="multipart"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from training.test_photos import TEST_PHOTOS
 
 
 @pytest.fixture(scope="module")
-def classifier(model_dir):
+def classifier(model_dir: Path):
     return get_classifier(model_dir)
 
 
 @pytest.mark.parametrize("photo", TEST_PHOTOS, ids=lambda p: p.name)
-def test_shipped_model_recognises_real_photos(classifier, photo):
+def test_shipped_model_recognises_real_photos(classifier, photo) -> None:
     result = classifier.classify([str(photo.path)], top_k=3)[0]
 
     assert not result.error
@@ -30,7 +31,7 @@ def test_shipped_model_recognises_real_photos(classifier, photo):
     assert result.preprocess_ms > 0
 
 
-def test_cat_photo_is_a_cat_at_top1(classifier):
+def test_cat_photo_is_a_cat_at_top1(classifier) -> None:
     result = classifier.classify([photo_bytes("chelsea")], top_k=5)[0]
 
     assert result.top.class_id in PHOTOS["chelsea"].expected
@@ -66,7 +67,7 @@ def _variants() -> dict[str, bytes]:
     }
 
 
-def test_batch_of_mixed_modes_equals_one_by_one(classifier):
+def test_batch_of_mixed_modes_equals_one_by_one(classifier) -> None:
     variants = _variants()
     batch = classifier.classify(list(variants.values()), top_k=5)
     for (name, content), in_batch in zip(variants.items(), batch, strict=True):
@@ -77,13 +78,13 @@ def test_batch_of_mixed_modes_equals_one_by_one(classifier):
 
 
 @pytest.mark.parametrize("name", ["rgb_jpeg", "rgba_png", "cmyk_jpeg", "exif_rotated_jpeg", "webp", "palette_png"])
-def test_every_mode_still_sees_a_cat(classifier, name):
+def test_every_mode_still_sees_a_cat(classifier, name) -> None:
     result = classifier.classify([_variants()[name]], top_k=3)[0]
 
     assert {p.class_id for p in result.predictions} & set(PHOTOS["chelsea"].expected)
 
 
-def test_exif_orientation_is_applied(classifier):
+def test_exif_orientation_is_applied(classifier) -> None:
     variants = _variants()
     upright = classifier.preprocess(variants["rgb_jpeg"])
     rotated = classifier.preprocess(variants["exif_rotated_jpeg"])
@@ -91,7 +92,7 @@ def test_exif_orientation_is_applied(classifier):
     assert np.abs(upright - rotated).mean() < 6
 
 
-def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier):
+def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier) -> None:
     results = classifier.classify([b"not an image", photo_bytes("coffee")], top_k=1)
 
     assert "Cannot decode image" in results[0].error
@@ -100,7 +101,7 @@ def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier):
 
 
 @pytest.mark.parametrize("count", [1, 3, 9, 33])
-def test_any_batch_size_is_padded_to_a_bucket(classifier, count):
+def test_any_batch_size_is_padded_to_a_bucket(classifier, count) -> None:
     content = photo_bytes("rocket")
     results = classifier.classify([content] * count, top_k=1)
 
@@ -108,7 +109,7 @@ def test_any_batch_size_is_padded_to_a_bucket(classifier, count):
     assert {r.top.class_id for r in results} == {results[0].top.class_id}
 
 
-def test_tflite_engine_agrees_with_savedmodel(model_dir, classifier):
+def test_tflite_engine_agrees_with_savedmodel(model_dir: Path, classifier) -> None:
     tflite = Classifier(model_dir, engine="tflite").load()
     for photo in TEST_PHOTOS:
         saved = classifier.classify([str(photo.path)], top_k=1)[0].top
@@ -117,7 +118,7 @@ def test_tflite_engine_agrees_with_savedmodel(model_dir, classifier):
         assert abs(saved.score - lite.score) < 1e-3
 
 
-def test_missing_model_directory_is_a_clear_error(tmp_path):
+def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     from predictions.inference import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="make model"):

@@ -6,12 +6,13 @@ by the worker, and the worker releasing the version no longer in use from memory
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
@@ -28,6 +29,7 @@ from predictions.models import (
 )
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import UserFactory
+from training.finetune import FinetuneResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +44,7 @@ def _token_client(user) -> APIClient:
 
 
 def _switcher():
-    account = UserFactory(is_staff=True)
+    account = UserFactory.create(is_staff=True)
     account.user_permissions.add(
         Permission.objects.get(codename="change_modelversion", content_type__app_label="predictions")
     )
@@ -82,13 +84,13 @@ def _users_split_by(candidate: ModelVersion) -> tuple[Any, Any, int]:
     """Two users and a share of traffic that puts the first on ``candidate`` and the second
     on the active version: the share is one above the first user's bucket, chosen so it is
     below the second's (buckets are a stable hash of user and version ids)."""
-    users = [UserFactory() for _ in range(2)]
+    users = [UserFactory.create() for _ in range(2)]
     while True:
         buckets = {selectors.traffic_bucket(user_id=u.pk, model_version_id=candidate.pk): u for u in users}
         if len(buckets) >= 2:
             low, high = sorted(buckets)[:2]
             return buckets[low], buckets[high], low + 1
-        users.append(UserFactory())
+        users.append(UserFactory.create())
 
 
 def _wait_for_job(job: ReprocessJob, timeout: float = 120.0) -> ReprocessJob:
@@ -116,8 +118,12 @@ def _wait_for_heartbeat(*, naming: str, after: float, timeout: float = 75.0) -> 
 
 
 def test_fine_tune_register_activate_roll_back_ab_test_and_reprocess_with_a_real_worker(
-    celery_worker, finetuned, digits_subset, active_model, user
-):
+    celery_worker: subprocess.Popen[bytes],
+    finetuned: FinetuneResult,
+    digits_subset: Path,
+    active_model: ModelVersion,
+    user: User,
+) -> None:
     shipped = active_model
     imagenet_classes = {entry["class_id"] for entry in shipped.classes}
     digit_scans = _held_out_scans_it_gets_right(finetuned.target, digits_subset, count=5)

@@ -8,12 +8,16 @@ import json
 import shutil
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.urls import reverse
+from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from predictions import inference, selectors, services, worker
@@ -21,6 +25,7 @@ from predictions.models import ModelActivation, ModelVersion, Prediction, Predic
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 from tests.predictions.conftest import _copy_model
+from training.finetune import FinetuneResult
 
 MODELS_URL = "/api/v1/models/"
 ROLLBACK_URL = "/api/v1/models/rollback/"
@@ -32,7 +37,7 @@ def model_v2(tmp_path: Path, model_dir: Path) -> Path:
 
 
 @pytest.fixture
-def fresh_classifier_cache(monkeypatch):
+def fresh_classifier_cache(monkeypatch: pytest.MonkeyPatch):
     """An empty per-process model cache for this test (the session's loaded model is kept aside)."""
     monkeypatch.setattr(inference, "_cache", OrderedDict())
 
@@ -49,7 +54,7 @@ def _assert_error(response, status: int, code: str) -> dict:
 # --- Registering --------------------------------------------------------------------
 
 
-def test_sync_registers_classes_metrics_and_records_the_default_activation(db, model_dir):
+def test_sync_registers_classes_metrics_and_records_the_default_activation(db: None, model_dir: Path) -> None:
     services.model_version_sync()
 
     active = selectors.model_version_active()
@@ -65,7 +70,9 @@ def test_sync_registers_classes_metrics_and_records_the_default_activation(db, m
     assert (activation.model_version, activation.previous, activation.kind) == (active, None, "default")
 
 
-def test_register_model_loads_and_registers_a_folder_in_place_then_activates(active_model, model_v2, capsys):
+def test_register_model_loads_and_registers_a_folder_in_place_then_activates(
+    active_model: ModelVersion, model_v2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     call_command("register_model", str(model_v2), "--activate")
 
     v2 = ModelVersion.objects.get(name="efficientnet_lite0", version="2")
@@ -80,7 +87,9 @@ def test_register_model_loads_and_registers_a_folder_in_place_then_activates(act
     assert "Registered efficientnet_lite0 v2 (active, 1000 classes)" in capsys.readouterr().out
 
 
-def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figures(active_model, finetuned):
+def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figures(
+    active_model: ModelVersion, finetuned: FinetuneResult
+) -> None:
     """What training.finetune writes (parent_model, test_metrics) is what the registry and
     the stats page show: the parent version and the test split's top-1."""
     from predictions.stats.selectors import evaluation_top1
@@ -95,7 +104,7 @@ def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figur
     assert evaluation_top1(digits.metrics) == ("test.top1", digits.metrics["test"]["top1"])
 
 
-def test_register_model_as_candidate_does_not_activate(active_model, model_v2):
+def test_register_model_as_candidate_does_not_activate(active_model: ModelVersion, model_v2: Path) -> None:
     call_command("register_model", str(model_v2), "--candidate", "--no-load")
 
     assert ModelVersion.objects.get(version="2").status == "candidate"
@@ -112,7 +121,7 @@ def test_register_model_as_candidate_does_not_activate(active_model, model_v2):
          "has 1 classes; metadata.json says 1000"),
     ],
 )  # fmt: skip
-def test_register_model_refuses_a_folder_the_runner_would_refuse(db, model_v2, change, message):
+def test_register_model_refuses_a_folder_the_runner_would_refuse(db: None, model_v2: Path, change, message) -> None:
     change(model_v2)
 
     with pytest.raises(CommandError, match=message):
@@ -124,7 +133,9 @@ def test_register_model_refuses_a_folder_the_runner_would_refuse(db, model_v2, c
 # --- Switching ----------------------------------------------------------------------
 
 
-def test_activate_then_roll_back_walks_the_history_and_records_each_switch(active_model, model_v2, tmp_path, switcher):
+def test_activate_then_roll_back_walks_the_history_and_records_each_switch(
+    active_model: ModelVersion, model_v2: Path, tmp_path: Path, switcher: User
+) -> None:
     v1 = active_model
     v2 = services.model_version_register(model_dir=model_v2)
     v3 = services.model_version_register(model_dir=_copy_model(Path(v1.path), tmp_path / "more", "3"))
@@ -149,7 +160,9 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(activ
     assert ModelActivation.objects.filter(activated_by=switcher).count() == 4
 
 
-def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_again(active_model, model_v2):
+def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_again(
+    active_model: ModelVersion, model_v2: Path
+) -> None:
     v2 = services.model_version_register(model_dir=model_v2)
     services.model_version_activate(model_version=v2)
     with pytest.raises(services.ConflictError, match="is active"):
@@ -166,13 +179,15 @@ def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_a
     assert ModelVersion.objects.get(version="2").status == "available"
 
 
-def test_activating_the_active_version_records_nothing(active_model):
+def test_activating_the_active_version_records_nothing(active_model: ModelVersion) -> None:
     services.model_version_activate(model_version=active_model)
 
     assert ModelActivation.objects.count() == 1  # the default activation only
 
 
-def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, active_model, model_v2):
+def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(
+    user: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     """The worker resolves the active version before each batch: the prediction after a
     switch is classified, and labelled, by the new version in the same process."""
     v2 = services.model_version_register(model_dir=model_v2)
@@ -194,8 +209,8 @@ def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(user, a
 
 
 def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding_it_finishes(
-    settings, active_model, model_dir, tmp_path, fresh_classifier_cache
-):
+    settings: Settings, active_model: ModelVersion, model_dir: Path, tmp_path: Path, fresh_classifier_cache: None
+) -> None:
     """Only the active version and the A/B candidate stay loaded in a worker: one
     heartbeat after a switch the old one is released; a batch that took it before the
     switch still finishes with it (the batch holds it), and then its memory is freed."""
@@ -231,11 +246,13 @@ def test_a_heartbeat_after_a_switch_releases_the_old_version_and_a_batch_holding
     assert inference.loaded_model_dirs() == [str(Path(v2.path).resolve())]
 
 
-def test_a_version_a_waiting_prediction_was_given_stays_loaded(user, active_model, model_dir, tmp_path):
+def test_a_version_a_waiting_prediction_was_given_stays_loaded(
+    user: User, active_model: ModelVersion, model_dir: Path, tmp_path: Path
+) -> None:
     """A reprocess job (or an A/B test just ended) may leave pending rows on a version that
     is no longer active: it is kept until they are done, not loaded again for each batch."""
     v2 = services.model_version_register(model_dir=_copy_model(model_dir, tmp_path, "2"))
-    waiting = PredictionFactory(user=user, assigned_version=active_model)
+    waiting = PredictionFactory.create(user=user, assigned_version=active_model)
     services.model_version_activate(model_version=v2)
 
     assert list(selectors.model_version_in_use()) == [v2, active_model]
@@ -244,8 +261,8 @@ def test_a_version_a_waiting_prediction_was_given_stays_loaded(user, active_mode
 
 
 def test_past_the_cap_the_least_recently_used_model_is_released(
-    settings, model_dir, tmp_path, fresh_classifier_cache, monkeypatch
-):
+    settings: Settings, model_dir: Path, tmp_path: Path, fresh_classifier_cache: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A safety net for a worker whose heartbeat is late: never more than MAX_LOADED."""
     monkeypatch.setattr(inference, "MAX_LOADED", 1)
     first = inference.get_classifier(model_dir, engine=settings.MODEL_ENGINE)
@@ -263,7 +280,9 @@ def test_past_the_cap_the_least_recently_used_model_is_released(
 # --- Admin --------------------------------------------------------------------------
 
 
-def test_admin_activate_and_roll_back_actions(client, switcher, active_model, model_v2):
+def test_admin_activate_and_roll_back_actions(
+    client: Client, switcher: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     v2 = services.model_version_register(model_dir=model_v2)
     client.force_login(switcher)
     changelist = reverse("admin:predictions_modelversion_changelist")
@@ -280,7 +299,9 @@ def test_admin_activate_and_roll_back_actions(client, switcher, active_model, mo
     assert ModelActivation.objects.first().activated_by == switcher
 
 
-def test_admin_roll_back_with_nothing_to_go_back_to_says_so(client, switcher, active_model):
+def test_admin_roll_back_with_nothing_to_go_back_to_says_so(
+    client: Client, switcher: User, active_model: ModelVersion
+) -> None:
     client.force_login(switcher)
     changelist = reverse("admin:predictions_modelversion_changelist")
 
@@ -293,7 +314,9 @@ def test_admin_roll_back_with_nothing_to_go_back_to_says_so(client, switcher, ac
 # --- API ----------------------------------------------------------------------------
 
 
-def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, active_model, model_v2):
+def test_model_list_shows_status_classes_metrics_and_parent(
+    api_for: Callable[[User], APIClient], user: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     services.model_version_register(model_dir=model_v2)
 
     listing = api_for(user).get(MODELS_URL).json()
@@ -309,7 +332,9 @@ def test_model_list_shows_status_classes_metrics_and_parent(api_for, user, activ
     assert "path" not in by_version["1"]  # the server's paths are not shown
 
 
-def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
+def test_api_activate_and_roll_back(
+    api_for: Callable[[User], APIClient], switcher: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     services.model_version_register(model_dir=model_v2)
     api = api_for(switcher)
 
@@ -327,9 +352,11 @@ def test_api_activate_and_roll_back(api_for, switcher, active_model, model_v2):
     assert selectors.model_version_active() == active_model
 
 
-def test_api_switching_needs_the_permission(api_for, user, active_model, model_v2):
+def test_api_switching_needs_the_permission(
+    api_for: Callable[[User], APIClient], user: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     services.model_version_register(model_dir=model_v2)
-    api = api_for(UserFactory(is_staff=True))  # staff alone is not enough
+    api = api_for(UserFactory.create(is_staff=True))  # staff alone is not enough
 
     _assert_error(api.post(f"{MODELS_URL}efficientnet_lite0/2/activate/"), 403, "permission_denied")
     _assert_error(api.post(ROLLBACK_URL), 403, "permission_denied")
@@ -338,7 +365,9 @@ def test_api_switching_needs_the_permission(api_for, user, active_model, model_v
     assert selectors.model_version_active() == active_model
 
 
-def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(api_for, switcher, active_model):
+def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(
+    api_for: Callable[[User], APIClient], switcher: User, active_model: ModelVersion
+) -> None:
     api = api_for(switcher)
 
     error = _assert_error(api.post(f"{MODELS_URL}efficientnet_lite0/9/activate/"), 404, "not_found")
@@ -346,7 +375,9 @@ def test_api_unknown_version_is_404_and_nothing_to_roll_back_is_409(api_for, swi
     _assert_error(api.post(ROLLBACK_URL), 409, "conflict")
 
 
-def test_api_activate_a_version_whose_files_are_gone_is_503(api_for, switcher, active_model, model_v2):
+def test_api_activate_a_version_whose_files_are_gone_is_503(
+    api_for: Callable[[User], APIClient], switcher: User, active_model: ModelVersion, model_v2: Path
+) -> None:
     v2 = services.model_version_register(model_dir=model_v2)
     shutil.rmtree(model_v2)
 

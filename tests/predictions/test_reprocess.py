@@ -4,9 +4,11 @@ background, in chunks, with live counts, pause / resume / cancel; corrections ar
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from predictions import selectors, services
 from predictions.exceptions import ConflictError
@@ -15,7 +17,7 @@ from tests.factories import PredictionFactory, UserFactory
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list:
+def sent(monkeypatch: pytest.MonkeyPatch) -> list:
     """The messages a step sends (prediction id, rerun flag), instead of the broker."""
     messages: list = []
     monkeypatch.setattr(
@@ -26,22 +28,22 @@ def sent(monkeypatch) -> list:
 
 
 @pytest.fixture
-def history(user, active_model):
+def history(user: User, active_model: ModelVersion):
     """By an older version: one succeeded (corrected by its owner); by the active one:
     one succeeded; one failed; one still pending."""
     older = ModelVersion.objects.create(name="efficientnet_lite0", version="0", path="/gone/0")
     now = timezone.now()
     done = {"status": PredictionStatus.SUCCEEDED, "confidence": 0.4, "label": "tabby cat", "completed_at": now}
-    by_older = PredictionFactory(user=user, model_version=older, **done)
+    by_older = PredictionFactory.create(user=user, model_version=older, **done)
     Correction.objects.create(
         prediction=by_older, label="tiger cat", predicted_label="tabby cat", model_version=older,
         corrected_by=user, created_at=now, updated_at=now,
     )  # fmt: skip
     return {
         "older": by_older,
-        "active": PredictionFactory(user=user, model_version=active_model, **done),
-        "failed": PredictionFactory(user=user, status=PredictionStatus.FAILED, error="x", completed_at=now),
-        "pending": PredictionFactory(user=user),
+        "active": PredictionFactory.create(user=user, model_version=active_model, **done),
+        "failed": PredictionFactory.create(user=user, status=PredictionStatus.FAILED, error="x", completed_at=now),
+        "pending": PredictionFactory.create(user=user),
     }
 
 
@@ -52,8 +54,8 @@ def _counts(job: ReprocessJob) -> tuple[int, int, int, int]:
 
 
 def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_kept(
-    history, active_model, sent, django_capture_on_commit_callbacks
-):
+    history, active_model: ModelVersion, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     older = history["older"]
     services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
     job = services.reprocess_job_start(user=None, scope="older_versions")
@@ -82,7 +84,9 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
     assert history["active"].reprocess_job is None  # made by the active version: not run again
 
 
-def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, django_capture_on_commit_callbacks):
+def test_all_in_chunks_with_pause_resume_and_cancel(
+    history, sent, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     monkeypatch.setattr(services, "REPROCESS_CHUNK_SIZE", 2)
     job = services.reprocess_job_start(user=None, scope="all")
     assert job.total == 3  # the finished ones; the pending one is left alone
@@ -116,8 +120,8 @@ def test_all_in_chunks_with_pause_resume_and_cancel(history, sent, monkeypatch, 
         services.reprocess_job_resume(job=job)
 
 
-def test_admin_starts_a_job_shows_counts_and_pauses_it(client, history, sent):
-    staff = UserFactory(is_staff=True)
+def test_admin_starts_a_job_shows_counts_and_pauses_it(client: Client, history, sent) -> None:
+    staff = UserFactory.create(is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="add_reprocessjob"))
     client.force_login(staff)
 
@@ -135,8 +139,8 @@ def test_admin_starts_a_job_shows_counts_and_pauses_it(client, history, sent):
     assert job.status == "paused"
 
 
-def test_admin_reprocess_needs_the_permission(client, history):
-    client.force_login(UserFactory(is_staff=True))
+def test_admin_reprocess_needs_the_permission(client: Client, history) -> None:
+    client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(reverse("admin:predictions_reprocessjob_add")).status_code == 403
     assert client.get(reverse("admin:predictions_reprocessjob_changelist")).status_code == 403

@@ -7,34 +7,38 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from predictions import services
 from predictions.exceptions import ConflictError
-from predictions.models import Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, api_as, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list:
+def sent(monkeypatch: pytest.MonkeyPatch) -> list:
     messages: list = []
     monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: messages.append(prediction_id) or True)
     return messages
 
 
 @pytest.fixture
-def failed(user):
+def failed(user: User):
     now = timezone.now()
-    return PredictionFactory(
+    return PredictionFactory.create(
         user=user, status=PredictionStatus.FAILED, error="The classifier was not available.", attempts=3,
         started_at=now, completed_at=now, total_ms=1200.0, queue_ms=5.0, claim="6f1c5a4e-0000-4000-8000-000000000000",
     )  # fmt: skip
 
 
-def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(failed, sent, django_capture_on_commit_callbacks):
+def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(
+    failed: Prediction, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         retried = services.prediction_retry(prediction=failed)
         assert sent == []  # nothing is sent before the row is committed
@@ -53,9 +57,9 @@ def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(failed, sent,
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.SUCCEEDED])
-def test_only_a_failed_prediction_is_retried(user, sent, status):
+def test_only_a_failed_prediction_is_retried(user: User, sent, status) -> None:
     extra = {"confidence": 0.9, "completed_at": timezone.now(), "label": "tabby cat"} if status == "succeeded" else {}
-    prediction = PredictionFactory(user=user, status=status, **extra)
+    prediction = PredictionFactory.create(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"this one is {status}"):
         services.prediction_retry(prediction=prediction)
@@ -67,11 +71,11 @@ def test_only_a_failed_prediction_is_retried(user, sent, status):
 
 
 def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
-    user, active_model, django_capture_on_commit_callbacks
-):
+    user: User, active_model: ModelVersion, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     """The worker remembers what it finished (to skip duplicate messages) but not the
     failed ones: a retry's message is worked, here after the missing file was restored."""
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory.create(user=user)
     Path(prediction.image.path).unlink()
     services.prediction_process(prediction_id=prediction.id)
     prediction.refresh_from_db()
@@ -96,7 +100,9 @@ def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
     assert prediction.total_ms == pytest.approx(since_retry / timedelta(milliseconds=1))
 
 
-def test_api_retry_is_202_with_the_prediction(user, failed, sent, django_capture_on_commit_callbacks):
+def test_api_retry_is_202_with_the_prediction(
+    user: User, failed: Prediction, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         response = api_as(user).post(f"/api/v1/predictions/{failed.id}/retry/")
 
@@ -109,7 +115,7 @@ def test_api_retry_is_202_with_the_prediction(user, failed, sent, django_capture
     assert sent == [failed.id]
 
 
-def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user, failed, sent):
+def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user: User, failed: Prediction, sent) -> None:
     api = api_as(user)
     api.post(f"/api/v1/predictions/{failed.id}/retry/")
 
@@ -120,15 +126,15 @@ def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user, f
     assert "this one is pending" in again.json()["error"]["message"]
 
 
-def test_api_retry_of_another_users_prediction_is_404(failed, sent):
-    response = api_as(UserFactory()).post(f"/api/v1/predictions/{failed.id}/retry/")
+def test_api_retry_of_another_users_prediction_is_404(failed: Prediction, sent) -> None:
+    response = api_as(UserFactory.create()).post(f"/api/v1/predictions/{failed.id}/retry/")
 
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"code", "message", "field"}
     assert Prediction.objects.get(id=failed.id).status == PredictionStatus.FAILED
 
 
-def test_the_failed_card_has_a_retry_button_that_sends_it_again(user_client, failed, sent):
+def test_the_failed_card_has_a_retry_button_that_sends_it_again(user_client: Client, failed: Prediction, sent) -> None:
     page = user_client.get(reverse("predictions:detail", args=[failed.id]))
     retry_url = reverse("predictions:retry", args=[failed.id])
     assert retry_url.encode() in page.content
@@ -142,14 +148,16 @@ def test_the_failed_card_has_a_retry_button_that_sends_it_again(user_client, fai
     assert user_client.get(retry_url).status_code == 405
 
 
-def test_a_succeeded_card_has_no_retry_button(user_client, user):
-    done = PredictionFactory(user=user, status="succeeded", confidence=0.9, completed_at=timezone.now(), label="cat")
+def test_a_succeeded_card_has_no_retry_button(user_client: Client, user: User) -> None:
+    done = PredictionFactory.create(
+        user=user, status="succeeded", confidence=0.9, completed_at=timezone.now(), label="cat"
+    )
 
     assert b"Try again" not in user_client.get(reverse("predictions:detail", args=[done.id])).content
 
 
-def test_admin_retry_action_needs_the_change_prediction_permission(client, failed, sent):
-    staff = UserFactory(is_staff=True)
+def test_admin_retry_action_needs_the_change_prediction_permission(client: Client, failed: Prediction, sent) -> None:
+    staff = UserFactory.create(is_staff=True)
     staff.user_permissions.add(
         Permission.objects.get(codename="view_prediction", content_type__app_label="predictions")
     )
@@ -160,7 +168,7 @@ def test_admin_retry_action_needs_the_change_prediction_permission(client, faile
     staff.user_permissions.add(
         Permission.objects.get(codename="change_prediction", content_type__app_label="predictions")
     )
-    other = PredictionFactory(user=failed.user, status="succeeded", confidence=0.5, completed_at=timezone.now())
+    other = PredictionFactory.create(user=failed.user, status="succeeded", confidence=0.5, completed_at=timezone.now())
     response = client.post(changelist, {"action": "retry", "_selected_action": [failed.pk, other.pk]}, follow=True)
 
     assert b"1 prediction(s) sent again; 1 skipped" in response.content

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from predictions import services
 from predictions.exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
-from predictions.models import Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory
 
@@ -23,8 +25,11 @@ def _media_files(media_dir: Path) -> list[Path]:
 
 
 def test_create_stores_row_and_file_then_queues_after_commit(
-    user, media_dir, django_capture_on_commit_callbacks, monkeypatch
-):
+    user: User,
+    media_dir: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     sent = []
     monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     content = photo_bytes("chelsea")
@@ -58,7 +63,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     ],
     ids=["empty", "pdf", "truncated-jpeg"],
 )
-def test_bad_upload_writes_nothing(user, media_dir, content, error):
+def test_bad_upload_writes_nothing(user: User, media_dir: Path, content, error) -> None:
     before = set(_media_files(media_dir))
 
     with pytest.raises(error) as raised:
@@ -69,7 +74,7 @@ def test_bad_upload_writes_nothing(user, media_dir, content, error):
     assert set(_media_files(media_dir)) == before
 
 
-def test_file_over_the_limit_is_413(user, settings):
+def test_file_over_the_limit_is_413(user: User, settings: Settings) -> None:
     settings.MAX_UPLOAD_BYTES = 1000
 
     with pytest.raises(ImageTooLargeError) as raised:
@@ -79,7 +84,7 @@ def test_file_over_the_limit_is_413(user, settings):
     assert Prediction.objects.count() == 0
 
 
-def test_create_many_keeps_good_files_when_one_is_bad(user):
+def test_create_many_keeps_good_files_when_one_is_bad(user: User) -> None:
     outcomes = services.prediction_create_many(
         user=user, uploaded_files=[_upload(photo_bytes("coffee")), _upload(b"junk", "x.png")]
     )
@@ -91,7 +96,7 @@ def test_create_many_keeps_good_files_when_one_is_bad(user):
     assert Prediction.objects.count() == 1
 
 
-def test_process_stores_label_timings_and_model_version(user, active_model):
+def test_process_stores_label_timings_and_model_version(user: User, active_model: ModelVersion) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("chelsea")))
 
     services.prediction_process(prediction_id=prediction.id)
@@ -112,7 +117,7 @@ def test_process_stores_label_timings_and_model_version(user, active_model):
     assert prediction.attempts == 1
 
 
-def test_a_second_delivery_of_a_finished_prediction_does_nothing(user, active_model):
+def test_a_second_delivery_of_a_finished_prediction_does_nothing(user: User, active_model: ModelVersion) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("coffee")))
     services.prediction_process(prediction_id=prediction.id)
     first = Prediction.objects.get(id=prediction.id)
@@ -124,8 +129,8 @@ def test_a_second_delivery_of_a_finished_prediction_does_nothing(user, active_mo
     assert again.attempts == 1
 
 
-def test_missing_image_file_fails_with_a_reason(user, active_model):
-    prediction = PredictionFactory(user=user)
+def test_missing_image_file_fails_with_a_reason(user: User, active_model: ModelVersion) -> None:
+    prediction = PredictionFactory.create(user=user)
     Path(prediction.image.path).unlink()
 
     services.prediction_process(prediction_id=prediction.id)
@@ -135,10 +140,10 @@ def test_missing_image_file_fails_with_a_reason(user, active_model):
     assert prediction.error == services.MISSING_FILE_MESSAGE
 
 
-def test_task_failure_marks_prediction_failed(user):
+def test_task_failure_marks_prediction_failed(user: User) -> None:
     from predictions.tasks import PredictionTask
 
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory.create(user=user)
     PredictionTask().on_failure(RuntimeError("boom"), "task-id", [str(prediction.id)], {}, None)
 
     prediction.refresh_from_db()
@@ -146,8 +151,10 @@ def test_task_failure_marks_prediction_failed(user):
     assert prediction.error == services.FAILED_SERVER_MESSAGE  # for people; "boom" goes to the log
 
 
-def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
-    prediction = PredictionFactory(user=user)
+def test_delete_removes_row_and_file(
+    user: User, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
+    prediction = PredictionFactory.create(user=user)
     path = Path(prediction.image.path)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -157,20 +164,20 @@ def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
     assert not path.exists()
 
 
-def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
+def test_reconcile_resends_only_old_unfinished_predictions(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     sent = []
     monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
-    old = PredictionFactory(user=user)
+    old = PredictionFactory.create(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
-    PredictionFactory(user=user)  # fresh: not stuck yet
-    done = PredictionFactory(user=user, status=PredictionStatus.FAILED)
+    PredictionFactory.create(user=user)  # fresh: not stuck yet
+    done = PredictionFactory.create(user=user, status=PredictionStatus.FAILED)
     Prediction.objects.filter(id=done.id).update(created_at=old.created_at.replace(year=2020))
 
     assert services.prediction_reconcile(older_than_seconds=60) == 1
     assert sent == [old.id]
 
 
-def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user, monkeypatch):
+def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -182,7 +189,7 @@ def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user, monkeyp
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(tasks.prediction_run, "apply_async", refuse)
-    prediction = PredictionFactory(user=user, enqueued_at=timezone.now())  # as if sent a moment ago
+    prediction = PredictionFactory.create(user=user, enqueued_at=timezone.now())  # as if sent a moment ago
     Prediction.objects.filter(id=prediction.id).update(created_at=timezone.now() - timedelta(minutes=30))
 
     assert services.prediction_enqueue(prediction_id=prediction.id) is False
@@ -194,14 +201,14 @@ def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user, monkeyp
     assert sent == [((str(prediction.id),), {})]
 
 
-def test_model_versions_sync_from_disk_and_activate(db, model_dir):
+def test_model_versions_sync_from_disk_and_activate(db: None, model_dir: Path) -> None:
     found = services.model_version_sync()
 
     assert ("efficientnet_lite0", "1") in [(v.name, v.version) for v in found]
     assert services.model_version_get_or_sync_active().metadata["input_size"] == 224
 
 
-def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypatch):
+def test_reconcile_resends_running_predictions_whose_worker_died(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -209,20 +216,20 @@ def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypat
     sent = []
     monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     long_ago = timezone.now() - timedelta(minutes=30)
-    dead = PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
-    PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
+    dead = PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
+    PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
 
     assert services.prediction_reconcile(older_than_seconds=60) == 1
     assert sent == [dead.id]
 
 
-def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(user, settings):
+def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(user: User, settings: Settings) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
     settings.MAX_ATTEMPTS = 3
-    prediction = PredictionFactory(
+    prediction = PredictionFactory.create(
         user=user, status=PredictionStatus.RUNNING, attempts=3, started_at=timezone.now() - timedelta(hours=1)
     )
 
@@ -233,10 +240,12 @@ def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(us
     assert "Gave up after 3 attempts" in prediction.error
 
 
-def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(user):
+def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(user: User) -> None:
     from django.utils import timezone
 
-    prediction = PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
+    prediction = PredictionFactory.create(
+        user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now()
+    )
 
     assert services.prediction_claim(prediction_id=prediction.id, batch_size=8)[1] == []
     prediction.refresh_from_db()
@@ -251,7 +260,9 @@ def _photo_upload(name: str, image_format: str = "JPEG") -> SimpleUploadedFile:
     return _upload(photo_bytes(name, image_format), f"{name}.{image_format.lower()}")
 
 
-def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_model, monkeypatch):
+def test_one_message_classifies_every_waiting_image_in_one_batch(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     created = [
         services.prediction_create(user=user, uploaded_file=_photo_upload(name))
         for name in ("chelsea", "coffee", "rocket", "motorcycle")
@@ -275,7 +286,7 @@ def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_mo
     assert Prediction.objects.get(id=created[3].id).attempts == 1
 
 
-def test_batch_size_bounds_what_one_message_takes(user, active_model, settings):
+def test_batch_size_bounds_what_one_message_takes(user: User, active_model: ModelVersion, settings: Settings) -> None:
     settings.INFERENCE_BATCH_SIZE = 2
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
     created.append(services.prediction_create(user=user, uploaded_file=_photo_upload("rocket")))
@@ -289,7 +300,9 @@ def test_batch_size_bounds_what_one_message_takes(user, active_model, settings):
     assert statuses[created[1].id] == PredictionStatus.PENDING
 
 
-def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(user, active_model):
+def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(
+    user: User, active_model: ModelVersion
+) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
     token, claimed = services.prediction_claim(prediction_id=prediction.id)
     Prediction.objects.filter(id=prediction.id).update(claim=None)  # someone else's claim now
@@ -300,7 +313,7 @@ def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(use
     assert Prediction.objects.get(id=prediction.id).status == PredictionStatus.RUNNING
 
 
-def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user, active_model):
+def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user: User, active_model: ModelVersion) -> None:
     png = photo_bytes("chelsea", "PNG")
     middle = len(png) // 2
     damaged = png[:middle] + bytes(2000) + png[middle + 2000 :]  # header and end intact, pixel data zeroed
@@ -315,7 +328,9 @@ def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user, active_mo
     assert "/" not in prediction.error  # no server paths or library messages
 
 
-def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user, active_model, monkeypatch):
+def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from django.db import OperationalError
 
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
@@ -333,7 +348,9 @@ def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user,
     assert sent == [created[0].id]  # the lead's own message is retried by Celery
 
 
-def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model, monkeypatch):
+def test_same_bytes_reuse_the_stored_result_without_the_model(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"))
     services.prediction_process(prediction_id=first.id)
     first.refresh_from_db()
@@ -353,12 +370,14 @@ def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=10).cached is False
 
 
-def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, settings):
+def test_result_cache_is_per_user_unless_widened_or_off(
+    user: User, active_model: ModelVersion, settings: Settings
+) -> None:
     from tests.factories import UserFactory
 
     first = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
     services.prediction_process(prediction_id=first.id)
-    other = UserFactory()
+    other = UserFactory.create()
 
     assert services.prediction_create(user=other, uploaded_file=_photo_upload("coffee")).cached is False
     settings.RESULT_CACHE = "all"
@@ -367,7 +386,7 @@ def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, sett
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("coffee")).cached is False
 
 
-def test_thumbnail_is_made_once_and_stored(user, monkeypatch):
+def test_thumbnail_is_made_once_and_stored(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
     made = []
     real = services.thumbnail_jpeg

@@ -4,11 +4,13 @@ task retries; and enqueueing reaches the task by name (services never import tas
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from pytest_django import Settings
 
 from predictions import services, tasks
 from predictions.exceptions import ModelUnavailableError
-from predictions.models import Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -17,13 +19,15 @@ def _photo(name: str) -> SimpleUploadedFile:
 
 
 @pytest.fixture(autouse=True)
-def _eager_retries(monkeypatch) -> None:
+def _eager_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """``apply()`` runs a task as a worker would, and a retry at once (not after its
     countdown); errors are returned in the result instead of raised, as in a worker."""
     monkeypatch.setitem(tasks.prediction_run.app.conf, "task_eager_propagates", False)
 
 
-def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(user, active_model, monkeypatch):
+def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lead, borrowed = (
         services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
     )
@@ -56,7 +60,7 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
     assert lead.attempts == borrowed.attempts == 1
 
 
-def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
+def test_enqueue_sends_the_registered_task_by_name(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     sent = []
     monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda *args, **kwargs: sent.append((args, kwargs)))
 
@@ -66,7 +70,9 @@ def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
     assert sent == [((("abc",), {}), {"retry": False})]
 
 
-def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_model, monkeypatch, settings):
+def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     """Hand-backs are not attempts: a model missing for more tries than MAX_ATTEMPTS does
     not end in "Gave up after 3 attempts" once the model is back."""
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
@@ -88,7 +94,9 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_m
     assert prediction.class_id in CAT_CLASSES
 
 
-def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, active_model, monkeypatch):
+def test_a_model_that_never_comes_back_fails_with_a_message_for_people(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
     def classifier_for(*, model_version):
@@ -104,7 +112,9 @@ def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, act
     assert "/models" not in prediction.error
 
 
-def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(user, active_model, monkeypatch):
+def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from celery.exceptions import SoftTimeLimitExceeded
 
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))

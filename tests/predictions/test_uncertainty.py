@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -23,7 +26,7 @@ from predictions.inference import (
     top2_margin,
     uncertainty_of,
 )
-from predictions.models import PredictionStatus
+from predictions.models import ModelVersion, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -45,12 +48,12 @@ def noise_png(seed: int = 0) -> bytes:
         ([0.1, 0.7, 0.2], 0.72985, 0.5),
     ],
 )
-def test_entropy_and_margin_of_hand_made_probabilities(probabilities, entropy, margin):
+def test_entropy_and_margin_of_hand_made_probabilities(probabilities, entropy, margin) -> None:
     assert normalised_entropy(np.asarray(probabilities)) == pytest.approx(entropy, abs=1e-5)
     assert top2_margin(np.asarray(probabilities)) == pytest.approx(margin, abs=1e-9)
 
 
-def test_uncertain_when_entropy_is_above_or_margin_below_the_thresholds():
+def test_uncertain_when_entropy_is_above_or_margin_below_the_thresholds() -> None:
     thresholds = UncertaintyThresholds(entropy=0.6, margin=0.2, calibrated=True)
 
     assert not uncertainty_of(np.asarray([0.9, 0.05, 0.05]), thresholds).uncertain  # entropy 0.36, margin 0.85
@@ -61,7 +64,7 @@ def test_uncertain_when_entropy_is_above_or_margin_below_the_thresholds():
     assert uncertainty_of(np.asarray([0.55, 0.45, 0.0]), UncertaintyThresholds(0.7, 0.2, True)).uncertain
 
 
-def test_a_multi_label_result_is_uncertain_when_no_class_reaches_its_threshold():
+def test_a_multi_label_result_is_uncertain_when_no_class_reaches_its_threshold() -> None:
     thresholds = np.asarray([0.5, 0.3, 0.7])
 
     named = multi_label_uncertainty(np.asarray([0.9, 0.1, 0.2]), thresholds)
@@ -75,7 +78,7 @@ def test_a_multi_label_result_is_uncertain_when_no_class_reaches_its_threshold()
     assert named.entropy == pytest.approx(expected)
 
 
-def test_shipped_model_is_sure_of_the_cat_and_not_of_noise(model_dir):
+def test_shipped_model_is_sure_of_the_cat_and_not_of_noise(model_dir: Path) -> None:
     classifier = get_classifier(model_dir)
 
     cat, noise = classifier.classify([photo_bytes("chelsea"), noise_png()], top_k=5)
@@ -96,7 +99,7 @@ def _upload(content: bytes, name: str) -> SimpleUploadedFile:
 
 
 @pytest.fixture
-def classified(user, active_model):
+def classified(user: User, active_model: ModelVersion):
     """A cat photo and a noise image, classified by the shipped model through the worker's service."""
     cat = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("chelsea", "PNG"), "cat.png"))
     noise = services.prediction_create(user=user, uploaded_file=_upload(noise_png(), "noise.png"))
@@ -107,7 +110,7 @@ def classified(user, active_model):
     return cat, noise
 
 
-def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user, classified):
+def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user: User, classified) -> None:
     cat, noise = classified
 
     again = services.prediction_create(user=user, uploaded_file=_upload(noise_png(), "noise-again.png"))
@@ -122,7 +125,7 @@ def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user, classified)
     assert (again.entropy, again.margin, again.uncertain) == (noise.entropy, noise.margin, True)
 
 
-def test_api_says_whether_the_model_was_sure(user, classified):
+def test_api_says_whether_the_model_was_sure(user: User, classified) -> None:
     cat, noise = classified
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
@@ -139,7 +142,7 @@ def test_api_says_whether_the_model_was_sure(user, classified):
     assert "Not sure" in schema
 
 
-def test_history_csv_has_the_uncertainty_columns(user_client, classified):
+def test_history_csv_has_the_uncertainty_columns(user_client: Client, classified) -> None:
     cat, noise = classified
 
     exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
@@ -151,7 +154,7 @@ def test_history_csv_has_the_uncertainty_columns(user_client, classified):
     assert float(rows["cat.png"]["margin"]) == pytest.approx(cat.margin, abs=1e-6)
 
 
-def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(user_client, classified):
+def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(user_client: Client, classified) -> None:
     cat, noise = classified
 
     unsure = user_client.get(reverse("predictions:card", args=[noise.id])).content.decode()

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import Settings
 
 from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import photo_bytes
@@ -22,7 +25,7 @@ def _succeeded(user, label: str = "tabby cat", **fields) -> Prediction:
         {"label": label, "class_id": "n02123045", "score": 0.8},
         {"label": "tiger cat", "class_id": "n02123159", "score": 0.1},
     ]
-    return PredictionFactory(
+    return PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, label=label, class_id="n02123045", confidence=0.8,
         top_predictions=top, completed_at=timezone.now(), total_ms=120.0, queue_ms=10.0, preprocess_ms=5.0,
         inference_ms=100.0, **fields,
@@ -32,7 +35,7 @@ def _succeeded(user, label: str = "tabby cat", **fields) -> Prediction:
 # --- History ---------------------------------------------------------------------------
 
 
-def test_history_counts_in_words_with_the_right_plural(user_client, user):
+def test_history_counts_in_words_with_the_right_plural(user_client: Client, user: User) -> None:
     _succeeded(user)
     assert "1 prediction<" in user_client.get(HISTORY).content.decode().replace(" ·", "<").replace("\n", "<")
 
@@ -42,7 +45,7 @@ def test_history_counts_in_words_with_the_right_plural(user_client, user):
     assert "1 predictions" not in page
 
 
-def test_history_empty_states_say_why(user_client, user):
+def test_history_empty_states_say_why(user_client: Client, user: User) -> None:
     page = user_client.get(HISTORY).content.decode()
     assert "No predictions yet" in page
     assert "Clear filters" not in page
@@ -55,7 +58,7 @@ def test_history_empty_states_say_why(user_client, user):
     assert "Clear filters" in page
 
 
-def test_history_says_when_the_date_range_is_reversed(user_client, user):
+def test_history_says_when_the_date_range_is_reversed(user_client: Client, user: User) -> None:
     _succeeded(user)
 
     response = user_client.get(HISTORY, {"created_after": "2026-11-20", "created_before": "2026-11-10"})
@@ -68,13 +71,13 @@ def test_history_says_when_the_date_range_is_reversed(user_client, user):
     assert 'class="history' not in page
 
 
-def test_history_filter_controls_all_have_labels(user_client, user):
+def test_history_filter_controls_all_have_labels(user_client: Client, user: User) -> None:
     page = user_client.get(HISTORY).content.decode()
     for field in ("id_label", "id_status", "id_created_after", "id_created_before"):
         assert f'<label for="{field}">' in page
 
 
-def test_times_are_shown_in_the_browsers_zone_and_say_which(user_client, user):
+def test_times_are_shown_in_the_browsers_zone_and_say_which(user_client: Client, user: User) -> None:
     _succeeded(user, created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
 
     assert "2026-11-27 23:30" in user_client.get(HISTORY).content.decode()
@@ -87,21 +90,21 @@ def test_times_are_shown_in_the_browsers_zone_and_say_which(user_client, user):
     assert "1 prediction" in user_client.get(HISTORY, {"created_after": "2026-11-28"}).content.decode()
 
 
-def test_an_encoded_time_zone_cookie_is_read_too(user_client, user):
+def test_an_encoded_time_zone_cookie_is_read_too(user_client: Client, user: User) -> None:
     _succeeded(user, created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
     user_client.cookies["tz"] = "Asia%2FTokyo"
 
     assert "2026-11-28 08:30" in user_client.get(HISTORY).content.decode()
 
 
-def test_an_unknown_time_zone_cookie_is_ignored(user_client, user):
+def test_an_unknown_time_zone_cookie_is_ignored(user_client: Client, user: User) -> None:
     _succeeded(user, created_at=datetime(2026, 11, 27, 23, 30, tzinfo=UTC))
     user_client.cookies["tz"] = "../../etc/passwd"
 
     assert "2026-11-27 23:30" in user_client.get(HISTORY).content.decode()
 
 
-def test_labels_read_in_one_casing(user_client, user):
+def test_labels_read_in_one_casing(user_client: Client, user: User) -> None:
     _succeeded(user, label="Golden Retriever")
     _succeeded(user, label="garbage truck")
 
@@ -115,7 +118,7 @@ def test_labels_read_in_one_casing(user_client, user):
 # --- Detail page -----------------------------------------------------------------------
 
 
-def test_detail_page_has_the_image_chart_timings_and_a_way_back(user_client, user):
+def test_detail_page_has_the_image_chart_timings_and_a_way_back(user_client: Client, user: User) -> None:
     prediction = _succeeded(user)
     url = reverse("predictions:detail", args=[prediction.id])
 
@@ -136,7 +139,7 @@ def test_detail_page_has_the_image_chart_timings_and_a_way_back(user_client, use
     assert reverse("predictions:delete", args=[prediction.id]) in page
 
 
-def test_deleting_from_the_detail_page_returns_to_the_filtered_history(user_client, user):
+def test_deleting_from_the_detail_page_returns_to_the_filtered_history(user_client: Client, user: User) -> None:
     prediction = _succeeded(user)
 
     response = user_client.post(reverse("predictions:delete", args=[prediction.id]), {"back": "label=cat&page=1"})
@@ -146,7 +149,7 @@ def test_deleting_from_the_detail_page_returns_to_the_filtered_history(user_clie
     assert not Prediction.objects.filter(id=prediction.id).exists()
 
 
-def test_result_cards_link_to_the_detail_page_and_name_their_image(user_client, user):
+def test_result_cards_link_to_the_detail_page_and_name_their_image(user_client: Client, user: User) -> None:
     prediction = _succeeded(user)
 
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
@@ -159,7 +162,7 @@ def test_result_cards_link_to_the_detail_page_and_name_their_image(user_client, 
 # --- Upload ----------------------------------------------------------------------------
 
 
-def test_upload_page_states_the_limits_before_uploading(user_client):
+def test_upload_page_states_the_limits_before_uploading(user_client: Client) -> None:
     page = user_client.get(reverse("predictions:upload")).content.decode()
 
     assert "up to 20 images at a time" in page
@@ -167,7 +170,7 @@ def test_upload_page_states_the_limits_before_uploading(user_client):
     assert "JPEG, PNG" in page
 
 
-def test_the_pages_script_gets_each_result_card_as_a_fragment(user_client, user):
+def test_the_pages_script_gets_each_result_card_as_a_fragment(user_client: Client, user: User) -> None:
     image = SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
 
     response = user_client.post(
@@ -182,7 +185,7 @@ def test_the_pages_script_gets_each_result_card_as_a_fragment(user_client, user)
     assert 'data-pending="true"' in body
 
 
-def test_a_refused_file_comes_back_as_a_readable_fragment(user_client, user):
+def test_a_refused_file_comes_back_as_a_readable_fragment(user_client: Client, user: User) -> None:
     bad = SimpleUploadedFile("notes.jpg", b"this is not a photo", content_type="image/jpeg")
 
     response = user_client.post(
@@ -198,7 +201,7 @@ def test_a_refused_file_comes_back_as_a_readable_fragment(user_client, user):
 # --- Stats -----------------------------------------------------------------------------
 
 
-def test_stats_for_a_person_have_no_operator_tables_and_no_user_count(user_client, user):
+def test_stats_for_a_person_have_no_operator_tables_and_no_user_count(user_client: Client, user: User) -> None:
     _succeeded(user)
 
     page = user_client.get("/stats/").content.decode()
@@ -212,9 +215,9 @@ def test_stats_for_a_person_have_no_operator_tables_and_no_user_count(user_clien
     assert "Numbers per day" in page
 
 
-def test_stats_for_an_operator_keep_the_latency_tables(client, user):
+def test_stats_for_an_operator_keep_the_latency_tables(client: Client, user: User) -> None:
     _succeeded(user)
-    client.force_login(OperatorFactory())
+    client.force_login(OperatorFactory.create())
 
     page = client.get("/stats/").content.decode()
 
@@ -226,7 +229,7 @@ def test_stats_for_an_operator_keep_the_latency_tables(client, user):
 # --- Profile ---------------------------------------------------------------------------
 
 
-def test_profile_first_token_and_rotation_say_what_happened(user_client):
+def test_profile_first_token_and_rotation_say_what_happened(user_client: Client) -> None:
     page = user_client.post(reverse("accounts:profile"), follow=True).content.decode()
     assert "Your API token was created." in page
     assert "no longer works" not in page
@@ -237,7 +240,7 @@ def test_profile_first_token_and_rotation_say_what_happened(user_client):
     assert "the old one no longer works" in page
 
 
-def test_password_change_through_djangos_views(user_client, user):
+def test_password_change_through_djangos_views(user_client: Client, user: User) -> None:
     assert reverse("password_change") in user_client.get(reverse("accounts:profile")).content.decode()
 
     response = user_client.post(
@@ -258,7 +261,7 @@ def test_password_change_through_djangos_views(user_client, user):
 # --- Navigation, favicon, error pages -----------------------------------------------------
 
 
-def test_navigation_marks_the_current_page_and_has_a_skip_link(user_client):
+def test_navigation_marks_the_current_page_and_has_a_skip_link(user_client: Client) -> None:
     page = user_client.get(HISTORY).content.decode()
 
     assert 'href="#main"' in page
@@ -267,7 +270,7 @@ def test_navigation_marks_the_current_page_and_has_a_skip_link(user_client):
     assert 'aria-live="polite"' in page
 
 
-def test_favicon_is_served(client):
+def test_favicon_is_served(client: Client) -> None:
     response = client.get("/favicon.ico")
 
     assert response.status_code == 200
@@ -275,7 +278,7 @@ def test_favicon_is_served(client):
     assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
 
 
-def test_unknown_page_gets_the_friendly_404_with_debug_off(client, settings):
+def test_unknown_page_gets_the_friendly_404_with_debug_off(client: Client, settings: Settings) -> None:
     settings.DEBUG = False
 
     response = client.get("/no-such-page/")
@@ -284,7 +287,7 @@ def test_unknown_page_gets_the_friendly_404_with_debug_off(client, settings):
     assert "This page does not exist" in response.content.decode()
 
 
-def test_unknown_page_lists_no_urls_with_debug_on(client, settings):
+def test_unknown_page_lists_no_urls_with_debug_on(client: Client, settings: Settings) -> None:
     settings.DEBUG = True
 
     response = client.get("/no-such-page/")
@@ -298,9 +301,9 @@ def test_unknown_page_lists_no_urls_with_debug_on(client, settings):
 # --- Admin -----------------------------------------------------------------------------
 
 
-def test_admin_prediction_page_shows_the_image_and_readable_top_k(client, user):
+def test_admin_prediction_page_shows_the_image_and_readable_top_k(client: Client, user: User) -> None:
     prediction = _succeeded(user)
-    client.force_login(OperatorFactory())
+    client.force_login(OperatorFactory.create())
 
     page = client.get(reverse("admin:predictions_prediction_change", args=[prediction.id])).content.decode()
 
@@ -317,7 +320,7 @@ def test_admin_prediction_page_shows_the_image_and_readable_top_k(client, user):
     assert "thumbnails/" not in listing  # the stored file's path, not a picture
 
 
-def test_admin_model_version_metadata_is_a_table(admin_client, db):
+def test_admin_model_version_metadata_is_a_table(admin_client: Client, db: None) -> None:
     version = ModelVersion.objects.create(
         name="lite", version="9", path="/nowhere", metrics={"test_photos": {"top1_accuracy": 0.8}},
         metadata={"input_size": 224, "format_version": 1},
@@ -329,7 +332,7 @@ def test_admin_model_version_metadata_is_a_table(admin_client, db):
     assert '<th scope="row">input_size</th><td>224</td>' in page
 
 
-def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client, user):
+def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client: Client, user: User) -> None:
     prediction = _succeeded(user)
     url = reverse("predictions:detail", args=[prediction.id])
     assert 'name="back" value="label=cat"' in user_client.get(url, {"back": "label=cat"}).content.decode()
@@ -339,7 +342,7 @@ def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client
     assert response.url == f"{url}?back=label%3Dcat#review-{prediction.id}"
 
 
-def test_the_500_page_renders_without_a_request(db):
+def test_the_500_page_renders_without_a_request(db: None) -> None:
     from django.template.loader import render_to_string
 
     page = render_to_string("500.html")

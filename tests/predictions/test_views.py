@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from predictions.models import Prediction, PredictionStatus
 from tests.conftest import photo_bytes
 from tests.factories import PredictionFactory
 
 
-def test_pages_require_login(client):
+def test_pages_require_login(client: Client) -> None:
     for name in ["predictions:upload", "predictions:history"]:
         response = client.get(reverse(name))
         assert response.status_code == 302
         assert "/accounts/login/" in response.url
 
 
-def test_upload_one_image_redirects_to_its_result(user_client, user):
+def test_upload_one_image_redirects_to_its_result(user_client: Client, user: User) -> None:
     image = SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
 
     response = user_client.post(reverse("predictions:upload"), {"images": [image], "top_k": 5})
@@ -35,7 +39,7 @@ def test_upload_one_image_redirects_to_its_result(user_client, user):
     assert b"cat.jpg" in page.content
 
 
-def test_upload_several_images_shows_them_together(user_client, user):
+def test_upload_several_images_shows_them_together(user_client: Client, user: User) -> None:
     images = [
         SimpleUploadedFile(f"p{i}.png", photo_bytes(name, "PNG"))
         for i, name in enumerate(["coffee", "rocket", "chelsea"])
@@ -56,7 +60,9 @@ def test_upload_several_images_shows_them_together(user_client, user):
         ("broken.jpg", photo_bytes("chelsea")[:3000], b"damaged or incomplete"),
     ],
 )
-def test_bad_files_get_a_form_error_and_leave_nothing(user_client, media_dir, name, content, message):
+def test_bad_files_get_a_form_error_and_leave_nothing(
+    user_client: Client, media_dir: Path, name, content, message
+) -> None:
     files_before = sorted(media_dir.rglob("*"))
 
     response = user_client.post(
@@ -70,8 +76,8 @@ def test_bad_files_get_a_form_error_and_leave_nothing(user_client, media_dir, na
     assert sorted(media_dir.rglob("*")) == files_before
 
 
-def test_result_card_shows_chart_and_latency_when_done(user_client, user):
-    prediction = PredictionFactory(
+def test_result_card_shows_chart_and_latency_when_done(user_client: Client, user: User) -> None:
+    prediction = PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045",
         confidence=0.8, top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.8},
                                          {"label": "tiger cat", "class_id": "n02123159", "score": 0.1}],
@@ -87,10 +93,10 @@ def test_result_card_shows_chart_and_latency_when_done(user_client, user):
     assert "40 ms" in html
 
 
-def test_history_lists_own_predictions_with_filters_and_csv(user_client, user, other_user):
-    PredictionFactory(user=user, label="tabby cat", status=PredictionStatus.PENDING)
-    PredictionFactory(user=user, label="espresso", status=PredictionStatus.PENDING)
-    PredictionFactory(user=other_user, label="tabby cat", original_filename="secret.jpg")
+def test_history_lists_own_predictions_with_filters_and_csv(user_client: Client, user: User, other_user: User) -> None:
+    PredictionFactory.create(user=user, label="tabby cat", status=PredictionStatus.PENDING)
+    PredictionFactory.create(user=user, label="espresso", status=PredictionStatus.PENDING)
+    PredictionFactory.create(user=other_user, label="tabby cat", original_filename="secret.jpg")
 
     page = user_client.get(reverse("predictions:history"))
     filtered = user_client.get(reverse("predictions:history"), {"label": "espresso"})
@@ -105,9 +111,9 @@ def test_history_lists_own_predictions_with_filters_and_csv(user_client, user, o
     assert rows[1][5] == "tabby cat"
 
 
-def test_history_is_paginated_newest_first(user_client, user):
+def test_history_is_paginated_newest_first(user_client: Client, user: User) -> None:
     for _ in range(25):
-        PredictionFactory(user=user)
+        PredictionFactory.create(user=user)
 
     first = user_client.get(reverse("predictions:history"))
     second = user_client.get(reverse("predictions:history"), {"page": 2})
@@ -118,8 +124,8 @@ def test_history_is_paginated_newest_first(user_client, user):
     assert first.context["page"].object_list[0] == newest
 
 
-def test_other_users_cannot_see_poll_delete_or_fetch_the_image(client, user, other_user):
-    prediction = PredictionFactory(user=user)
+def test_other_users_cannot_see_poll_delete_or_fetch_the_image(client: Client, user: User, other_user: User) -> None:
+    prediction = PredictionFactory.create(user=user)
     client.force_login(other_user)
 
     for name in ["predictions:detail", "predictions:card", "predictions:image"]:
@@ -129,8 +135,8 @@ def test_other_users_cannot_see_poll_delete_or_fetch_the_image(client, user, oth
     assert Prediction.objects.filter(id=prediction.id).exists()
 
 
-def test_owner_gets_the_image_and_a_thumbnail(user_client, user):
-    prediction = PredictionFactory(user=user)
+def test_owner_gets_the_image_and_a_thumbnail(user_client: Client, user: User) -> None:
+    prediction = PredictionFactory.create(user=user)
 
     full = user_client.get(reverse("predictions:image", args=[prediction.id]))
     thumb = user_client.get(reverse("predictions:image", args=[prediction.id]), {"size": "thumb"})
@@ -141,14 +147,16 @@ def test_owner_gets_the_image_and_a_thumbnail(user_client, user):
     assert b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
 
 
-def test_media_is_not_served_publicly(client, user):
-    prediction = PredictionFactory(user=user)
+def test_media_is_not_served_publicly(client: Client, user: User) -> None:
+    prediction = PredictionFactory.create(user=user)
     assert client.get(f"/media/{prediction.image.name}").status_code == 404
     assert client.get(reverse("predictions:image", args=[prediction.id])).status_code == 302
 
 
-def test_delete_removes_the_prediction_and_its_file(user_client, user, django_capture_on_commit_callbacks):
-    prediction = PredictionFactory(user=user)
+def test_delete_removes_the_prediction_and_its_file(
+    user_client: Client, user: User, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
+    prediction = PredictionFactory.create(user=user)
     path = prediction.image.path
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -161,9 +169,9 @@ def test_delete_removes_the_prediction_and_its_file(user_client, user, django_ca
     assert not os.path.exists(path)
 
 
-def test_admin_lists_predictions_read_only(client, user, django_user_model):
+def test_admin_lists_predictions_read_only(client: Client, user: User, django_user_model: type[User]) -> None:
     admin = django_user_model.objects.create_superuser("boss", password="x-long-password-1")
-    prediction = PredictionFactory(user=user, label="tabby cat")
+    prediction = PredictionFactory.create(user=user, label="tabby cat")
     client.force_login(admin)
 
     listing = client.get(reverse("admin:predictions_prediction_changelist"))
@@ -177,7 +185,7 @@ def test_admin_lists_predictions_read_only(client, user, django_user_model):
     assert image.status_code == 200
 
 
-def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(user_client, user):
+def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(user_client: Client, user: User) -> None:
     files = [
         SimpleUploadedFile("cup.png", photo_bytes("coffee", "PNG")),
         SimpleUploadedFile("notes.txt", b"just text"),
@@ -191,25 +199,25 @@ def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_go_through(use
     assert Prediction.objects.filter(user=user).count() == 1
 
 
-def test_missing_image_file_is_a_404_not_a_500(user_client, user):
+def test_missing_image_file_is_a_404_not_a_500(user_client: Client, user: User) -> None:
     import os
 
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory.create(user=user)
     os.unlink(prediction.image.path)
 
     assert user_client.get(reverse("predictions:image", args=[prediction.id])).status_code == 404
     assert user_client.get(reverse("predictions:image", args=[prediction.id]), {"size": "thumb"}).status_code == 404
 
 
-def test_csv_export_neutralises_formulas_in_filenames(user_client, user):
-    PredictionFactory(user=user, original_filename="=HYPERLINK(1).jpg")
+def test_csv_export_neutralises_formulas_in_filenames(user_client: Client, user: User) -> None:
+    PredictionFactory.create(user=user, original_filename="=HYPERLINK(1).jpg")
 
     exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
 
     assert "'=HYPERLINK(1).jpg" in exported
 
 
-def test_too_many_files_at_once_is_a_form_error_and_nothing_is_stored(user_client, settings):
+def test_too_many_files_at_once_is_a_form_error_and_nothing_is_stored(user_client: Client, settings: Settings) -> None:
     settings.MAX_FILES_PER_REQUEST = 2
     files = [SimpleUploadedFile(f"{i}.png", photo_bytes("coffee", "PNG")) for i in range(3)]
 
@@ -220,10 +228,10 @@ def test_too_many_files_at_once_is_a_form_error_and_nothing_is_stored(user_clien
     assert Prediction.objects.count() == 0
 
 
-def test_a_cached_result_says_so_on_its_card_and_in_history(user_client, user):
+def test_a_cached_result_says_so_on_its_card_and_in_history(user_client: Client, user: User) -> None:
     from django.utils import timezone
 
-    prediction = PredictionFactory(
+    prediction = PredictionFactory.create(
         user=user, status="succeeded", label="tabby", class_id="n02123045", confidence=0.8, cached=True,
         top_predictions=[{"label": "tabby", "class_id": "n02123045", "score": 0.8}], total_ms=4.0,
         queue_ms=0, preprocess_ms=0, inference_ms=0, completed_at=timezone.now(),

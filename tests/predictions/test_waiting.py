@@ -8,13 +8,16 @@ import contextlib
 import os
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import redis
+from django.contrib.auth.models import User
+from pytest_django import Settings
 from rest_framework.authtoken.models import Token
 
 from predictions import events, selectors
-from predictions.models import PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port, photo_bytes
 from tests.factories import PredictionFactory
 
@@ -26,7 +29,7 @@ def _in_progress(user):
     still run) claims it, so only the test decides when it becomes final."""
     from django.utils import timezone
 
-    return PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
+    return PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
 
 
 def _redis_or_skip() -> None:
@@ -44,9 +47,7 @@ def _finish_once_waiting(monkeypatch, prediction_id, *, publish: bool) -> list[t
     finisher = []
 
     def finish() -> None:
-        PredictionFactory._meta.model.objects.filter(id=prediction_id).update(
-            status=PredictionStatus.FAILED, error="done elsewhere"
-        )
+        Prediction.objects.filter(id=prediction_id).update(status=PredictionStatus.FAILED, error="done elsewhere")
         if publish:
             events.prediction_final_publish([prediction_id])
 
@@ -64,7 +65,9 @@ def _finish_once_waiting(monkeypatch, prediction_id, *, publish: bool) -> list[t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(user, settings, monkeypatch):
+def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(
+    user: User, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _redis_or_skip()
     settings.EVENTS_REDIS_URL = LOCAL_REDIS
     settings.EVENTS_RECHECK_SECONDS = 3600  # no safety re-read and no deadline before the test gives up
@@ -80,7 +83,9 @@ def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(user, set
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings, monkeypatch):
+def test_without_redis_a_wait_still_ends_when_the_row_is_final(
+    user: User, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings.EVENTS_REDIS_URL = ""
     prediction = _in_progress(user)
     waits = _finish_once_waiting(monkeypatch, prediction.id, publish=False)
@@ -97,7 +102,9 @@ def test_without_redis_a_wait_still_ends_when_the_row_is_final(user, settings, m
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_200_long_polls_do_not_delay_health_or_an_upload(user, media_dir, active_model):
+def test_200_long_polls_do_not_delay_health_or_an_upload(
+    user: User, media_dir: Path, active_model: ModelVersion
+) -> None:
     """The web server exactly as docker-compose runs it, 200 clients long-polling a
     prediction no worker will finish: a health probe and an upload are answered before
     any of the long-polls."""

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from django.db import OperationalError
+from django.test import Client
+from pytest_django import Settings
 
 from predictions import inference, services, worker
-from predictions.models import WorkerHeartbeat
+from predictions.models import ModelVersion, WorkerHeartbeat
 from tests.conftest import BASE_DIR
 
 READY_URL = "/health/ready"
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("operator_probe")
 
 
 @pytest.fixture
-def pool_child(monkeypatch) -> Iterator[None]:
+def pool_child(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """worker_process_start / _stop as a pool child runs them, minus the thread's loop
     (tests call ``beat()``, which the loop runs every WORKER_HEARTBEAT_INTERVAL_SECONDS)."""
     monkeypatch.setattr(worker.HeartbeatThread, "start", lambda self: None)
@@ -36,8 +38,8 @@ def pool_child(monkeypatch) -> Iterator[None]:
 
 
 def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_is_back(
-    client, active_model, pool_child, monkeypatch
-):
+    client: Client, active_model: ModelVersion, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker started beside the one-shot migrate: its warm-up hits a missing table."""
     real_active_version = services.model_version_get_or_sync_active
     database = {"migrated": False}
@@ -73,7 +75,9 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     assert not WorkerHeartbeat.objects.exists()  # a stopping worker stops counting at once
 
 
-def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_child, monkeypatch):
+def test_a_missing_model_is_retried_too(
+    client: Client, db: None, settings: Settings, tmp_path: Path, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
     settings.MODEL_DIR = tmp_path  # a deploy that has not copied the model yet
 
@@ -85,7 +89,9 @@ def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_chi
     assert heartbeat.model_loaded is False
 
 
-def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool_child, monkeypatch):
+def test_the_maintenance_worker_never_loads_the_model(
+    client: Client, active_model: ModelVersion, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     loads = []
     monkeypatch.setattr(inference, "get_classifier", lambda *args, **kwargs: loads.append(args))
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["celery", "maintenance"])
@@ -101,7 +107,7 @@ def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool
     assert client.get(READY_URL).status_code == 503
 
 
-def test_consumed_queues_are_the_ones_the_worker_selected(monkeypatch):
+def test_consumed_queues_are_the_ones_the_worker_selected(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery import current_app
 
     queues = current_app.amqp.queues
@@ -138,7 +144,7 @@ def _heartbeats(database: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see who loaded TensorFlow")
-def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_dir):
+def test_workers_started_before_migrate_become_ready_after_it(tmp_path: Path, model_dir: Path) -> None:
     """As in docker-compose: an inference and a maintenance worker start while the
     database is still empty. Both keep beating; once migrated, the inference worker
     loads the model and readiness passes; the maintenance worker never loads it, and no

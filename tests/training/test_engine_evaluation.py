@@ -34,7 +34,7 @@ def _model_with_splits(tmp_path: Path, data: Path, held_out_per_class: int = 4) 
     return model, splits
 
 
-def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path, digits_subset: Path):
+def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path, digits_subset: Path) -> None:
     model, splits = _model_with_splits(tmp_path, digits_subset)
 
     picked = calibration_files(model, digits_subset, count=30)
@@ -50,7 +50,7 @@ def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path
     assert sorted(p.relative_to(digits_subset).as_posix() for p in everything) == sorted(splits["train"])
 
 
-def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: Path, digits_subset: Path):
+def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: Path, digits_subset: Path) -> None:
     model, _ = _model_with_splits(tmp_path, digits_subset)
     other = tmp_path / "other"
     shutil.copytree(digits_subset, other)
@@ -63,7 +63,7 @@ def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: 
         calibration_files(model, digits_subset, count=30)
 
 
-def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Path, digits_subset: Path):
+def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Path, digits_subset: Path) -> None:
     model, _ = _model_with_splits(tmp_path, digits_subset)
     (model / "saved_model").mkdir()
 
@@ -77,7 +77,7 @@ def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Pat
         evaluate.parse_engines("tflite-int4")
 
 
-def test_engine_comparison_on_a_tiny_fixed_example():
+def test_engine_comparison_on_a_tiny_fixed_example() -> None:
     targets = np.array([0, 1, 2, 0])
     reference = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
     candidate = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3], [0.6, 0.3, 0.1]])
@@ -100,7 +100,7 @@ def test_engine_comparison_on_a_tiny_fixed_example():
 @pytest.mark.slow
 def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     model = tmp_path / "digits"
     shutil.copytree(finetuned.target, model)  # the session's model dir is shared by other tests
     data = ["--model", str(model), "--data", str(digits_subset), "--split", "test"]

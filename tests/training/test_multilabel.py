@@ -68,7 +68,9 @@ def test_labels_csv_errors_name_the_line_and_the_reason(tmp_path: Path, text: st
     assert message in str(caught.value)
 
 
-def test_finetune_cli_reports_a_missing_labels_csv_before_training(tmp_path: Path, capsys) -> None:
+def test_finetune_cli_reports_a_missing_labels_csv_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = _image_folder(tmp_path / "data", ["a.png"])
     argv = ["--data", str(root), "--multi-label", str(tmp_path / "nope.csv"), "--name", "x", "--out", str(tmp_path)]
 
@@ -213,7 +215,7 @@ def test_runner_returns_the_labels_passing_their_thresholds_for_held_out_composi
 
 
 def test_classify_command_prints_the_passing_labels(
-    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys
+    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from predictions.inference import get_classifier
 
@@ -235,7 +237,7 @@ def test_classify_command_prints_the_passing_labels(
 
 
 def test_evaluate_points_a_multi_label_model_to_its_card(
-    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys
+    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from training import evaluate
 

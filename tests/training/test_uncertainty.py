@@ -22,7 +22,7 @@ CORRECT += [(0.3, 0.05)]
 WRONG = [(0.95, 0.5), (0.2, 0.02)]
 
 
-def test_calibration_keeps_90_percent_of_correct_and_flags_the_most_wrong_by_hand():
+def test_calibration_keeps_90_percent_of_correct_and_flags_the_most_wrong_by_hand() -> None:
     points = CORRECT + WRONG
     correct = [True] * len(CORRECT) + [False] * len(WRONG)
 
@@ -38,7 +38,7 @@ def test_calibration_keeps_90_percent_of_correct_and_flags_the_most_wrong_by_han
     assert chosen.flagged == pytest.approx(3 / 12)
 
 
-def test_without_wrong_answers_calibration_spends_the_false_alarm_budget():
+def test_without_wrong_answers_calibration_spends_the_false_alarm_budget() -> None:
     chosen = calibrate([e for e, _ in CORRECT], [m for _, m in CORRECT], [True] * len(CORRECT), target=0.8)
 
     assert chosen.kept_correct == pytest.approx(0.8)
@@ -47,12 +47,12 @@ def test_without_wrong_answers_calibration_spends_the_false_alarm_budget():
     assert (chosen.entropy, chosen.margin) == (0.7, 0.05)
 
 
-def test_calibration_needs_a_correct_answer():
+def test_calibration_needs_a_correct_answer() -> None:
     with pytest.raises(ValueError, match="no correctly classified image"):
         calibrate([0.5], [0.1], [False])
 
 
-def test_recorded_thresholds_are_what_the_runner_reads(model_dir: Path, tmp_path: Path):
+def test_recorded_thresholds_are_what_the_runner_reads(model_dir: Path, tmp_path: Path) -> None:
     model = tmp_path / "m" / "1"
     model.mkdir(parents=True)
     for name in ("metadata.json", "labels.json", "MODEL_CARD.md"):
@@ -75,7 +75,9 @@ def test_recorded_thresholds_are_what_the_runner_reads(model_dir: Path, tmp_path
         export_read(model)
 
 
-def test_shipped_model_flags_non_photos_and_not_photos_of_objects(model_dir: Path, tmp_path: Path, capsys):
+def test_shipped_model_flags_non_photos_and_not_photos_of_objects(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "uncertainty.json"
 
     assert (
@@ -94,7 +96,9 @@ def test_shipped_model_flags_non_photos_and_not_photos_of_objects(model_dir: Pat
     assert "not photos of objects" in capsys.readouterr().out
 
 
-def test_a_fine_tuned_model_gets_its_own_thresholds(finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path):
+def test_a_fine_tuned_model_gets_its_own_thresholds(
+    finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path
+) -> None:
     metadata = json.loads((finetuned.target / "metadata.json").read_text())
     own = metadata["uncertainty"]
     assert "validation split" in own["calibrated_on"]
