@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -23,6 +24,12 @@ from pytest_django import DjangoDbBlocker, Settings
 
 from tests.factories import UserFactory
 from training.test_photos import TEST_PHOTOS
+
+if TYPE_CHECKING:  # imported where used: TensorFlow loads only for the tests that need it
+    from rest_framework.test import APIClient
+
+    from predictions.models import ModelVersion, Prediction, PredictionId
+    from training.finetune import FinetuneResult
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PHOTOS = {photo.name: photo for photo in TEST_PHOTOS}
@@ -62,7 +69,7 @@ def _fresh_cache() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The shipped default model, built by the same code as `make model` if absent."""
-    path = Path(django_settings.MODEL_DIR) / django_settings.MODEL_NAME / "1"
+    path = Path(django_settings.MODEL_DIR, django_settings.MODEL_NAME, "1")
     if not (path / "metadata.json").exists():
         subprocess.run(
             [sys.executable, "-m", "training.build_imagenet", "--variant", "lite0", "--out",
@@ -91,7 +98,7 @@ def digits_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> FinetuneResult:
     """A short real fine-tune of the shipped model on ``digits_subset``, once per session:
     2 head epochs, 6 fine-tuning epochs, at 96 px to stay fast. Exported as digits v2."""
     from training.finetune import FinetuneConfig, finetune
@@ -125,7 +132,9 @@ def multi_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: pytest.TempPathFactory):
+def multilabel_finetuned(
+    model_dir: Path, multi_digits: Path, tmp_path_factory: pytest.TempPathFactory
+) -> FinetuneResult:
     """A short real multi-label fine-tune of the shipped model on ``multi_digits``, once
     per session (sigmoid head, thresholds tuned on validation), exported as multi-digits v1.
     128 px: at 96 the digits (a quarter of the canvas wide) are too small to learn in 2 minutes."""
@@ -154,7 +163,7 @@ def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: 
 
 
 @pytest.fixture
-def active_model(db: None, model_dir: Path):
+def active_model(db: None, model_dir: Path) -> ModelVersion:
     from predictions import services
 
     services.model_version_sync()
@@ -170,22 +179,22 @@ def operator_probe(client: Client, settings: Settings) -> None:
 
 
 @pytest.fixture
-def user(db: None):
+def user(db: None) -> User:
     return UserFactory.create()
 
 
 @pytest.fixture
-def other_user(db: None):
+def other_user(db: None) -> User:
     return UserFactory.create()
 
 
 @pytest.fixture
-def user_client(client: Client, user: User):
+def user_client(client: Client, user: User) -> Client:
     client.force_login(user)
     return client
 
 
-def api_as(user):
+def api_as(user: User) -> APIClient:
     """A DRF test client authenticated as ``user`` (session-less, as a token client)."""
     from rest_framework.test import APIClient
 
@@ -219,7 +228,7 @@ def _database_url() -> str:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def _compose_web_command(port: int) -> list[str]:
@@ -236,7 +245,7 @@ def celery_worker(
     media_dir: Path,
     model_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
-):
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process on the test database and media, as in production."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with django_db_blocker.unblock():
@@ -270,7 +279,7 @@ def celery_worker(
         process.kill()
 
 
-def wait_for_final(prediction_id, timeout: float = 90.0):
+def wait_for_final(prediction_id: PredictionId, timeout: float = 90.0) -> Prediction:
     """Poll the database until the prediction is final (the worker writes it)."""
     from predictions.models import Prediction
 

@@ -1,5 +1,6 @@
 """Fixtures shared by the predictions tests: a copy of the shipped model under another
-version, an account allowed to switch versions, and API clients for any user."""
+version, an account allowed to switch versions, API clients for any user, and the
+messages the services send to the workers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
+from predictions import services
+from predictions.models import PredictionId
 from tests.factories import UserFactory
 
 
@@ -19,7 +22,7 @@ def _copy_model(source: Path, root: Path, version: str, **metadata_changes: obje
     """The shipped model exported again as ``<name>/<version>`` under ``root`` (the
     SavedModel and its cards only: the engine the tests use)."""
     metadata = json.loads((source / "metadata.json").read_text())
-    target = root / metadata["name"] / version
+    target = Path(root, metadata["name"], version)
     target.mkdir(parents=True)
     shutil.copytree(source / "saved_model", target / "saved_model")
     shutil.copy(source / "labels.json", target / "labels.json")
@@ -47,3 +50,16 @@ def api_for() -> Callable[[User], APIClient]:
         return api
 
     return client
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[PredictionId]:
+    """The prediction ids the services send to the workers, recorded instead of sent."""
+    messages: list[PredictionId] = []
+
+    def enqueue(*, prediction_id: PredictionId) -> bool:
+        messages.append(prediction_id)
+        return True
+
+    monkeypatch.setattr(services, "prediction_enqueue", enqueue)
+    return messages

@@ -32,22 +32,22 @@ from tests.factories import (
 
 
 @pytest.fixture
-def model_version(db: None):
+def model_version(db: None) -> ModelVersion:
     return ModelVersionFactory.create(
         metrics={"test_photos": {"count": 5, "top1_accuracy": 0.8, "top5_accuracy": 1.0}, "num_classes": 3}
     )
 
 
-def _succeeded(user, model_version, **fields):
+def _succeeded(user: User, model_version: ModelVersion, **fields: object) -> Prediction:
     return SucceededPredictionFactory.create(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
-def done(user: User, model_version: ModelVersion):
+def done(user: User, model_version: ModelVersion) -> Prediction:
     return _succeeded(user, model_version)
 
 
-def _review_url(prediction, kind: str) -> str:
+def _review_url(prediction: Prediction, kind: str) -> str:
     return f"/api/v1/predictions/{prediction.id}/{kind}/"
 
 
@@ -87,7 +87,7 @@ def test_correcting_with_the_models_own_label_points_at_confirming(user: User, d
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
-def test_only_a_succeeded_prediction_is_confirmed(user: User, status) -> None:
+def test_only_a_succeeded_prediction_is_confirmed(user: User, status: str) -> None:
     extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
     prediction = PredictionFactory.create(user=user, status=status, **extra)
 
@@ -268,7 +268,7 @@ def test_history_rows_have_a_right_button_and_show_the_confirmation(
 
 
 @pytest.fixture
-def history(user: User, model_version: ModelVersion):
+def history(user: User, model_version: ModelVersion) -> list[Prediction]:
     """Six succeeded predictions of lite:3 by ``user``: 3 confirmed, 1 corrected, 2 not
     reviewed. Live top-1 = 3 / 4 = 0.75, correction rate = 1 / 6."""
     predictions = [_succeeded(user, model_version) for _ in range(6)]
@@ -278,7 +278,7 @@ def history(user: User, model_version: ModelVersion):
     return predictions
 
 
-def test_stats_live_top1_is_confirmed_over_reviewed(user: User, user_client: Client, history) -> None:
+def test_stats_live_top1_is_confirmed_over_reviewed(user: User, user_client: Client, history: list[Prediction]) -> None:
     body = api_as(user).get("/api/v1/stats/").json()
 
     (row,) = body["per_model_version"]
@@ -308,7 +308,7 @@ def test_stats_live_top1_is_none_when_nothing_was_reviewed(
 
 
 def test_a_user_sees_live_top1_of_their_own_predictions_an_operator_of_everyones(
-    user: User, history, model_version: ModelVersion
+    user: User, history: list[Prediction], model_version: ModelVersion
 ) -> None:
     stranger = UserFactory.create()
     theirs = _succeeded(stranger, model_version)
@@ -340,7 +340,7 @@ def test_a_review_counts_for_the_version_whose_answer_it_reviewed(user: User, mo
 
 
 def test_the_ab_comparison_gains_live_top1(
-    user: User, user_client: Client, history, model_version: ModelVersion
+    user: User, user_client: Client, history: list[Prediction], model_version: ModelVersion
 ) -> None:
     candidate = ModelVersionFactory.create(
         version="4", is_active=False, status=ModelVersionStatus.CANDIDATE, metrics={}, exported_at=None
@@ -366,7 +366,7 @@ def _manifest(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_export_includes_confirmed_predictions_in_their_class_folder(history, tmp_path: Path) -> None:
+def test_export_includes_confirmed_predictions_in_their_class_folder(history: list[Prediction], tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), stdout=out)
 
@@ -380,7 +380,7 @@ def test_export_includes_confirmed_predictions_in_their_class_folder(history, tm
     assert "Exported 4 image(s) (1 corrected, 3 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
-def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path: Path) -> None:
+def test_export_corrections_only_leaves_the_confirmed_out(history: list[Prediction], tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), "--corrections-only", stdout=out)
 
@@ -391,7 +391,7 @@ def test_export_corrections_only_leaves_the_confirmed_out(history, tmp_path: Pat
     assert "Exported 1 image(s) (1 corrected, 0 confirmed)" in out.getvalue()
 
 
-def test_admin_zip_includes_the_confirmed_and_filters_by_review(client: Client, history) -> None:
+def test_admin_zip_includes_the_confirmed_and_filters_by_review(client: Client, history: list[Prediction]) -> None:
     client.force_login(OperatorFactory.create())
     changelist = reverse("admin:predictions_correction_changelist")
     assert "3 reviews" in client.get(changelist, {"confirmed__exact": "1"}).content.decode()
@@ -399,7 +399,7 @@ def test_admin_zip_includes_the_confirmed_and_filters_by_review(client: Client, 
 
     response = client.post(changelist, {"action": "export_dataset", "_selected_action": [r.pk for r in reviews]})
 
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    archive = zipfile.ZipFile(io.BytesIO(response.getvalue()))
     rows = _manifest(archive.read("manifest.csv").decode())
     assert sorted(row["review"] for row in rows) == ["confirmed", "confirmed", "confirmed", "corrected"]
     assert sum(name.startswith("tiger cat/") for name in archive.namelist()) == 3

@@ -9,6 +9,7 @@ import io
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
@@ -29,22 +30,25 @@ from tests.factories import (
     UserFactory,
 )
 
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse as APIResponse
+
 
 @pytest.fixture
-def model_version(db: None):
+def model_version(db: None) -> ModelVersion:
     return ModelVersionFactory.create()
 
 
-def _succeeded(user, model_version, **fields):
+def _succeeded(user: User, model_version: ModelVersion, **fields: object) -> Prediction:
     return SucceededPredictionFactory.create(user=user, model_version=model_version, **fields)
 
 
 @pytest.fixture
-def done(user: User, model_version: ModelVersion):
+def done(user: User, model_version: ModelVersion) -> Prediction:
     return _succeeded(user, model_version)
 
 
-def _correct(user, prediction, label):
+def _correct(user: User, prediction: Prediction, label: str) -> APIResponse:
     return api_as(user).post(f"/api/v1/predictions/{prediction.id}/correction/", {"label": label}, format="json")
 
 
@@ -76,7 +80,7 @@ def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(use
 
 
 @pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
-def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label) -> None:
+def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label: str) -> None:
     with pytest.raises(ApplicationError) as refused:
         services.correction_set(prediction=done, user=user, label=label)
 
@@ -86,7 +90,7 @@ def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Predictio
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
-def test_only_a_succeeded_prediction_is_corrected(user: User, status) -> None:
+def test_only_a_succeeded_prediction_is_corrected(user: User, status: str) -> None:
     extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
     prediction = PredictionFactory.create(user=user, status=status, **extra)
 
@@ -198,7 +202,7 @@ def test_history_links_to_the_form_and_shows_the_correction(
 
 
 @pytest.fixture
-def corrected(user: User, model_version: ModelVersion):
+def corrected(user: User, model_version: ModelVersion) -> list[Correction]:
     """Three corrections of model lite:3 (two to tabby cat, one to a new class) and one of
     another version."""
     rows = []
@@ -216,7 +220,7 @@ def _manifest(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_path: Path) -> None:
+def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected: list[Correction], tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), "--model-version", "lite:3", stdout=out)
 
@@ -236,7 +240,9 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
-def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected, tmp_path: Path) -> None:
+def test_the_exported_set_is_what_finetune_reads_a_new_class_included(
+    corrected: list[Correction], tmp_path: Path
+) -> None:
     from training.finetune import scan_folder
 
     call_command("export_corrections", str(tmp_path / "set"), stdout=io.StringIO())
@@ -256,7 +262,9 @@ def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected,
         assert path.read_bytes() == Path(Prediction.objects.get(id=path.stem).image.path).read_bytes()
 
 
-def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path: Path, user: User) -> None:
+def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(
+    corrected: list[Correction], tmp_path: Path, user: User
+) -> None:
     root = tmp_path / "set"
     call_command("export_corrections", str(root), stdout=io.StringIO())
     call_command("export_corrections", str(root), stdout=io.StringIO())  # unchanged: fine
@@ -296,7 +304,7 @@ def test_export_command_refuses_an_unknown_model_version(db: None, tmp_path: Pat
         call_command("export_corrections", str(tmp_path), "--model-version", "lite")
 
 
-def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client: Client, corrected) -> None:
+def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client: Client, corrected: list[Correction]) -> None:
     client.force_login(OperatorFactory.create())
     changelist = reverse("admin:predictions_correction_changelist")
     assert client.get(changelist).status_code == 200
@@ -306,13 +314,13 @@ def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client: Client,
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
     assert "attachment" in response["Content-Disposition"]
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    archive = zipfile.ZipFile(io.BytesIO(response.getvalue()))
     names = sorted(archive.namelist())
     assert names == sorted(["manifest.csv", *(f"{c.label}/{c.prediction_id}.jpg" for c in corrected[:3])])
     assert len(_manifest(archive.read("manifest.csv").decode())) == 3
 
 
-def test_staff_without_the_permission_see_no_corrections(client: Client, corrected) -> None:
+def test_staff_without_the_permission_see_no_corrections(client: Client, corrected: list[Correction]) -> None:
     client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(reverse("admin:predictions_correction_changelist")).status_code == 403

@@ -15,20 +15,13 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from predictions import services
 from predictions.exceptions import ConflictError
-from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from tests.conftest import CAT_CLASSES, api_as, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list:
-    messages: list = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: messages.append(prediction_id) or True)
-    return messages
-
-
-@pytest.fixture
-def failed(user: User):
+def failed(user: User) -> Prediction:
     now = timezone.now()
     return PredictionFactory.create(
         user=user, status=PredictionStatus.FAILED, error="The classifier was not available.", attempts=3,
@@ -37,7 +30,7 @@ def failed(user: User):
 
 
 def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(
-    failed: Prediction, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+    failed: Prediction, sent: list[PredictionId], django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
 ) -> None:
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         retried = services.prediction_retry(prediction=failed)
@@ -57,7 +50,7 @@ def test_retry_resets_the_row_to_pending_and_sends_it_after_commit(
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.SUCCEEDED])
-def test_only_a_failed_prediction_is_retried(user: User, sent, status) -> None:
+def test_only_a_failed_prediction_is_retried(user: User, sent: list[PredictionId], status: str) -> None:
     extra = {"confidence": 0.9, "completed_at": timezone.now(), "label": "tabby cat"} if status == "succeeded" else {}
     prediction = PredictionFactory.create(user=user, status=status, **extra)
 
@@ -101,7 +94,10 @@ def test_a_retried_prediction_that_failed_in_this_worker_is_classified(
 
 
 def test_api_retry_is_202_with_the_prediction(
-    user: User, failed: Prediction, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+    user: User,
+    failed: Prediction,
+    sent: list[PredictionId],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         response = api_as(user).post(f"/api/v1/predictions/{failed.id}/retry/")
@@ -115,7 +111,9 @@ def test_api_retry_is_202_with_the_prediction(
     assert sent == [failed.id]
 
 
-def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user: User, failed: Prediction, sent) -> None:
+def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(
+    user: User, failed: Prediction, sent: list[PredictionId]
+) -> None:
     api = api_as(user)
     api.post(f"/api/v1/predictions/{failed.id}/retry/")
 
@@ -126,7 +124,7 @@ def test_api_retry_of_a_prediction_not_failed_is_409_and_changes_nothing(user: U
     assert "this one is pending" in again.json()["error"]["message"]
 
 
-def test_api_retry_of_another_users_prediction_is_404(failed: Prediction, sent) -> None:
+def test_api_retry_of_another_users_prediction_is_404(failed: Prediction, sent: list[PredictionId]) -> None:
     response = api_as(UserFactory.create()).post(f"/api/v1/predictions/{failed.id}/retry/")
 
     assert response.status_code == 404
@@ -134,7 +132,9 @@ def test_api_retry_of_another_users_prediction_is_404(failed: Prediction, sent) 
     assert Prediction.objects.get(id=failed.id).status == PredictionStatus.FAILED
 
 
-def test_the_failed_card_has_a_retry_button_that_sends_it_again(user_client: Client, failed: Prediction, sent) -> None:
+def test_the_failed_card_has_a_retry_button_that_sends_it_again(
+    user_client: Client, failed: Prediction, sent: list[PredictionId]
+) -> None:
     page = user_client.get(reverse("predictions:detail", args=[failed.id]))
     retry_url = reverse("predictions:retry", args=[failed.id])
     assert retry_url.encode() in page.content
@@ -156,7 +156,9 @@ def test_a_succeeded_card_has_no_retry_button(user_client: Client, user: User) -
     assert b"Try again" not in user_client.get(reverse("predictions:detail", args=[done.id])).content
 
 
-def test_admin_retry_action_needs_the_change_prediction_permission(client: Client, failed: Prediction, sent) -> None:
+def test_admin_retry_action_needs_the_change_prediction_permission(
+    client: Client, failed: Prediction, sent: list[PredictionId]
+) -> None:
     staff = UserFactory.create(is_staff=True)
     staff.user_permissions.add(
         Permission.objects.get(codename="view_prediction", content_type__app_label="predictions")

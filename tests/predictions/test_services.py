@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
-from predictions import services
-from predictions.exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
-from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions import images, inference, services
+from predictions.exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, UnsupportedImageError
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory
 
@@ -28,10 +30,8 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     user: User,
     media_dir: Path,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
-    monkeypatch: pytest.MonkeyPatch,
+    sent: list[PredictionId],
 ) -> None:
-    sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     content = photo_bytes("chelsea")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -51,7 +51,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     stored = Path(prediction.image.path)
     assert stored.read_bytes() == content
     assert prediction.id.hex in stored.name
-    assert ".." not in prediction.image.name
+    assert ".." not in str(prediction.image)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     ],
     ids=["empty", "pdf", "truncated-jpeg"],
 )
-def test_bad_upload_writes_nothing(user: User, media_dir: Path, content, error) -> None:
+def test_bad_upload_writes_nothing(user: User, media_dir: Path, content: bytes, error: type[ApplicationError]) -> None:
     before = set(_media_files(media_dir))
 
     with pytest.raises(error) as raised:
@@ -105,6 +105,7 @@ def test_process_stores_label_timings_and_model_version(user: User, active_model
     assert prediction.status == PredictionStatus.SUCCEEDED
     assert prediction.class_id in CAT_CLASSES
     assert prediction.label
+    assert prediction.confidence is not None
     assert 0 < prediction.confidence <= 1
     assert len(prediction.top_predictions) == 5
     assert prediction.top_predictions[0]["class_id"] == prediction.class_id
@@ -113,6 +114,8 @@ def test_process_stores_label_timings_and_model_version(user: User, active_model
         v is not None and v >= 0
         for v in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms)
     )
+    assert prediction.started_at is not None
+    assert prediction.completed_at is not None
     assert prediction.started_at <= prediction.completed_at
     assert prediction.attempts == 1
 
@@ -164,9 +167,7 @@ def test_delete_removes_row_and_file(
     assert not path.exists()
 
 
-def test_reconcile_resends_only_old_unfinished_predictions(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+def test_reconcile_resends_only_old_unfinished_predictions(user: User, sent: list[PredictionId]) -> None:
     old = PredictionFactory.create(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
     PredictionFactory.create(user=user)  # fresh: not stuck yet
@@ -185,7 +186,7 @@ def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user: User, m
 
     from predictions import tasks
 
-    def refuse(*args, **kwargs):
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(tasks.prediction_run, "apply_async", refuse)
@@ -208,13 +209,11 @@ def test_model_versions_sync_from_disk_and_activate(db: None, model_dir: Path) -
     assert services.model_version_get_or_sync_active().metadata["input_size"] == 224
 
 
-def test_reconcile_resends_running_predictions_whose_worker_died(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reconcile_resends_running_predictions_whose_worker_died(user: User, sent: list[PredictionId]) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
-    sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     long_ago = timezone.now() - timedelta(minutes=30)
     dead = PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
     PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
@@ -268,19 +267,26 @@ def test_one_message_classifies_every_waiting_image_in_one_batch(
         for name in ("chelsea", "coffee", "rocket", "motorcycle")
     ]
     calls = []
-    classifier = services.classifier_for(model_version=active_model)
+    classifier = inference.classifier_for(model_version=active_model)
     real_predict = classifier.predict
-    monkeypatch.setattr(classifier, "predict", lambda batch: calls.append(len(batch)) or real_predict(batch))
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return real_predict(batch)
+
+    monkeypatch.setattr(classifier, "predict", predict)
 
     report = services.prediction_process(prediction_id=created[0].id)
 
     assert calls == [4]  # one model call for the four images
+    assert report is not None
     assert report.size == 4
     assert report.succeeded == 4
     rows = {p.id: p for p in Prediction.objects.all()}
     assert rows[created[0].id].class_id in CAT_CLASSES
     assert all(p.status == PredictionStatus.SUCCEEDED and p.attempts == 1 for p in rows.values())
-    assert all(p.preprocess_ms > 0 and p.inference_ms > 0 and p.queue_ms >= 0 for p in rows.values())
+    assert all((p.preprocess_ms or 0) > 0 and (p.inference_ms or 0) > 0 for p in rows.values())
+    assert all(p.queue_ms is not None and p.queue_ms >= 0 for p in rows.values())
     # The later messages of the batched images find them done and do nothing.
     assert services.prediction_process(prediction_id=created[3].id) is None
     assert Prediction.objects.get(id=created[3].id).attempts == 1
@@ -293,6 +299,7 @@ def test_batch_size_bounds_what_one_message_takes(user: User, active_model: Mode
 
     report = services.prediction_process(prediction_id=created[2].id)
 
+    assert report is not None
     assert report.size == 2
     statuses = dict(Prediction.objects.values_list("id", "status"))
     # Its own image first, then the oldest one waiting.
@@ -329,15 +336,13 @@ def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user: User, act
 
 
 def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(
-    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, sent: list[PredictionId]
 ) -> None:
     from django.db import OperationalError
 
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
-    sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
-    def broken(**kwargs):
+    def broken(**kwargs: object) -> NoReturn:
         raise OperationalError("server closed the connection")
 
     monkeypatch.setattr(services, "prediction_complete_many", broken)
@@ -349,13 +354,11 @@ def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(
 
 
 def test_same_bytes_reuse_the_stored_result_without_the_model(
-    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+    user: User, active_model: ModelVersion, sent: list[PredictionId]
 ) -> None:
     first = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"))
     services.prediction_process(prediction_id=first.id)
     first.refresh_from_db()
-    sent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
     again = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=3)
 
@@ -389,8 +392,12 @@ def test_result_cache_is_per_user_unless_widened_or_off(
 def test_thumbnail_is_made_once_and_stored(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
     made = []
-    real = services.thumbnail_jpeg
-    monkeypatch.setattr(services, "thumbnail_jpeg", lambda path: made.append(path) or real(path))
+
+    def thumbnail_jpeg(path: str) -> bytes:
+        made.append(path)
+        return images.thumbnail_jpeg(path)
+
+    monkeypatch.setattr(services, "thumbnail_jpeg", thumbnail_jpeg)
 
     name = services.prediction_thumbnail(prediction=prediction)
     again = services.prediction_thumbnail(prediction=Prediction.objects.get(id=prediction.id))
