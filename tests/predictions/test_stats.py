@@ -7,7 +7,7 @@ the same numbers, which are worked out by hand in the comments below.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -24,7 +24,16 @@ API_URL = "/api/v1/stats/"
 PAGE_URL = "/stats/"
 
 
-def _succeeded(user, *, created_at, total_ms, model_version=None, label="cat", confidence=0.9, **extra):
+def _succeeded(
+    user: User,
+    *,
+    created_at: datetime,
+    total_ms: float,
+    model_version: ModelVersion | None = None,
+    label: str = "cat",
+    confidence: float = 0.9,
+    **extra: float,
+) -> Prediction:
     return PredictionFactory.create(
         user=user,
         status=PredictionStatus.SUCCEEDED,
@@ -41,7 +50,7 @@ def _succeeded(user, *, created_at, total_ms, model_version=None, label="cat", c
 
 
 @pytest.fixture
-def history(user: User, other_user: User):
+def history(user: User, other_user: User) -> dict[str, ModelVersion]:
     """A small hand-made history.
 
     user, today: 10 succeeded, total_ms 10, 20, ..., 100 (queue = total/2, preprocess =
@@ -74,11 +83,11 @@ def history(user: User, other_user: User):
 
 
 @pytest.fixture
-def staff(db: None):
+def staff(db: None) -> User:
     return OperatorFactory.create()
 
 
-def test_own_stats_match_hand_computed_values(user: User, history) -> None:
+def test_own_stats_match_hand_computed_values(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     assert not report.all_users
@@ -102,19 +111,19 @@ def test_own_stats_match_hand_computed_values(user: User, history) -> None:
     assert [(item.label, item.count) for item in report.top_labels] == [("cat", 6), ("dog", 4)]
 
 
-def test_per_day_series_and_latency(user: User, history) -> None:
+def test_per_day_series_and_latency(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=7)
 
     assert len(report.per_day) == 7
     assert report.per_day[-1].day == timezone.localdate()
     assert [day.predictions for day in report.per_day] == [0, 0, 0, 0, 0, 3, 10]
     today = report.per_day[-1].latency["total_ms"]
-    assert (today.p50, today.count) == (pytest.approx(55.0), 10)
+    assert (today.p50, today.count) == pytest.approx((55.0, 10))
     # Yesterday had no succeeded prediction of this user: no latency, not zeros.
     assert report.per_day[-2].latency["total_ms"].p50 is None
 
 
-def test_per_model_version(user: User, history) -> None:
+def test_per_model_version(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     rows = {row.version: row for row in report.per_model_version}
@@ -131,7 +140,7 @@ def test_per_model_version(user: User, history) -> None:
     assert rows["2"].mean_confidence == pytest.approx(0.85)
 
 
-def test_histogram_uses_fixed_buckets(user: User, history) -> None:
+def test_histogram_uses_fixed_buckets(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     counts = {bucket.upper_ms: bucket.count for bucket in report.histogram}
@@ -141,7 +150,7 @@ def test_histogram_uses_fixed_buckets(user: User, history) -> None:
     assert [bucket.upper_ms for bucket in report.histogram] == [*stats.HISTOGRAM_BOUNDS_MS, None]
 
 
-def test_staff_see_every_user_and_window_matters(staff: User, user: User, history) -> None:
+def test_staff_see_every_user_and_window_matters(staff: User, user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=staff, days=30)
 
     assert report.all_users
@@ -149,11 +158,7 @@ def test_staff_see_every_user_and_window_matters(staff: User, user: User, histor
     # total_ms = 10..100, 1000, 2000, 3000 (n = 13): p50 pos 6 -> 70;
     # p95 pos 11.4 -> 2000 + .4*1000 = 2400; p99 pos 11.88 -> 2880.
     total = report.latency["total_ms"]
-    assert (total.p50, total.p95, total.p99) == (
-        pytest.approx(70.0),
-        pytest.approx(2400.0),
-        pytest.approx(2880.0),
-    )
+    assert (total.p50, total.p95, total.p99) == pytest.approx((70.0, 2400.0, 2880.0))
     assert report.top_labels[0].label == "cat"
     assert ("fox", 3) in [(item.label, item.count) for item in report.top_labels]
 
@@ -201,7 +206,7 @@ def test_percentiles_on_a_generated_history_match_the_definition(user: User, oth
     report = stats.prediction_stats(user=user, days=7)
     mine = [row for row in rows if row.user_id == user.id]
 
-    def expected(values, p):
+    def expected(values: list[float], p: float) -> float | None:
         return stats.percentile_linear(sorted(values), p)
 
     for name in stats.LATENCY_FIELDS:
@@ -238,7 +243,7 @@ def test_percentile_edges_and_whole_percents_only() -> None:
         stats.percentile_linear([1.0, 2.0], 1.5)
 
 
-def test_one_helper_decides_who_sees_every_user(staff: User, user: User, history) -> None:
+def test_one_helper_decides_who_sees_every_user(staff: User, user: User, history: dict[str, ModelVersion]) -> None:
     assert stats.stats_all_users(staff)
     assert stats.stats_all_users(None)
     assert not stats.stats_all_users(user)
@@ -271,7 +276,7 @@ def test_page_requires_login(client: Client, db: None) -> None:
     assert "/accounts/login/" in response["Location"]
 
 
-def test_page_shows_own_stats_only(user_client: Client, history) -> None:
+def test_page_shows_own_stats_only(user_client: Client, history: dict[str, ModelVersion]) -> None:
     response = user_client.get(PAGE_URL)
 
     assert response.status_code == 200
@@ -285,7 +290,7 @@ def test_page_shows_own_stats_only(user_client: Client, history) -> None:
     assert 'href="/stats/"' in body  # nav link
 
 
-def test_page_staff_see_all_and_pick_window(client: Client, staff: User, history) -> None:
+def test_page_staff_see_all_and_pick_window(client: Client, staff: User, history: dict[str, ModelVersion]) -> None:
     client.force_login(staff)
     response = client.get(PAGE_URL, {"days": 90})
 
@@ -298,7 +303,7 @@ def test_page_staff_see_all_and_pick_window(client: Client, staff: User, history
 
 
 def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(
-    client: Client, staff: User, history, user: User
+    client: Client, staff: User, history: dict[str, ModelVersion], user: User
 ) -> None:
     _succeeded(staff, created_at=timezone.now(), label="owl", total_ms=7.0)
     client.force_login(staff)
@@ -308,7 +313,7 @@ def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(
     assert everyone.context["report"].total == 17
     assert 'href="?days=30&amp;scope=mine">Yours</a>' in everyone.content.decode()
 
-    mine = client.get(PAGE_URL, {"scope": "mine", "days": 7})
+    mine = client.get(PAGE_URL, {"scope": "mine", "days": "7"})
     report = mine.context["report"]
     assert (report.all_users, report.total, report.days) == (False, 1, 7)
     body = mine.content.decode()
@@ -325,7 +330,7 @@ def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(
     assert "scope=mine" not in client.get(PAGE_URL).content.decode()
 
 
-def test_page_uses_no_external_assets(user_client: Client, history) -> None:
+def test_page_uses_no_external_assets(user_client: Client, history: dict[str, ModelVersion]) -> None:
     body = user_client.get(PAGE_URL).content.decode()
     assert "http://" not in body
     assert "https://" not in body
@@ -341,7 +346,7 @@ def test_api_requires_authentication(db: None) -> None:
     assert set(response.json()["error"]) == {"code", "message", "field"}
 
 
-def test_api_returns_own_stats(user: User, history) -> None:
+def test_api_returns_own_stats(user: User, history: dict[str, ModelVersion]) -> None:
     client = APIClient()
     client.force_authenticate(user)
     response = client.get(API_URL, {"days": 7})
@@ -360,7 +365,7 @@ def test_api_returns_own_stats(user: User, history) -> None:
     assert body["histogram"][-1]["upper_ms"] is None
 
 
-def test_api_staff_see_all(staff: User, history) -> None:
+def test_api_staff_see_all(staff: User, history: dict[str, ModelVersion]) -> None:
     client = APIClient()
     client.force_authenticate(staff)
     body = client.get(API_URL).json()
