@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -23,12 +23,15 @@ from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from imagerec.celery import app as celery_app
 from predictions import explanations, gradcam, services
 from predictions.inference import get_classifier
 from predictions.models import Explanation, ExplanationStatus, ModelVersion, Prediction, PredictionStatus
 from tests.conftest import BASE_DIR, CAT_CLASSES, PHOTOS, photo_bytes, wait_for_final
 from tests.factories import PredictionFactory, UserFactory
-from training.finetune import FinetuneResult
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult
 
 CHELSEA_SIZE = Image.open(PHOTOS["chelsea"].path).size  # (width, height)
 
@@ -64,7 +67,7 @@ def _crop(heatmap: np.ndarray) -> np.ndarray:
 
 
 def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrelated_class(
-    explainer, model_dir: Path
+    explainer: gradcam.Explainer, model_dir: Path
 ) -> None:
     photo = photo_bytes("chelsea")
     top = get_classifier(model_dir).classify([photo], top_k=5)[0].predictions
@@ -94,7 +97,7 @@ def test_grad_cam_of_the_cat_is_concentrated_normalised_and_not_that_of_an_unrel
         assert overlay.mode == "RGB"
 
 
-def test_the_margins_the_model_never_saw_carry_no_heat(explainer) -> None:
+def test_the_margins_the_model_never_saw_carry_no_heat(explainer: gradcam.Explainer) -> None:
     result = explainer.explain(photo_bytes("chelsea"), next(iter(sorted(CAT_CLASSES))))
     width, height = CHELSEA_SIZE
     side = round(min(width, height) * 0.875)
@@ -103,7 +106,7 @@ def test_the_margins_the_model_never_saw_carry_no_heat(explainer) -> None:
     assert result.heatmap[:, left + side + 1 :].max() == 0
 
 
-def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer) -> None:
+def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer: gradcam.Explainer) -> None:
     big = Image.open(PHOTOS["chelsea"].path).convert("RGB").resize((2400, 1600))
     result = explainer.explain(big, next(iter(sorted(CAT_CLASSES))))
     assert result.overlay.size == (gradcam.MAX_OVERLAY_SIDE, round(1600 * gradcam.MAX_OVERLAY_SIDE / 2400))
@@ -112,7 +115,7 @@ def test_a_large_upload_gives_an_overlay_no_larger_than_the_cap(explainer) -> No
 
 @pytest.mark.slow
 def test_the_feature_map_layer_is_found_by_shape_in_the_shipped_and_a_finetuned_model(
-    explainer, finetuned: FinetuneResult, digits_subset: Path
+    explainer: gradcam.Explainer, finetuned: FinetuneResult, digits_subset: Path
 ) -> None:
     import keras
 
@@ -173,7 +176,7 @@ def succeeded(user: User, active_model: ModelVersion) -> Prediction:
     )  # fmt: skip
 
 
-def _api(user) -> APIClient:
+def _api(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
@@ -185,7 +188,7 @@ def _url(prediction: Prediction) -> str:
 
 def test_api_answers_202_with_location_then_the_png_once_computed(
     user: User,
-    classified,
+    classified: Prediction,
     explainable_model_dir: Path,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
@@ -210,7 +213,7 @@ def test_api_answers_202_with_location_then_the_png_once_computed(
 
     assert ready.status_code == 200
     assert ready["Content-Type"] == "image/png"
-    with Image.open(io.BytesIO(b"".join(ready.streaming_content))) as overlay:
+    with Image.open(io.BytesIO(ready.getvalue())) as overlay:
         assert overlay.size == CHELSEA_SIZE
 
 
@@ -284,13 +287,17 @@ def test_a_pending_explanation_whose_message_was_lost_is_sent_again(
 
 
 def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_export_again(
-    user: User, classified, tmp_path: Path, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+    user: User,
+    classified: Prediction,
+    tmp_path: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     old_export = tmp_path / "old" / "1"
     old_export.mkdir(parents=True)
+    assert classified.model_version is not None
     for name in ("metadata.json", "labels.json"):
         (old_export / name).write_bytes((Path(classified.model_version.path) / name).read_bytes())
-    type(classified.model_version).objects.filter(pk=classified.model_version_id).update(path=str(old_export))
+    ModelVersion.objects.filter(pk=classified.model_version.pk).update(path=str(old_export))
     with django_capture_on_commit_callbacks(execute=False):
         explanation = explanations.explanation_request(prediction=classified, user=user)
 
@@ -304,16 +311,16 @@ def test_a_model_without_its_keras_graph_fails_the_explanation_with_how_to_expor
 
 def test_deleting_the_prediction_deletes_its_overlays(
     user: User,
-    classified,
+    classified: Prediction,
     explainable_model_dir: Path,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     with django_capture_on_commit_callbacks(execute=False):
         explanation = explanations.explanation_request(prediction=classified, user=user)
-    explanation = explanations.explanation_compute(explanation_id=explanation.id)
-    assert explanation is not None
-    assert explanation.status == ExplanationStatus.SUCCEEDED
-    path = Path(explanation.image.path)
+    computed = explanations.explanation_compute(explanation_id=explanation.id)
+    assert computed is not None
+    assert computed.status == ExplanationStatus.SUCCEEDED
+    path = Path(computed.image.path)
     assert path.is_file()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -327,7 +334,7 @@ def test_deleting_the_prediction_deletes_its_overlays(
 
 def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
     user_client: Client,
-    classified,
+    classified: Prediction,
     explainable_model_dir: Path,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
@@ -339,13 +346,13 @@ def test_the_page_offers_each_top_class_and_shows_the_overlay_beside_the_image(
     with django_capture_on_commit_callbacks(execute=False):
         asked = user_client.get(reverse("predictions:explain", args=[classified.id]), {"class_id": classified.class_id})
     assert asked.status_code == 302
-    assert asked.url == f"{detail}?explain={classified.class_id}#explain"
-    computing = user_client.get(asked.url).content.decode()
+    assert asked["Location"] == f"{detail}?explain={classified.class_id}#explain"
+    computing = user_client.get(asked["Location"]).content.decode()
     assert "Computing the heat map" in computing
     assert "Refresh" in computing
 
     explanations.explanation_compute(explanation_id=Explanation.objects.get().id)
-    shown = user_client.get(asked.url).content.decode()
+    shown = user_client.get(asked["Location"]).content.decode()
     overlay_url = f"{reverse('predictions:explanation-image', args=[classified.id])}?class_id={classified.class_id}"
     assert f'src="{overlay_url}"' in shown
     assert f'src="{reverse("predictions:image", args=[classified.id])}"' in shown
@@ -386,10 +393,12 @@ def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(
 
     assert response.status_code == 200, getattr(response, "data", response)
     assert response["Content-Type"] == "image/png"
-    with Image.open(io.BytesIO(b"".join(response.streaming_content))) as overlay:
+    with Image.open(io.BytesIO(response.getvalue())) as overlay:
         assert overlay.size == CHELSEA_SIZE
     explanation = Explanation.objects.get(prediction=prediction)
     assert explanation.class_id == second_class
+    assert explanation.compute_ms is not None
     assert explanation.compute_ms > 0
     assert explanation.layer  # the feature-map layer the worker found
-    assert django_settings.CELERY_TASK_ROUTES[explanations.EXPLANATION_COMPUTE_TASK] == {"queue": "inference"}
+    # Sent to the inference queue, the workers that hold the model.
+    assert celery_app.amqp.router.route({}, explanations.EXPLANATION_COMPUTE_TASK)["queue"].name == "inference"

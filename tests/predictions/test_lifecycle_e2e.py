@@ -9,7 +9,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -29,7 +29,9 @@ from predictions.models import (
 )
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import UserFactory
-from training.finetune import FinetuneResult
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -10,6 +10,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
@@ -25,7 +26,9 @@ from predictions.models import ModelActivation, ModelVersion, Prediction, Predic
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 from tests.predictions.conftest import _copy_model
-from training.finetune import FinetuneResult
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult
 
 MODELS_URL = "/api/v1/models/"
 ROLLBACK_URL = "/api/v1/models/rollback/"

@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
@@ -23,7 +24,9 @@ from predictions.inference import ModelLoadError, export_read, get_classifier
 from predictions.models import ModelVersion, PredictionStatus
 from tests.conftest import photo_bytes
 from tests.factories import PredictionFactory
-from training.finetune import FinetuneResult
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult
 
 
 def _exported_cards(root: Path, **metadata: object) -> Path:

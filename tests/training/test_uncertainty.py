@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from predictions.inference import ModelLoadError, export_read, get_classifier, uncertainty_thresholds
 from training import evaluate
-from training.finetune import FinetuneResult
 from training.uncertainty import CARD_START, Calibration, calibrate, main, record_calibration
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult
 
 # Ten correctly classified images (entropy, margin): entropy rising as margin falls, plus one
 # with a low entropy but a near tie (0.3, 0.05). Two wrong ones: A is flat (0.95, 0.5), B a
