@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -14,6 +16,9 @@ from rest_framework.test import APIClient
 from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import photo_bytes
 from tests.factories import PredictionFactory
+
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse as APIResponse
 
 LIST_URL = "/api/v1/predictions/"
 
@@ -29,9 +34,9 @@ def _image(name: str = "cat.jpg", content: bytes | None = None) -> SimpleUploade
     return SimpleUploadedFile(name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg")
 
 
-def _assert_error(response, status: int, code: str | None = None) -> dict:
+def _assert_error(response: APIResponse, status: int, code: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.content
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"code", "message", "field"}
     assert error["message"]
     if code:
@@ -80,7 +85,7 @@ def test_submit_several_images_gives_one_entry_each_in_order(api: APIClient) -> 
     ],
     ids=["empty", "fake-gif", "html", "truncated"],
 )
-def test_bad_images_get_clear_errors_and_no_row(api: APIClient, content, status, code) -> None:
+def test_bad_images_get_clear_errors_and_no_row(api: APIClient, content: bytes, status: int, code: str) -> None:
     error = _assert_error(api.post(LIST_URL, {"image": _image(content=content)}, format="multipart"), status, code)
 
     assert error["field"] == "image"
@@ -214,10 +219,10 @@ def test_schema_documents_each_action_with_its_own_view(api: APIClient) -> None:
     assert set(collection) == {"get", "post"}
     assert set(item) == {"get", "delete"}
 
-    def codes(operation):
+    def codes(operation: dict[str, Any]) -> set[str]:
         return set(operation["responses"])
 
-    def parameters(operation):
+    def parameters(operation: dict[str, Any]) -> set[str]:
         return {parameter["name"] for parameter in operation.get("parameters", [])}
 
     assert codes(collection["get"]) == {"200", "400", "401", "404", "429"}
@@ -297,9 +302,9 @@ def test_a_token_client_fetches_its_image_and_thumbnail_from_the_urls_in_the_api
 
     assert full.status_code == 200
     assert full["Content-Type"] == "image/jpeg"
-    assert b"".join(full.streaming_content) == Prediction.objects.get(id=body["id"]).image.open("rb").read()
+    assert full.getvalue() == Prediction.objects.get(id=body["id"]).image.open("rb").read()
     assert thumb.status_code == 200
-    assert b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
+    assert thumb.getvalue()[:2] == b"\xff\xd8"
     stranger = APIClient()
     stranger.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory.create()).key}")
     assert stranger.get(body["image"]["url"]).status_code == 404
@@ -324,7 +329,7 @@ def test_an_image_client_that_accepts_only_images_gets_the_image(api: APIClient,
 
 def test_a_body_that_cannot_be_parsed_gets_a_message_for_people(api: APIClient) -> None:
     response = api.generic(
-        "POST", LIST_URL, b"--x\r\nnot really multipart", content_type="multipart/form-data; boundary="
+        "POST", LIST_URL, "--x\r\nnot really multipart", content_type="multipart/form-data; boundary="
     )
 
     assert response.status_code == 400
