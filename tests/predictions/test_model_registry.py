@@ -10,7 +10,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,12 +22,16 @@ from pytest_django import Settings
 from rest_framework.test import APIClient
 
 from predictions import inference, selectors, services, worker
+from predictions.exceptions import ConflictError
 from predictions.models import ModelActivation, ModelVersion, Prediction, PredictionStatus, WorkerHeartbeat
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import PredictionFactory, UserFactory
 from tests.predictions.conftest import _copy_model
+from training.evaluate import ClassificationMetrics
 
 if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse as APIResponse
+
     from training.finetune import FinetuneResult
 
 MODELS_URL = "/api/v1/models/"
@@ -40,14 +44,14 @@ def model_v2(tmp_path: Path, model_dir: Path) -> Path:
 
 
 @pytest.fixture
-def fresh_classifier_cache(monkeypatch: pytest.MonkeyPatch):
+def fresh_classifier_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty per-process model cache for this test (the session's loaded model is kept aside)."""
     monkeypatch.setattr(inference, "_cache", OrderedDict())
 
 
-def _assert_error(response, status: int, code: str) -> dict:
+def _assert_error(response: APIResponse, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"code", "message", "field"}
     assert error["message"]
     assert error["code"] == code
@@ -86,7 +90,7 @@ def test_register_model_loads_and_registers_a_folder_in_place_then_activates(
     active_model.refresh_from_db()
     assert active_model.status == "available"
     assert not active_model.is_active
-    assert ModelActivation.objects.first().previous == active_model
+    assert ModelActivation.objects.all()[0].previous == active_model
     assert "Registered efficientnet_lite0 v2 (active, 1000 classes)" in capsys.readouterr().out
 
 
@@ -101,6 +105,7 @@ def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figur
 
     digits = ModelVersion.objects.get(name="digits", version="2")
     assert digits.parent == active_model
+    assert isinstance(finetuned.test, ClassificationMetrics)
     assert digits.metrics["test"]["top1"] == pytest.approx(finetuned.test.top1, abs=1e-4)
     assert digits.metrics["test"]["count"] == finetuned.test.count
     assert "per_class" not in digits.metrics["test"]  # headline figures, not the report
@@ -124,7 +129,9 @@ def test_register_model_as_candidate_does_not_activate(active_model: ModelVersio
          "has 1 classes; metadata.json says 1000"),
     ],
 )  # fmt: skip
-def test_register_model_refuses_a_folder_the_runner_would_refuse(db: None, model_v2: Path, change, message) -> None:
+def test_register_model_refuses_a_folder_the_runner_would_refuse(
+    db: None, model_v2: Path, change: Callable[[Path], object], message: str
+) -> None:
     change(model_v2)
 
     with pytest.raises(CommandError, match=message):
@@ -147,7 +154,7 @@ def test_activate_then_roll_back_walks_the_history_and_records_each_switch(
     services.model_version_activate(model_version=v3, user=switcher)
     assert services.model_version_rollback(user=switcher) == v2
     assert services.model_version_rollback(user=switcher) == v1
-    with pytest.raises(services.ConflictError, match="no previous one"):
+    with pytest.raises(ConflictError, match="no previous one"):
         services.model_version_rollback(user=switcher)
 
     history = [(a.previous.version if a.previous else None, a.model_version.version, a.kind) for a in
@@ -168,13 +175,13 @@ def test_a_retired_version_is_not_activated_or_rolled_back_to_until_registered_a
 ) -> None:
     v2 = services.model_version_register(model_dir=model_v2)
     services.model_version_activate(model_version=v2)
-    with pytest.raises(services.ConflictError, match="is active"):
+    with pytest.raises(ConflictError, match="is active"):
         services.model_version_retire(model_version=v2)
     services.model_version_retire(model_version=active_model)
 
-    with pytest.raises(services.ConflictError, match="is retired"):
+    with pytest.raises(ConflictError, match="is retired"):
         services.model_version_rollback()
-    with pytest.raises(services.ConflictError, match="is retired"):
+    with pytest.raises(ConflictError, match="is retired"):
         services.model_version_activate(model_version=active_model)
     call_command("register_model", active_model.path, "--no-load")
 
@@ -194,7 +201,10 @@ def test_a_switch_takes_effect_for_the_next_prediction_without_a_restart(
     """The worker resolves the active version before each batch: the prediction after a
     switch is classified, and labelled, by the new version in the same process."""
     v2 = services.model_version_register(model_dir=model_v2)
-    upload = lambda: SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")  # noqa: E731
+
+    def upload() -> SimpleUploadedFile:
+        return SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"), content_type="image/jpeg")
+
     before = services.prediction_create(user=user, uploaded_file=upload(), top_k=3)
     services.prediction_process(prediction_id=before.id)
 
@@ -298,8 +308,8 @@ def test_admin_activate_and_roll_back_actions(
     client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
 
     assert selectors.model_version_active() == active_model
-    assert ModelActivation.objects.first().kind == "rollback"
-    assert ModelActivation.objects.first().activated_by == switcher
+    assert ModelActivation.objects.all()[0].kind == "rollback"
+    assert ModelActivation.objects.all()[0].activated_by == switcher
 
 
 def test_admin_roll_back_with_nothing_to_go_back_to_says_so(
