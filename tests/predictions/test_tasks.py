@@ -3,14 +3,19 @@ task retries; and enqueueing reaches the task by name (services never import tas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pytest_django import Settings
 
-from predictions import services, tasks
+from predictions import inference, services, tasks
 from predictions.exceptions import ModelUnavailableError
-from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.inference import Classifier
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -26,17 +31,15 @@ def _eager_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(
-    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, sent: list[PredictionId]
 ) -> None:
     lead, borrowed = (
         services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
     )
-    resent = []
-    monkeypatch.setattr(services, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True)
-    real_classifier_for = services.classifier_for
-    states_seen_by_retry = []
+    real_classifier_for = inference.classifier_for
+    states_seen_by_retry: list[set[str]] = []
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         if not states_seen_by_retry:  # the first attempt: the files are being copied
             states_seen_by_retry.append(set(Prediction.objects.values_list("status", flat=True)))
             raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2 (deploy in progress)")
@@ -45,14 +48,14 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(
 
     monkeypatch.setattr(services, "classifier_for", classifier_for)
 
-    result = tasks.prediction_run.apply(args=[str(lead.id)])
+    result = tasks.prediction_run.apply(args=(str(lead.id),))
 
     assert result.successful(), result.traceback
 
     # The model is made ready before the claim: the first attempt changed no row and sent
     # no message; the retry claimed both and classified them in one batch.
     assert states_seen_by_retry == [{PredictionStatus.PENDING}, {PredictionStatus.PENDING}]
-    assert resent == []
+    assert sent == []
     lead.refresh_from_db()
     borrowed.refresh_from_db()
     assert lead.status == borrowed.status == PredictionStatus.SUCCEEDED
@@ -76,10 +79,10 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(
     """Hand-backs are not attempts: a model missing for more tries than MAX_ATTEMPTS does
     not end in "Gave up after 3 attempts" once the model is back."""
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
-    real_classifier_for = services.classifier_for
+    real_classifier_for = inference.classifier_for
     missing_for = [settings.MAX_ATTEMPTS + 2]
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         if missing_for[0]:
             missing_for[0] -= 1
             raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
@@ -87,7 +90,7 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(
 
     monkeypatch.setattr(services, "classifier_for", classifier_for)
 
-    assert tasks.prediction_run.apply(args=[str(prediction.id)]).successful()
+    assert tasks.prediction_run.apply(args=(str(prediction.id),)).successful()
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.SUCCEEDED
@@ -99,12 +102,12 @@ def test_a_model_that_never_comes_back_fails_with_a_message_for_people(
 ) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
 
     monkeypatch.setattr(services, "classifier_for", classifier_for)
 
-    tasks.prediction_run.apply(args=[str(prediction.id)])
+    tasks.prediction_run.apply(args=(str(prediction.id),))
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
@@ -119,12 +122,12 @@ def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
 
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
-    def classify_forever(self, sources, *, top_k=5):
+    def classify_forever(self: Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> NoReturn:
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(services.Classifier, "classify", classify_forever)
+    monkeypatch.setattr(Classifier, "classify", classify_forever)
 
-    tasks.prediction_run.apply(args=[str(prediction.id)])
+    tasks.prediction_run.apply(args=(str(prediction.id),))
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
