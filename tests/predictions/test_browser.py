@@ -6,13 +6,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
 from tests.conftest import PHOTOS
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog, Page, Route
+
+    from predictions.models import Prediction
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -24,9 +31,9 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture
-def page(artifacts_dir: Path):
+def page(artifacts_dir: Path) -> Iterator[Page]:
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: `apt-get install chromium` (see README)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -37,7 +44,7 @@ def page(artifacts_dir: Path):
 
 
 def test_log_in_upload_three_photos_see_results_and_history(
-    page, live_server: LiveServer, celery_worker: subprocess.Popen[bytes], user: User, artifacts_dir: Path
+    page: Page, live_server: LiveServer, celery_worker: subprocess.Popen[bytes], user: User, artifacts_dir: Path
 ) -> None:
     page.goto(f"{live_server.url}/")
     page.fill("#id_username", user.username)
@@ -73,7 +80,7 @@ def test_log_in_upload_three_photos_see_results_and_history(
 
 
 def test_bad_file_in_the_browser_shows_a_readable_error(
-    page, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+    page: Page, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
 ) -> None:
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a photo")
@@ -98,7 +105,9 @@ WIDTHS = (1280, 390)
 OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
 
 
-def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[tuple[str, str, float]]):
+def _photo_prediction(
+    user: User, name: str, label: str, class_id: str, scores: list[tuple[str, str, float]]
+) -> Prediction:
     """A succeeded prediction of a real scikit-image photo, as the worker stores one."""
     from django.core.files.base import ContentFile
     from django.utils import timezone
@@ -120,7 +129,7 @@ def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[t
 
 
 @pytest.fixture
-def chromium_browser(artifacts_dir: Path):
+def chromium_browser(artifacts_dir: Path) -> Iterator[Browser]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -128,7 +137,7 @@ def chromium_browser(artifacts_dir: Path):
         browser.close()
 
 
-def _log_in(page, base_url: str, username: str) -> None:
+def _log_in(page: Page, base_url: str, username: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", "correct-horse-battery")
@@ -137,7 +146,7 @@ def _log_in(page, base_url: str, username: str) -> None:
 
 
 def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(
-    chromium_browser, live_server: LiveServer, artifacts_dir: Path
+    chromium_browser: Browser, live_server: LiveServer, artifacts_dir: Path
 ) -> None:
     from tests.factories import OperatorFactory
 
@@ -200,7 +209,7 @@ def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(
 
 
 def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(
-    chromium_browser, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+    chromium_browser: Browser, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
 ) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
@@ -213,7 +222,7 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(
 
     posts = []
 
-    def slow_upload(route):
+    def slow_upload(route: Route) -> None:
         posts.append(route.request.post_data_buffer)
         time.sleep(0.6)  # long enough to see the button disabled and the bars
         route.continue_()
@@ -244,13 +253,13 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(
     )
     card = page.locator("#upload-cards .card").first
     assert card.get_attribute("data-status") in {"pending", "running"}
-    assert card.locator("a").first.get_attribute("href").startswith("/predictions/")
+    assert (card.locator("a").first.get_attribute("href") or "").startswith("/predictions/")
     page.screenshot(path=artifacts_dir / "upload-390-done.png", full_page=True)
     assert page.evaluate(OVERFLOW) <= 0
     context.close()
 
 
-def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server: LiveServer, user: User) -> None:
+def test_times_are_in_the_browsers_time_zone(chromium_browser: Browser, live_server: LiveServer, user: User) -> None:
     from datetime import UTC, datetime
 
     _photo_prediction(user, "coffee", "espresso", "n07920052", [("espresso", "n07920052", 0.9)])
@@ -280,7 +289,7 @@ THUMBNAILS_SHOWN = """() => { const images = [...document.querySelectorAll("#res
 class _Journey:
     """Each page the person sees: a full-page screenshot and the width it takes."""
 
-    def __init__(self, page, artifacts_dir, width: int) -> None:
+    def __init__(self, page: Page, artifacts_dir: Path, width: int) -> None:
         self.page, self.artifacts_dir, self.width = page, artifacts_dir, width
         self.steps: list[str] = []
         self.overflowing: dict[str, int] = {}
@@ -296,12 +305,12 @@ class _Journey:
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["1280px", "390px"])
 def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_then_staff_reads_the_log(
-    chromium_browser,
+    chromium_browser: Browser,
     live_server: LiveServer,
     celery_worker: subprocess.Popen[bytes],
     artifacts_dir: Path,
-    width,
-    height,
+    width: int,
+    height: int,
 ) -> None:
     from tests.factories import OperatorFactory
 
@@ -365,7 +374,7 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     pressed = page.locator(".explain-classes button").first
     assert pressed.get_attribute("aria-pressed") == "true"
     assert pressed.inner_text().endswith("✓")
-    assert page.locator("img.explanation-overlay").get_attribute("alt").endswith(top_label.lower())
+    assert (page.locator("img.explanation-overlay").get_attribute("alt") or "").endswith(top_label.lower())
     page.locator("#explain").scroll_into_view_if_needed()
     journey.saw("explanation")
 
@@ -386,8 +395,13 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS)
 
     # Delete the motorbike from its row: the browser asks first.
-    dialogs = []
-    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    dialogs: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
     page.click("button[aria-label='Delete motorcycle_left.png']")
     page.wait_for_selector(".messages li:has-text('Deleted motorcycle_left.png.')")
     assert dialogs
