@@ -9,6 +9,8 @@ import os
 import subprocess
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -17,14 +19,17 @@ from pytest_django import Settings
 from rest_framework.authtoken.models import Token
 
 from predictions import events, selectors
-from predictions.models import ModelVersion, Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port, photo_bytes
 from tests.factories import PredictionFactory
+
+if TYPE_CHECKING:
+    from aiohttp import ClientSession, TraceRequestHeadersSentParams
 
 LOCAL_REDIS = os.environ.get("TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def _in_progress(user):
+def _in_progress(user: User) -> Prediction:
     """A prediction a worker is working on right now: no worker (the e2e tests' one may
     still run) claims it, so only the test decides when it becomes final."""
     from django.utils import timezone
@@ -39,19 +44,21 @@ def _redis_or_skip() -> None:
         pytest.skip(f"needs Redis at {LOCAL_REDIS} (the CI machine runs one)")
 
 
-def _finish_once_waiting(monkeypatch, prediction_id, *, publish: bool) -> list[tuple[bool, bool]]:
+def _finish_once_waiting(
+    monkeypatch: pytest.MonkeyPatch, prediction_id: PredictionId, *, publish: bool
+) -> list[tuple[bool, bool]]:
     """Record each wait of the waiter (live on Redis or not, woken or not) and finish the
     prediction in another thread once the waiter is waiting (live, when ``publish``)."""
-    waits = []
+    waits: list[tuple[bool, bool]] = []
     real_wait = events.Subscription.wait
-    finisher = []
+    finisher: list[threading.Thread] = []
 
     def finish() -> None:
         Prediction.objects.filter(id=prediction_id).update(status=PredictionStatus.FAILED, error="done elsewhere")
         if publish:
             events.prediction_final_publish([prediction_id])
 
-    async def recorded_wait(subscription, timeout):
+    async def recorded_wait(subscription: events.Subscription, timeout: float) -> bool:
         live = subscription.live
         if not finisher and (live or not publish):
             finisher.append(threading.Thread(target=finish))
@@ -125,7 +132,9 @@ def test_200_long_polls_do_not_delay_health_or_an_upload(
         connector = aiohttp.TCPConnector(limit=0)
         polls_sent = []
 
-        async def on_request_headers_sent(session, context, params) -> None:
+        async def on_request_headers_sent(
+            session: ClientSession, context: SimpleNamespace, params: TraceRequestHeadersSentParams
+        ) -> None:
             if "wait=" in str(params.url):
                 polls_sent.append(params.url)
 
@@ -143,7 +152,7 @@ def test_200_long_polls_do_not_delay_health_or_an_upload(
 
             async def long_poll() -> int:
                 async with session.get(f"{base}/api/v1/predictions/{pending.id}/?wait=30") as response:
-                    return response.status
+                    return int(response.status)
 
             polls = [asyncio.create_task(long_poll()) for _ in range(200)]
             for _ in range(600):  # until every long-poll is on the wire (a minute at most)
