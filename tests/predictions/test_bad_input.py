@@ -13,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ CAT = Image.open(PHOTOS["chelsea"].path).convert("RGB")
 ACCEPTED = "succeeded"
 
 
-def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
@@ -85,7 +86,7 @@ def _damaged_pixels_png() -> bytes:
 
 
 # kind -> (filename, bytes factory, content type, expected: "succeeded" or (status, code))
-CORPUS: dict[str, tuple[str, Callable[[], bytes], str, object]] = {
+CORPUS: dict[str, tuple[str, Callable[[], bytes], str, str | tuple[int, str]]] = {
     "zero-byte file": ("empty.jpg", lambda: b"", "image/jpeg", (400, "invalid_image")),
     "random bytes named .jpg": (
         "noise.jpg",
@@ -192,13 +193,13 @@ def api(user: User) -> APIClient:
     return client
 
 
-def _files(media_dir) -> set:
+def _files(media_dir: Path) -> set[Path]:
     return {p for p in media_dir.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("kind", list(CORPUS))
 def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(
-    kind, api: APIClient, active_model: ModelVersion, media_dir: Path
+    kind: str, api: APIClient, active_model: ModelVersion, media_dir: Path
 ) -> None:
     filename, make, content_type, expected = CORPUS[kind]
     before = _files(media_dir)
@@ -226,11 +227,12 @@ def test_corpus_kind_gets_a_prediction_or_a_clear_4xx(
         assert len(prediction.top_predictions) == 5
         assert "/" not in prediction.original_filename
         assert len(prediction.original_filename) <= 255
-        assert prediction.image.name.startswith("uploads/")
-        assert prediction.id.hex in prediction.image.name
+        assert str(prediction.image).startswith("uploads/")
+        assert prediction.id.hex in str(prediction.image)
         if kind in CAT_KINDS:
             assert {p["class_id"] for p in prediction.top_predictions[:3]} & CAT_CLASSES, prediction.top_predictions
     else:
+        assert isinstance(expected, tuple)
         status, code = expected
         assert response.status_code == status, response.content
         error = response.json()["error"]
