@@ -6,9 +6,10 @@ two versions side by side."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -25,6 +26,11 @@ from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 from tests.factories import OperatorFactory, PredictionFactory, UserFactory, jpeg_bytes
 from tests.predictions.conftest import _copy_model
+
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse as APIResponse
+
+    from predictions.inference import ImageResult
 
 MODELS_URL = "/api/v1/models/"
 
@@ -50,10 +56,10 @@ def _submit(user: User, content: bytes, *, top_k: int = 5) -> Prediction:
     return services.prediction_create(user=user, uploaded_file=upload, top_k=top_k)
 
 
-def _assert_error(response, status: int, code: str | None) -> dict:
+def _assert_error(response: APIResponse, status: int, code: str | None) -> dict[str, Any]:
     """The error shape; ``code=None`` accepts any code (DRF names each range check)."""
     assert response.status_code == status, response.content
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"code", "message", "field"}
     assert error["message"]
     assert code is None or error["code"] == code
@@ -89,7 +95,7 @@ def test_raising_the_share_moves_users_only_towards_the_candidate(
 
 @pytest.mark.parametrize("percent", [10, 50])
 def test_the_candidate_gets_roughly_its_share_of_many_users(
-    active_model: ModelVersion, candidate: ModelVersion, percent
+    active_model: ModelVersion, candidate: ModelVersion, percent: int
 ) -> None:
     services.model_version_set_traffic(model_version=candidate, traffic_percent=percent)
     users = [User(pk=pk) for pk in range(1, 1001)]  # the assignment reads only the id
@@ -147,7 +153,9 @@ def test_the_worker_runs_a_mixed_batch_with_each_rows_version(
     calls: list[tuple[str, int]] = []
     original = inference.Classifier.classify
 
-    def counted(self, sources, *, top_k=5):
+    def counted(
+        self: inference.Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5
+    ) -> list[ImageResult]:
         calls.append((Path(self.model_dir).name, len(sources)))
         return original(self, sources, top_k=top_k)
 
@@ -303,7 +311,7 @@ def _succeeded(version: ModelVersion, *, confidence: float, total_ms: float) -> 
 
 
 @pytest.fixture
-def ab_history(db: None):
+def ab_history(db: None) -> tuple[ModelVersion, ModelVersion]:
     """active a:1: 4 predictions, confidence 0.9, 0.8, 0.3, 0.2, total 10..40 ms;
     candidate a:2 (20 %): 2 predictions, confidence 0.95 and 0.4, total 100 and 300 ms."""
     active = ModelVersion.objects.create(name="a", version="1", path="/x/1", status="active", is_active=True)
@@ -315,7 +323,9 @@ def ab_history(db: None):
     return active, candidate
 
 
-def test_stats_compare_the_active_version_and_the_candidate(settings: Settings, ab_history) -> None:
+def test_stats_compare_the_active_version_and_the_candidate(
+    settings: Settings, ab_history: tuple[ModelVersion, ModelVersion]
+) -> None:
     settings.LOW_CONFIDENCE_THRESHOLD = 0.5
 
     comparison = stats.prediction_stats(user=None).comparison
@@ -332,7 +342,9 @@ def test_stats_compare_the_active_version_and_the_candidate(settings: Settings, 
     assert comparison.candidate.latency["total_ms"].p95 == pytest.approx(290.0)
 
 
-def test_stats_api_and_page_show_the_comparison(client: Client, settings: Settings, ab_history) -> None:
+def test_stats_api_and_page_show_the_comparison(
+    client: Client, settings: Settings, ab_history: tuple[ModelVersion, ModelVersion]
+) -> None:
     settings.LOW_CONFIDENCE_THRESHOLD = 0.5
     operator = OperatorFactory.create()
     api = APIClient()
@@ -352,7 +364,7 @@ def test_stats_api_and_page_show_the_comparison(client: Client, settings: Settin
     assert "Candidate: a 2" in page
 
 
-def test_no_comparison_without_a_candidate(db: None, ab_history) -> None:
+def test_no_comparison_without_a_candidate(db: None, ab_history: tuple[ModelVersion, ModelVersion]) -> None:
     ModelVersion.objects.filter(version="2").update(status="available", traffic_percent=0)
 
     assert stats.prediction_stats(user=None).comparison is None
