@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SPEC = importlib.util.spec_from_file_location("bench_e2e", Path(__file__).resolve().parent.parent / "bench" / "e2e.py")
+assert SPEC is not None
+assert SPEC.loader is not None
 e2e = importlib.util.module_from_spec(SPEC)
 sys.modules.setdefault("bench_e2e", e2e)  # dataclasses look their module up while it loads
 SPEC.loader.exec_module(e2e)
@@ -36,7 +39,14 @@ def test_parse_batch_lines_reads_key_values_only_from_batch_lines() -> None:
     ]
 
 
-def _record(i, submit, final, status="succeeded", cached=False, timings=None):
+def _record(
+    i: int,
+    submit: float,
+    final: float | None,
+    status: str = "succeeded",
+    cached: bool = False,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
     return {
         "index": i,
         "name": f"{i}.jpg",
@@ -74,7 +84,7 @@ def test_level_summary_throughput_counts_and_stages() -> None:
 
 
 def test_stack_commands_new_and_old_compose_layouts() -> None:
-    new = {
+    new: dict[str, Any] = {
         "services": {
             "migrate": {"command": ["sh", "-c", "python manage.py migrate --noinput && python manage.py sync_models"]},
             "web": {

@@ -12,14 +12,14 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from predictions import selectors, services
 from predictions.exceptions import ConflictError
-from predictions.models import Correction, ModelVersion, Prediction, PredictionStatus, ReprocessJob
+from predictions.models import Correction, ModelVersion, Prediction, PredictionId, PredictionStatus, ReprocessJob
 from tests.factories import PredictionFactory, UserFactory
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list:
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[PredictionId, bool]]:
     """The messages a step sends (prediction id, rerun flag), instead of the broker."""
-    messages: list = []
+    messages: list[tuple[PredictionId, bool]] = []
     monkeypatch.setattr(
         services, "prediction_enqueue", lambda *, prediction_id, rerun=False: messages.append((prediction_id, rerun))
     )
@@ -28,7 +28,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 @pytest.fixture
-def history(user: User, active_model: ModelVersion):
+def history(user: User, active_model: ModelVersion) -> dict[str, Prediction]:
     """By an older version: one succeeded (corrected by its owner); by the active one:
     one succeeded; one failed; one still pending."""
     older = ModelVersion.objects.create(name="efficientnet_lite0", version="0", path="/gone/0")
@@ -54,7 +54,10 @@ def _counts(job: ReprocessJob) -> tuple[int, int, int, int]:
 
 
 def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_kept(
-    history, active_model: ModelVersion, sent, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+    history: dict[str, Prediction],
+    active_model: ModelVersion,
+    sent: list[tuple[PredictionId, bool]],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     older = history["older"]
     services._finished_here.add([older.id])  # this worker finished it before: a rerun must not be skipped
@@ -85,7 +88,10 @@ def test_older_versions_are_run_again_with_the_active_model_and_corrections_are_
 
 
 def test_all_in_chunks_with_pause_resume_and_cancel(
-    history, sent, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+    history: dict[str, Prediction],
+    sent: list[tuple[PredictionId, bool]],
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     monkeypatch.setattr(services, "REPROCESS_CHUNK_SIZE", 2)
     job = services.reprocess_job_start(user=None, scope="all")
@@ -120,7 +126,9 @@ def test_all_in_chunks_with_pause_resume_and_cancel(
         services.reprocess_job_resume(job=job)
 
 
-def test_admin_starts_a_job_shows_counts_and_pauses_it(client: Client, history, sent) -> None:
+def test_admin_starts_a_job_shows_counts_and_pauses_it(
+    client: Client, history: dict[str, Prediction], sent: list[tuple[PredictionId, bool]]
+) -> None:
     staff = UserFactory.create(is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="add_reprocessjob"))
     client.force_login(staff)
@@ -139,7 +147,7 @@ def test_admin_starts_a_job_shows_counts_and_pauses_it(client: Client, history, 
     assert job.status == "paused"
 
 
-def test_admin_reprocess_needs_the_permission(client: Client, history) -> None:
+def test_admin_reprocess_needs_the_permission(client: Client, history: dict[str, Prediction]) -> None:
     client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(reverse("admin:predictions_reprocessjob_add")).status_code == 403

@@ -26,7 +26,7 @@ from predictions.inference import (
     top2_margin,
     uncertainty_of,
 )
-from predictions.models import ModelVersion, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionStatus
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -48,7 +48,9 @@ def noise_png(seed: int = 0) -> bytes:
         ([0.1, 0.7, 0.2], 0.72985, 0.5),
     ],
 )
-def test_entropy_and_margin_of_hand_made_probabilities(probabilities, entropy, margin) -> None:
+def test_entropy_and_margin_of_hand_made_probabilities(
+    probabilities: list[float], entropy: float, margin: float
+) -> None:
     assert normalised_entropy(np.asarray(probabilities)) == pytest.approx(entropy, abs=1e-5)
     assert top2_margin(np.asarray(probabilities)) == pytest.approx(margin, abs=1e-9)
 
@@ -99,7 +101,7 @@ def _upload(content: bytes, name: str) -> SimpleUploadedFile:
 
 
 @pytest.fixture
-def classified(user: User, active_model: ModelVersion):
+def classified(user: User, active_model: ModelVersion) -> tuple[Prediction, Prediction]:
     """A cat photo and a noise image, classified by the shipped model through the worker's service."""
     cat = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("chelsea", "PNG"), "cat.png"))
     noise = services.prediction_create(user=user, uploaded_file=_upload(noise_png(), "noise.png"))
@@ -110,13 +112,19 @@ def classified(user: User, active_model: ModelVersion):
     return cat, noise
 
 
-def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user: User, classified) -> None:
+def test_the_worker_stores_uncertainty_and_the_cache_copies_it(
+    user: User, classified: tuple[Prediction, Prediction]
+) -> None:
     cat, noise = classified
 
     again = services.prediction_create(user=user, uploaded_file=_upload(noise_png(), "noise-again.png"))
 
     assert cat.uncertain is False
     assert noise.uncertain is True
+    assert cat.entropy is not None
+    assert noise.entropy is not None
+    assert cat.margin is not None
+    assert noise.margin is not None
     assert 0 <= cat.entropy < noise.entropy <= 1
     assert 0 <= cat.margin <= 1
     assert 0 <= noise.margin <= 1
@@ -125,7 +133,7 @@ def test_the_worker_stores_uncertainty_and_the_cache_copies_it(user: User, class
     assert (again.entropy, again.margin, again.uncertain) == (noise.entropy, noise.margin, True)
 
 
-def test_api_says_whether_the_model_was_sure(user: User, classified) -> None:
+def test_api_says_whether_the_model_was_sure(user: User, classified: tuple[Prediction, Prediction]) -> None:
     cat, noise = classified
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
@@ -142,10 +150,12 @@ def test_api_says_whether_the_model_was_sure(user: User, classified) -> None:
     assert "Not sure" in schema
 
 
-def test_history_csv_has_the_uncertainty_columns(user_client: Client, classified) -> None:
+def test_history_csv_has_the_uncertainty_columns(
+    user_client: Client, classified: tuple[Prediction, Prediction]
+) -> None:
     cat, noise = classified
 
-    exported = b"".join(user_client.get(reverse("predictions:history-csv")).streaming_content).decode()
+    exported = user_client.get(reverse("predictions:history-csv")).getvalue().decode()
 
     rows = {row["filename"]: row for row in csv.DictReader(io.StringIO(exported))}
     assert rows["cat.png"]["uncertain"] == "false"
@@ -154,7 +164,9 @@ def test_history_csv_has_the_uncertainty_columns(user_client: Client, classified
     assert float(rows["cat.png"]["margin"]) == pytest.approx(cat.margin, abs=1e-6)
 
 
-def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(user_client: Client, classified) -> None:
+def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(
+    user_client: Client, classified: tuple[Prediction, Prediction]
+) -> None:
     cat, noise = classified
 
     unsure = user_client.get(reverse("predictions:card", args=[noise.id])).content.decode()
