@@ -17,7 +17,7 @@ CONVERTED = {"onnx": ONNX_FILE, "tflite-fp16": TFLITE_FP16_FILE, "tflite-int8": 
 
 
 @pytest.fixture(scope="module")
-def converted_model_dir(model_dir: Path):
+def converted_model_dir(model_dir: Path) -> Path:
     """The shipped model with every offered engine's file, converted like `make convert` if absent."""
     missing = [name for name in ENGINES if name in CONVERTED and not (model_dir / CONVERTED[name]).exists()]
     if missing:
@@ -26,12 +26,14 @@ def converted_model_dir(model_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def reference(model_dir: Path):
+def reference(model_dir: Path) -> Classifier:
     return get_classifier(model_dir)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_offered_engine_recognises_the_shipped_photos(converted_model_dir: Path, reference, engine) -> None:
+def test_every_offered_engine_recognises_the_shipped_photos(
+    converted_model_dir: Path, reference: Classifier, engine: str
+) -> None:
     classifier = Classifier(converted_model_dir, engine=engine).load()
     classifier.warmup()
     paths = [str(photo.path) for photo in TEST_PHOTOS]
@@ -47,7 +49,7 @@ def test_every_offered_engine_recognises_the_shipped_photos(converted_model_dir:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_offered_engine_pads_batches_alike(converted_model_dir: Path, engine) -> None:
+def test_every_offered_engine_pads_batches_alike(converted_model_dir: Path, engine: str) -> None:
     classifier = Classifier(converted_model_dir, engine=engine).load()
     alone = classifier.classify([str(TEST_PHOTOS[1].path)], top_k=1)[0]
     in_batch = classifier.classify([str(TEST_PHOTOS[1].path)] * 3, top_k=1)
@@ -66,11 +68,11 @@ def test_int8_is_measured_but_not_offered() -> None:
     assert "tflite-int8" in CANDIDATE_ENGINES
     assert "tflite-int8" not in ENGINES
     with pytest.raises(ModelLoadError, match="Unknown engine"):
-        Classifier("unused", engine="tflite-int8")
+        Classifier(Path("unused"), engine="tflite-int8")
 
 
 @pytest.mark.parametrize("engine", [name for name in ENGINES if name in CONVERTED])
-def test_missing_converted_file_says_to_run_the_conversion(model_dir: Path, tmp_path: Path, engine) -> None:
+def test_missing_converted_file_says_to_run_the_conversion(model_dir: Path, tmp_path: Path, engine: str) -> None:
     for name in ("metadata.json", "labels.json"):
         shutil.copy(model_dir / name, tmp_path / name)
 
@@ -87,7 +89,7 @@ def test_missing_tflite_file_says_to_rebuild_the_model(model_dir: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_xla_savedmodel_gives_the_same_answers(model_dir: Path, reference) -> None:
+def test_xla_savedmodel_gives_the_same_answers(model_dir: Path, reference: Classifier) -> None:
     # Off by default (an order of magnitude slower on CPU); it must still be right.
     engine = load_engine("savedmodel", model_dir, xla=True)
     batch = np.stack([reference.preprocess(photo.path) for photo in TEST_PHOTOS])

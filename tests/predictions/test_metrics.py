@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -18,18 +20,22 @@ URL = "/metrics"
 
 
 @pytest.fixture
-def staff_client(client: Client, db: None):
+def staff_client(client: Client, db: None) -> Client:
     """An operator: staff, and allowed to read every user's predictions (what /metrics asks)."""
     client.force_login(OperatorFactory.create())
     return client
 
 
-def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
+# {family name: {(sample name, sorted labels): value}}
+Families = dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]
+
+
+def scrape(client: Client, **headers: Any) -> Families:
     """{family name: {(sample name, sorted labels): value}}."""
     response = client.get(URL, **headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain")
-    families = {}
+    families: Families = {}
     for family in text_string_to_metric_families(response.content.decode()):
         families[family.name] = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value for sample in family.samples
@@ -37,7 +43,7 @@ def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
     return families
 
 
-def value(families, family, sample=None, **labels) -> float:
+def value(families: Families, family: str, sample: str | None = None, **labels: str) -> float:
     return families[family].get((sample or family, tuple(sorted(labels.items()))), 0.0)
 
 

@@ -47,7 +47,9 @@ def _exported_cards(root: Path, **metadata: object) -> Path:
         ({"cat": 0.4, "dog": 1.5}, "no threshold between 0 and 1 for class 'dog'"),
     ],
 )
-def test_runner_refuses_a_multi_label_model_without_a_threshold_per_class(tmp_path: Path, thresholds, message) -> None:
+def test_runner_refuses_a_multi_label_model_without_a_threshold_per_class(
+    tmp_path: Path, thresholds: dict[str, float] | None, message: str
+) -> None:
     folder = _exported_cards(tmp_path / "m", task="multi-label", thresholds=thresholds)
 
     with pytest.raises(ModelLoadError, match=message.replace("{", r"\{").replace("}", r"\}")):
@@ -61,7 +63,7 @@ def test_a_single_label_model_needs_no_thresholds(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def multi_label_model(db: None, multilabel_finetuned: FinetuneResult, tmp_path: Path):
+def multi_label_model(db: None, multilabel_finetuned: FinetuneResult, tmp_path: Path) -> ModelVersion:
     """The fine-tuned multi-label model registered and active (a copy, as the services
     may be handed any folder)."""
     folder = tmp_path / "multi-digits" / "1"
@@ -89,10 +91,13 @@ def held_out_composite(
 
 
 def test_the_worker_stores_every_passing_label_and_the_api_and_card_show_them(
-    user: User, user_client: Client, multi_label_model: ModelVersion, held_out_composite
+    user: User, user_client: Client, multi_label_model: ModelVersion, held_out_composite: tuple[Path, set[str]]
 ) -> None:
     path, digits = held_out_composite
-    upload = lambda: SimpleUploadedFile(path.name, path.read_bytes(), content_type="image/png")  # noqa: E731
+
+    def upload() -> SimpleUploadedFile:
+        return SimpleUploadedFile(path.name, path.read_bytes(), content_type="image/png")
+
     # Top-1 only: the image's other digits still come back, as labels.
     prediction = services.prediction_create(user=user, uploaded_file=upload(), top_k=1)
     services.prediction_process(prediction_id=prediction.id)  # what the worker runs
@@ -106,6 +111,7 @@ def test_the_worker_stores_every_passing_label_and_the_api_and_card_show_them(
     assert prediction.confidence == pytest.approx(top["score"], abs=1e-6)
     assert top["positive"] is True
     assert prediction.class_id in digits
+    assert prediction.passing_labels is not None
     assert {entry["class_id"] for entry in prediction.passing_labels} == digits
     scores = [entry["score"] for entry in prediction.top_predictions]
     assert scores == sorted(scores, reverse=True)
