@@ -13,7 +13,7 @@ import pytest
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=BASE_DIR, capture_output=True, text=True,
         env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env}, timeout=120,
@@ -72,7 +72,7 @@ def test_docker_compose_file_is_valid_and_complete() -> None:
         ("RESULT_CACHE", "maybe", "RESULT_CACHE must be one of user, all, off"),
     ],
 )
-def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable, value, message) -> None:
+def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable: str, value: str, message: str) -> None:
     result = _manage("check", **{variable: value})
     assert result.returncode != 0
     assert message in result.stderr

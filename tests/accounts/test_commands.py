@@ -16,7 +16,7 @@ from tests.conftest import BASE_DIR, _database_url
 
 
 @pytest.fixture
-def superuser_env(monkeypatch: pytest.MonkeyPatch):
+def superuser_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in ("DJANGO_SUPERUSER_PASSWORD", "DJANGO_SUPERUSER_PASSWORD_FILE", "DJANGO_SUPERUSER_EMAIL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "root-admin")
@@ -38,7 +38,7 @@ def test_ensure_superuser_is_idempotent(
 
 @pytest.mark.parametrize("password", [None, "admin"])
 def test_without_debug_the_default_or_no_password_is_refused(
-    db: None, django_user_model: type[User], superuser_env: pytest.MonkeyPatch, settings: Settings, password
+    db: None, django_user_model: type[User], superuser_env: pytest.MonkeyPatch, settings: Settings, password: str | None
 ) -> None:
     settings.DEBUG = False
     if password is not None:

@@ -3,6 +3,8 @@ username from that address on every login page, with a 429 page saying when to r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
@@ -13,19 +15,22 @@ from pytest_django import Settings
 
 from tests.factories import UserFactory
 
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse
+
 PASSWORD = "correct-horse-battery"  # UserFactory's
 
 
-def _fail(client, url: str, username: str, times: int, **extra):
+def _fail(client: Client, url: str, username: str, times: int, **extra: Any) -> list[_MonkeyPatchedWSGIResponse]:
     return [client.post(url, {"username": username, "password": "wrong"}, **extra) for _ in range(times)]
 
 
-def _logged_in(client) -> bool:
+def _logged_in(client: Client) -> bool:
     return "_auth_user_id" in client.session
 
 
 @pytest.mark.parametrize("url_name", ["admin:login", "login"])
-def test_ten_wrong_passwords_then_the_right_one_is_refused(client: Client, db: None, url_name) -> None:
+def test_ten_wrong_passwords_then_the_right_one_is_refused(client: Client, db: None, url_name: str) -> None:
     admin = UserFactory.create(is_staff=True, is_superuser=True)
     url = reverse(url_name)
     _fail(client, url, admin.username, 10)

@@ -21,7 +21,7 @@ def test_profile_requires_login(client: Client, db: None) -> None:
     response = client.get(reverse("accounts:profile"))
 
     assert response.status_code == 302
-    assert "/accounts/login/" in response.url
+    assert "/accounts/login/" in response["Location"]
 
 
 def test_profile_creates_and_rotates_the_api_token(user_client: Client, user: User) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ class Worker:
         self.log_dir = log_dir
         self.command = command
         self.name = name
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
@@ -88,7 +89,7 @@ def _counts() -> dict[str, int]:
     return {status: Prediction.objects.filter(status=status).count() for status in PredictionStatus.values}
 
 
-def _wait(condition, timeout: float, what: str, every: float = 0.5) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -128,14 +129,14 @@ WORKER_COMMAND = ["worker", "--pool=prefork", "--concurrency=1", "-Q", "inferenc
 
 
 @pytest.fixture
-def worker(chaos_env: dict[str, str], tmp_path: Path):
+def worker(chaos_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     worker = Worker(chaos_env, tmp_path, WORKER_COMMAND)
     yield worker
     worker.ensure_stopped()  # never leave a worker behind, whatever the test did
 
 
 @pytest.fixture
-def beat(chaos_env: dict[str, str], tmp_path: Path):
+def beat(chaos_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     """The reconciler's schedule, in its own process as in docker-compose.yml."""
     beat = Worker(chaos_env, tmp_path, ["beat", "--schedule", str(tmp_path / "beat"), "--loglevel=INFO"], "beat")
     beat.start()
@@ -144,7 +145,12 @@ def beat(chaos_env: dict[str, str], tmp_path: Path):
 
 
 def test_every_submission_succeeds_exactly_once_through_kills_and_broker_restart(
-    model_dir: Path, media_dir: Path, django_user_model: type[User], worker, beat, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path,
+    media_dir: Path,
+    django_user_model: type[User],
+    worker: Worker,
+    beat: Worker,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from predictions.api import SubmitRateThrottle
 

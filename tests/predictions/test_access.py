@@ -14,19 +14,19 @@ from tests.factories import OperatorFactory, PredictionFactory, UserFactory
 
 
 @pytest.fixture
-def bare_staff(db: None):
+def bare_staff(db: None) -> User:
     """A staff account with no permissions: may enter the admin site, nothing more."""
     return UserFactory.create(is_staff=True)
 
 
 @pytest.fixture
-def reviewer(db: None):
+def reviewer(db: None) -> User:
     """A staff account granted ``predictions.view_prediction`` (not a superuser)."""
     return OperatorFactory.create()
 
 
 @pytest.fixture
-def someone_elses(db: None):
+def someone_elses(db: None) -> Prediction:
     return PredictionFactory.create(
         user=UserFactory.create(), label="tabby cat", status="succeeded", confidence=0.9, completed_at=timezone.now()
     )

@@ -9,12 +9,12 @@ from django.core.management.base import SystemCheckError
 from pytest_django import Settings
 
 
-def _errors() -> list[str]:
+def _errors() -> list[str | None]:
     return [message.id for message in run_checks() if message.is_serious()]
 
 
 @pytest.mark.parametrize("reconcile_after", [180, 60])
-def test_reconciling_within_the_task_time_limit_is_refused(settings: Settings, reconcile_after) -> None:
+def test_reconciling_within_the_task_time_limit_is_refused(settings: Settings, reconcile_after: int) -> None:
     """A prediction still running when RECONCILE_AFTER_SECONDS passes would be claimed
     again while its first worker may still be working on it."""
     settings.CELERY_TASK_TIME_LIMIT = 180

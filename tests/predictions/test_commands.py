@@ -77,7 +77,7 @@ def test_classify_needs_no_database(model_dir: Path, no_database_env: dict[str, 
     ids=["missing-path", "bad-model-dir", "top-k-zero", "top-k-not-a-number", "not-an-image"],
 )
 def test_classify_refuses_a_user_error_with_a_message_not_a_traceback(
-    model_dir: Path, no_database_env: dict[str, str], tmp_path: Path, args, message
+    model_dir: Path, no_database_env: dict[str, str], tmp_path: Path, args: list[str], message: str
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -119,7 +119,7 @@ def test_classify_by_default_reads_the_newest_model_on_disk(
     ids=["reconcile-negative-age", "reconcile-no-database", "sync-models-no-database", "stats-bench-not-a-bench-db"],
 )
 def test_other_commands_refuse_user_errors_without_a_traceback(
-    no_database_env: dict[str, str], command, message
+    no_database_env: dict[str, str], command: list[str], message: str
 ) -> None:
     result = _manage(*command, env=no_database_env)
 

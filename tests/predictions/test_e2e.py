@@ -26,7 +26,7 @@ def test_upload_in_the_browser_flow_is_classified_by_the_worker(
 
     response = client.post(reverse("predictions:upload"), {"images": [photo], "top_k": 5})
     prediction = Prediction.objects.get(user=user)
-    assert response.url == reverse("predictions:detail", args=[prediction.id])
+    assert response["Location"] == reverse("predictions:detail", args=[prediction.id])
 
     prediction = wait_for_final(prediction.id)
     assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error
@@ -41,6 +41,7 @@ def test_upload_in_the_browser_flow_is_classified_by_the_worker(
     ):
         assert timing is not None
         assert timing >= 0
+    assert prediction.inference_ms is not None
     assert prediction.inference_ms > 0
     assert prediction.started_at
     assert prediction.completed_at

@@ -9,6 +9,7 @@ import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("operator_probe")
 
 
 @pytest.fixture
-def fresh_worker(db: None):
+def fresh_worker(db: None) -> WorkerHeartbeat:
     return services.worker_heartbeat_record(
         hostname="celery@test",
         started_at=timezone.now(),
@@ -67,13 +68,13 @@ def test_ready_fails_fast_naming_the_broker_when_redis_is_down(
 ) -> None:
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6390/0"  # nothing listens there
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
-    attempts = []
+    attempts: list[tuple[str, int]] = []
     real_connect = socket.socket.connect
 
-    def connect(sock, address):
+    def connect(sock: socket.socket, address: Any) -> None:
         if isinstance(address, tuple) and address[1] == 6390:
             attempts.append(address)
-        return real_connect(sock, address)
+        real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
 

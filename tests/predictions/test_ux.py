@@ -20,7 +20,7 @@ from tests.factories import OperatorFactory, PredictionFactory
 HISTORY = reverse("predictions:history")
 
 
-def _succeeded(user, label: str = "tabby cat", **fields) -> Prediction:
+def _succeeded(user: User, label: str = "tabby cat", **fields: object) -> Prediction:
     top = [
         {"label": label, "class_id": "n02123045", "score": 0.8},
         {"label": "tiger cat", "class_id": "n02123159", "score": 0.1},
@@ -145,7 +145,7 @@ def test_deleting_from_the_detail_page_returns_to_the_filtered_history(user_clie
     response = user_client.post(reverse("predictions:delete", args=[prediction.id]), {"back": "label=cat&page=1"})
 
     assert response.status_code == 302
-    assert response.url == f"{HISTORY}?label=cat&page=1"
+    assert response["Location"] == f"{HISTORY}?label=cat&page=1"
     assert not Prediction.objects.filter(id=prediction.id).exists()
 
 
@@ -275,7 +275,7 @@ def test_favicon_is_served(client: Client) -> None:
 
     assert response.status_code == 200
     assert response["Content-Type"] == "image/x-icon"
-    assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    assert response.getvalue()[:4] == b"\x00\x00\x01\x00"  # an ICO header
 
 
 def test_unknown_page_gets_the_friendly_404_with_debug_off(client: Client, settings: Settings) -> None:
@@ -339,7 +339,7 @@ def test_buttons_on_the_detail_page_keep_its_way_back_to_the_history(user_client
 
     response = user_client.post(reverse("predictions:confirm", args=[prediction.id]), {"back": "label=cat"})
 
-    assert response.url == f"{url}?back=label%3Dcat#review-{prediction.id}"
+    assert response["Location"] == f"{url}?back=label%3Dcat#review-{prediction.id}"
 
 
 def test_the_500_page_renders_without_a_request(db: None) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import OperationalError
@@ -44,7 +45,7 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     real_active_version = services.model_version_get_or_sync_active
     database = {"migrated": False}
 
-    def active_version():
+    def active_version() -> ModelVersion:
         if not database["migrated"]:
             raise OperationalError("no such table: predictions_modelversion")
         return real_active_version()
@@ -65,7 +66,7 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     database["migrated"] = True
     heartbeat.beat()  # the next heartbeat retries the warm-up
 
-    row.refresh_from_db()
+    row = WorkerHeartbeat.objects.get()
     assert row.model_loaded
     assert row.model_error == ""
     assert row.model_version == f"{active_model.name}:{active_model.version}"
@@ -128,7 +129,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _heartbeats(database: Path) -> dict[str, dict]:
+def _heartbeats(database: Path) -> dict[str, dict[str, Any]]:
     try:
         with sqlite3.connect(database) as connection:
             rows = connection.execute(

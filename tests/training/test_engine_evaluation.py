@@ -131,6 +131,7 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     rows = {row["engine"]: row for row in evaluation["engines"]}
     assert list(rows) == ["savedmodel", "tflite-fp16", "tflite-int8"]
     saved = rows["savedmodel"]
+    assert isinstance(finetuned.test, evaluate.ClassificationMetrics)
     assert saved["top1"] == evaluation["top1"] == pytest.approx(finetuned.test.top1, abs=1.5 / finetuned.test.count)
     # fp16 measured identical (0.0 points, 100 % agreement). Within 1 point, or one image where
     # one image is worth more (1.25 points of the 80 test scans).

@@ -46,6 +46,7 @@ def test_finetune_learns_real_digits_and_exports_served_layout(finetuned: Finetu
     assert "Held-out test split" in (target / "MODEL_CARD.md").read_text()
     assert any((Path(meta["training"]["workdir"]) / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
     # Far above chance (10 %) on scans it never saw: 80 test images after a minute or two of training.
+    assert isinstance(finetuned.test, evaluate.ClassificationMetrics)
     assert finetuned.test.count == meta["splits"]["test"] == 80
     assert finetuned.test.top1 >= 0.6, meta["test_metrics"]
 
@@ -62,6 +63,7 @@ def test_exported_model_classifies_held_out_scans_through_the_runner(
     expected = [name.split("/")[0] for name in held_out]
     correct = [p == e for p, e in zip(predicted, expected, strict=True)]
     # The runner's own decode + preprocess gives the same answers as the training pipeline's test pass.
+    assert isinstance(finetuned.test, evaluate.ClassificationMetrics)
     assert sum(correct) / len(correct) == pytest.approx(finetuned.test.top1, abs=1.5 / len(correct))
     first_correct = held_out[correct.index(True)]
     (single,) = classifier.classify([(digits_subset / first_correct).read_bytes()])
@@ -81,7 +83,7 @@ def test_metrics_match_a_hand_computation() -> None:
         dtype=np.float64,  # float32 0.6 would land just above the 0.6 bin edge
     )
     targets = np.array([0, 1, 1, 2, 2])
-    m = evaluate.classification_metrics(targets, probabilities, ["a", "b", "c"], bins=10)
+    m = evaluate.classification_metrics(targets, probabilities, ["a", "b", "c"], bins=10)  # type: ignore[arg-type]  # float64 on purpose (above)
     assert m.confusion == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
     assert m.top1 == pytest.approx(3 / 5)
     assert m.top5 == 1.0
@@ -112,6 +114,7 @@ def test_evaluate_writes_the_report_into_the_model(
         rows = list(csv.reader(f))
     assert rows[0][1:] == [str(d) for d in range(10)]
     matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert isinstance(finetuned.test, evaluate.ClassificationMetrics)
     assert matrix.sum() == finetuned.test.count
     assert np.trace(matrix) / matrix.sum() == pytest.approx(finetuned.test.top1, abs=1.5 / matrix.sum())
     meta = json.loads((model / "metadata.json").read_text())

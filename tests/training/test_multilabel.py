@@ -117,7 +117,7 @@ def test_multilabel_metrics_match_a_hand_computation() -> None:
 
 
 def test_multi_digits_are_composites_of_real_scans_with_their_digits_as_labels(tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # scikit-learn ships no types
 
     folder = materialise("multi-digits", tmp_path / "set", size=36, count=60)  # 1 px per scan cell
     rows = read_labels_csv(folder / "labels.csv", folder)
@@ -199,6 +199,7 @@ def test_runner_returns_the_labels_passing_their_thresholds_for_held_out_composi
     assert all(r.multi_label for r in results)
     exact = [{label.class_id for label in r.labels} == truth[name] for name, r in zip(held_out, results, strict=True)]
     # The runner's decode + preprocess + thresholds give the training pipeline's test answers.
+    assert isinstance(multilabel_finetuned.test, MultiLabelMetrics)
     assert sum(exact) / len(exact) == pytest.approx(multilabel_finetuned.test.exact_match, abs=1.5 / len(exact))
     for result in results:
         scores = [p.score for p in result.predictions]
