@@ -1,6 +1,6 @@
 """Fixtures shared by the predictions tests: a copy of the shipped model under another
-version, an account allowed to switch versions, API clients for any user, and the
-messages the services send to the workers."""
+version, an account allowed to switch versions, API clients (the user's token, or any
+user), and the messages the services send to the workers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from predictions import services
@@ -40,6 +41,14 @@ def switcher(db: None) -> User:
         Permission.objects.get(codename="view_modelversion", content_type__app_label="predictions"),
     )
     return account
+
+
+@pytest.fixture
+def api(user: User) -> APIClient:
+    """An API client with ``user``'s token, as a script would call the API."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ if TYPE_CHECKING:
 LIST_URL = "/api/v1/predictions/"
 
 
-@pytest.fixture
-def api(user: User) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
 def _image(name: str = "cat.jpg", content: bytes | None = None) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, photo_bytes("chelsea") if content is None else content, content_type="image/jpeg")
 

@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from pytest_django import Settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from predictions import services
@@ -184,13 +182,6 @@ CAT_KINDS = {
     "CMYK JPEG", "EXIF-rotated JPEG", "progressive JPEG", "WebP", "AVIF", "BMP", "RGBA PNG",
     "animated GIF (first frame)", "multi-page TIFF (first page)", "path traversal filename",
 }  # fmt: skip
-
-
-@pytest.fixture
-def api(user: User) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
 
 
 def _files(media_dir: Path) -> set[Path]:
