@@ -82,7 +82,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_the_predictions_package_has_no_import_cycle():
+def test_the_predictions_package_has_no_import_cycle() -> None:
     modules = _modules(BASE_DIR)
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert graph["predictions.tasks"] >= {"predictions.services"}  # the graph is really read
@@ -92,7 +92,7 @@ def test_the_predictions_package_has_no_import_cycle():
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
-def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
+def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
     package = tmp_path / PACKAGE
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -116,7 +116,7 @@ def _last_line_of_fresh_python(code: str, *, django: bool) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
+def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow() -> None:
     """The pool parent imports the tasks (autodiscovery) and ``predictions.worker``
     (at worker_init); TensorFlow must load only in the pool child, with the model."""
     code = (
