@@ -149,9 +149,10 @@ def _heartbeats(database: Path) -> dict[str, dict[str, Any]]:
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see who loaded TensorFlow")
 def test_workers_started_before_migrate_become_ready_after_it(tmp_path: Path, model_dir: Path) -> None:
     """As in docker-compose: an inference and a maintenance worker start while the
-    database is still empty. Both keep beating; once migrated, the inference worker
-    loads the model and readiness passes; the maintenance worker never loads it, and no
-    pool parent ever maps TensorFlow."""
+    database is still empty. Both keep beating; once migrated and the models registered
+    (compose's migrate service), the inference worker loads the model and readiness
+    passes; the maintenance worker never loads it, and no pool parent ever maps
+    TensorFlow."""
     database = tmp_path / "db.sqlite3"
     env = {
         key: value
@@ -183,13 +184,8 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path: Path, mo
             time.sleep(0.5)
         assert "no such table" in logs["inference"].read_text()  # the warm-up failed
 
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=BASE_DIR,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        for step in (["migrate", "--noinput"], ["sync_models"]):  # what compose's one-shot migrate service runs
+            subprocess.run([sys.executable, "manage.py", *step], cwd=BASE_DIR, env=env, check=True, capture_output=True)
 
         def loaded_and_both_beating() -> bool:  # each worker has beaten since the migration
             beating = _heartbeats(database)
