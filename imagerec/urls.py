@@ -19,6 +19,7 @@ api_urls = [
         method_dispatch(GET=prediction_api.PredictionListApi, POST=prediction_api.PredictionCreateApi),
         name="prediction-list",
     ),
+    path("predictions/batch/", prediction_api.PredictionBatchCreateApi.as_view(), name="prediction-batch"),
     path(
         "predictions/<str:prediction_id>/",
         method_dispatch(GET=prediction_api.PredictionDetailApi, DELETE=prediction_api.PredictionDeleteApi),
