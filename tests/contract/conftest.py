@@ -118,9 +118,8 @@ def _seed(url: str, headers: dict[str, str]) -> tuple[str, str]:
     assert failed.status_code == 202, failed.text
     assert _final(url, headers, failed.json()["id"])["status"] == "failed"
 
-    cat = requests.post(
-        predictions, headers=headers, params={"wait": 30}, files={"image": ("cat.jpg", photo_jpeg("chelsea"))}, timeout=60
-    )
+    cat_photo = {"image": ("cat.jpg", photo_jpeg("chelsea"))}
+    cat = requests.post(predictions, headers=headers, params={"wait": 30}, files=cat_photo, timeout=60)
     assert cat.status_code in (201, 202), cat.text
     cat_id = cat.json()["id"]
     assert _final(url, headers, cat_id)["status"] == "succeeded"
