@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
+from predictions.api.deprecation import form_body_headers
 from predictions.api.errors import ErrorSerializer
 from predictions.api.inputs import JsonInputSerializer
 from predictions.api.permissions import CanChangeModelVersions
@@ -116,7 +117,8 @@ class ModelVersionUpdateApi(APIView):
         traffic_percent = serializers.IntegerField(min_value=0, max_value=100)
 
     @extend_schema(
-        request=InputSerializer,
+        # JSON only: a form body is still read, deprecated (api.deprecation.FORM_BODY).
+        request={"application/json": InputSerializer},
         responses={
             200: ModelVersionOutputSerializer,
             400: ErrorSerializer,
@@ -136,7 +138,7 @@ class ModelVersionUpdateApi(APIView):
         updated = registry_services.model_version_set_traffic(
             model_version=model_version, traffic_percent=changes.validated_data["traffic_percent"], user=request.user
         )
-        return Response(ModelVersionOutputSerializer(updated).data)
+        return Response(ModelVersionOutputSerializer(updated).data, headers=form_body_headers(request))
 
 
 class ModelVersionRollbackApi(APIView):

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from accounts.http import AuthenticatedRequest
 from predictions import selectors
+from predictions.api.deprecation import form_body_headers
 from predictions.api.errors import ErrorSerializer
 from predictions.api.inputs import JsonInputSerializer
 from predictions.api.throttles import SubmitRateThrottle
@@ -75,7 +76,8 @@ class PredictionCorrectionApi(AsyncAPIView):
             return request.build_absolute_uri(path) if request is not None else path
 
     @extend_schema(
-        request=InputSerializer,
+        # JSON only: a form body is still read, deprecated (api.deprecation.FORM_BODY).
+        request={"application/json": InputSerializer},
         responses={
             200: OutputSerializer,
             400: ErrorSerializer,
@@ -97,7 +99,8 @@ class PredictionCorrectionApi(AsyncAPIView):
         correction = await sync_to_async(review_services.correction_set)(
             prediction=prediction, user=request.user, label=options.validated_data["label"]
         )
-        return Response(self.OutputSerializer(correction, context={"request": request}).data)
+        body = self.OutputSerializer(correction, context={"request": request}).data
+        return Response(body, headers=form_body_headers(request))
 
 
 class PredictionConfirmationApi(AsyncAPIView):

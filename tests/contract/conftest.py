@@ -118,12 +118,12 @@ def _seed(url: str, headers: dict[str, str]) -> tuple[str, str]:
     assert failed.status_code == 202, failed.text
     assert _final(url, headers, failed.json()["id"])["status"] == "failed"
 
-    cat_photo = {"image": ("cat.jpg", photo_jpeg("chelsea"))}
-    cat = requests.post(predictions, headers=headers, params={"wait": 30}, files=cat_photo, timeout=60)
-    assert cat.status_code in (201, 202), cat.text
-    cat_id = cat.json()["id"]
-    assert _final(url, headers, cat_id)["status"] == "succeeded"
-    explanation = f"{predictions}{cat_id}/explanation/"
+    photo = {"image": ("motorcycle.jpg", photo_jpeg("motorcycle"))}
+    submitted = requests.post(predictions, headers=headers, params={"wait": 30}, files=photo, timeout=60)
+    assert submitted.status_code in (201, 202), submitted.text
+    explained = submitted.json()["id"]
+    assert _final(url, headers, explained)["status"] == "succeeded"
+    explanation = f"{predictions}{explained}/explanation/"
     assert requests.post(explanation, headers=headers, timeout=60).status_code in (200, 202)
     for _ in range(240):
         answer = requests.get(explanation, headers=headers, timeout=60)
@@ -131,7 +131,7 @@ def _seed(url: str, headers: dict[str, str]) -> tuple[str, str]:
             break
         time.sleep(0.5)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png", answer.text
-    return failed.json()["id"], cat_id
+    return failed.json()["id"], explained
 
 
 @pytest.fixture(scope="session")
