@@ -77,7 +77,8 @@ def test_correcting_with_the_models_own_label_points_at_confirming(user, done):
     with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
         review_services.correction_set(prediction=done, user=user, label="TIGER cat")
 
-    assert refused.value.status_code == 400 and not Correction.objects.exists()
+    # 409: the label is well formed; it is the prediction's own answer that refuses it.
+    assert refused.value.status_code == 409 and not Correction.objects.exists()
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
@@ -127,7 +128,7 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user, don
     assert Correction.objects.get(prediction=done).confirmed
 
     same_label = api.post(_review_url(done, "correction"), {"label": "tiger cat"}, format="json")
-    assert same_label.status_code == 400 and "confirm it instead" in same_label.json()["error"]["message"]
+    assert same_label.status_code == 409 and "confirm it instead" in same_label.json()["error"]["message"]
 
 
 def test_api_confirmation_of_a_prediction_not_succeeded_is_409(user):

@@ -197,10 +197,10 @@ def test_api_post_answers_202_with_location_then_get_gives_the_png_once_computed
         assert overlay.size == CHELSEA_SIZE
 
 
-def test_api_refuses_a_class_outside_the_top_k_with_400(user, succeeded):
+def test_api_refuses_a_class_outside_the_top_k_with_409(user, succeeded):
     response = _api(user).post(f"{_url(succeeded)}?class_id=n02085620")  # a model class, not in the top-k
 
-    assert response.status_code == 400
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
     error = response.json()["error"]
     assert error["field"] == "class_id" and "n02123045, n02123159" in error["message"]
     assert not Explanation.objects.exists()
