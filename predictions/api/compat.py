@@ -110,7 +110,7 @@ class _Comparison:
         old_content, new_content = old_body.get("content", {}), new_body.get("content", {})
         for media_type, old_media in old_content.items():
             if media_type not in new_content:
-                self.add("request-media-type-removed", f"body {media_type}", "no longer accepted")
+                self.add("request-media-type-removed", f"body {media_type}", "no longer in the schema")
                 continue
             self.schema(old_media.get("schema", {}), new_content[media_type].get("schema", {}), f"body {media_type}",
                         request=True)  # fmt: skip
