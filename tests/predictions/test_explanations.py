@@ -178,7 +178,7 @@ def test_api_post_answers_202_with_location_then_get_gives_the_png_once_computed
     with django_capture_on_commit_callbacks(execute=False) as sent:
         pending = api.post(_url(classified))  # no class_id: the top class
 
-    assert pending.status_code == 202 and pending.json() == {"status": "pending"}
+    assert pending.status_code == 202 and pending.json() == {"status": "pending", "class_id": classified.class_id}
     assert pending["Location"] == f"http://testserver{_url(classified)}?class_id={classified.class_id}"
     assert len(sent) == 1  # queued for the worker once committed
     explanation = Explanation.objects.get(prediction=classified)
