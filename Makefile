@@ -14,13 +14,15 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format docs bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
 	@echo "make test   - install test dependencies and run the whole test suite"
 	@echo "make model  - build the default model (efficientnet_lite0) into $(MODEL_DIR)/"
 	@echo "make docs   - regenerate the OpenAPI schema and build the documentation site into var/site"
+	@echo "make contract - schemathesis and the generated Python and TypeScript clients against a live stack"
+	@echo "make api-compat - fail on a breaking API change the changelog does not announce"
 	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
 	@echo "make lock   - recompile the hashed locks requirements/*.txt from requirements/*.in"
 
@@ -88,6 +90,7 @@ test: dev-deps model
 	@bash bin/ensure-system-deps
 	$(PY) -m pytest
 	$(PY) -m pytest -m chaos tests/chaos -s
+	$(MAKE) contract
 
 test-fast: dev-deps model
 	$(PY) -m pytest -m "not slow"
@@ -107,6 +110,26 @@ format: dev-deps
 docs: dev-deps
 	$(PY) manage.py spectacular --file docs/reference/openapi.yaml --validate --fail-on-warn
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The clients a user generates from the committed schema (docs/clients.md), into var/clients:
+# Python with openapi-python-client, TypeScript types with openapi-typescript (the npm
+# packages of tests/contract/ts, installed from its lock).
+CLIENTS := var/clients
+clients: dev-deps
+	rm -rf $(CLIENTS)/python $(CLIENTS)/ts
+	mkdir -p $(CLIENTS)/ts
+	$(VENV)/bin/openapi-python-client generate --path docs/reference/openapi.yaml \
+	  --config tests/contract/openapi-python-client.yaml --output-path $(CLIENTS)/python/imagerec_client --meta none
+	cd tests/contract/ts && npm ci --no-audit --no-fund --loglevel=error && npm run --silent generate
+
+# The API against its schema on a stack of its own (tests/contract): schemathesis with every
+# check and phase, then the whole journey with each generated client.
+contract: clients model
+	$(PY) -m pytest -m contract tests/contract
+
+# Breaking API changes since the baseline schema must be announced in docs/changelog.md.
+api-compat: dev-deps
+	$(PY) manage.py api_compat
 
 bench: dev-deps model
 	$(PY) -m training.bench --model $(MODEL_DIR)/efficientnet_$(MODEL_VARIANT)/1 --out bench/results.json

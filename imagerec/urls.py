@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from accounts import urls as accounts_urls
 from predictions import views as prediction_views
 from predictions.api import predictions as prediction_api
+from predictions.api import submissions as submission_api
 from predictions.api.dispatch import method_dispatch
 from predictions.explanations import api as explanation_api
 from predictions.operations import views as observability_views
@@ -16,9 +17,10 @@ api_urls = [
     # One view per action; list + submit and poll + delete share a URL each.
     path(
         "predictions/",
-        method_dispatch(GET=prediction_api.PredictionListApi, POST=prediction_api.PredictionCreateApi),
+        method_dispatch(GET=prediction_api.PredictionListApi, POST=submission_api.PredictionCreateApi),
         name="prediction-list",
     ),
+    path("predictions/batch/", submission_api.PredictionBatchCreateApi.as_view(), name="prediction-batch"),
     path(
         "predictions/<str:prediction_id>/",
         method_dispatch(GET=prediction_api.PredictionDetailApi, DELETE=prediction_api.PredictionDeleteApi),

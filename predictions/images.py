@@ -28,6 +28,18 @@ SUPPORTED_FORMATS = {
     "AVIF": "avif",
 }
 SUPPORTED_DESCRIPTION = "JPEG, PNG, WebP, AVIF, GIF, BMP or TIFF"
+# Pillow format name -> the Content-Type a stored upload is served with (Pillow's own
+# Image.MIME, which is filled only once its plugins are loaded); the schema lists the same.
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/mpo",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "AVIF": "image/avif",
+}
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,9 @@ import io
 
 from django.http import FileResponse
 from django.http.response import HttpResponseBase
-from PIL import Image
 
 from .exceptions import NotFoundError
-from .images import thumbnail_jpeg
+from .images import MEDIA_TYPES, thumbnail_jpeg
 from .models import Explanation, Prediction
 
 
@@ -27,7 +26,7 @@ def image_response(prediction: Prediction, *, thumbnail: bool = False) -> HttpRe
                 response = FileResponse(io.BytesIO(thumbnail_jpeg(image)), content_type="image/jpeg")
         else:
             response = FileResponse(prediction.image.open("rb"))
-            response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")
+            response["Content-Type"] = MEDIA_TYPES.get(prediction.image_format, "application/octet-stream")
     except FileNotFoundError as error:
         raise NotFoundError("The image file is no longer stored.") from error
     except (OSError, ValueError, SyntaxError) as error:  # a damaged upload has no preview

@@ -10,27 +10,32 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import Http404
-from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..exceptions import ApplicationError
 
-# For the schema: the body of every 4xx answer.
-ErrorSerializer = inline_serializer(
-    "Error",
-    {
-        "error": inline_serializer(
-            "ErrorDetail",
-            {
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "field": serializers.CharField(allow_null=True),
-            },
-        )
-    },
-)
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    """What went wrong: a stable ``code`` to branch on, a ``message`` for people, and the
+    request ``field`` it is about (null when it is about the request as a whole)."""
+
+    class Meta:
+        ref_name = "ErrorDetail"
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """For the schema: the body of every 4xx and 5xx answer of the API."""
+
+    class Meta:
+        ref_name = "Error"
+
+    error = ErrorDetailSerializer()
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:

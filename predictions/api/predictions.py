@@ -1,25 +1,27 @@
-"""Prediction API views, one per action: list, submit, poll, delete, retry, correction,
-confirmation (and withdrawing either), image.
+"""Prediction API views, one per action: list, poll, delete, retry, image (submitting
+one image or a batch: ``api.submissions``).
 
 List and submit share ``/api/v1/predictions/``, poll and delete share
 ``/api/v1/predictions/<id>/``; ``method_dispatch`` routes each method to its view.
-Submit, poll and delete are async (adrf): a request that waits for a result (``wait``)
-holds no web thread.
+Submit, poll and delete are async (adrf): a request that waits for a result (``wait``,
+``api.waiting``) holds no web thread.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http.response import HttpResponseBase
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,43 +31,43 @@ from predictions import selectors, services
 from predictions.selectors import PredictionFilters
 
 from ..exceptions import ApplicationError
+from ..images import MEDIA_TYPES
 from ..media import image_response
 from ..models import PredictionStatus
-from .errors import ErrorSerializer, error_body
+from .errors import ErrorSerializer
 from .negotiation import AnyAccept
-from .serializers import PredictionOutputSerializer, PredictionUrlField
-from .throttles import ReadRateThrottle, SubmitRateThrottle
-
-MAX_WAIT_SECONDS = 30
-
-
-WAIT_PARAMETER = OpenApiParameter(
-    "wait",
-    {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
-    description=f"Wait up to N seconds (max {MAX_WAIT_SECONDS}) for a final status before answering. "
-    "The header `Prefer: wait=N` (RFC 7240) does the same.",
+from .serializers import (
+    PredictionOutputSerializer,
 )
+from .throttles import ReadRateThrottle, SubmitRateThrottle
+from .waiting import WAIT_PARAMETERS, wait_seconds
 
-
-def wait_seconds(request: Request) -> float:
-    """Seconds to wait, from ``?wait=N`` or ``Prefer: wait=N``; 0 when neither is given."""
-    raw = request.query_params.get("wait")
-    if raw is None:
-        prefer = request.headers.get("Prefer", "")
-        match = re.search(r"(?:^|[,;\s])wait=([^,;\s]+)", prefer)
-        raw = match.group(1) if match else "0"
-    try:
-        seconds = float(raw)
-    except ValueError as error:
-        raise ApplicationError("wait must be a number of seconds.", field="wait") from error
-    if seconds != seconds:  # NaN
-        return 0.0
-    return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+# What the image view can answer: the upload as stored (any supported format) or its JPEG thumbnail.
+IMAGE_MEDIA_TYPES = sorted(set(MEDIA_TYPES.values()))
 
 
 class PredictionPagination(PageNumberPagination):
+    """``page`` (from 1) and ``page_size`` (from 1; above 100 gives 100): a value that is
+    not a whole number from 1 is a 400, not silently the first page or the default size."""
+
     page_size_query_param = "page_size"
     max_page_size = 100
+    last_page_strings = ()  # the schema says page is a number: "last" is not one
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        for name in (self.page_query_param, self.page_size_query_param):
+            raw = request.query_params.get(name)
+            if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+                raise ApplicationError(f"{name} must be a whole number from 1.", field=name)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = f"Results per page (default {self.page_size}, at most {self.max_page_size})."
+        return parameters
 
 
 class PredictionListApi(AsyncAPIView):
@@ -96,7 +98,9 @@ class PredictionListApi(AsyncAPIView):
         return await sync_to_async(self._list)(request)
 
     def _list(self, request: AuthenticatedRequest) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty value in a form as "not given",
+        # and `?status=` is not a status (the schema says so), so it is a 400 like any other.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         queryset = selectors.prediction_list(user=request.user, filters=PredictionFilters(**filters.validated_data))
         paginator = self.pagination_class()
@@ -105,107 +109,20 @@ class PredictionListApi(AsyncAPIView):
         return paginator.get_paginated_response(PredictionOutputSerializer(page, many=True, context=context).data)
 
 
-class PredictionCreateApi(AsyncAPIView):
-    """Submit one or several images; with ``wait``, answer once they are classified."""
-
-    parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [SubmitRateThrottle]
-
-    class InputSerializer(serializers.Serializer[Any]):
-        # Files are validated by the service layer (one message per file); this checks the rest.
-        top_k = serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, default=settings.DEFAULT_TOP_K)
-
-    class SubmittedSerializer(serializers.Serializer[Any]):
-        id = serializers.UUIDField()
-        status = serializers.CharField(help_text="pending, or succeeded at once when the result is cached")
-        cached = serializers.BooleanField()
-        url = PredictionUrlField()
-        created_at = serializers.DateTimeField()
-        filename = serializers.CharField(source="original_filename")
-
-    @extend_schema(
-        parameters=[WAIT_PARAMETER],
-        request={
-            "multipart/form-data": inline_serializer(
-                "SubmitRequest",
-                {
-                    "image": serializers.ListField(child=serializers.FileField()),
-                    "top_k": serializers.IntegerField(min_value=1, max_value=settings.MAX_TOP_K, required=False),
-                },
-            )
-        },
-        responses={
-            201: PredictionOutputSerializer,
-            202: SubmittedSerializer,
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            413: ErrorSerializer,
-            415: ErrorSerializer,
-            429: ErrorSerializer,
-        },
-        description="Submit one image (202 with one object and a Location header) or several "
-        "`image` fields (202 with a list, one entry per file in order). With `wait`, the answer "
-        "comes once every accepted image is final (201, full results) or when the wait is over "
-        "(202, full objects still pending): one request from upload to label.",
-    )
-    async def post(self, request: AuthenticatedRequest) -> Response:
-        wait = wait_seconds(request)
-        outcomes = await sync_to_async(self._create)(request, release_connection=bool(wait))
-        context = {"request": request}
-        created = [o.prediction for o in outcomes if o.prediction is not None]
-        if wait and created:
-            final = await selectors.predictions_wait(
-                user=request.user, prediction_ids=[p.id for p in created], seconds=wait
-            )
-            by_id = {p.id: p for p in final}
-            for outcome in outcomes:
-                if outcome.prediction is not None:
-                    outcome.prediction = by_id[outcome.prediction.id]
-            created = final
-        body_serializer = PredictionOutputSerializer if wait else self.SubmittedSerializer
-        done = all(p.is_final for p in created) if wait else False
-        code = status.HTTP_201_CREATED if done else status.HTTP_202_ACCEPTED
-        if len(outcomes) == 1:
-            outcome = outcomes[0]
-            if outcome.error is not None:
-                raise outcome.error
-            body = body_serializer(outcome.prediction, context=context).data
-            return Response(body, status=code, headers={"Location": str(body["url"])})
-        entries = [
-            {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
-            if o.error is not None
-            else body_serializer(o.prediction, context=context).data
-            for o in outcomes
-        ]
-        if not created:
-            return Response(
-                {**error_body("no_valid_images", "None of the files was accepted."), "results": entries},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        return Response(entries, status=code)
-
-    def _create(self, request: AuthenticatedRequest, *, release_connection: bool) -> list[services.SubmissionOutcome]:
-        files = request.FILES.getlist("image")
-        if not files:
-            raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
-        options = self.InputSerializer(data=request.data)
-        options.is_valid(raise_exception=True)
-        outcomes = services.prediction_create_many(
-            user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"]
-        )
-        if release_connection:  # about to wait: do not hold a pooled connection meanwhile
-            selectors.connection_release()
-        return outcomes
-
-
 class PredictionDetailApi(AsyncAPIView):
     """Poll one prediction; with ``wait``, a long-poll that waits on an event, not on a web thread."""
 
     throttle_classes = [ReadRateThrottle]
 
     @extend_schema(
-        parameters=[WAIT_PARAMETER],
-        responses={200: PredictionOutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer, 429: ErrorSerializer},
+        parameters=WAIT_PARAMETERS,
+        responses={
+            200: PredictionOutputSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+            429: ErrorSerializer,
+        },
     )
     async def get(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         wait = wait_seconds(request)
@@ -257,12 +174,22 @@ class PredictionImageApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("size", {"type": "string", "enum": ["thumb"]}, description="thumb: small JPEG")],
         responses={
-            (200, "image/*"): OpenApiResponse(description="The image bytes"),
+            **{
+                (200, media_type): OpenApiResponse(
+                    OpenApiTypes.BINARY,
+                    description="The image as uploaded (its own format), or with `size=thumb` a JPEG of at most 160 px",
+                )
+                for media_type in IMAGE_MEDIA_TYPES
+            },
+            400: ErrorSerializer,
             401: ErrorSerializer,
             404: ErrorSerializer,
             429: ErrorSerializer,
         },
     )
     def get(self, request: AuthenticatedRequest, prediction_id: str) -> HttpResponseBase:
+        size = request.query_params.get("size")
+        if size not in (None, "thumb"):
+            raise ApplicationError("size is thumb, or absent for the image as uploaded.", field="size")
         prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-        return image_response(prediction, thumbnail=request.query_params.get("size") == "thumb")
+        return image_response(prediction, thumbnail=size == "thumb")

@@ -1,5 +1,5 @@
 """Output serializers shared by several API views: a prediction as the list, the poll and
-a waiting submission return it."""
+a submission return it, and a batch of them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from ..models import Prediction, PredictionStatus
+from .errors import ErrorDetailSerializer
 
 
 class PredictionUrlField(serializers.HyperlinkedIdentityField):
@@ -107,3 +109,39 @@ class PredictionOutputSerializer(serializers.Serializer[Any]):
 def _absolute(context: Mapping[str, Any], path: str) -> str:
     request = context.get("request")
     return request.build_absolute_uri(path) if request is not None else path
+
+
+@extend_schema_serializer(deprecate_fields=["filename"])
+class SubmittedPredictionSerializer(PredictionOutputSerializer):
+    """The answer to a submission: the prediction as a poll shows it. ``filename`` is the
+    old submit answer's field, kept until its removal is announced (it is ``image.filename``)."""
+
+    filename = serializers.CharField(source="original_filename", help_text="Deprecated: read image.filename")
+
+
+class BatchEntrySerializer(serializers.Serializer[Any]):
+    """One file of a batch, in the order sent: its prediction, or why it was refused."""
+
+    class Meta:
+        ref_name = "PredictionBatchEntry"
+
+    filename = serializers.CharField(help_text="The file's name as sent")
+    prediction = PredictionOutputSerializer(allow_null=True, help_text="null when the file was refused")
+    error = ErrorDetailSerializer(allow_null=True, help_text="Why the file was refused; null when accepted")
+
+
+class BatchSerializer(serializers.Serializer[Any]):
+    class Meta:
+        ref_name = "PredictionBatch"
+
+    results = BatchEntrySerializer(many=True)
+
+
+class BatchErrorSerializer(serializers.Serializer[Any]):
+    """400: the request was refused; ``results`` says why each file was when none was accepted."""
+
+    class Meta:
+        ref_name = "PredictionBatchError"
+
+    error = ErrorDetailSerializer()
+    results = BatchEntrySerializer(many=True, required=False, help_text="Present when every file was refused")

@@ -35,11 +35,30 @@ def explanation_url(explanation: Explanation) -> str:
 
 CLASS_ID_PARAMETER = OpenApiParameter(
     "class_id",
-    str,
-    description="One of the prediction's top-k `class_id`s (its `top_predictions`); default: the top class.",
+    {"type": "string", "maxLength": 20},
+    description="One of the prediction's top-k `class_id`s (its `predictions`); empty or absent: the top class.",
+)
+LOCATION_HEADER = OpenApiParameter(
+    "Location",
+    {"type": "string", "format": "uri"},
+    location=OpenApiParameter.HEADER,
+    required=True,
+    response=[202],
+    description="Where the explanation is read: this URL with `class_id` resolved",
+)
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    {"type": "integer"},
+    location=OpenApiParameter.HEADER,
+    required=True,
+    response=[202],
+    description="Seconds to wait before reading it again",
 )
 PENDING_RESPONSE = OpenApiResponse(
-    inline_serializer("ExplanationPending", {"status": serializers.CharField()}),
+    inline_serializer(
+        "ExplanationPending",
+        {"status": serializers.CharField(), "class_id": serializers.CharField(help_text="The class explained")},
+    ),
     description='`{"status": "pending"}` while the worker computes it: GET the `Location` header '
     "(this URL with the `class_id` resolved) after `Retry-After` seconds.",
 )
@@ -50,14 +69,14 @@ class _ExplanationQuery(serializers.Serializer[Any]):
 
 
 def _class_id(request: AuthenticatedRequest) -> str | None:
-    query = _ExplanationQuery(data=request.query_params)
+    query = _ExplanationQuery(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     return query.validated_data.get("class_id") or None
 
 
 def _pending(request: AuthenticatedRequest, explanation: Explanation) -> Response:
     return Response(
-        {"status": explanation.status},
+        {"status": explanation.status, "class_id": explanation.class_id},
         status=status.HTTP_202_ACCEPTED,
         headers={
             "Location": request.build_absolute_uri(explanation_url(explanation)),
@@ -74,20 +93,39 @@ class PredictionExplanationRequestApi(APIView):
 
     @extend_schema(
         request=None,
-        parameters=[CLASS_ID_PARAMETER],
+        parameters=[
+            CLASS_ID_PARAMETER,
+            LOCATION_HEADER,
+            OpenApiParameter(
+                "Location",
+                {"type": "string", "format": "uri"},
+                location=OpenApiParameter.HEADER,
+                required=True,
+                response=[200],
+                description="Where the PNG is read",
+            ),
+            RETRY_AFTER_HEADER,
+        ],
         responses={
             200: OpenApiResponse(
-                inline_serializer("ExplanationReady", {"status": serializers.CharField()}),
+                inline_serializer(
+                    "ExplanationReady",
+                    {
+                        "status": serializers.CharField(),
+                        "class_id": serializers.CharField(help_text="The class explained"),
+                    },
+                ),
                 description='`{"status": "succeeded"}`: already computed; GET the `Location` header for the PNG.',
             ),
             202: PENDING_RESPONSE,
-            400: OpenApiResponse(ErrorSerializer, description="`class_id` is not one of the top-k classes"),
+            400: OpenApiResponse(ErrorSerializer, description="`class_id` longer than any class id (20)"),
             401: ErrorSerializer,
             404: OpenApiResponse(ErrorSerializer, description="No such prediction of yours"),
             409: OpenApiResponse(
                 ErrorSerializer,
-                description="The prediction has not succeeded (`conflict`), or computing the explanation failed "
-                "(`explanation_failed`, with the reason; a request a minute later tries again)",
+                description="The prediction has not succeeded, or `class_id` is not one of its top-k classes "
+                "(`conflict`), or computing the explanation failed (`explanation_failed`, with the reason; a "
+                "request a minute later tries again)",
             ),
             429: ErrorSerializer,
         },
@@ -105,7 +143,9 @@ class PredictionExplanationRequestApi(APIView):
             raise ExplanationFailedError(explanation.error, field="class_id")
         if explanation.status == ExplanationStatus.SUCCEEDED:
             location = request.build_absolute_uri(explanation_url(explanation))
-            return Response({"status": explanation.status}, headers={"Location": location})
+            return Response(
+                {"status": explanation.status, "class_id": explanation.class_id}, headers={"Location": location}
+            )
         return _pending(request, explanation)
 
 
@@ -116,7 +156,7 @@ class PredictionExplanationApi(APIView):
     content_negotiation_class = AnyAccept  # the PNG whatever the client accepts
 
     @extend_schema(
-        parameters=[CLASS_ID_PARAMETER],
+        parameters=[CLASS_ID_PARAMETER, LOCATION_HEADER, RETRY_AFTER_HEADER],
         responses={
             (200, "image/png"): OpenApiResponse(
                 OpenApiTypes.BINARY,
@@ -125,6 +165,7 @@ class PredictionExplanationApi(APIView):
                 "at the image's size up to 1024 px on the longer side.",
             ),
             202: PENDING_RESPONSE,
+            400: OpenApiResponse(ErrorSerializer, description="`class_id` longer than any class id (20)"),
             401: ErrorSerializer,
             404: OpenApiResponse(
                 ErrorSerializer,

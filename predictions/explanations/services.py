@@ -29,7 +29,7 @@ from django.utils import timezone
 from imagerec.celery import broker_errors
 from ml.export import ModelLoadError
 from ml.gradcam import ExplanationUnsupportedError
-from predictions.exceptions import ApplicationError, ConflictError, NotFoundError
+from predictions.exceptions import ConflictError, NotFoundError
 from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
 from predictions.registry import runtime
 
@@ -60,7 +60,8 @@ def explanation_request(
     stored one, or a new one queued for the inference worker after commit.
 
     Only the owner's succeeded predictions are explained (404 for anyone else's, 409 for
-    one not succeeded) and only for one of the prediction's top-k classes (400). A stored
+    one not succeeded) and only for one of the prediction's top-k classes (409 too: which
+    classes it has is the prediction's state, not something a request can get wrong by its form). A stored
     explanation is computed again when the prediction was re-run by another model
     version since, when it is still pending after ``RECONCILE_AFTER_SECONDS`` (its message
     was lost), or when it failed ``RETRY_FAILED_AFTER_SECONDS`` ago or longer."""
@@ -73,7 +74,7 @@ def explanation_request(
     top_classes = [str(entry.get("class_id", "")) for entry in prediction.top_predictions if isinstance(entry, dict)]
     wanted = class_id or prediction.class_id
     if wanted not in top_classes:
-        raise ApplicationError(
+        raise ConflictError(
             f"class_id must be one of this prediction's top {len(top_classes)} classes: {', '.join(top_classes)}.",
             field="class_id",
         )

@@ -16,7 +16,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
+from predictions.api.deprecation import form_body_headers
 from predictions.api.errors import ErrorSerializer
+from predictions.api.inputs import JsonInputSerializer
 from predictions.api.permissions import CanChangeModelVersions
 from predictions.api.throttles import ReadRateThrottle
 from predictions.exceptions import NotFoundError
@@ -106,11 +108,17 @@ class ModelVersionUpdateApi(APIView):
 
     permission_classes = [CanChangeModelVersions]
 
-    class InputSerializer(serializers.Serializer[Any]):
+    class InputSerializer(JsonInputSerializer):
+        """What a PATCH changes: the candidate's share of traffic."""
+
+        class Meta:
+            ref_name = "ModelVersionUpdate"
+
         traffic_percent = serializers.IntegerField(min_value=0, max_value=100)
 
     @extend_schema(
-        request=InputSerializer,
+        # JSON only: a form body is still read, deprecated (api.deprecation.FORM_BODY).
+        request={"application/json": InputSerializer},
         responses={
             200: ModelVersionOutputSerializer,
             400: ErrorSerializer,
@@ -119,8 +127,9 @@ class ModelVersionUpdateApi(APIView):
             404: ErrorSerializer,
             409: ErrorSerializer,
         },
-        description="200 with the version. 400 for a share outside 0-100 or a version that is not a "
-        "candidate; 409 when another candidate already has a share (one A/B test at a time).",
+        description="200 with the version. 400 without `traffic_percent` or for one outside 0-100; 409 for a "
+        "share (above 0) for a version that is not a candidate, or when another candidate already has one "
+        "(one A/B test at a time).",
     )
     def patch(self, request: AuthenticatedRequest, name: str, version: str) -> Response:
         model_version = _model_version_or_404(name=name, version=version)
@@ -129,7 +138,7 @@ class ModelVersionUpdateApi(APIView):
         updated = registry_services.model_version_set_traffic(
             model_version=model_version, traffic_percent=changes.validated_data["traffic_percent"], user=request.user
         )
-        return Response(ModelVersionOutputSerializer(updated).data)
+        return Response(ModelVersionOutputSerializer(updated).data, headers=form_body_headers(request))
 
 
 class ModelVersionRollbackApi(APIView):

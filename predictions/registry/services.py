@@ -211,7 +211,8 @@ def model_version_traffic_check(*, model_version: ModelVersion, traffic_percent:
     if not 0 <= traffic_percent <= 100:
         raise ApplicationError("traffic_percent must be between 0 and 100.", field="traffic_percent")
     if traffic_percent and model_version.status != ModelVersionStatus.CANDIDATE:
-        raise ApplicationError(
+        # 409: a valid share for this version's state; the request itself is well formed.
+        raise ConflictError(
             f"{model_version} is {model_version.status}; only a candidate version gets a share of traffic "
             "(register_model --candidate).",
             field="traffic_percent",
@@ -234,9 +235,9 @@ def model_version_set_traffic(
     user), everyone else's with the active version; 0 ends the test. Predictions already
     submitted keep the version they were given.
 
-    Raises ``ApplicationError`` (400, field ``traffic_percent``) for a value out of range
-    or a version that is not a candidate, ``ConflictError`` when another candidate
-    already has a share (one test at a time)."""
+    Raises ``ApplicationError`` (400, field ``traffic_percent``) for a value out of range,
+    ``ConflictError`` (409) for a version that is not a candidate or when another
+    candidate already has a share (one test at a time)."""
     locked = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
     model_version_traffic_check(model_version=locked, traffic_percent=traffic_percent, lock=True)
     locked.traffic_percent = traffic_percent

@@ -6,6 +6,7 @@ from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
+from django.core.validators import RegexValidator
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -13,7 +14,9 @@ from rest_framework.response import Response
 
 from accounts.http import AuthenticatedRequest
 from predictions import selectors
+from predictions.api.deprecation import form_body_headers
 from predictions.api.errors import ErrorSerializer
+from predictions.api.inputs import JsonInputSerializer
 from predictions.api.throttles import SubmitRateThrottle
 from predictions.models import Correction
 from predictions.reviews import services as review_services
@@ -25,9 +28,21 @@ class PredictionCorrectionApi(AsyncAPIView):
 
     throttle_classes = [SubmitRateThrottle]
 
-    class InputSerializer(serializers.Serializer[Any]):
+    class InputSerializer(JsonInputSerializer):
+        """The right label."""
+
+        class Meta:
+            ref_name = "CorrectionLabel"
+
+        # As sent (the service folds its whitespace), so the schema's limits are the server's:
+        # 1-200 characters, at least one of them not a space.
         # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
-        label = serializers.CharField(allow_blank=True, trim_whitespace=True)  # type: ignore[assignment]
+        label = serializers.CharField(  # type: ignore[assignment]
+            max_length=200,
+            trim_whitespace=False,
+            validators=[RegexValidator(r"\S", "Give the right label.")],
+            help_text="The right label: one of the model's class labels (any case) or a new one",
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
         class Meta:
@@ -61,7 +76,8 @@ class PredictionCorrectionApi(AsyncAPIView):
             return request.build_absolute_uri(path) if request is not None else path
 
     @extend_schema(
-        request=InputSerializer,
+        # JSON only: a form body is still read, deprecated (api.deprecation.FORM_BODY).
+        request={"application/json": InputSerializer},
         responses={
             200: OutputSerializer,
             400: ErrorSerializer,
@@ -73,8 +89,8 @@ class PredictionCorrectionApi(AsyncAPIView):
         description="`label`: one of the model's class labels (matched ignoring case; the answer spells it "
         "as the model does and gives its `class_id`) or any other text for a class the model does not have "
         "(`class_id` empty). It replaces the prediction's confirmation or earlier correction. 400 for an "
-        "empty label or the one the model gave (say that with `POST .../confirmation/`); 409 `conflict` "
-        "unless the prediction succeeded. The prediction's own result is not changed.",
+        "empty label; 409 `conflict` for the label the model gave (say that with `POST .../confirmation/`) "
+        "or unless the prediction succeeded. The prediction's own result is not changed.",
     )
     async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
@@ -83,7 +99,8 @@ class PredictionCorrectionApi(AsyncAPIView):
         correction = await sync_to_async(review_services.correction_set)(
             prediction=prediction, user=request.user, label=options.validated_data["label"]
         )
-        return Response(self.OutputSerializer(correction, context={"request": request}).data)
+        body = self.OutputSerializer(correction, context={"request": request}).data
+        return Response(body, headers=form_body_headers(request))
 
 
 class PredictionConfirmationApi(AsyncAPIView):

@@ -83,9 +83,9 @@ def correction_set(*, prediction: Prediction, user: User, label: str) -> Correct
     stays). The prediction's own result is never changed, and nothing the worker writes
     touches a correction.
 
-    Raises ``ApplicationError`` (400) for an empty label or the one the model gave (that
-    is a confirmation: ``prediction_confirm``), ``ConflictError`` (409) when the
-    prediction has not succeeded.
+    Raises ``ApplicationError`` (400) for an empty label, ``ConflictError`` (409) for the
+    one the model gave (that is a confirmation: ``prediction_confirm``; which label it gave
+    is the prediction's state) or when the prediction has not succeeded.
     """
     label = " ".join(label.split())
     if not label:
@@ -96,7 +96,7 @@ def correction_set(*, prediction: Prediction, user: User, label: str) -> Correct
     current = _prediction_lock_succeeded(prediction=prediction, action="corrected")
     label, class_id = _model_class_for(current.model_version, label)
     if label.casefold() == current.label.casefold():
-        raise ApplicationError(
+        raise ConflictError(
             f"{current.label!r} is what the model said; if it is right, confirm it instead of correcting it.",
             field="label",
         )

@@ -274,7 +274,8 @@ def test_api_patch_errors_in_the_error_shape(
     assert _assert_error(api.patch(f"{MODELS_URL}efficientnet_lite0/2/", {}), 400, "required")["field"] == (
         "traffic_percent"
     )
-    error = _assert_error(api.patch(f"{MODELS_URL}efficientnet_lite0/1/", {"traffic_percent": 10}), 400, "invalid")
+    # A share for a version that is not a candidate: a well-formed request the version's state refuses.
+    error = _assert_error(api.patch(f"{MODELS_URL}efficientnet_lite0/1/", {"traffic_percent": 10}), 409, "conflict")
     assert error["field"] == "traffic_percent"
     assert "only a candidate" in error["message"]
     assert ModelVersion.objects.filter(traffic_percent__gt=0).count() == 0

@@ -223,10 +223,10 @@ def test_schema_documents_each_action_with_its_own_view(api: APIClient) -> None:
     listed = collection["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed == {"$ref": "#/components/schemas/PaginatedPredictionOutputList"}  # as the API answers
     assert codes(collection["post"]) == {"201", "202", "400", "401", "413", "415", "429"}
-    assert parameters(collection["post"]) == {"wait"}
+    assert parameters(collection["post"]) == {"wait", "Prefer"}
     assert "multipart/form-data" in collection["post"]["requestBody"]["content"]
-    assert codes(item["get"]) == {"200", "401", "404", "429"}
-    assert parameters(item["get"]) == {"prediction_id", "wait"}
+    assert codes(item["get"]) == {"200", "400", "401", "404", "429"}
+    assert parameters(item["get"]) == {"prediction_id", "wait", "Prefer"}
     assert codes(item["delete"]) == {"204", "404"}
     assert parameters(item["delete"]) == {"prediction_id"}
     operation_ids = [op["operationId"] for op in (*collection.values(), *item.values())]

@@ -8,7 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework.test import APIClient
 
 from predictions.api.dispatch import method_dispatch
-from predictions.api.predictions import PredictionCreateApi, PredictionDeleteApi, PredictionListApi
+from predictions.api.predictions import PredictionDeleteApi, PredictionListApi
+from predictions.api.submissions import PredictionCreateApi
 from predictions.registry.api import ModelVersionListApi
 
 

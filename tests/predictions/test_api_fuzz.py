@@ -28,7 +28,7 @@ def test_fuzzing_the_api_finds_no_server_errors(
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
     monkeypatch.setattr(ReadRateThrottle, "THROTTLE_RATES", {"read": "100000/min"})
     # No worker runs here: every `wait` would last its full length. Cap it (the schema keeps 30).
-    monkeypatch.setattr("predictions.api.predictions.MAX_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr("predictions.api.waiting.MAX_WAIT_SECONDS", 0.2)
     PredictionFactory.create(user=user)
     # Every operation must be reached, the operators' ones (switching models) included.
     user.is_superuser = True

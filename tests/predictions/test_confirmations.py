@@ -83,7 +83,8 @@ def test_correcting_with_the_models_own_label_points_at_confirming(user: User, d
     with pytest.raises(ApplicationError, match="if it is right, confirm it") as refused:
         review_services.correction_set(prediction=done, user=user, label="TIGER cat")
 
-    assert refused.value.status_code == 400
+    # 409: the label is well formed; it is the prediction's own answer that refuses it.
+    assert refused.value.status_code == 409
     assert not Correction.objects.exists()
 
 
@@ -136,7 +137,7 @@ def test_api_confirmation_answers_the_review_and_replaces_a_correction(user: Use
     assert Correction.objects.get(prediction=done).confirmed
 
     same_label = api.post(_review_url(done, "correction"), {"label": "tiger cat"}, format="json")
-    assert same_label.status_code == 400
+    assert same_label.status_code == 409
     assert "confirm it instead" in same_label.json()["error"]["message"]
 
 

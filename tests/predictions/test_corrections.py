@@ -80,12 +80,13 @@ def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(use
     assert row.updated_at >= second.created_at
 
 
-@pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
-def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label: str) -> None:
+@pytest.mark.parametrize(("label", "status"), [("", 400), ("   ", 400), ("Tiger Cat", 409)])
+def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label: str, status: int) -> None:
     with pytest.raises(ApplicationError) as refused:
         review_services.correction_set(prediction=done, user=user, label=label)
 
-    assert refused.value.status_code == 400
+    # Empty: a malformed request (400). The model's own label: the prediction's state refuses it (409).
+    assert refused.value.status_code == status
     assert refused.value.field == "label"
     assert not Correction.objects.exists()
 

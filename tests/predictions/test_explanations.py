@@ -202,7 +202,7 @@ def test_api_post_answers_202_with_location_then_get_gives_the_png_once_computed
         pending = api.post(_url(classified))  # no class_id: the top class
 
     assert pending.status_code == 202
-    assert pending.json() == {"status": "pending"}
+    assert pending.json() == {"status": "pending", "class_id": classified.class_id}
     assert pending["Location"] == f"http://testserver{_url(classified)}?class_id={classified.class_id}"
     assert len(sent) == 1  # queued for the worker once committed
     explanation = Explanation.objects.get(prediction=classified)
@@ -223,10 +223,11 @@ def test_api_post_answers_202_with_location_then_get_gives_the_png_once_computed
         assert overlay.size == CHELSEA_SIZE
 
 
-def test_api_refuses_a_class_outside_the_top_k_with_400(user: User, succeeded: Prediction) -> None:
+def test_api_refuses_a_class_outside_the_top_k_with_409(user: User, succeeded: Prediction) -> None:
     response = _api(user).post(f"{_url(succeeded)}?class_id=n02085620")  # a model class, not in the top-k
 
-    assert response.status_code == 400
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
     error = response.json()["error"]
     assert error["field"] == "class_id"
     assert "n02123045, n02123159" in error["message"]

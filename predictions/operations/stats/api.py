@@ -176,7 +176,8 @@ class StatsApi(APIView):
         responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        options = self.InputSerializer(data=request.query_params)
+        # A plain dict: in a QueryDict DRF reads `?scope=` as "not given"; the schema says it is no scope.
+        options = self.InputSerializer(data=request.query_params.dict())
         options.is_valid(raise_exception=True)
         report = prediction_stats_cached(
             user=request.user, days=options.validated_data["days"], own=options.validated_data["scope"] == "mine"
