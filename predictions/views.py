@@ -28,6 +28,7 @@ from predictions.selectors import PredictionFilters
 from .exceptions import ApplicationError, NotFoundError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
+from .spreadsheets import spreadsheet_text
 
 
 def _wants_fragment(request: HttpRequest) -> bool:
@@ -198,11 +199,6 @@ def history(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "predictions/history.html", context)
 
 
-def _csv_safe(text: str) -> str:
-    """Neutralise spreadsheet formulas in user-controlled text (CSV injection)."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -224,14 +220,14 @@ def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
         for p in queryset.iterator(chunk_size=500):
             yield writer.writerow([
                 p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
-                _csv_safe(p.original_filename), p.status, p.label, p.class_id,
+                spreadsheet_text(p.original_filename), p.status, p.label, p.class_id,
                 "" if p.confidence is None else f"{p.confidence:.6f}",
                 "" if p.entropy is None else f"{p.entropy:.6f}", "" if p.margin is None else f"{p.margin:.6f}",
                 "" if p.uncertain is None else str(p.uncertain).lower(),
                 p.model_version.name if p.model_version else "",
                 p.model_version.version if p.model_version else "",
                 p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
-                p.width, p.height, p.sha256, "true" if p.cached else "false", _csv_safe(p.error),
+                p.width, p.height, p.sha256, "true" if p.cached else "false", spreadsheet_text(p.error),
             ])  # fmt: skip
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")

@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from predictions.models import ModelVersion, ModelVersionStatus, Prediction
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -106,3 +106,19 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
     exported_at = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
     is_active = True
     status = ModelVersionStatus.ACTIVE
+
+
+class CorrectionFactory(factory.django.DjangoModelFactory):
+    """An owner's correction of a succeeded prediction (a row, as the review services store
+    it), by default to a label the model does not have."""
+
+    class Meta:
+        model = Correction
+
+    prediction = factory.SubFactory(SucceededPredictionFactory)
+    label = "snow leopard"
+    predicted_label = factory.SelfAttribute("prediction.label")
+    model_version = factory.SelfAttribute("prediction.model_version")
+    corrected_by = factory.SelfAttribute("prediction.user")
+    created_at = factory.LazyFunction(timezone.now)
+    updated_at = factory.LazyFunction(timezone.now)

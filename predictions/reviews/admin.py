@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest
 from django.urls import reverse
@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from predictions import access
+from predictions.exceptions import ApplicationError
 from predictions.models import Correction
 from predictions.reviews import export as review_export
 
@@ -64,12 +65,17 @@ class CorrectionAdmin(CorrectionModelAdmin):
 
     @admin.action(description="Export the selected as a dataset (zip: a folder per label, manifest.csv)",
                   permissions=["export"])  # fmt: skip
-    def export_dataset(self, request: HttpRequest, queryset: QuerySet[Correction]) -> FileResponse:
+    def export_dataset(self, request: HttpRequest, queryset: QuerySet[Correction]) -> FileResponse | None:
         # Spooled: a few hundred images stay in memory, a large export goes to a temp file.
         # FileResponse closes it once sent, so no context manager here.
         archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
         corrections = queryset.select_related("prediction", "model_version").order_by("label", "created_at")
-        review_export.correction_export_zip(corrections=corrections, target=archive)
+        try:
+            review_export.correction_export_zip(corrections=corrections, target=archive)
+        except ApplicationError as error:
+            archive.close()
+            self.message_user(request, error.message, messages.ERROR)
+            return None
         archive.seek(0)
         name = f"corrections-{timezone.now():%Y%m%d-%H%M%S}.zip"
         return FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
