@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions import access, images, selectors, services
+from predictions.registry import selectors as registry_selectors
 from predictions.reviews import services as review_services
 from predictions.selectors import PredictionFilters
 
@@ -118,7 +119,12 @@ def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespons
     review, delete, and the way back to the (filtered) history."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     back = request.GET.get("back", "")
-    context = {"prediction": prediction, "back": back, "history_url": _history_url(back)}
+    context = {
+        "prediction": prediction,
+        "back": back,
+        "history_url": _history_url(back),
+        "model_classes": registry_selectors.model_class_list(model_version=prediction.model_version),
+    }
     return render(request, "predictions/detail.html", context)
 
 
@@ -262,16 +268,24 @@ def retry(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse
 @require_POST
 def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """The owner marks the prediction wrong and gives the right label (the form on its
-    result card); a second correction replaces the first."""
+    result card and page): one of the model's classes, or a new class when ticked as one;
+    a second correction replaces the first. Back to the prediction's page, which offers
+    every class of the model (and says which are closest when the label is none)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     form = CorrectionForm(request.POST)
-    label = form.cleaned_data["label"] if form.is_valid() else ""
+    valid = form.is_valid()
     try:
-        correction = review_services.correction_set(prediction=prediction, user=request.user, label=label)
+        correction = review_services.correction_set(
+            prediction=prediction,
+            user=request.user,
+            label=form.cleaned_data["label"] if valid else "",
+            new_class=valid and form.cleaned_data["new_class"],
+        )
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}.")
+        kind = " (a new class)" if correction.new_class else ""
+        messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}{kind}.")
     return redirect(_detail_url(request, prediction.id, f"#correction-{prediction.id}"))
 
 

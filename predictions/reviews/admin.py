@@ -32,9 +32,11 @@ class CorrectionAdmin(CorrectionModelAdmin):
     dataset (filter on "confirmed" to export corrections only)."""
 
     list_display = [
-        "thumbnail", "predicted_label", "label", "confirmed", "class_id", "model_version", "corrected_by", "updated_at",
+        "thumbnail", "predicted_label", "label", "confirmed", "class_id", "new_class", "model_version", "corrected_by",
+        "updated_at",
     ]  # fmt: skip
-    list_filter = ["confirmed", "model_version", "updated_at"]
+    # "New class": labels the owner said the model does not have, to look at before training on them.
+    list_filter = ["confirmed", "new_class", "model_version", "updated_at"]
     search_fields = ["label", "predicted_label", "class_id", "corrected_by__username"]
     list_select_related = ["prediction", "model_version", "corrected_by"]
     date_hierarchy = "updated_at"

@@ -28,6 +28,11 @@ class PredictionCorrectionApi(AsyncAPIView):
     class InputSerializer(serializers.Serializer[Any]):
         # A field named label shadows Field.label in the stubs (typeddjango/djangorestframework-stubs#78).
         label = serializers.CharField(allow_blank=True, trim_whitespace=True)  # type: ignore[assignment]
+        new_class = serializers.BooleanField(
+            default=False,
+            help_text="true: `label` is a class the model does not have, on purpose. Needed for any label that "
+            "is not one of the model's classes",
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
         class Meta:
@@ -50,6 +55,7 @@ class PredictionCorrectionApi(AsyncAPIView):
         class_id = serializers.CharField(
             allow_blank=True, help_text="The model class the label matches; empty for a new class"
         )
+        new_class = serializers.BooleanField(help_text="true: a class the model does not have (the owner said so)")
         predicted_label = serializers.CharField(allow_blank=True, help_text="What the model said")
         model = ModelSerializer(source="model_version", allow_null=True, help_text="The version that predicted")
         created_at = serializers.DateTimeField()
@@ -71,8 +77,10 @@ class PredictionCorrectionApi(AsyncAPIView):
             429: ErrorSerializer,
         },
         description="`label`: one of the model's class labels (matched ignoring case; the answer spells it "
-        "as the model does and gives its `class_id`) or any other text for a class the model does not have "
-        "(`class_id` empty). It replaces the prediction's confirmation or earlier correction. 400 for an "
+        "as the model does and gives its `class_id`; `GET /api/v1/models/` lists them), or, with "
+        '`"new_class": true`, a class the model does not have (`class_id` empty, `new_class` true). A label '
+        "that is none of the model's classes without `new_class` is 400 `unknown_class`, whose message names "
+        "the closest classes. It replaces the prediction's confirmation or earlier correction. 400 for an "
         "empty label or the one the model gave (say that with `POST .../confirmation/`); 409 `conflict` "
         "unless the prediction succeeded. The prediction's own result is not changed.",
     )
@@ -81,7 +89,10 @@ class PredictionCorrectionApi(AsyncAPIView):
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
         correction = await sync_to_async(review_services.correction_set)(
-            prediction=prediction, user=request.user, label=options.validated_data["label"]
+            prediction=prediction,
+            user=request.user,
+            label=options.validated_data["label"],
+            new_class=options.validated_data["new_class"],
         )
         return Response(self.OutputSerializer(correction, context={"request": request}).data)
 

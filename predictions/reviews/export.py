@@ -115,7 +115,7 @@ _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".g
 
 MANIFEST_HEADER = [
     "path", "label", "class_id", "predicted_label", "confidence", "model", "model_version",
-    "prediction_id", "sha256", "corrected_at", "review",
+    "prediction_id", "sha256", "corrected_at", "review", "new_class",
 ]  # fmt: skip
 
 
@@ -131,8 +131,9 @@ def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionEx
     or confirmed (a folder per class, as ``training.finetune`` reads; the folder is the
     label itself or, when the label cannot be one, ``correction_folder_names``' hashed
     name), and ``manifest.csv`` listing every file with its label as given (``review``:
-    corrected or confirmed; ``corrected_at``: when). Text cells that a spreadsheet would
-    run as a formula are prefixed with ``'``."""
+    corrected or confirmed; ``corrected_at``: when; ``new_class``: true for a label its
+    owner said the model does not have). Text cells that a spreadsheet would run as a
+    formula are prefixed with ``'``."""
     reviews = list(corrections)
     folders = correction_folder_names(review.label for review in reviews)
     files = []
@@ -155,6 +156,7 @@ def correction_export_plan(*, corrections: Iterable[Correction]) -> CorrectionEx
             spreadsheet_text(version.name) if version else "", spreadsheet_text(version.version) if version else "",
             prediction.id, prediction.sha256, correction.updated_at.isoformat(),
             REVIEW_CONFIRMED if correction.confirmed else REVIEW_CORRECTED,
+            "true" if correction.new_class else "false",
         ])  # fmt: skip
     return CorrectionExport(files=files, manifest=manifest.getvalue())
 

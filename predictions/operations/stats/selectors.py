@@ -162,6 +162,7 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = 
             "reviewed": Count("correction", filter=reviewed),
             "confirmed": Count("correction", filter=reviewed & Q(correction__confirmed=True)),
             "corrections": Count("correction", filter=reviewed & Q(correction__confirmed=False)),
+            "new_classes": Count("correction", filter=reviewed & Q(correction__new_class=True)),
         },
     )
     versions = ModelVersion.objects.in_bulk([key for key in per_model if key is not None])
@@ -179,6 +180,7 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = 
                     extra["low_confidence"] / extra["with_confidence"] if extra["with_confidence"] else None
                 ),
                 corrections=extra["corrections"],
+                new_classes=extra["new_classes"],
                 correction_rate=extra["corrections"] / extra["predictions"] if extra["predictions"] else None,
                 reviewed=extra["reviewed"],
                 confirmed=extra["confirmed"],
