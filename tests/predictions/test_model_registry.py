@@ -301,9 +301,12 @@ def test_admin_activate_and_roll_back_actions(client, switcher, active_model, mo
 
     listing = client.get(changelist)
     assert b'value="activate"' in listing.content and b'value="rollback"' in listing.content
-    client.post(changelist, {"action": "activate", "_selected_action": [v2.pk]})
+    # Each switch is applied by the confirmation page's button (tests/predictions/test_registry_admin.py).
+    activate = {"action": "activate", "_selected_action": [v2.pk], "confirmed_switch": "yes"}
+    client.post(changelist, {**activate, "active_shown": active_model.pk})
     assert registry_selectors.model_version_active() == v2
-    client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
+    rollback = {"action": "rollback", "_selected_action": [v2.pk], "confirmed_switch": "yes"}
+    client.post(changelist, {**rollback, "rollback_to": active_model.pk})
 
     assert registry_selectors.model_version_active() == active_model
     assert ModelActivation.objects.first().kind == "rollback"
