@@ -162,6 +162,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Refuses nothing: replaces the user's API token whenever their password changes.
+    {"NAME": "accounts.passwords.ApiTokenRotation"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "predictions:upload"
