@@ -45,7 +45,7 @@ class CorrectionAdmin(CorrectionModelAdmin):
     @admin.display(description="Image")
     def thumbnail(self, correction: Correction) -> str:
         url = reverse("admin-prediction-image", args=[correction.prediction_id])
-        return format_html('<img src="{}?size=thumb" style="height:48px" alt="{}">', url, correction.label)
+        return format_html('<img src="{}?size=thumb" class="log-thumb" alt="{}">', url, correction.label)
 
     def has_view_permission(self, request: HttpRequest, obj: Correction | None = None) -> bool:
         return access.can_view_all_predictions(request.user)
