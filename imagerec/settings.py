@@ -196,6 +196,11 @@ MEDIA_URL = "/media-not-served/"
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=50_000_000)
 MAX_FILES_PER_REQUEST = env.int("MAX_FILES_PER_REQUEST", default=20)
+# A whole request body: refused with 413 from its Content-Length before it is read
+# (imagerec.request_limits; the compose proxy's client_max_body_size is the same).
+MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=100 * 1024 * 1024)
+if MAX_REQUEST_BYTES < MAX_UPLOAD_BYTES:
+    raise ImproperlyConfigured("MAX_REQUEST_BYTES must be at least MAX_UPLOAD_BYTES")
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_REQUEST + 1
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
@@ -322,8 +327,8 @@ SPECTACULAR_SETTINGS = {
 # --- Content-Security-Policy (django-csp), on every response -----------------
 # Every script, style sheet, font and image comes from this server; no inline script or
 # style attribute anywhere (the pages, the admin and Swagger UI use none; the admin's one
-# <style>, on a list without actions, is cosmetic), no framing, forms post here only. data: images are Swagger UI's icons, blob: ones the
-# upload page's previews of the chosen files.
+# <style>, on a list without actions, is cosmetic), no framing, forms post here only.
+# data: images are Swagger UI's icons, blob: ones the upload page's previews.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
