@@ -16,7 +16,7 @@ admin.site.unregister(AccessAttempt)
 
 
 @admin.register(AccessAttempt)
-class AccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  # django-axes ships no type hints
+class AccessAttemptAdmin(AxesAccessAttemptAdmin):
     """Axes' list (username, address, failures, "Locked Out"), plus until when each
     lockout holds and "Lift the lockout" for accounts allowed to delete attempts
     (superusers, or a group given "axes | access attempt | Can delete")."""
