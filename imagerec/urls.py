@@ -58,10 +58,14 @@ api_urls = [
     ),
     path("stats/", stats_api.StatsApi.as_view(), name="stats"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    # Swagger UI from the sidecar's local files, its start-up script a file of its own (no
-    # inline script: the Content-Security-Policy allows none). No ReDoc: it loads fonts from
+    # Swagger UI from the sidecar's local files, its start-up script and page styles files of
+    # their own (no inline script or style: the Content-Security-Policy allows none). No ReDoc: it loads fonts from
     # other hosts, and the MkDocs site renders the same schema (docs/reference/api.md).
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"),
+        name="docs",
+    ),
 ]
 
 urlpatterns = [

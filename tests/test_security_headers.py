@@ -15,6 +15,7 @@ from tests.factories import CorrectionFactory, ModelVersionFactory, OperatorFact
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 STYLE_ATTRIBUTE = re.compile(r"<[a-z][^>]*\sstyle=", re.IGNORECASE)
+STYLE_ELEMENT = re.compile(r"<style[\s>]", re.IGNORECASE)
 HANDLER_ATTRIBUTE = re.compile(r"<[a-z][^>]*\son[a-z]+=", re.IGNORECASE)
 
 
@@ -73,4 +74,5 @@ def test_no_page_needs_what_the_policy_refuses(client: Client, model_version: Mo
         assert response.status_code == 200, path
         assert INLINE_SCRIPT.findall(html) == [], path
         assert STYLE_ATTRIBUTE.findall(html) == [], path
+        assert STYLE_ELEMENT.findall(html) == [], path
         assert HANDLER_ATTRIBUTE.findall(html) == [], path
