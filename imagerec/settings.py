@@ -1,7 +1,7 @@
 """imagerec settings: every value comes from the environment, with defaults that
 make ``make run`` work on a laptop (SQLite, a filesystem broker, DEBUG on).
 
-See README.md "Configuration" for the full list of variables.
+See docs/configuration.md for the full list of variables.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
+
+# Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
+# ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # SQLite file, broker folders and the file cache live here (relative paths are taken
@@ -196,8 +201,7 @@ MEDIA_URL = "/media-not-served/"
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=50_000_000)
 MAX_FILES_PER_REQUEST = env.int("MAX_FILES_PER_REQUEST", default=20)
-# A whole request body: refused with 413 from its Content-Length before it is read
-# (imagerec.request_limits; the compose proxy's client_max_body_size is the same).
+# A whole request body, refused with 413 before it is read (imagerec.request_limits).
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=100 * 1024 * 1024)
 if MAX_REQUEST_BYTES < MAX_UPLOAD_BYTES:
     raise ImproperlyConfigured("MAX_REQUEST_BYTES must be at least MAX_UPLOAD_BYTES")
@@ -324,10 +328,7 @@ SPECTACULAR_SETTINGS = {
     "DEFAULT_GENERATOR_CLASS": "predictions.api.schema.MethodDispatchSchemaGenerator",
 }
 
-# --- Content-Security-Policy (django-csp), on every response -----------------
-# Every script, style sheet, font and image comes from this server; no inline script or
-# style attribute anywhere (the pages, the admin and Swagger UI use none; the admin's one
-# <style>, on a list without actions, is cosmetic), no framing, forms post here only.
+# --- Content-Security-Policy (django-csp): everything from here, nothing inline, no framing.
 # data: images are Swagger UI's icons, blob: ones the upload page's previews.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

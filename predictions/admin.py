@@ -8,8 +8,6 @@ failed predictions (the log itself stays read-only). ``is_staff`` alone shows no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -34,16 +32,8 @@ from .templatetags.imagerec_ui import label_text
 admin.site.enable_nav_sidebar = False
 
 
-if TYPE_CHECKING:
-    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
-    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
-    PredictionModelAdmin = admin.ModelAdmin[Prediction]
-else:
-    PredictionModelAdmin = admin.ModelAdmin
-
-
 @admin.register(Prediction)
-class PredictionAdmin(PredictionModelAdmin):
+class PredictionAdmin(admin.ModelAdmin[Prediction]):
     # Few, narrow columns so the log fits a laptop screen (Django's admin lets a wide
     # table scroll inside its box on a phone); the rest is on each prediction's page.
     # "image_thumb", not "thumbnail": a model field of that name (the stored file) would
@@ -77,9 +67,7 @@ class PredictionAdmin(PredictionModelAdmin):
             if prediction.label
             else prediction.original_filename
         )
-        return format_html(
-            '<img src="{}?size=thumb" class="log-thumb" alt="{}">', url, name
-        )
+        return format_html('<img src="{}?size=thumb" class="log-thumb" alt="{}">', url, name)
 
     @admin.display(description="Image")
     def image_preview(self, prediction: Prediction) -> str:

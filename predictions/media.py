@@ -3,7 +3,9 @@ pages, the admin and the API, each of which decides first who may see the predic
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpResponse
+import io
+
+from django.http import FileResponse
 from django.http.response import HttpResponseBase
 from PIL import Image
 
@@ -22,7 +24,7 @@ def image_response(prediction: Prediction, *, thumbnail: bool = False) -> HttpRe
             response = FileResponse(prediction.thumbnail.open("rb"), content_type="image/jpeg")
         elif thumbnail:
             with prediction.image.open("rb") as image:
-                response = HttpResponse(thumbnail_jpeg(image), content_type="image/jpeg")
+                response = FileResponse(io.BytesIO(thumbnail_jpeg(image)), content_type="image/jpeg")
         else:
             response = FileResponse(prediction.image.open("rb"))
             response["Content-Type"] = Image.MIME.get(prediction.image_format, "application/octet-stream")

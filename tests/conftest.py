@@ -6,20 +6,32 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
 from PIL import Image
+from pytest_django import DjangoDbBlocker, Settings
 
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 from tests.factories import UserFactory
 from training.test_photos import TEST_PHOTOS
+
+if TYPE_CHECKING:  # imported where used: TensorFlow loads only for the tests that need it
+    from rest_framework.test import APIClient
+
+    from predictions.models import ModelVersion, Prediction, PredictionId
+    from training.finetune import FinetuneResult
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PHOTOS = {photo.name: photo for photo in TEST_PHOTOS}
@@ -42,7 +54,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_media(settings, media_dir: Path) -> None:
+def _private_media(settings: Settings, media_dir: Path) -> None:
     settings.MEDIA_ROOT = media_dir
 
 
@@ -59,7 +71,7 @@ def _fresh_cache() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The shipped default model, built by the same code as `make model` if absent."""
-    path = Path(django_settings.MODEL_DIR) / django_settings.MODEL_NAME / "1"
+    path = Path(django_settings.MODEL_DIR, django_settings.MODEL_NAME, "1")
     if not (path / "metadata.json").exists():
         subprocess.run(
             [sys.executable, "-m", "training.build_imagenet", "--variant", "lite0", "--out",
@@ -88,7 +100,7 @@ def digits_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+def finetuned(model_dir: Path, digits_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> FinetuneResult:
     """A short real fine-tune of the shipped model on ``digits_subset``, once per session:
     2 head epochs, 6 fine-tuning epochs, at 96 px to stay fast. Exported as digits v2."""
     from training.finetune import FinetuneConfig, finetune
@@ -122,7 +134,9 @@ def multi_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: pytest.TempPathFactory):
+def multilabel_finetuned(
+    model_dir: Path, multi_digits: Path, tmp_path_factory: pytest.TempPathFactory
+) -> FinetuneResult:
     """A short real multi-label fine-tune of the shipped model on ``multi_digits``, once
     per session (sigmoid head, thresholds tuned on validation), exported as multi-digits v1.
     128 px: at 96 the digits (a quarter of the canvas wide) are too small to learn in 2 minutes."""
@@ -151,14 +165,14 @@ def multilabel_finetuned(model_dir: Path, multi_digits: Path, tmp_path_factory: 
 
 
 @pytest.fixture
-def active_model(db, model_dir: Path):
+def active_model(db: None, model_dir: Path) -> ModelVersion:
 
     registry_services.model_version_sync()
     return registry_selectors.model_version_active_get()
 
 
 @pytest.fixture
-def operator_probe(client, settings) -> None:
+def operator_probe(client: Client, settings: Settings) -> None:
     """The test client presents the metrics token, so /health/ready shows it the details
     (errors, workers, model) it shows operators."""
     settings.METRICS_TOKEN = "probe-token"
@@ -166,22 +180,22 @@ def operator_probe(client, settings) -> None:
 
 
 @pytest.fixture
-def user(db):
-    return UserFactory()
+def user(db: None) -> User:
+    return UserFactory.create()
 
 
 @pytest.fixture
-def other_user(db):
-    return UserFactory()
+def other_user(db: None) -> User:
+    return UserFactory.create()
 
 
 @pytest.fixture
-def user_client(client, user):
+def user_client(client: Client, user: User) -> Client:
     client.force_login(user)
     return client
 
 
-def api_as(user):
+def api_as(user: User) -> APIClient:
     """A DRF test client authenticated as ``user`` (session-less, as a token client)."""
     from rest_framework.test import APIClient
 
@@ -212,8 +226,27 @@ def _database_url() -> str:
     return f"postgres://{auth}@{host}:{port}/{params['NAME']}"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _compose_web_command(port: int) -> list[str]:
+    compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+    command = [str(part).replace("0.0.0.0:8000", f"127.0.0.1:{port}") for part in compose["services"]["web"]["command"]]
+    assert command[0] == "gunicorn"
+    return [sys.executable, "-m", "gunicorn", *command[1:]]
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir: Path, tmp_path_factory):
+def celery_worker(
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+    media_dir: Path,
+    model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process on the test database and media, as in production."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with django_db_blocker.unblock():
@@ -247,7 +280,7 @@ def celery_worker(django_db_setup, django_db_blocker, media_dir: Path, model_dir
         process.kill()
 
 
-def wait_for_final(prediction_id, timeout: float = 90.0):
+def wait_for_final(prediction_id: PredictionId, timeout: float = 90.0) -> Prediction:
     """Poll the database until the prediction is final (the worker writes it)."""
     from predictions.models import Prediction
 
@@ -261,7 +294,7 @@ def wait_for_final(prediction_id, timeout: float = 90.0):
 
 
 @pytest.fixture(scope="session")
-def artifacts_dir() -> Iterator[Path]:
+def artifacts_dir() -> Path:
     path = BASE_DIR / "test-artifacts"
     path.mkdir(exist_ok=True)
-    yield path
+    return path

@@ -7,8 +7,7 @@ import io
 from datetime import UTC, datetime
 
 import factory
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
@@ -22,16 +21,16 @@ def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (
     return buffer.getvalue()
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
-        model = get_user_model()
+        model = User
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
     password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
 
-    @factory.post_generation
-    def save_password(self, create, extracted, **kwargs):
+    @factory.post_generation  # type: ignore[untyped-decorator]  # factory_boy leaves it unannotated
+    def save_password(self: User, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
             self.save()
 
@@ -42,15 +41,15 @@ class OperatorFactory(UserFactory):
 
     is_staff = True
 
-    @factory.post_generation
-    def view_all_predictions(self, create, extracted, **kwargs):
+    @factory.post_generation  # type: ignore[untyped-decorator]  # factory_boy leaves it unannotated
+    def view_all_predictions(self: User, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
             self.user_permissions.add(
                 Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
             )
 
 
-class PredictionFactory(factory.django.DjangoModelFactory):
+class PredictionFactory(factory.django.DjangoModelFactory[Prediction]):
     """A pending prediction with a real small JPEG on disk."""
 
     class Meta:
@@ -85,7 +84,7 @@ class SucceededPredictionFactory(PredictionFactory):
     )
 
 
-class ModelVersionFactory(factory.django.DjangoModelFactory):
+class ModelVersionFactory(factory.django.DjangoModelFactory[ModelVersion]):
     """A registered model version (no files: the path does not exist), by default the
     active "lite" v3 with three ImageNet cat/dog classes and a test-photo card."""
 
@@ -108,15 +107,18 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
     status = ModelVersionStatus.ACTIVE
 
 
-class CorrectionFactory(factory.django.DjangoModelFactory):
-    """An owner's correction of a succeeded prediction (a row, as the review services store
-    it), by default to a label the model does not have."""
+class CorrectionFactory(factory.django.DjangoModelFactory[Correction]):
+    """An owner's review of a succeeded prediction (a row, as the review services store
+    it): by default a correction to a label the model does not have, marked a new class."""
 
     class Meta:
         model = Correction
 
     prediction = factory.SubFactory(SucceededPredictionFactory)
+    confirmed = False
     label = "snow leopard"
+    class_id = ""
+    new_class = factory.LazyAttribute(lambda o: not o.confirmed and not o.class_id)
     predicted_label = factory.SelfAttribute("prediction.label")
     model_version = factory.SelfAttribute("prediction.model_version")
     corrected_by = factory.SelfAttribute("prediction.user")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SPEC = importlib.util.spec_from_file_location("bench_e2e", Path(__file__).resolve().parent.parent / "bench" / "e2e.py")
+assert SPEC is not None
+assert SPEC.loader is not None
 e2e = importlib.util.module_from_spec(SPEC)
 sys.modules.setdefault("bench_e2e", e2e)  # dataclasses look their module up while it loads
 SPEC.loader.exec_module(e2e)
 
 
-def test_percentile_interpolates_and_handles_edges():
+def test_percentile_interpolates_and_handles_edges() -> None:
     assert e2e.percentile([], 50) is None
     assert e2e.percentile([7.0], 99) == 7.0
     assert e2e.percentile([1, 2, 3, 4], 50) == 2.5
@@ -22,7 +25,7 @@ def test_percentile_interpolates_and_handles_edges():
     assert e2e.percentile([3, 1, 2], 100) == 3
 
 
-def test_parse_batch_lines_reads_key_values_only_from_batch_lines():
+def test_parse_batch_lines_reads_key_values_only_from_batch_lines() -> None:
     log = (
         "2026-01-01 INFO celery.worker: Task received\n"
         "2026-01-01 INFO predictions.batch: batch size=8 claim_ms=1.20 preprocess_ms=30.1 "
@@ -36,7 +39,14 @@ def test_parse_batch_lines_reads_key_values_only_from_batch_lines():
     ]
 
 
-def _record(i, submit, final, status="succeeded", cached=False, timings=None):
+def _record(
+    i: int,
+    submit: float,
+    final: float | None,
+    status: str = "succeeded",
+    cached: bool = False,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
     return {
         "index": i,
         "name": f"{i}.jpg",
@@ -51,25 +61,30 @@ def _record(i, submit, final, status="succeeded", cached=False, timings=None):
     }
 
 
-def test_level_summary_throughput_counts_and_stages():
+def test_level_summary_throughput_counts_and_stages() -> None:
     records = [_record(0, 0.0, 1.0), _record(1, 0.5, 2.0, status="failed"), _record(2, 1.0, 3.0, cached=True)]
     lost = {"index": 3, "name": "3.jpg", "submit_t": 1.5, "http_errors": 1}
     summary = e2e.level_summary(
         [*records, lost], n=4, batches=[{"size": 2, "store_ms": 3.0}, {"size": 1, "store_ms": 5.0}]
     )
-    assert summary["final"] == 3 and summary["lost"] == 1
-    assert summary["succeeded"] == 2 and summary["failed"] == 1 and summary["cached"] == 1
+    assert summary["final"] == 3
+    assert summary["lost"] == 1
+    assert summary["succeeded"] == 2
+    assert summary["failed"] == 1
+    assert summary["cached"] == 1
     assert summary["http_errors"] == 1
     assert summary["seconds"] == 3.0
     assert summary["images_per_s"] == pytest.approx(1.0)
     assert summary["images_per_min"] == pytest.approx(60.0)
     assert summary["latency_ms"]["p50"] == pytest.approx(1500.0)
-    assert summary["stage_p50_ms"]["queue"] == 10.0 and summary["stage_p50_ms"]["store"] is None
-    assert summary["db_write_p50_ms"] == 4.0 and summary["mean_batch_size"] == 1.5
+    assert summary["stage_p50_ms"]["queue"] == 10.0
+    assert summary["stage_p50_ms"]["store"] is None
+    assert summary["db_write_p50_ms"] == 4.0
+    assert summary["mean_batch_size"] == 1.5
 
 
-def test_stack_commands_new_and_old_compose_layouts():
-    new = {
+def test_stack_commands_new_and_old_compose_layouts() -> None:
+    new: dict[str, Any] = {
         "services": {
             "migrate": {"command": ["sh", "-c", "python manage.py migrate --noinput && python manage.py sync_models"]},
             "web": {
@@ -100,13 +115,14 @@ def test_stack_commands_new_and_old_compose_layouts():
     assert commands["worker"] == ["celery", "-A", "imagerec", "worker", "-Q", "inference"]
 
 
-def test_tables_render_every_level_and_revision():
+def test_tables_render_every_level_and_revision() -> None:
     records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
     level = e2e.level_summary(records, n=10, cpu={"share_pct": dict.fromkeys(e2e.GROUPS, 10.0), "other_pct": 5.0})
     table = e2e.level_table("now", {"1": level, "16": level})
     lines = table.splitlines()
     assert lines[0] == "**now**"
-    assert len(lines) == 6 and all(line.count("|") == lines[2].count("|") for line in lines[2:])
+    assert len(lines) == 6
+    assert all(line.count("|") == lines[2].count("|") for line in lines[2:])
     raw = {"batch1": {"images_per_s": 50.0, "p50_ms": 20.0}, "batched": {"images_per_s": 80.0}}
     rows = e2e.summary_rows(
         raw, {"images_per_s": 8.0}, {"baseline": {"levels": {"1": level}}, "now": {"levels": {"16": level}}}

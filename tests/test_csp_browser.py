@@ -41,16 +41,16 @@ def browser_page() -> Iterator[Any]:
 
 
 def test_no_page_breaks_the_content_security_policy(browser_page: Any, live_server: Any) -> None:
-    operator = OperatorFactory(username="maria.rodriguez", is_superuser=True)
-    version = ModelVersionFactory()
+    operator = OperatorFactory.create(username="maria.rodriguez", is_superuser=True)
+    version = ModelVersionFactory.create()
     scores = [
         {"label": "tabby cat", "class_id": "n02123045", "score": 0.8},
         {"label": "tiger cat", "class_id": "n02123159", "score": 0.2},
     ]
-    cat = SucceededPredictionFactory(
+    cat = SucceededPredictionFactory.create(
         user=operator, model_version=version, label="tabby cat", class_id="n02123045", top_predictions=scores
     )
-    CorrectionFactory(prediction=SucceededPredictionFactory(user=operator, model_version=version))
+    CorrectionFactory.create(prediction=SucceededPredictionFactory.create(user=operator, model_version=version))
     page = browser_page
     violations: dict[str, list[str]] = {}
     refused: list[str] = []
@@ -86,7 +86,8 @@ def test_no_page_breaks_the_content_security_policy(browser_page: Any, live_serv
             widths = page.locator(".bar-fill").evaluate_all(
                 "bars => bars.map((bar) => bar.getBoundingClientRect().width)"
             )
-            assert len(widths) == 2 and widths[0] == pytest.approx(4 * widths[1], rel=0.05), widths
+            assert len(widths) == 2
+            assert widths[0] == pytest.approx(4 * widths[1], rel=0.05), widths
         violations[name] = page.evaluate("window.cspViolations")
 
     page.goto(f"{live_server.url}/api/v1/docs/")

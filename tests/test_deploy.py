@@ -13,14 +13,14 @@ import pytest
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=BASE_DIR, capture_output=True, text=True,
         env={**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}, **env}, timeout=120,
     )  # fmt: skip
 
 
-def test_check_deploy_is_clean_with_production_settings():
+def test_check_deploy_is_clean_with_production_settings() -> None:
     result = _manage(
         "check", "--deploy", "--fail-level", "WARNING",
         DEBUG="false", SECRET_KEY="k" * 20 + "-Zq8v0b!x3Lr7pN2mW9tY4uE6iO1aS5dF",
@@ -29,18 +29,19 @@ def test_check_deploy_is_clean_with_production_settings():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_production_refuses_to_start_without_a_secret_key():
+def test_production_refuses_to_start_without_a_secret_key() -> None:
     result = _manage("check", DEBUG="false", SECRET_KEY="")
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_a_typo_in_a_boolean_setting_fails_loudly():
+def test_a_typo_in_a_boolean_setting_fails_loudly() -> None:
     result = _manage("check", DEBUG="ture")
-    assert result.returncode != 0 and "DEBUG must be true or false" in result.stderr
+    assert result.returncode != 0
+    assert "DEBUG must be true or false" in result.stderr
 
 
-def test_docker_compose_file_is_valid_and_complete():
+def test_docker_compose_file_is_valid_and_complete() -> None:
     if shutil.which("docker-compose"):
         command = ["docker-compose", "-f", "docker-compose.yml", "config"]
     elif (
@@ -71,13 +72,15 @@ def test_docker_compose_file_is_valid_and_complete():
         ("RESULT_CACHE", "maybe", "RESULT_CACHE must be one of user, all, off"),
     ],
 )
-def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable, value, message):
+def test_a_malformed_setting_refuses_to_start_and_names_the_variable(variable: str, value: str, message: str) -> None:
     result = _manage("check", **{variable: value})
-    assert result.returncode != 0 and message in result.stderr
-    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
 
 
-def test_secrets_can_come_from_files_as_docker_secrets_do(tmp_path):
+def test_secrets_can_come_from_files_as_docker_secrets_do(tmp_path: Path) -> None:
     secret = tmp_path / "secret_key"
     secret.write_text("k" * 40 + "-from-a-file\n")
     result = _manage(
@@ -88,13 +91,14 @@ def test_secrets_can_come_from_files_as_docker_secrets_do(tmp_path):
     assert repr("k" * 40 + "-from-a-file") in result.stdout
 
 
-def test_an_unreadable_secret_file_is_named_without_a_traceback(tmp_path):
+def test_an_unreadable_secret_file_is_named_without_a_traceback(tmp_path: Path) -> None:
     result = _manage("check", SECRET_KEY_FILE=str(tmp_path / "missing"))
     assert result.returncode != 0
-    assert "SECRET_KEY_FILE names" in result.stderr and "Traceback" not in result.stderr
+    assert "SECRET_KEY_FILE names" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_importing_the_settings_creates_no_directories(tmp_path):
+def test_importing_the_settings_creates_no_directories(tmp_path: Path) -> None:
     var_dir = tmp_path / "var"
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; settings.STATIC_ROOT"],
@@ -112,14 +116,15 @@ def _dockerfile_env() -> dict[str, str]:
     return dict(item.split("=", 1) for chunk in pairs for item in chunk.split())
 
 
-def test_the_docker_image_defaults_to_production_and_refuses_a_missing_secret_key():
+def test_the_docker_image_defaults_to_production_and_refuses_a_missing_secret_key() -> None:
     image_env = _dockerfile_env()
     assert image_env["DEBUG"] == "false"
     result = _manage("check", **{k: v for k, v in image_env.items() if k in ("DEBUG",)}, SECRET_KEY="")
-    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_compose_web_merges_the_request_metrics_of_its_worker_processes():
+def test_compose_web_merges_the_request_metrics_of_its_worker_processes() -> None:
     import yaml
 
     web = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["web"]

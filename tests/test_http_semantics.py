@@ -59,10 +59,10 @@ def data(db: None) -> dict[str, Any]:
     """One of everything a GET can show: a model version with an activation, a succeeded
     prediction with a correction and two explanations (done and pending), a reprocess job
     and a worker heartbeat."""
-    owner = UserFactory()
-    version = ModelVersionFactory()
+    owner = UserFactory.create()
+    version = ModelVersionFactory.create()
     ModelActivation.objects.create(model_version=version, kind="default", activated_at=timezone.now())
-    prediction = SucceededPredictionFactory(user=owner, model_version=version)
+    prediction = SucceededPredictionFactory.create(user=owner, model_version=version)
     correction = Correction.objects.create(
         prediction=prediction, label="Chihuahua", class_id="n02085620", predicted_label=prediction.label,
         model_version=version, corrected_by=owner, created_at=timezone.now(), updated_at=timezone.now(),

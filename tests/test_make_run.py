@@ -20,8 +20,7 @@ import pytest
 import requests
 from django.contrib.auth.models import User
 
-from tests.conftest import BASE_DIR, _database_url
-from tests.predictions.test_waiting import _free_port
+from tests.conftest import BASE_DIR, _database_url, _free_port
 
 # What Django's debug pages show, and nothing a production page does.
 DEBUG_MARKS = ("Traceback", "INSTALLED_APPS", "Request information", "Using the URLconf", "DEBUG = True",
@@ -95,16 +94,19 @@ def test_make_run_serves_like_production_over_plain_http(make_run: tuple[str, Pa
 
     # The secret key: generated into var/, readable by its owner only.
     key = var_dir / "secret_key"
-    assert len(key.read_text().strip()) >= 50 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(key.read_text().strip()) >= 50
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
     # Plain HTTP on 127.0.0.1: a login works, nothing is redirected to HTTPS or pinned to it.
     session, status = _login(base, user.username, PASSWORD)
     assert status == 302
     upload = session.get(f"{base}/", timeout=10)
-    assert upload.status_code == 200 and "Strict-Transport-Security" not in upload.headers
+    assert upload.status_code == 200
+    assert "Strict-Transport-Security" not in upload.headers
     assert not any(cookie.secure for cookie in session.cookies)
     css = re.search(r'href="(/static/css/app\.[0-9a-f]+\.css)"', upload.text)  # collected, hashed
-    assert css is not None and session.get(f"{base}{css.group(1)}", timeout=10).status_code == 200
+    assert css is not None
+    assert session.get(f"{base}{css.group(1)}", timeout=10).status_code == 200
 
     # The headers name no server software and carry the policy.
     assert "Server" not in upload.headers
@@ -112,13 +114,15 @@ def test_make_run_serves_like_production_over_plain_http(make_run: tuple[str, Pa
 
     # No debug page: an unknown URL (even with ?debug-404), 25 files at once, a 60 MB form.
     missing = requests.get(f"{base}/no-such-page/?debug-404", timeout=10)
-    assert missing.status_code == 404 and "This page does not exist" in missing.text
+    assert missing.status_code == 404
+    assert "This page does not exist" in missing.text
     _no_debug_page(missing)
     token = session.cookies.get("csrftoken")
     assert token is not None
     files = [("images", (f"{index}.jpg", b"not an image", "image/jpeg")) for index in range(25)]
     too_many = session.post(f"{base}/", files=files, data={"csrfmiddlewaretoken": token}, timeout=30)
-    assert too_many.status_code == 400 and "This request could not be read" in too_many.text
+    assert too_many.status_code == 400
+    assert "This request could not be read" in too_many.text
     _no_debug_page(too_many)
     form = session.post(
         f"{base}/", data=b"a=" + b"x" * (60 * 1024 * 1024), timeout=60,
@@ -127,7 +131,8 @@ def test_make_run_serves_like_production_over_plain_http(make_run: tuple[str, Pa
     assert form.status_code == 400
     _no_debug_page(form)
     api_missing = session.get(f"{base}/api/v1/predictions/not-an-id/", timeout=10)
-    assert api_missing.status_code == 404 and set(api_missing.json()) == {"error"}
+    assert api_missing.status_code == 404
+    assert set(api_missing.json()) == {"error"}
 
     # 300 MB announced: refused from the header, before a byte of the body is sent.
     with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10) as raw:
@@ -136,7 +141,8 @@ def test_make_run_serves_like_production_over_plain_http(make_run: tuple[str, Pa
             b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 314572800\r\n\r\n"
         )
         answer = b"".join(iter(lambda: raw.recv(4096), b"")).decode()  # it closes the connection
-    assert answer.startswith("HTTP/1.1 413 ") and '"too_large"' in answer
+    assert answer.startswith("HTTP/1.1 413 ")
+    assert '"too_large"' in answer
 
     # No proxy here, so no X-Forwarded-For is believed: forging one does not escape the lockout.
     for number in range(5):

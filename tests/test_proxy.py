@@ -22,8 +22,7 @@ import requests
 import yaml
 from django.contrib.auth.models import User
 
-from tests.conftest import BASE_DIR, _database_url
-from tests.predictions.test_waiting import _compose_web_command, _free_port
+from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port
 
 PASSWORD = "correct-horse-battery"  # UserFactory's
 
@@ -44,8 +43,10 @@ def test_compose_publishes_the_proxy_only_with_the_same_body_limit_as_the_web() 
     services = _compose()
     proxy, web = services["proxy"], services["web"]
 
-    assert proxy["image"].startswith("nginx:") and proxy["ports"] == ["${PORT:-8000}:80"]
-    assert "ports" not in web and web["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    assert proxy["image"].startswith("nginx:")
+    assert proxy["ports"] == ["${PORT:-8000}:80"]
+    assert "ports" not in web
+    assert web["environment"]["FORWARDED_ALLOW_IPS"] == "*"
     mount = "./deploy/nginx.conf.template:/etc/nginx/templates/default.conf.template:ro"
     assert proxy["volumes"] == [mount]
     assert proxy["environment"]["MAX_REQUEST_BYTES"] == web["environment"]["MAX_REQUEST_BYTES"]
@@ -119,7 +120,8 @@ def _login(base: str, username: str, password: str, forged: str) -> int:
 @pytest.mark.django_db(transaction=True)
 def test_the_proxy_refuses_a_large_body_unread_and_passes_the_real_address(proxied: str, user: User) -> None:
     health = requests.get(f"{proxied}/health/live", timeout=10)
-    assert health.status_code == 200 and health.headers["Server"] == "nginx"  # no version
+    assert health.status_code == 200
+    assert health.headers["Server"] == "nginx"
 
     with socket.create_connection(("127.0.0.1", int(proxied.rsplit(":", 1)[1])), timeout=10) as raw:
         raw.sendall(

@@ -125,7 +125,8 @@ def test_every_install_command_installs_a_hashed_lock() -> None:
     sources = {name: (BASE_DIR / name).read_text() for name in ("Makefile", "Dockerfile", ".ci/run")}
     sources.update({f"bin/{path.name}": path.read_text() for path in sorted((BASE_DIR / "bin").iterdir())})
     makefile_install = re.search(r"^PIP_INSTALL = (.*)$", sources["Makefile"], re.MULTILINE)
-    assert makefile_install and "--require-hashes" in makefile_install[1]
+    assert makefile_install is not None
+    assert "--require-hashes" in makefile_install[1]
     installs = 0
     for name, text in sources.items():
         for line in text.replace("\\\n", " ").splitlines():
@@ -135,7 +136,8 @@ def test_every_install_command_installs_a_hashed_lock() -> None:
                 installs += 1
                 assert "--require-hashes" in line or "$(PIP_INSTALL)" in line, f"{name}: {line.strip()}"
                 locks = re.findall(r"-r (\S+)", line)
-                assert locks and all(re.fullmatch(r"(\$\(REQ\)|requirements)/[a-z]+\.txt", lock) for lock in locks), (
+                assert locks, f"{name}: {line.strip()}"
+                assert all(re.fullmatch(r"(\$\(REQ\)|requirements)/[a-z]+\.txt", lock) for lock in locks), (
                     f"{name}: {line.strip()}"
                 )
 

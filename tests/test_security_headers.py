@@ -28,20 +28,22 @@ def _policy(response: object) -> dict[str, list[str]]:
 def test_every_response_has_a_strict_content_security_policy(client: Client, db: None, path: str) -> None:
     policy = _policy(client.get(path))
 
-    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
-    assert policy["object-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
     assert policy["default-src"] == ["'self'"]
     assert not any("unsafe" in source for sources in policy.values() for source in sources)
 
 
 @pytest.fixture
 def model_version(db: None) -> ModelVersion:
-    return ModelVersionFactory()
+    return ModelVersionFactory.create()
 
 
 def _pages(user: User, model_version: ModelVersion) -> list[str]:
-    done = SucceededPredictionFactory(user=user, model_version=model_version, inference_ms=20.0)
-    CorrectionFactory(prediction=SucceededPredictionFactory(user=user, model_version=model_version))
+    done = SucceededPredictionFactory.create(user=user, model_version=model_version, inference_ms=20.0)
+    CorrectionFactory.create(prediction=SucceededPredictionFactory.create(user=user, model_version=model_version))
     return [
         reverse("predictions:upload"),
         reverse("predictions:detail", args=[done.id]),
@@ -63,7 +65,7 @@ def _pages(user: User, model_version: ModelVersion) -> list[str]:
 
 
 def test_no_page_needs_what_the_policy_refuses(client: Client, model_version: ModelVersion) -> None:
-    operator: User = OperatorFactory(is_superuser=True)
+    operator: User = OperatorFactory.create(is_superuser=True)
     client.force_login(operator)
 
     for path in [*_pages(operator, model_version), reverse("login"), reverse("signup")]:

@@ -82,7 +82,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_the_predictions_package_has_no_import_cycle():
+def test_the_predictions_package_has_no_import_cycle() -> None:
     modules = _modules(BASE_DIR)
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert graph["predictions.tasks"] >= {"predictions.services"}  # the graph is really read
@@ -92,7 +92,7 @@ def test_the_predictions_package_has_no_import_cycle():
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
-def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
+def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
     package = tmp_path / PACKAGE
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -105,7 +105,18 @@ def test_the_cycle_finder_sees_function_level_and_relative_imports(tmp_path):
     assert _cycles(graph) == [["predictions.a", "predictions.b", "predictions.a"]]
 
 
-def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
+def _last_line_of_fresh_python(code: str, *, django: bool) -> str:
+    """Run ``code`` in a new interpreter (with Django's settings module, or without) and
+    return the last line it printed; fail with its stderr if it crashed."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    if django:
+        env["DJANGO_SETTINGS_MODULE"] = "imagerec.settings"
+    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow() -> None:
     """The pool parent imports the tasks (autodiscovery) and ``predictions.worker``
     (at worker_init); TensorFlow must load only in the pool child, with the model."""
     code = (
@@ -114,12 +125,7 @@ def test_what_a_worker_pool_parent_imports_does_not_load_tensorflow():
         "predictions.reprocessing.tasks, predictions.operations.tasks; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of_fresh_python(code, django=True) == "[]"
 
 
 # What the Django-free code may not import: Django, DRF, Celery and the project's apps.
@@ -163,30 +169,7 @@ def test_importing_every_ml_and_training_module_loads_no_django() -> None:
         f"for name in {modules!r}: importlib.import_module(name)\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(DJANGO_SIDE)!r}))"
     )
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_the_web_process_does_not_load_tensorflow() -> None:
-    """The ASGI application with every URL resolved and every view imported: the web
-    process never loads TensorFlow (a web-only install does not even have it)."""
-    code = (
-        "import sys, django; django.setup(); "
-        "import imagerec.asgi; from django.urls import get_resolver; "
-        "resolver = get_resolver(); [p.callback for p in resolver.url_patterns if hasattr(p, 'callback')]; "
-        "import predictions.admin, predictions.api, predictions.views; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "imagerec.settings"}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_of_fresh_python(code, django=False) == "[]"
 
 
 # Product modules may not grow past this many lines (migrations aside): past it, a

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BASE_DIR, _database_url
-from tests.predictions.test_waiting import _compose_web_command, _free_port
+from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port
 
 
 def _health_live_count(text: str) -> float:
@@ -27,7 +27,7 @@ def _health_live_count(text: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_every_scrape_counts_the_requests_of_every_worker_process(tmp_path, media_dir):
+def test_every_scrape_counts_the_requests_of_every_worker_process(tmp_path: Path, media_dir: Path) -> None:
     """Two worker processes answer 30 probes between them; whichever answers a scrape
     reports all 30 (prometheus-client multiprocess mode, as compose configures it)."""
     port = _free_port()

@@ -1,15 +1,16 @@
-"""Explanations (Grad-CAM) of succeeded predictions: the writes, the rules and the reads.
+"""Explanations (Grad-CAM) of succeeded predictions: the writes and the rules (reads are
+in ``selectors``).
 
 The life of one explanation::
 
-    explanation_request() -> Explanation row (pending) -> on commit:
+    POST -> explanation_request() -> Explanation row (pending) -> on commit:
     tasks.explanation_compute(id) (inference queue) -> explanation_compute(): the
     runner (``ml.gradcam``) draws the heat map over the image -> PNG in media,
-    row succeeded (or failed with a reason in words) -> the page / API serve the PNG.
+    row succeeded (or failed with a reason in words) -> GET: the page / API serve the PNG.
 
 Nothing is left pending for good: the task's failure hook fails the row, a worker that
-dies mid-task has its message delivered again (late acks), and a request for a row
-still pending after ``RECONCILE_AFTER_SECONDS`` sends it again. A failed explanation is
+dies mid-task has its message delivered again (late acks), and a request (POST) for a
+row still pending after ``RECONCILE_AFTER_SECONDS`` sends it again. A failed explanation is
 tried again by a request made ``RETRY_FAILED_AFTER_SECONDS`` after it failed.
 """
 

@@ -6,9 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from predictions.models import (
-    WorkerHeartbeat,
-)
+from predictions.models import WorkerHeartbeat
 
 
 def worker_heartbeat_list_fresh(*, max_age_seconds: int) -> list[WorkerHeartbeat]:

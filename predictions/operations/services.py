@@ -8,9 +8,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from predictions.models import (
-    WorkerHeartbeat,
-)
+from predictions.models import WorkerHeartbeat
 
 
 def worker_heartbeat_record(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -22,18 +22,6 @@ from predictions.operations.stats import figures as figures_selectors
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 
-if TYPE_CHECKING:
-    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
-    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
-    ModelVersionModelAdmin = admin.ModelAdmin[ModelVersion]
-    ModelActivationModelAdmin = admin.ModelAdmin[ModelActivation]
-    ModelVersionModelForm = forms.ModelForm[ModelVersion]
-else:
-    ModelVersionModelAdmin = admin.ModelAdmin
-    ModelActivationModelAdmin = admin.ModelAdmin
-    ModelVersionModelForm = forms.ModelForm
-
-
 # Set by the confirmation page's button: a switch is applied only in a post that carries it.
 CONFIRM_FIELD = "confirmed_switch"
 # The live figures on the confirmation pages: every user's predictions of these last days.
@@ -44,7 +32,7 @@ def _confirmed(request: HttpRequest) -> bool:
     return request.method == "POST" and request.POST.get(CONFIRM_FIELD) == "yes"
 
 
-class ModelVersionForm(ModelVersionModelForm):
+class ModelVersionForm(forms.ModelForm[ModelVersion]):
     """The change form: a candidate's share of traffic, checked as the API checks it (the
     model's constraints name ``status``, read-only here, so Django's form skips them)."""
 
@@ -62,7 +50,7 @@ class ModelVersionForm(ModelVersionModelForm):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ModelVersionModelAdmin):
+class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
     form = ModelVersionForm
     list_display = [
         "name", "version", "status", "traffic", "parent", "exported_at", "created_at", "prediction_count",
@@ -322,7 +310,7 @@ class ModelVersionAdmin(ModelVersionModelAdmin):
 
 
 @admin.register(ModelActivation)
-class ModelActivationAdmin(ModelActivationModelAdmin):
+class ModelActivationAdmin(admin.ModelAdmin[ModelActivation]):
     """The history of switches: read-only, written by the services only."""
 
     list_display = ["activated_at", "model_version", "previous", "kind", "activated_by"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -16,16 +16,9 @@ from predictions.models import ReprocessJob
 from predictions.reprocessing import selectors as reprocess_selectors
 from predictions.reprocessing import services as reprocess_services
 
-if TYPE_CHECKING:
-    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
-    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
-    ReprocessJobModelAdmin = admin.ModelAdmin[ReprocessJob]
-else:
-    ReprocessJobModelAdmin = admin.ModelAdmin
-
 
 @admin.register(ReprocessJob)
-class ReprocessJobAdmin(ReprocessJobModelAdmin):
+class ReprocessJobAdmin(admin.ModelAdmin[ReprocessJob]):
     """Re-running finished predictions with the active model: "Add" starts a job (the
     scope is the one choice), the list shows each job's live counts, the actions pause,
     resume and cancel. Needs ``predictions.add_reprocessjob`` (``predictions.access``)."""

@@ -1,4 +1,5 @@
-"""Reprocess jobs: finished predictions run again with the active model, in chunks, in the background."""
+"""Reprocess jobs: finished predictions run again with the active model, in chunks, in the
+background."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from imagerec.celery import broker_errors
-from predictions.exceptions import (
-    ConflictError,
-)
+from predictions.exceptions import ConflictError
 from predictions.models import (
     Prediction,
     PredictionStatus,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -17,16 +16,9 @@ from predictions.exceptions import ApplicationError
 from predictions.models import Correction
 from predictions.reviews import export as review_export
 
-if TYPE_CHECKING:
-    # ModelAdmin is generic in django-stubs only: subscripting it at run time would fail
-    # (without django_stubs_ext.monkeypatch), so the parameters exist for mypy alone.
-    CorrectionModelAdmin = admin.ModelAdmin[Correction]
-else:
-    CorrectionModelAdmin = admin.ModelAdmin
-
 
 @admin.register(Correction)
-class CorrectionAdmin(CorrectionModelAdmin):
+class CorrectionAdmin(admin.ModelAdmin[Correction]):
     """Users' reviews (corrections and confirmations), read-only; whoever reads every
     prediction (``access.can_view_all_predictions``) sees them and exports them as a
     dataset (filter on "confirmed" to export corrections only)."""

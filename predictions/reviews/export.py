@@ -20,10 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from predictions.exceptions import (
-    ApplicationError,
-    ConflictError,
-)
+from predictions.exceptions import ApplicationError, ConflictError
 from predictions.models import (
     Correction,
     Prediction,

@@ -20,9 +20,7 @@ from django.utils import timezone
 
 from ml.runner import Classifier
 from predictions import events, selectors
-from predictions.exceptions import (
-    ModelUnavailableError,
-)
+from predictions.exceptions import ModelUnavailableError
 from predictions.models import (
     ModelVersion,
     ModelVersionStatus,
@@ -45,8 +43,6 @@ from .results import (
 from .submissions import prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
-
-
 batch_logger = logging.getLogger("predictions.batch")
 
 

@@ -3,27 +3,35 @@ username from that address on every login page, with a 429 page saying when to r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.test import AsyncClient, Client
 from django.urls import reverse
+from pytest_django import Settings
 
 from tests.factories import UserFactory
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 PASSWORD = "correct-horse-battery"  # UserFactory's
 
 
-def _fail(client, url: str, username: str, times: int, **extra):
+def _fail(client: Client, url: str, username: str, times: int, **extra: Any) -> list[_MonkeyPatchedWSGIResponse]:
     return [client.post(url, {"username": username, "password": "wrong"}, **extra) for _ in range(times)]
 
 
-def _logged_in(client) -> bool:
+def _logged_in(client: Client) -> bool:
     return "_auth_user_id" in client.session
 
 
 @pytest.mark.parametrize("url_name", ["admin:login", "login"])
-def test_ten_wrong_passwords_then_the_right_one_is_refused(client, db, url_name):
-    admin = UserFactory(is_staff=True, is_superuser=True)
+def test_ten_wrong_passwords_then_the_right_one_is_refused(client: Client, db: None, url_name: str) -> None:
+    admin = UserFactory.create(is_staff=True, is_superuser=True)
     url = reverse(url_name)
     _fail(client, url, admin.username, 10)
 
@@ -36,7 +44,7 @@ def test_ten_wrong_passwords_then_the_right_one_is_refused(client, db, url_name)
     assert client.get(reverse("admin:index")).status_code == 302  # still sent to the login page
 
 
-def test_the_login_page_locks_at_the_limit_not_before(client, user, settings):
+def test_the_login_page_locks_at_the_limit_not_before(client: Client, user: User, settings: Settings) -> None:
     settings.AXES_FAILURE_LIMIT = 3
     url = reverse("login")
 
@@ -48,7 +56,7 @@ def test_the_login_page_locks_at_the_limit_not_before(client, user, settings):
     assert at_limit.status_code == 429
 
 
-def test_a_success_before_the_limit_resets_the_count(client, user, settings):
+def test_a_success_before_the_limit_resets_the_count(client: Client, user: User, settings: Settings) -> None:
     settings.AXES_FAILURE_LIMIT = 3
     url = reverse("login")
     _fail(client, url, user.username, 2)
@@ -61,7 +69,7 @@ def test_a_success_before_the_limit_resets_the_count(client, user, settings):
     assert _logged_in(client)
 
 
-def test_a_different_username_from_the_same_address_is_not_locked(client, user, other_user):
+def test_a_different_username_from_the_same_address_is_not_locked(client: Client, user: User, other_user: User) -> None:
     url = reverse("login")
     _fail(client, url, user.username, 10)
 
@@ -71,14 +79,14 @@ def test_a_different_username_from_the_same_address_is_not_locked(client, user, 
     assert client.session["_auth_user_id"] == str(other_user.pk)
 
 
-def test_the_same_username_from_another_address_is_not_locked(client, user):
+def test_the_same_username_from_another_address_is_not_locked(client: Client, user: User) -> None:
     url = reverse("login")
     _fail(client, url, user.username, 10, REMOTE_ADDR="203.0.113.7")
 
     assert client.post(url, {"username": user.username, "password": PASSWORD}).status_code == 302
 
 
-def test_a_forged_x_forwarded_for_does_not_escape_the_lockout(client, user):
+def test_a_forged_x_forwarded_for_does_not_escape_the_lockout(client: Client, user: User) -> None:
     url = reverse("login")
     _fail(client, url, user.username, 10)
 
@@ -88,7 +96,7 @@ def test_a_forged_x_forwarded_for_does_not_escape_the_lockout(client, user):
     assert not _logged_in(client)
 
 
-def test_the_lockout_page_is_429_under_asgi_too(async_client, user):
+def test_the_lockout_page_is_429_under_asgi_too(async_client: AsyncClient, user: User) -> None:
     """Production serves ASGI, where axes' middleware takes its async path."""
     url = reverse("login")
     for _ in range(10):
@@ -100,7 +108,7 @@ def test_the_lockout_page_is_429_under_asgi_too(async_client, user):
     assert b"Try again in 5 minutes" in refused.content
 
 
-def test_axes_reset_username_unlocks(client, user):
+def test_axes_reset_username_unlocks(client: Client, user: User) -> None:
     url = reverse("login")
     _fail(client, url, user.username, 10)
     assert client.post(url, {"username": user.username, "password": PASSWORD}).status_code == 429
@@ -111,9 +119,9 @@ def test_axes_reset_username_unlocks(client, user):
     assert _logged_in(client)
 
 
-def test_failed_attempts_are_listed_in_the_admin(client, user):
+def test_failed_attempts_are_listed_in_the_admin(client: Client, user: User) -> None:
     _fail(client, reverse("login"), user.username, 2)
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
 
     listing = client.get(reverse("admin:axes_accessattempt_changelist"))
 

@@ -64,14 +64,16 @@ def test_a_password_change_replaces_the_api_token(user_client: Client, user: Use
     assert _change(user_client, PASSWORD) == 302
 
     new = Token.objects.get(user=user).key
-    assert new != old and _api_answers(old) == 401 and _api_answers(new) == 200
+    assert new != old
+    assert _api_answers(old) == 401
+    assert _api_answers(new) == 200
     page = user_client.get(reverse("password_change_done")).content.decode()
     assert "Your API token was replaced too" in page
 
 
 def test_a_password_set_in_the_admin_replaces_the_api_token(client: Client, user: User) -> None:
     old = services.token_rotate(user=user)
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
 
     response = client.post(
         reverse("admin:auth_user_password_change", args=[user.pk]),
@@ -79,7 +81,8 @@ def test_a_password_set_in_the_admin_replaces_the_api_token(client: Client, user
     )
 
     assert response.status_code == 302
-    assert _api_answers(old) == 401 and Token.objects.get(user=user).key != old
+    assert _api_answers(old) == 401
+    assert Token.objects.get(user=user).key != old
 
 
 def test_a_password_set_from_the_shell_or_a_command_replaces_the_api_token(user: User) -> None:
@@ -88,7 +91,8 @@ def test_a_password_set_from_the_shell_or_a_command_replaces_the_api_token(user:
     user.set_password(NEW_PASSWORD)
     user.save()  # what `manage.py changepassword` does
 
-    assert _api_answers(old) == 401 and Token.objects.filter(user=user).exists()
+    assert _api_answers(old) == 401
+    assert Token.objects.filter(user=user).exists()
 
 
 def test_a_user_without_a_token_gets_none_from_a_password_change(user_client: Client, user: User) -> None:
@@ -117,11 +121,13 @@ def locked_out(client: Client, user: User) -> User:
 
 def test_the_admin_shows_until_when_a_lockout_holds_and_lifts_it(client: Client, locked_out: User) -> None:
     operator = Client()
-    operator.force_login(UserFactory(is_staff=True, is_superuser=True))
+    operator.force_login(UserFactory.create(is_staff=True, is_superuser=True))
     changelist = reverse("admin:axes_accessattempt_changelist")
 
     listing = operator.get(changelist).content.decode()
-    assert locked_out.username in listing and "Locked out until" in listing and 'value="lift_lockout"' in listing
+    assert locked_out.username in listing
+    assert "Locked out until" in listing
+    assert 'value="lift_lockout"' in listing
 
     from axes.models import AccessAttempt
 
@@ -135,7 +141,7 @@ def test_staff_without_the_permission_cannot_lift_a_lockout(client: Client, lock
     from axes.models import AccessAttempt
 
     staff = Client()
-    staff.force_login(UserFactory(is_staff=True))
+    staff.force_login(UserFactory.create(is_staff=True))
     attempt = AccessAttempt.objects.get(username=locked_out.username)
 
     staff.post(

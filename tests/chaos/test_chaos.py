@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -55,7 +57,7 @@ class Worker:
         self.log_dir = log_dir
         self.command = command
         self.name = name
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
@@ -87,7 +89,7 @@ def _counts() -> dict[str, int]:
     return {status: Prediction.objects.filter(status=status).count() for status in PredictionStatus.values}
 
 
-def _wait(condition, timeout: float, what: str, every: float = 0.5) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -108,7 +110,7 @@ def _restart_redis() -> float:
 
 
 @pytest.fixture
-def chaos_env(media_dir) -> dict[str, str]:
+def chaos_env(media_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -127,14 +129,14 @@ WORKER_COMMAND = ["worker", "--pool=prefork", "--concurrency=1", "-Q", "inferenc
 
 
 @pytest.fixture
-def worker(chaos_env, tmp_path):
+def worker(chaos_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     worker = Worker(chaos_env, tmp_path, WORKER_COMMAND)
     yield worker
     worker.ensure_stopped()  # never leave a worker behind, whatever the test did
 
 
 @pytest.fixture
-def beat(chaos_env, tmp_path):
+def beat(chaos_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     """The reconciler's schedule, in its own process as in docker-compose.yml."""
     beat = Worker(chaos_env, tmp_path, ["beat", "--schedule", str(tmp_path / "beat"), "--loglevel=INFO"], "beat")
     beat.start()
@@ -143,14 +145,21 @@ def beat(chaos_env, tmp_path):
 
 
 def test_every_submission_succeeds_exactly_once_through_kills_and_broker_restart(
-    model_dir, media_dir, django_user_model, worker, beat, monkeypatch
-):
+    model_dir: Path,
+    media_dir: Path,
+    django_user_model: type[User],
+    worker: Worker,
+    beat: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from predictions.api.throttles import SubmitRateThrottle
+    from predictions.registry import services as registry_services
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
     uses_redis = settings.CELERY_BROKER_URL.startswith("redis")
     if uses_redis and not shutil.which("redis-server"):
         pytest.fail("redis-server is needed to restart the broker")
+    registry_services.model_version_sync()  # what `make migrate` and compose's migrate service run
     user = django_user_model.objects.create_user("chaos", password="chaos-password-1")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")

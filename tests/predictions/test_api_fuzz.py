@@ -10,21 +10,26 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from pytest_django.live_server_helper import LiveServer
 from rest_framework.authtoken.models import Token
 
+from predictions.models import ModelVersion
 from tests.factories import PredictionFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_fuzzing_the_api_finds_no_server_errors(live_server, user, active_model, tmp_path, monkeypatch):
+def test_fuzzing_the_api_finds_no_server_errors(
+    live_server: LiveServer, user: User, active_model: ModelVersion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from predictions.api.throttles import ReadRateThrottle, SubmitRateThrottle
 
     monkeypatch.setattr(SubmitRateThrottle, "THROTTLE_RATES", {"submit": "100000/min"})
     monkeypatch.setattr(ReadRateThrottle, "THROTTLE_RATES", {"read": "100000/min"})
     # No worker runs here: every `wait` would last its full length. Cap it (the schema keeps 30).
     monkeypatch.setattr("predictions.api.predictions.MAX_WAIT_SECONDS", 0.2)
-    PredictionFactory(user=user)
+    PredictionFactory.create(user=user)
     # Every operation must be reached, the operators' ones (switching models) included.
     user.is_superuser = True
     user.save(update_fields=["is_superuser"])
@@ -41,5 +46,7 @@ def test_fuzzing_the_api_finds_no_server_errors(live_server, user, active_model,
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     summary = result.stdout[result.stdout.rindex("SUMMARY") :]
     selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", summary)
-    assert selected and selected.group(1) == selected.group(2) == selected.group(3), summary  # every operation
-    assert " failed" not in summary and "Authentication failed" not in summary, summary
+    assert selected, summary
+    assert selected.group(1) == selected.group(2) == selected.group(3), summary  # every operation
+    assert " failed" not in summary, summary
+    assert "Authentication failed" not in summary, summary

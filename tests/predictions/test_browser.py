@@ -4,11 +4,23 @@ server and a real worker: log in, upload photos, watch results arrive, open hist
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from django.contrib.auth.models import User
+from pytest_django.live_server_helper import LiveServer
 
+from predictions.models import ModelVersion
 from tests.conftest import PHOTOS
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog, Page, Route
+
+    from predictions.models import Prediction
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -20,9 +32,9 @@ LAUNCH_ARGS = [
 
 
 @pytest.fixture
-def page(artifacts_dir):
+def page(artifacts_dir: Path) -> Iterator[Page]:
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: `apt-get install chromium` (see README)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -32,7 +44,14 @@ def page(artifacts_dir):
         browser.close()
 
 
-def test_log_in_upload_three_photos_see_results_and_history(page, live_server, celery_worker, user, artifacts_dir):
+def test_log_in_upload_three_photos_see_results_and_history(
+    page: Page,
+    live_server: LiveServer,
+    celery_worker: subprocess.Popen[bytes],
+    active_model: ModelVersion,
+    user: User,
+    artifacts_dir: Path,
+) -> None:
     page.goto(f"{live_server.url}/")
     page.fill("#id_username", user.username)
     page.fill("#id_password", "correct-horse-battery")
@@ -52,7 +71,8 @@ def test_log_in_upload_three_photos_see_results_and_history(page, live_server, c
     # photo may be either); the cat and the espresso are sure.
     assert page.locator(".card .top-label").count() == 3
     labels = page.locator(".card .top-label .label").all_inner_texts()
-    assert len(labels) >= 2 and all(label[:1].isupper() for label in labels), labels
+    assert len(labels) >= 2, labels
+    assert all(label[:1].isupper() for label in labels), labels
     assert page.locator(".card").first.locator(".bar-row").count() == 5
     assert "ms" in page.locator(".card .latency").first.inner_text()
     assert any(label.lower() in {"tabby cat", "tiger cat", "egyptian mau"} for label in labels), labels
@@ -65,7 +85,9 @@ def test_log_in_upload_three_photos_see_results_and_history(page, live_server, c
     assert page.locator("table.history tbody tr").count() == 3
 
 
-def test_bad_file_in_the_browser_shows_a_readable_error(page, live_server, user, tmp_path, artifacts_dir):
+def test_bad_file_in_the_browser_shows_a_readable_error(
+    page: Page, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+) -> None:
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a photo")
     page.goto(f"{live_server.url}/accounts/login/")
@@ -79,7 +101,8 @@ def test_bad_file_in_the_browser_shows_a_readable_error(page, live_server, user,
     error = page.locator("#upload-errors")
     error.wait_for()
     page.screenshot(path=artifacts_dir / "4-upload-error.png", full_page=True)
-    assert "notes.jpg" in error.inner_text() and "not an image" in error.inner_text()
+    assert "notes.jpg" in error.inner_text()
+    assert "not an image" in error.inner_text()
 
 
 # --- Layout at a laptop's and a phone's width --------------------------------------------
@@ -88,7 +111,9 @@ WIDTHS = (1280, 390)
 OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
 
 
-def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[tuple[str, str, float]]):
+def _photo_prediction(
+    user: User, name: str, label: str, class_id: str, scores: list[tuple[str, str, float]]
+) -> Prediction:
     """A succeeded prediction of a real scikit-image photo, as the worker stores one."""
     from django.core.files.base import ContentFile
     from django.utils import timezone
@@ -99,7 +124,7 @@ def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[t
 
     content = photo_bytes(name)
     version, _ = ModelVersion.objects.get_or_create(name="efficientnet_lite0", version="1", defaults={"path": "models"})
-    return PredictionFactory(
+    return PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, original_filename=f"{name}-from-the-camera-roll.jpg",
         image=ContentFile(content, name=f"{name}.jpg"), size_bytes=len(content), width=451, height=300,
         label=label, class_id=class_id, confidence=scores[0][2],
@@ -110,7 +135,7 @@ def _photo_prediction(user, name: str, label: str, class_id: str, scores: list[t
 
 
 @pytest.fixture
-def chromium_browser(artifacts_dir):
+def chromium_browser(artifacts_dir: Path) -> Iterator[Browser]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -118,7 +143,7 @@ def chromium_browser(artifacts_dir):
         browser.close()
 
 
-def _log_in(page, base_url: str, username: str) -> None:
+def _log_in(page: Page, base_url: str, username: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", "correct-horse-battery")
@@ -126,11 +151,13 @@ def _log_in(page, base_url: str, username: str) -> None:
     page.wait_for_selector("#dropzone")
 
 
-def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(chromium_browser, live_server, artifacts_dir):
+def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(
+    chromium_browser: Browser, live_server: LiveServer, artifacts_dir: Path
+) -> None:
     from tests.factories import OperatorFactory
 
     # An operator (reads every prediction): the widest pages (admin log, stats tables).
-    person = OperatorFactory(username="maria.rodriguez")
+    person = OperatorFactory.create(username="maria.rodriguez")
     cat = _photo_prediction(person, "chelsea", "tabby cat", "n02123045",
                             [("tabby cat", "n02123045", 0.62), ("tiger cat", "n02123159", 0.21),
                              ("Egyptian Mau", "n02124075", 0.09), ("Golden Retriever", "n02099601", 0.02),
@@ -187,8 +214,9 @@ def test_every_page_fits_a_laptop_and_a_phone_without_sideways_scrolling(chromiu
     assert not overflowing, f"pages wider than the window (extra px): {overflowing}"
 
 
-def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromium_browser, live_server, user, tmp_path,
-                                                                        artifacts_dir):  # fmt: skip
+def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(
+    chromium_browser: Browser, live_server: LiveServer, user: User, tmp_path: Path, artifacts_dir: Path
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     fake = tmp_path / "holiday.jpg"
@@ -200,7 +228,7 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
 
     posts = []
 
-    def slow_upload(route):
+    def slow_upload(route: Route) -> None:
         posts.append(route.request.post_data_buffer)
         time.sleep(0.6)  # long enough to see the button disabled and the bars
         route.continue_()
@@ -222,7 +250,8 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
     page.wait_for_function("!document.getElementById('submit').textContent.includes('Sending')")
     assert len(posts) == 2  # the text file never left the browser
     errors = page.locator("#upload-errors").inner_text()
-    assert "holiday.jpg" in errors and "not an image" in errors
+    assert "holiday.jpg" in errors
+    assert "not an image" in errors
     # Refused files stay selected, so they can be removed or fixed; the good one became a card.
     assert page.locator("#previews .preview.invalid").count() == 2
     assert (
@@ -230,13 +259,13 @@ def test_upload_checks_files_first_shows_progress_and_keeps_refused_ones(chromiu
     )
     card = page.locator("#upload-cards .card").first
     assert card.get_attribute("data-status") in {"pending", "running"}
-    assert card.locator("a").first.get_attribute("href").startswith("/predictions/")
+    assert (card.locator("a").first.get_attribute("href") or "").startswith("/predictions/")
     page.screenshot(path=artifacts_dir / "upload-390-done.png", full_page=True)
     assert page.evaluate(OVERFLOW) <= 0
     context.close()
 
 
-def test_times_are_in_the_browsers_time_zone(chromium_browser, live_server, user):
+def test_times_are_in_the_browsers_time_zone(chromium_browser: Browser, live_server: LiveServer, user: User) -> None:
     from datetime import UTC, datetime
 
     _photo_prediction(user, "coffee", "espresso", "n07920052", [("espresso", "n07920052", 0.9)])
@@ -266,7 +295,7 @@ THUMBNAILS_SHOWN = """() => { const images = [...document.querySelectorAll("#res
 class _Journey:
     """Each page the person sees: a full-page screenshot and the width it takes."""
 
-    def __init__(self, page, artifacts_dir, width: int) -> None:
+    def __init__(self, page: Page, artifacts_dir: Path, width: int) -> None:
         self.page, self.artifacts_dir, self.width = page, artifacts_dir, width
         self.steps: list[str] = []
         self.overflowing: dict[str, int] = {}
@@ -282,11 +311,17 @@ class _Journey:
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["1280px", "390px"])
 def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_then_staff_reads_the_log(
-    chromium_browser, live_server, celery_worker, artifacts_dir, width, height
-):
+    chromium_browser: Browser,
+    live_server: LiveServer,
+    celery_worker: subprocess.Popen[bytes],
+    active_model: ModelVersion,
+    artifacts_dir: Path,
+    width: int,
+    height: int,
+) -> None:
     from tests.factories import OperatorFactory
 
-    operator = OperatorFactory(username=f"ops.{width}")
+    operator = OperatorFactory.create(username=f"ops.{width}")
     context = chromium_browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(15_000)  # a busy 2-core machine: pages, not the worker
     page = context.new_page()
@@ -324,9 +359,11 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
         assert card.locator(".bar-row").count() == 5, filename
         verdict = " ".join(card.locator(".top-label").inner_text().split())
         if card.locator(".top-label.not-sure").count():  # the model's own entropy / margin thresholds
-            assert verdict.startswith("Not sure — maybe: ") and verdict.count("%") == 3, (filename, verdict)
+            assert verdict.startswith("Not sure — maybe: "), (filename, verdict)
+            assert verdict.count("%") == 3, (filename, verdict)
         else:
-            assert card.locator(".top-label .label").inner_text() and verdict.endswith("%"), (filename, verdict)
+            assert card.locator(".top-label .label").inner_text(), (filename, verdict)
+            assert verdict.endswith("%"), (filename, verdict)
         assert card.locator(".card-photo img").evaluate("image => image.naturalWidth") > 0, filename
     assert cards["chelsea.png"].locator(".top-label .label").inner_text().lower() in {
         "tabby cat", "tiger cat", "egyptian mau"}  # fmt: skip
@@ -342,8 +379,9 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     top_class.click()
     page.wait_for_function(OVERLAY_SHOWN, timeout=120_000)  # Grad-CAM on the worker's inference queue
     pressed = page.locator(".explain-classes button").first
-    assert pressed.get_attribute("aria-pressed") == "true" and pressed.inner_text().endswith("✓")
-    assert page.locator("img.explanation-overlay").get_attribute("alt").endswith(top_label.lower())
+    assert pressed.get_attribute("aria-pressed") == "true"
+    assert pressed.inner_text().endswith("✓")
+    assert (page.locator("img.explanation-overlay").get_attribute("alt") or "").endswith(top_label.lower())
     page.locator("#explain").scroll_into_view_if_needed()
     journey.saw("explanation")
 
@@ -364,11 +402,17 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS)
 
     # Delete the motorbike from its row: the browser asks first.
-    dialogs = []
-    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    dialogs: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
     page.click("button[aria-label='Delete motorcycle_left.png']")
     page.wait_for_selector(".messages li:has-text('Deleted motorcycle_left.png.')")
-    assert dialogs and "Delete motorcycle_left.png" in dialogs[0]
+    assert dialogs
+    assert "Delete motorcycle_left.png" in dialogs[0]
     assert page.locator("table.history tbody tr").count() == len(JOURNEY_PHOTOS) - 1
     assert "motorcycle_left.png" not in page.locator("table.history tbody").inner_text()
     journey.saw("history-deleted")

@@ -6,14 +6,15 @@ import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from pytest_django import Settings
 
 
-def _errors() -> list[str]:
+def _errors() -> list[str | None]:
     return [message.id for message in run_checks() if message.is_serious()]
 
 
 @pytest.mark.parametrize("reconcile_after", [180, 60])
-def test_reconciling_within_the_task_time_limit_is_refused(settings, reconcile_after):
+def test_reconciling_within_the_task_time_limit_is_refused(settings: Settings, reconcile_after: int) -> None:
     """A prediction still running when RECONCILE_AFTER_SECONDS passes would be claimed
     again while its first worker may still be working on it."""
     settings.CELERY_TASK_TIME_LIMIT = 180
@@ -24,14 +25,14 @@ def test_reconciling_within_the_task_time_limit_is_refused(settings, reconcile_a
         call_command("check")
 
 
-def test_no_hard_time_limit_is_refused_too(settings):
+def test_no_hard_time_limit_is_refused_too(settings: Settings) -> None:
     settings.CELERY_TASK_TIME_LIMIT = None
 
     with pytest.raises(SystemCheckError, match=r"CELERY_TASK_TIME_LIMIT \(not set"):
         call_command("check")
 
 
-def test_the_defaults_and_the_test_workers_settings_pass(settings):
+def test_the_defaults_and_the_test_workers_settings_pass(settings: Settings) -> None:
     assert "predictions.E001" not in _errors()  # 300 s after a 180 s hard limit
 
     # What tests/conftest.py's celery_worker and tests/chaos give their workers.
@@ -43,7 +44,7 @@ def test_the_defaults_and_the_test_workers_settings_pass(settings):
 
 
 @pytest.mark.slow
-def test_a_worker_refuses_to_start_on_settings_the_checks_reject():
+def test_a_worker_refuses_to_start_on_settings_the_checks_reject() -> None:
     """Celery's own Django fixup runs the checks and ignores them: ours exits, saying why."""
     import os
     import subprocess

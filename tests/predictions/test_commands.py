@@ -7,15 +7,19 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from pytest_django import Settings
 
 from tests.conftest import BASE_DIR, CAT_CLASSES, PHOTOS
 
 
-def test_classify_prints_json_per_image_and_goes_on_after_a_bad_file(db, model_dir, tmp_path, capsys):
+def test_classify_prints_json_per_image_and_goes_on_after_a_bad_file(
+    db: None, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "cat.png").write_bytes(PHOTOS["chelsea"].path.read_bytes())
@@ -33,7 +37,9 @@ def test_classify_prints_json_per_image_and_goes_on_after_a_bad_file(db, model_d
     assert set(by_file["coffee.png"]["timings_ms"]) == {"preprocess", "inference"}
 
 
-def test_classify_with_the_tflite_engine_in_plain_text(db, model_dir, capsys):
+def test_classify_with_the_tflite_engine_in_plain_text(
+    db: None, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     call_command("classify", str(PHOTOS["coffee"].path), "--engine", "tflite")
 
     assert "espresso (n07920052)" in capsys.readouterr().out
@@ -46,12 +52,12 @@ def _manage(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.fixture
-def no_database_env(tmp_path) -> dict[str, str]:
+def no_database_env(tmp_path: Path) -> dict[str, str]:
     """A clone where only `make model` ran: any database access fails."""
     return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite3'}"}
 
 
-def test_classify_needs_no_database(model_dir, no_database_env):
+def test_classify_needs_no_database(model_dir: Path, no_database_env: dict[str, str]) -> None:
     result = _manage("classify", str(PHOTOS["chelsea"].path), "--top-k", "3", env=no_database_env)
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -71,8 +77,8 @@ def test_classify_needs_no_database(model_dir, no_database_env):
     ids=["missing-path", "bad-model-dir", "top-k-zero", "top-k-not-a-number", "not-an-image"],
 )
 def test_classify_refuses_a_user_error_with_a_message_not_a_traceback(
-    model_dir, no_database_env, tmp_path, args, message
-):
+    model_dir: Path, no_database_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     args = [arg.format(photo=PHOTOS["chelsea"].path, text=text) for arg in args]
@@ -84,7 +90,9 @@ def test_classify_refuses_a_user_error_with_a_message_not_a_traceback(
     assert "Traceback" not in result.stderr
 
 
-def test_classify_by_default_reads_the_newest_model_on_disk(model_dir, settings, tmp_path, capsys):
+def test_classify_by_default_reads_the_newest_model_on_disk(
+    model_dir: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ml.export import newest_model_dir
 
     for name, version in (("efficientnet_lite0", "2"), ("efficientnet_lite0", "10"), ("other", "99")):
@@ -110,7 +118,9 @@ def test_classify_by_default_reads_the_newest_model_on_disk(model_dir, settings,
     ],
     ids=["reconcile-negative-age", "reconcile-no-database", "sync-models-no-database", "stats-bench-not-a-bench-db"],
 )
-def test_other_commands_refuse_user_errors_without_a_traceback(no_database_env, command, message):
+def test_other_commands_refuse_user_errors_without_a_traceback(
+    no_database_env: dict[str, str], command: list[str], message: str
+) -> None:
     result = _manage(*command, env=no_database_env)
 
     assert result.returncode == 1
@@ -118,7 +128,7 @@ def test_other_commands_refuse_user_errors_without_a_traceback(no_database_env, 
     assert "Traceback" not in result.stderr
 
 
-def test_stats_bench_refuses_too_few_users(tmp_path):
+def test_stats_bench_refuses_too_few_users(tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'stats-bench.sqlite3'}"}
 
     result = _manage("stats_bench", "--users", "1", env=env)

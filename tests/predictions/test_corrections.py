@@ -9,15 +9,18 @@ import io
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from predictions import services
 from predictions.exceptions import ApplicationError, ConflictError
-from predictions.models import Correction, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
 from predictions.reviews import services as review_services
 from tests.conftest import api_as
 from tests.factories import (
@@ -28,29 +31,34 @@ from tests.factories import (
     UserFactory,
 )
 
-
-@pytest.fixture
-def model_version(db):
-    return ModelVersionFactory()
-
-
-def _succeeded(user, model_version, **fields):
-    return SucceededPredictionFactory(user=user, model_version=model_version, **fields)
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse as APIResponse
 
 
 @pytest.fixture
-def done(user, model_version):
+def model_version(db: None) -> ModelVersion:
+    return ModelVersionFactory.create()
+
+
+def _succeeded(user: User, model_version: ModelVersion, **fields: object) -> Prediction:
+    return SucceededPredictionFactory.create(user=user, model_version=model_version, **fields)
+
+
+@pytest.fixture
+def done(user: User, model_version: ModelVersion) -> Prediction:
     return _succeeded(user, model_version)
 
 
-def _correct(user, prediction, label):
+def _correct(user: User, prediction: Prediction, label: str) -> APIResponse:
     return api_as(user).post(f"/api/v1/predictions/{prediction.id}/correction/", {"label": label}, format="json")
 
 
 # --- The service -----------------------------------------------------------------
 
 
-def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(user, done, model_version):
+def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_as_it_was(
+    user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     correction = review_services.correction_set(prediction=done, user=user, label="  TABBY   Cat ")
 
     assert (correction.label, correction.class_id) == ("tabby cat", "n02123045")  # the model's spelling
@@ -61,29 +69,31 @@ def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_
     assert (row.label, row.class_id, row.confidence) == ("tiger cat", "n02123159", 0.61)
 
 
-def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user, done):
+def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user: User, done: Prediction) -> None:
     first = review_services.correction_set(prediction=done, user=user, label="Chihuahua")
     second = review_services.correction_set(prediction=done, user=user, label="ocelot", new_class=True)
 
     assert Correction.objects.count() == 1
     row = Correction.objects.get()
     assert (row.label, row.class_id, row.new_class) == ("ocelot", "", True)
-    assert row.created_at == first.created_at and row.updated_at >= second.created_at
+    assert row.created_at == first.created_at
+    assert row.updated_at >= second.created_at
 
 
 @pytest.mark.parametrize("label", ["", "   ", "Tiger Cat"])
-def test_an_empty_label_or_the_models_own_is_refused(user, done, label):
+def test_an_empty_label_or_the_models_own_is_refused(user: User, done: Prediction, label: str) -> None:
     with pytest.raises(ApplicationError) as refused:
         review_services.correction_set(prediction=done, user=user, label=label)
 
-    assert refused.value.status_code == 400 and refused.value.field == "label"
+    assert refused.value.status_code == 400
+    assert refused.value.field == "label"
     assert not Correction.objects.exists()
 
 
 @pytest.mark.parametrize("status", [PredictionStatus.PENDING, PredictionStatus.RUNNING, PredictionStatus.FAILED])
-def test_only_a_succeeded_prediction_is_corrected(user, status):
+def test_only_a_succeeded_prediction_is_corrected(user: User, status: str) -> None:
     extra = {"completed_at": timezone.now(), "error": "broken"} if status == "failed" else {}
-    prediction = PredictionFactory(user=user, status=status, **extra)
+    prediction = PredictionFactory.create(user=user, status=status, **extra)
 
     with pytest.raises(ConflictError, match=f"this one is {status}"):
         review_services.correction_set(prediction=prediction, user=user, label="cat")
@@ -93,12 +103,13 @@ def test_only_a_succeeded_prediction_is_corrected(user, status):
 # --- The API -----------------------------------------------------------------------
 
 
-def test_api_correction_answers_the_correction(user, done, model_version):
+def test_api_correction_answers_the_correction(user: User, done: Prediction, model_version: ModelVersion) -> None:
     response = _correct(user, done, "tabby CAT")
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["prediction"] == str(done.id) and body["url"].endswith(f"/api/v1/predictions/{done.id}/")
+    assert body["prediction"] == str(done.id)
+    assert body["url"].endswith(f"/api/v1/predictions/{done.id}/")
     assert (body["label"], body["class_id"], body["predicted_label"]) == ("tabby cat", "n02123045", "tiger cat")
     assert body["model"] == {"name": "lite", "version": "3"}
 
@@ -107,85 +118,96 @@ def test_api_correction_answers_the_correction(user, done, model_version):
         {"label": "a cat I have never seen", "new_class": True},
         format="json",
     )
-    assert again.status_code == 200 and (again.json()["class_id"], again.json()["new_class"]) == ("", True)
+    assert again.status_code == 200
+    assert (again.json()["class_id"], again.json()["new_class"]) == ("", True)
     assert Correction.objects.get(prediction=done).label == "a cat I have never seen"
 
 
-def test_api_empty_or_missing_label_is_400(user, done):
+def test_api_empty_or_missing_label_is_400(user: User, done: Prediction) -> None:
     empty = _correct(user, done, "  ")
     missing = api_as(user).post(f"/api/v1/predictions/{done.id}/correction/", {}, format="json")
 
-    assert empty.status_code == 400 and empty.json()["error"]["field"] == "label"
-    assert missing.status_code == 400 and missing.json()["error"]["field"] == "label"
+    assert empty.status_code == 400
+    assert empty.json()["error"]["field"] == "label"
+    assert missing.status_code == 400
+    assert missing.json()["error"]["field"] == "label"
     assert not Correction.objects.exists()
 
 
-def test_api_correction_of_a_prediction_not_succeeded_is_409(user):
-    pending = PredictionFactory(user=user)
+def test_api_correction_of_a_prediction_not_succeeded_is_409(user: User) -> None:
+    pending = PredictionFactory.create(user=user)
 
     response = _correct(user, pending, "cat")
 
-    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
 
 
-def test_api_correction_of_another_users_prediction_is_404(done):
-    response = _correct(UserFactory(), done, "cat")
+def test_api_correction_of_another_users_prediction_is_404(done: Prediction) -> None:
+    response = _correct(UserFactory.create(), done, "cat")
 
-    assert response.status_code == 404 and set(response.json()["error"]) == {"code", "message", "field"}
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"code", "message", "field"}
     assert not Correction.objects.exists()
 
 
 # --- Pages -----------------------------------------------------------------------
 
 
-def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_client, done):
+def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_client: Client, done: Prediction) -> None:
     detail_url = reverse("predictions:detail", args=[done.id])
     correct_url = reverse("predictions:correct", args=[done.id])
     page = user_client.get(detail_url)
-    assert correct_url.encode() in page.content and b"Wrong label?" in page.content
+    assert correct_url.encode() in page.content
+    assert b"Wrong label?" in page.content
     assert b'<option value="tabby cat">' in page.content  # the model's other guesses are offered
 
     response = user_client.post(correct_url, {"label": "Tabby cat"}, follow=True)
 
     assert response.redirect_chain[-1][0].startswith(detail_url)
-    assert b"You corrected this to" in response.content and b"tabby cat" in response.content
+    assert b"You corrected this to" in response.content
+    assert b"tabby cat" in response.content
     assert Correction.objects.get(prediction=done).class_id == "n02123045"
     assert user_client.get(correct_url).status_code == 405
 
 
-def test_the_form_says_why_a_correction_was_refused(user_client, done):
+def test_the_form_says_why_a_correction_was_refused(user_client: Client, done: Prediction) -> None:
     response = user_client.post(reverse("predictions:correct", args=[done.id]), {"label": ""}, follow=True)
 
-    assert b"Give the right label." in response.content and not Correction.objects.exists()
+    assert b"Give the right label." in response.content
+    assert not Correction.objects.exists()
 
 
-def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client, user):
-    pending = PredictionFactory(user=user)
+def test_no_correction_form_on_a_card_that_has_not_succeeded(user_client: Client, user: User) -> None:
+    pending = PredictionFactory.create(user=user)
 
     assert b"Wrong label?" not in user_client.get(reverse("predictions:detail", args=[pending.id])).content
 
 
-def test_another_users_prediction_cannot_be_corrected_from_the_page(client, done):
-    client.force_login(UserFactory())
+def test_another_users_prediction_cannot_be_corrected_from_the_page(client: Client, done: Prediction) -> None:
+    client.force_login(UserFactory.create())
 
     assert client.post(reverse("predictions:correct", args=[done.id]), {"label": "cat"}).status_code == 404
 
 
-def test_history_links_to_the_form_and_shows_the_correction(user_client, user, done, model_version):
+def test_history_links_to_the_form_and_shows_the_correction(
+    user_client: Client, user: User, done: Prediction, model_version: ModelVersion
+) -> None:
     other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
     review_services.correction_set(prediction=other, user=user, label="ocelot", new_class=True)
 
     page = user_client.get(reverse("predictions:history")).content.decode()
 
     assert f'{reverse("predictions:detail", args=[done.id])}#correction-{done.id}">Correct<' in page
-    assert "→ ocelot" in page and "Change correction" in page
+    assert "→ ocelot" in page
+    assert "Change correction" in page
 
 
 # --- Export: command and admin action ----------------------------------------------
 
 
 @pytest.fixture
-def corrected(user, model_version):
+def corrected(user: User, model_version: ModelVersion) -> list[Correction]:
     """Three corrections of model lite:3 (two to tabby cat, one to a new class) and one of
     another version."""
     rows = []
@@ -196,7 +218,7 @@ def corrected(user, model_version):
                 prediction=prediction, user=user, label=label, new_class=label == "snow leopard"
             )
         )
-    old = ModelVersionFactory(
+    old = ModelVersionFactory.create(
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
     rows.append(review_services.correction_set(prediction=_succeeded(user, old), user=user, label="Chihuahua"))
@@ -207,7 +229,7 @@ def _manifest(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_path):
+def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected: list[Correction], tmp_path: Path) -> None:
     out = io.StringIO()
     call_command("export_corrections", str(tmp_path / "set"), "--model-version", "lite:3", stdout=out)
 
@@ -218,14 +240,18 @@ def test_export_command_writes_a_folder_per_label_and_a_manifest(corrected, tmp_
     image = root / "tabby cat" / tabby[0]
     assert image.read_bytes() == Path(Prediction.objects.get(id=image.stem).image.path).read_bytes()
     rows = _manifest((root / "manifest.csv").read_text())
-    assert len(rows) == 3 and {r["model_version"] for r in rows} == {"3"}
+    assert len(rows) == 3
+    assert {r["model_version"] for r in rows} == {"3"}
     new_class = next(r for r in rows if r["label"] == "snow leopard")
-    assert new_class["class_id"] == "" and new_class["predicted_label"] == "tiger cat"
+    assert new_class["class_id"] == ""
+    assert new_class["predicted_label"] == "tiger cat"
     assert new_class["path"] == f"snow leopard/{corrected[2].prediction_id}.jpg"
     assert "Exported 3 image(s) (3 corrected, 0 confirmed) in 2 label folder(s)" in out.getvalue()
 
 
-def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected, tmp_path):
+def test_the_exported_set_is_what_finetune_reads_a_new_class_included(
+    corrected: list[Correction], tmp_path: Path
+) -> None:
     from training.finetune import scan_folder
 
     call_command("export_corrections", str(tmp_path / "set"), stdout=io.StringIO())
@@ -245,7 +271,9 @@ def test_the_exported_set_is_what_finetune_reads_a_new_class_included(corrected,
         assert path.read_bytes() == Path(Prediction.objects.get(id=path.stem).image.path).read_bytes()
 
 
-def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected, tmp_path, user):
+def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(
+    corrected: list[Correction], tmp_path: Path, user: User
+) -> None:
     root = tmp_path / "set"
     call_command("export_corrections", str(root), stdout=io.StringIO())
     call_command("export_corrections", str(root), stdout=io.StringIO())  # unchanged: fine
@@ -257,16 +285,18 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(corrected
     mine.write_bytes(b"edited by hand")
     with pytest.raises(CommandError, match=r"2 file\(s\) in .* differ .*nothing was written"):
         call_command("export_corrections", str(root), stdout=io.StringIO())
-    assert mine.read_bytes() == b"edited by hand" and not (root / "lynx").exists()
+    assert mine.read_bytes() == b"edited by hand"
+    assert not (root / "lynx").exists()
 
     out = io.StringIO()
     call_command("export_corrections", str(root), "--overwrite", stdout=out)
-    assert "2 file(s) replaced" in out.getvalue() and (root / "lynx").is_dir()
+    assert "2 file(s) replaced" in out.getvalue()
+    assert (root / "lynx").is_dir()
     assert mine.read_bytes() != b"edited by hand"
     assert Correction.objects.get(id=corrected[0].id).label == "tabby cat"
 
 
-def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, done):
+def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user: User, done: Prediction) -> None:
     review_services.correction_set(prediction=done, user=user, label="tabby cat")
 
     with pytest.raises(ConflictError):
@@ -276,30 +306,31 @@ def test_a_corrected_prediction_is_not_run_again_so_its_correction_stays(user, d
     assert Prediction.objects.get(id=done.id).status == PredictionStatus.SUCCEEDED
 
 
-def test_export_command_refuses_an_unknown_model_version(db, tmp_path):
+def test_export_command_refuses_an_unknown_model_version(db: None, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="No model version lite:9"):
         call_command("export_corrections", str(tmp_path), "--model-version", "lite:9")
     with pytest.raises(CommandError, match="NAME:VERSION"):
         call_command("export_corrections", str(tmp_path), "--model-version", "lite")
 
 
-def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client, corrected):
-    client.force_login(OperatorFactory())
+def test_admin_export_action_downloads_the_same_dataset_as_a_zip(client: Client, corrected: list[Correction]) -> None:
+    client.force_login(OperatorFactory.create())
     changelist = reverse("admin:predictions_correction_changelist")
     assert client.get(changelist).status_code == 200
 
     response = client.post(changelist, {"action": "export_dataset", "_selected_action": [c.pk for c in corrected[:3]]})
 
-    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
     assert "attachment" in response["Content-Disposition"]
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    archive = zipfile.ZipFile(io.BytesIO(response.getvalue()))
     names = sorted(archive.namelist())
     assert names == sorted(["manifest.csv", *(f"{c.label}/{c.prediction_id}.jpg" for c in corrected[:3])])
     assert len(_manifest(archive.read("manifest.csv").decode())) == 3
 
 
-def test_staff_without_the_permission_see_no_corrections(client, corrected):
-    client.force_login(UserFactory(is_staff=True))
+def test_staff_without_the_permission_see_no_corrections(client: Client, corrected: list[Correction]) -> None:
+    client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(reverse("admin:predictions_correction_changelist")).status_code == 403
 
@@ -307,10 +338,12 @@ def test_staff_without_the_permission_see_no_corrections(client, corrected):
 # --- Stats -------------------------------------------------------------------------
 
 
-def test_stats_count_corrections_per_model_version_and_show_the_model_card(user, user_client, model_version):
+def test_stats_count_corrections_per_model_version_and_show_the_model_card(
+    user: User, user_client: Client, model_version: ModelVersion
+) -> None:
     predictions = [_succeeded(user, model_version) for _ in range(4)]
     review_services.correction_set(prediction=predictions[0], user=user, label="tabby cat")
-    PredictionFactory(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
+    PredictionFactory.create(user=user, status=PredictionStatus.FAILED, completed_at=timezone.now())
 
     body = api_as(user).get("/api/v1/stats/").json()
     (row,) = body["per_model_version"]
@@ -321,13 +354,16 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(user,
     assert card["metrics"] == {"test_photos.count": "5", "test_photos.top1_accuracy": "0.8", "num_classes": "3"}
 
     page = user_client.get("/stats/").content.decode()
-    assert "<h2>Model</h2>" in page and "lite v3" in page and "trained 2026-11-20" in page
-    assert "test_photos.top1_accuracy" in page and "correction rate <strong>0.250</strong>" in page
+    assert "<h2>Model</h2>" in page
+    assert "lite v3" in page
+    assert "trained 2026-11-20" in page
+    assert "test_photos.top1_accuracy" in page
+    assert "correction rate <strong>0.250</strong>" in page
 
 
-def test_stats_counts_only_the_users_own_corrections(user, model_version):
+def test_stats_counts_only_the_users_own_corrections(user: User, model_version: ModelVersion) -> None:
     mine = _succeeded(user, model_version)
-    theirs = _succeeded(UserFactory(), model_version)
+    theirs = _succeeded(UserFactory.create(), model_version)
     review_services.correction_set(prediction=theirs, user=theirs.user, label="tabby cat")
 
     (row,) = api_as(user).get("/api/v1/stats/").json()["per_model_version"]
@@ -336,11 +372,11 @@ def test_stats_counts_only_the_users_own_corrections(user, model_version):
     assert not Correction.objects.filter(prediction=mine).exists()
 
 
-def test_stats_without_an_active_model_has_no_card(user):
+def test_stats_without_an_active_model_has_no_card(user: User) -> None:
     assert api_as(user).get("/api/v1/stats/").json()["active_model"] is None
 
 
-def test_stats_window_excludes_old_corrected_predictions(user, model_version):
+def test_stats_window_excludes_old_corrected_predictions(user: User, model_version: ModelVersion) -> None:
     old = _succeeded(user, model_version)
     Prediction.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=40))
     review_services.correction_set(prediction=old, user=user, label="tabby cat")

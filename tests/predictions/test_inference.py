@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -13,24 +15,28 @@ from ml.runner import Classifier
 from tests.conftest import PHOTOS, photo_bytes
 from training.test_photos import TEST_PHOTOS
 
+if TYPE_CHECKING:
+    from training.test_photos import TestPhoto
+
 
 @pytest.fixture(scope="module")
-def classifier(model_dir):
+def classifier(model_dir: Path) -> Classifier:
     return get_classifier(model_dir)
 
 
 @pytest.mark.parametrize("photo", TEST_PHOTOS, ids=lambda p: p.name)
-def test_shipped_model_recognises_real_photos(classifier, photo):
+def test_shipped_model_recognises_real_photos(classifier: Classifier, photo: TestPhoto) -> None:
     result = classifier.classify([str(photo.path)], top_k=3)[0]
 
     assert not result.error
     top3 = [p.class_id for p in result.predictions]
     assert set(top3) & set(photo.expected), f"{photo.name}: got {top3}"
     assert result.predictions[0].score > 0.2
-    assert result.inference_ms > 0 and result.preprocess_ms > 0
+    assert result.inference_ms > 0
+    assert result.preprocess_ms > 0
 
 
-def test_cat_photo_is_a_cat_at_top1(classifier):
+def test_cat_photo_is_a_cat_at_top1(classifier: Classifier) -> None:
     result = classifier.classify([photo_bytes("chelsea")], top_k=5)[0]
 
     assert result.top.class_id in PHOTOS["chelsea"].expected
@@ -43,7 +49,7 @@ def _variants() -> dict[str, bytes]:
     """The cat photo in many modes and containers; all should classify alike."""
     base = Image.open(PHOTOS["chelsea"].path).convert("RGB")
 
-    def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, fmt, **kwargs)
         return buffer.getvalue()
@@ -66,7 +72,7 @@ def _variants() -> dict[str, bytes]:
     }
 
 
-def test_batch_of_mixed_modes_equals_one_by_one(classifier):
+def test_batch_of_mixed_modes_equals_one_by_one(classifier: Classifier) -> None:
     variants = _variants()
     batch = classifier.classify(list(variants.values()), top_k=5)
     for (name, content), in_batch in zip(variants.items(), batch, strict=True):
@@ -77,13 +83,13 @@ def test_batch_of_mixed_modes_equals_one_by_one(classifier):
 
 
 @pytest.mark.parametrize("name", ["rgb_jpeg", "rgba_png", "cmyk_jpeg", "exif_rotated_jpeg", "webp", "palette_png"])
-def test_every_mode_still_sees_a_cat(classifier, name):
+def test_every_mode_still_sees_a_cat(classifier: Classifier, name: str) -> None:
     result = classifier.classify([_variants()[name]], top_k=3)[0]
 
     assert {p.class_id for p in result.predictions} & set(PHOTOS["chelsea"].expected)
 
 
-def test_exif_orientation_is_applied(classifier):
+def test_exif_orientation_is_applied(classifier: Classifier) -> None:
     variants = _variants()
     upright = classifier.preprocess(variants["rgb_jpeg"])
     rotated = classifier.preprocess(variants["exif_rotated_jpeg"])
@@ -91,7 +97,7 @@ def test_exif_orientation_is_applied(classifier):
     assert np.abs(upright - rotated).mean() < 6
 
 
-def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier):
+def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier: Classifier) -> None:
     results = classifier.classify([b"not an image", photo_bytes("coffee")], top_k=1)
 
     assert "Cannot decode image" in results[0].error
@@ -100,7 +106,7 @@ def test_unreadable_image_gets_an_error_and_the_batch_goes_on(classifier):
 
 
 @pytest.mark.parametrize("count", [1, 3, 9, 33])
-def test_any_batch_size_is_padded_to_a_bucket(classifier, count):
+def test_any_batch_size_is_padded_to_a_bucket(classifier: Classifier, count: int) -> None:
     content = photo_bytes("rocket")
     results = classifier.classify([content] * count, top_k=1)
 
@@ -108,7 +114,7 @@ def test_any_batch_size_is_padded_to_a_bucket(classifier, count):
     assert {r.top.class_id for r in results} == {results[0].top.class_id}
 
 
-def test_tflite_engine_agrees_with_savedmodel(model_dir, classifier):
+def test_tflite_engine_agrees_with_savedmodel(model_dir: Path, classifier: Classifier) -> None:
     tflite = Classifier(model_dir, engine="tflite").load()
     for photo in TEST_PHOTOS:
         saved = classifier.classify([str(photo.path)], top_k=1)[0].top
@@ -117,7 +123,7 @@ def test_tflite_engine_agrees_with_savedmodel(model_dir, classifier):
         assert abs(saved.score - lite.score) < 1e-3
 
 
-def test_missing_model_directory_is_a_clear_error(tmp_path):
+def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     from ml.export import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="make model"):

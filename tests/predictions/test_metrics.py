@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_django import Settings
 
 from predictions.models import ModelVersion, PredictionStatus
 from predictions.operations import services as operations_services
@@ -15,18 +20,22 @@ URL = "/metrics"
 
 
 @pytest.fixture
-def staff_client(client, db):
+def staff_client(client: Client, db: None) -> Client:
     """An operator: staff, and allowed to read every user's predictions (what /metrics asks)."""
-    client.force_login(OperatorFactory())
+    client.force_login(OperatorFactory.create())
     return client
 
 
-def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
+# {family name: {(sample name, sorted labels): value}}
+Families = dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]
+
+
+def scrape(client: Client, **headers: Any) -> Families:
     """{family name: {(sample name, sorted labels): value}}."""
     response = client.get(URL, **headers)
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain")
-    families = {}
+    families: Families = {}
     for family in text_string_to_metric_families(response.content.decode()):
         families[family.name] = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value for sample in family.samples
@@ -34,17 +43,17 @@ def scrape(client, **headers) -> dict[str, dict[tuple, float]]:
     return families
 
 
-def value(families, family, sample=None, **labels) -> float:
+def value(families: Families, family: str, sample: str | None = None, **labels: str) -> float:
     return families[family].get((sample or family, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_anonymous_and_regular_users_are_refused(client, user):
+def test_anonymous_and_regular_users_are_refused(client: Client, user: User) -> None:
     assert client.get(URL).status_code == 403
     client.force_login(user)
     assert client.get(URL).status_code == 403
 
 
-def test_bearer_token_and_allowed_ip(client, settings, db):
+def test_bearer_token_and_allowed_ip(client: Client, settings: Settings, db: None) -> None:
     settings.METRICS_TOKEN = "s3cret-token"
     assert client.get(URL, HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     assert client.get(URL, HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
@@ -56,7 +65,7 @@ def test_bearer_token_and_allowed_ip(client, settings, db):
     assert client.get(URL, REMOTE_ADDR="10.1.2.3").status_code == 403
 
 
-def test_counts_a_prediction_made_in_the_test(staff_client, user):
+def test_counts_a_prediction_made_in_the_test(staff_client: Client, user: User) -> None:
     before = scrape(staff_client)
     version = ModelVersion.objects.create(name="m", version="7", path="/x")
 
@@ -69,7 +78,7 @@ def test_counts_a_prediction_made_in_the_test(staff_client, user):
     assert api.post("/api/v1/predictions/", {"image": upload}, format="multipart").status_code == 202
     # ... and one the worker finished, with a 42 ms inference.
     now = timezone.now()
-    PredictionFactory(
+    PredictionFactory.create(
         user=user,
         status=PredictionStatus.SUCCEEDED,
         model_version=version,
@@ -115,7 +124,7 @@ def test_counts_a_prediction_made_in_the_test(staff_client, user):
     )
 
 
-def test_workers_queue_and_model_load_time(staff_client, db):
+def test_workers_queue_and_model_load_time(staff_client: Client, db: None) -> None:
     operations_services.worker_heartbeat_record(
         hostname="celery@w1", started_at=timezone.now(), model_version="m:1", model_load_seconds=3.5
     )
@@ -130,7 +139,7 @@ def test_workers_queue_and_model_load_time(staff_client, db):
     assert "imagerec_http_request_duration_seconds" in families
 
 
-def test_scrape_survives_a_dead_broker(staff_client, settings):
+def test_scrape_survives_a_dead_broker(staff_client: Client, settings: Settings) -> None:
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6390/0"
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
 

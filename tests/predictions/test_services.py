@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO, NoReturn
 
+import numpy as np
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
-from predictions import services
-from predictions.exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
-from predictions.models import Prediction, PredictionStatus
+from predictions import images, services
+from predictions.exceptions import ApplicationError, ImageTooLargeError, InvalidImageError, UnsupportedImageError
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
@@ -27,10 +31,11 @@ def _media_files(media_dir: Path) -> list[Path]:
 
 
 def test_create_stores_row_and_file_then_queues_after_commit(
-    user, media_dir, django_capture_on_commit_callbacks, monkeypatch
-):
-    sent = []
-    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
+    user: User,
+    media_dir: Path,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    sent: list[PredictionId],
+) -> None:
     content = photo_bytes("chelsea")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -49,7 +54,8 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     assert prediction.size_bytes == len(content)
     stored = Path(prediction.image.path)
     assert stored.read_bytes() == content
-    assert prediction.id.hex in stored.name and ".." not in prediction.image.name
+    assert prediction.id.hex in stored.name
+    assert ".." not in str(prediction.image)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +67,7 @@ def test_create_stores_row_and_file_then_queues_after_commit(
     ],
     ids=["empty", "pdf", "truncated-jpeg"],
 )
-def test_bad_upload_writes_nothing(user, media_dir, content, error):
+def test_bad_upload_writes_nothing(user: User, media_dir: Path, content: bytes, error: type[ApplicationError]) -> None:
     before = set(_media_files(media_dir))
 
     with pytest.raises(error) as raised:
@@ -72,7 +78,7 @@ def test_bad_upload_writes_nothing(user, media_dir, content, error):
     assert set(_media_files(media_dir)) == before
 
 
-def test_file_over_the_limit_is_413(user, settings):
+def test_file_over_the_limit_is_413(user: User, settings: Settings) -> None:
     settings.MAX_UPLOAD_BYTES = 1000
 
     with pytest.raises(ImageTooLargeError) as raised:
@@ -82,17 +88,19 @@ def test_file_over_the_limit_is_413(user, settings):
     assert Prediction.objects.count() == 0
 
 
-def test_create_many_keeps_good_files_when_one_is_bad(user):
+def test_create_many_keeps_good_files_when_one_is_bad(user: User) -> None:
     outcomes = services.prediction_create_many(
         user=user, uploaded_files=[_upload(photo_bytes("coffee")), _upload(b"junk", "x.png")]
     )
 
-    assert outcomes[0].prediction is not None and outcomes[0].error is None
-    assert outcomes[1].prediction is None and outcomes[1].filename == "x.png"
+    assert outcomes[0].prediction is not None
+    assert outcomes[0].error is None
+    assert outcomes[1].prediction is None
+    assert outcomes[1].filename == "x.png"
     assert Prediction.objects.count() == 1
 
 
-def test_process_stores_label_timings_and_model_version(user, active_model):
+def test_process_stores_label_timings_and_model_version(user: User, active_model: ModelVersion) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("chelsea")))
 
     services.prediction_process(prediction_id=prediction.id)
@@ -100,7 +108,9 @@ def test_process_stores_label_timings_and_model_version(user, active_model):
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.SUCCEEDED
     assert prediction.class_id in CAT_CLASSES
-    assert prediction.label and 0 < prediction.confidence <= 1
+    assert prediction.label
+    assert prediction.confidence is not None
+    assert 0 < prediction.confidence <= 1
     assert len(prediction.top_predictions) == 5
     assert prediction.top_predictions[0]["class_id"] == prediction.class_id
     assert prediction.model_version == active_model
@@ -108,11 +118,13 @@ def test_process_stores_label_timings_and_model_version(user, active_model):
         v is not None and v >= 0
         for v in (prediction.queue_ms, prediction.preprocess_ms, prediction.inference_ms, prediction.total_ms)
     )
+    assert prediction.started_at is not None
+    assert prediction.completed_at is not None
     assert prediction.started_at <= prediction.completed_at
     assert prediction.attempts == 1
 
 
-def test_a_second_delivery_of_a_finished_prediction_does_nothing(user, active_model):
+def test_a_second_delivery_of_a_finished_prediction_does_nothing(user: User, active_model: ModelVersion) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_upload(photo_bytes("coffee")))
     services.prediction_process(prediction_id=prediction.id)
     first = Prediction.objects.get(id=prediction.id)
@@ -124,8 +136,8 @@ def test_a_second_delivery_of_a_finished_prediction_does_nothing(user, active_mo
     assert again.attempts == 1
 
 
-def test_missing_image_file_fails_with_a_reason(user, active_model):
-    prediction = PredictionFactory(user=user)
+def test_missing_image_file_fails_with_a_reason(user: User, active_model: ModelVersion) -> None:
+    prediction = PredictionFactory.create(user=user)
     Path(prediction.image.path).unlink()
 
     services.prediction_process(prediction_id=prediction.id)
@@ -135,10 +147,10 @@ def test_missing_image_file_fails_with_a_reason(user, active_model):
     assert prediction.error == services.MISSING_FILE_MESSAGE
 
 
-def test_task_failure_marks_prediction_failed(user):
+def test_task_failure_marks_prediction_failed(user: User) -> None:
     from predictions.tasks import PredictionTask
 
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory.create(user=user)
     PredictionTask().on_failure(RuntimeError("boom"), "task-id", [str(prediction.id)], {}, None)
 
     prediction.refresh_from_db()
@@ -146,8 +158,10 @@ def test_task_failure_marks_prediction_failed(user):
     assert prediction.error == services.FAILED_SERVER_MESSAGE  # for people; "boom" goes to the log
 
 
-def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
-    prediction = PredictionFactory(user=user)
+def test_delete_removes_row_and_file(
+    user: User, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
+    prediction = PredictionFactory.create(user=user)
     path = Path(prediction.image.path)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -157,64 +171,68 @@ def test_delete_removes_row_and_file(user, django_capture_on_commit_callbacks):
     assert not path.exists()
 
 
-def test_reconcile_resends_only_old_unfinished_predictions(user, monkeypatch):
-    sent = []
-    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
-    old = PredictionFactory(user=user)
+def test_reconcile_resends_only_old_unfinished_predictions(user: User, sent: list[PredictionId]) -> None:
+    old = PredictionFactory.create(user=user)
     Prediction.objects.filter(id=old.id).update(created_at=old.created_at.replace(year=2020))
-    PredictionFactory(user=user)  # fresh: not stuck yet
-    done = PredictionFactory(user=user, status=PredictionStatus.FAILED)
+    PredictionFactory.create(user=user)  # fresh: not stuck yet
+    done = PredictionFactory.create(user=user, status=PredictionStatus.FAILED)
     Prediction.objects.filter(id=done.id).update(created_at=old.created_at.replace(year=2020))
 
     assert services.prediction_reconcile(older_than_seconds=60) == 1
     assert sent == [old.id]
 
 
-def test_enqueue_with_broker_down_leaves_row_pending(user, monkeypatch):
+def test_enqueue_with_broker_down_leaves_the_row_to_the_reconciler(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
     from kombu.exceptions import OperationalError
 
     from predictions import tasks
 
-    def refuse(*args, **kwargs):
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(tasks.prediction_run, "apply_async", refuse)
-    prediction = PredictionFactory(user=user)
+    prediction = PredictionFactory.create(user=user, enqueued_at=timezone.now())  # as if sent a moment ago
+    Prediction.objects.filter(id=prediction.id).update(created_at=timezone.now() - timedelta(minutes=30))
 
     assert services.prediction_enqueue(prediction_id=prediction.id) is False
-    prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.PENDING
+
+    # Once the broker is back, the next reconcile sends it (a row sent a moment ago would wait).
+    sent = []
+    monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda *args, **kwargs: sent.append(args))
+    assert services.prediction_reconcile(older_than_seconds=60) == 1
+    assert sent == [((str(prediction.id),), {})]
 
 
-def test_model_versions_sync_from_disk_and_activate(db, model_dir):
+def test_model_versions_sync_from_disk_and_activate(db: None, model_dir: Path) -> None:
     found = registry_services.model_version_sync()
 
     assert ("efficientnet_lite0", "1") in [(v.name, v.version) for v in found]
     assert registry_selectors.model_version_active_get().metadata["input_size"] == 224
 
 
-def test_reconcile_resends_running_predictions_whose_worker_died(user, monkeypatch):
+def test_reconcile_resends_running_predictions_whose_worker_died(user: User, sent: list[PredictionId]) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
-    sent = []
-    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
     long_ago = timezone.now() - timedelta(minutes=30)
-    dead = PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
-    PredictionFactory(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
+    dead = PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=long_ago)
+    PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, started_at=timezone.now())  # still working
 
     assert services.prediction_reconcile(older_than_seconds=60) == 1
     assert sent == [dead.id]
 
 
-def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(user, settings):
+def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(user: User, settings: Settings) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
     settings.MAX_ATTEMPTS = 3
-    prediction = PredictionFactory(
+    prediction = PredictionFactory.create(
         user=user, status=PredictionStatus.RUNNING, attempts=3, started_at=timezone.now() - timedelta(hours=1)
     )
 
@@ -225,14 +243,17 @@ def test_a_prediction_that_keeps_killing_workers_is_failed_after_max_attempts(us
     assert "Gave up after 3 attempts" in prediction.error
 
 
-def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(user):
+def test_a_running_prediction_is_not_claimed_twice_while_its_worker_is_alive(user: User) -> None:
     from django.utils import timezone
 
-    prediction = PredictionFactory(user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now())
+    prediction = PredictionFactory.create(
+        user=user, status=PredictionStatus.RUNNING, attempts=1, started_at=timezone.now()
+    )
 
     assert services.prediction_claim(prediction_id=prediction.id, batch_size=8)[1] == []
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.RUNNING and prediction.attempts == 1
+    assert prediction.status == PredictionStatus.RUNNING
+    assert prediction.attempts == 1
 
 
 # --- Micro-batching, claims, the duplicate-result cache, thumbnails -----------------------
@@ -242,7 +263,9 @@ def _photo_upload(name: str, image_format: str = "JPEG") -> SimpleUploadedFile:
     return _upload(photo_bytes(name, image_format), f"{name}.{image_format.lower()}")
 
 
-def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_model, monkeypatch):
+def test_one_message_classifies_every_waiting_image_in_one_batch(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     created = [
         services.prediction_create(user=user, uploaded_file=_photo_upload(name))
         for name in ("chelsea", "coffee", "rocket", "motorcycle")
@@ -250,28 +273,37 @@ def test_one_message_classifies_every_waiting_image_in_one_batch(user, active_mo
     calls = []
     classifier = runtime.classifier_for(model_version=active_model)
     real_predict = classifier.predict
-    monkeypatch.setattr(classifier, "predict", lambda batch: calls.append(len(batch)) or real_predict(batch))
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return real_predict(batch)
+
+    monkeypatch.setattr(classifier, "predict", predict)
 
     report = services.prediction_process(prediction_id=created[0].id)
 
     assert calls == [4]  # one model call for the four images
-    assert report.size == 4 and report.succeeded == 4
+    assert report is not None
+    assert report.size == 4
+    assert report.succeeded == 4
     rows = {p.id: p for p in Prediction.objects.all()}
     assert rows[created[0].id].class_id in CAT_CLASSES
     assert all(p.status == PredictionStatus.SUCCEEDED and p.attempts == 1 for p in rows.values())
-    assert all(p.preprocess_ms > 0 and p.inference_ms > 0 and p.queue_ms >= 0 for p in rows.values())
+    assert all((p.preprocess_ms or 0) > 0 and (p.inference_ms or 0) > 0 for p in rows.values())
+    assert all(p.queue_ms is not None and p.queue_ms >= 0 for p in rows.values())
     # The later messages of the batched images find them done and do nothing.
     assert services.prediction_process(prediction_id=created[3].id) is None
     assert Prediction.objects.get(id=created[3].id).attempts == 1
 
 
-def test_batch_size_bounds_what_one_message_takes(user, active_model, settings):
+def test_batch_size_bounds_what_one_message_takes(user: User, active_model: ModelVersion, settings: Settings) -> None:
     settings.INFERENCE_BATCH_SIZE = 2
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
     created.append(services.prediction_create(user=user, uploaded_file=_photo_upload("rocket")))
 
     report = services.prediction_process(prediction_id=created[2].id)
 
+    assert report is not None
     assert report.size == 2
     statuses = dict(Prediction.objects.values_list("id", "status"))
     # Its own image first, then the oldest one waiting.
@@ -279,7 +311,9 @@ def test_batch_size_bounds_what_one_message_takes(user, active_model, settings):
     assert statuses[created[1].id] == PredictionStatus.PENDING
 
 
-def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(user, active_model):
+def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(
+    user: User, active_model: ModelVersion
+) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
     token, claimed = services.prediction_claim(prediction_id=prediction.id)
     Prediction.objects.filter(id=prediction.id).update(claim=None)  # someone else's claim now
@@ -290,7 +324,7 @@ def test_a_row_claimed_again_by_another_worker_is_not_completed_by_the_first(use
     assert Prediction.objects.get(id=prediction.id).status == PredictionStatus.RUNNING
 
 
-def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user, active_model):
+def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user: User, active_model: ModelVersion) -> None:
     png = photo_bytes("chelsea", "PNG")
     middle = len(png) // 2
     damaged = png[:middle] + bytes(2000) + png[middle + 2000 :]  # header and end intact, pixel data zeroed
@@ -305,14 +339,14 @@ def test_damaged_pixel_data_ends_failed_with_a_reason_for_people(user, active_mo
     assert "/" not in prediction.error  # no server paths or library messages
 
 
-def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user, active_model, monkeypatch):
+def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, sent: list[PredictionId]
+) -> None:
     from django.db import OperationalError
 
     created = [services.prediction_create(user=user, uploaded_file=_photo_upload(n)) for n in ("chelsea", "coffee")]
-    sent = []
-    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
-    def broken(**kwargs):
+    def broken(**kwargs: object) -> NoReturn:
         raise OperationalError("server closed the connection")
 
     monkeypatch.setattr(batches, "prediction_complete_many", broken)
@@ -323,30 +357,34 @@ def test_database_error_hands_the_batch_back_and_resends_the_borrowed_ones(user,
     assert sent == [created[0].id]  # the lead's own message is retried by Celery
 
 
-def test_same_bytes_reuse_the_stored_result_without_the_model(user, active_model, monkeypatch):
+def test_same_bytes_reuse_the_stored_result_without_the_model(
+    user: User, active_model: ModelVersion, sent: list[PredictionId]
+) -> None:
     first = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"))
     services.prediction_process(prediction_id=first.id)
     first.refresh_from_db()
-    sent = []
-    monkeypatch.setattr(submissions, "prediction_enqueue", lambda *, prediction_id: sent.append(prediction_id) or True)
 
     again = services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=3)
 
-    assert again.status == PredictionStatus.SUCCEEDED and again.cached
+    assert again.status == PredictionStatus.SUCCEEDED
+    assert again.cached
     assert (again.label, again.class_id, again.confidence) == (first.label, first.class_id, first.confidence)
     assert again.top_predictions == first.top_predictions[:3]
-    assert again.model_version_id == active_model.id and Path(again.image.path).exists()
+    assert again.model_version_id == active_model.id
+    assert Path(again.image.path).exists()
     assert sent == []  # nothing queued, the model never ran
     # A wider top-k than stored, another user, or the cache turned off: classified afresh.
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("chelsea"), top_k=10).cached is False
 
 
-def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, settings):
+def test_result_cache_is_per_user_unless_widened_or_off(
+    user: User, active_model: ModelVersion, settings: Settings
+) -> None:
     from tests.factories import UserFactory
 
     first = services.prediction_create(user=user, uploaded_file=_photo_upload("coffee"))
     services.prediction_process(prediction_id=first.id)
-    other = UserFactory()
+    other = UserFactory.create()
 
     assert services.prediction_create(user=other, uploaded_file=_photo_upload("coffee")).cached is False
     settings.RESULT_CACHE = "all"
@@ -355,17 +393,23 @@ def test_result_cache_is_per_user_unless_widened_or_off(user, active_model, sett
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("coffee")).cached is False
 
 
-def test_thumbnail_is_made_once_and_stored(user, monkeypatch):
+def test_thumbnail_is_made_once_and_stored(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
     made = []
-    real = submissions.thumbnail_jpeg
-    monkeypatch.setattr(submissions, "thumbnail_jpeg", lambda path: made.append(path) or real(path))
+
+    def thumbnail_jpeg(source: str | IO[bytes]) -> bytes:
+        made.append(source)
+        return images.thumbnail_jpeg(source)
+
+    monkeypatch.setattr(submissions, "thumbnail_jpeg", thumbnail_jpeg)
 
     name = services.prediction_thumbnail(prediction=prediction)
     again = services.prediction_thumbnail(prediction=Prediction.objects.get(id=prediction.id))
 
-    assert name == again and len(made) == 1
+    assert name == again
+    assert len(made) == 1
     from PIL import Image
 
     with Image.open(prediction.thumbnail.storage.path(name)) as thumb:
-        assert thumb.format == "JPEG" and max(thumb.size) <= 160
+        assert thumb.format == "JPEG"
+        assert max(thumb.size) <= 160

@@ -7,10 +7,13 @@ the same numbers, which are worked out by hand in the comments below.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 from django.utils import timezone
+from pytest_django import DjangoAssertNumQueries
 from rest_framework.test import APIClient
 
 from predictions.models import ModelVersion, Prediction, PredictionStatus
@@ -21,8 +24,17 @@ API_URL = "/api/v1/stats/"
 PAGE_URL = "/stats/"
 
 
-def _succeeded(user, *, created_at, total_ms, model_version=None, label="cat", confidence=0.9, **extra):
-    return PredictionFactory(
+def _succeeded(
+    user: User,
+    *,
+    created_at: datetime,
+    total_ms: float,
+    model_version: ModelVersion | None = None,
+    label: str = "cat",
+    confidence: float = 0.9,
+    **extra: float,
+) -> Prediction:
+    return PredictionFactory.create(
         user=user,
         status=PredictionStatus.SUCCEEDED,
         created_at=created_at,
@@ -38,7 +50,7 @@ def _succeeded(user, *, created_at, total_ms, model_version=None, label="cat", c
 
 
 @pytest.fixture
-def history(user, other_user):
+def history(user: User, other_user: User) -> dict[str, ModelVersion]:
     """A small hand-made history.
 
     user, today: 10 succeeded, total_ms 10, 20, ..., 100 (queue = total/2, preprocess =
@@ -61,9 +73,9 @@ def history(user, other_user):
             label="cat" if index < 6 else "dog",
             model_version=m1 if index < 6 else m2,
         )
-    PredictionFactory(user=user, status=PredictionStatus.FAILED, created_at=yesterday, completed_at=yesterday)
-    PredictionFactory(user=user, status=PredictionStatus.PENDING, created_at=yesterday)
-    PredictionFactory(user=user, status=PredictionStatus.RUNNING, created_at=yesterday)
+    PredictionFactory.create(user=user, status=PredictionStatus.FAILED, created_at=yesterday, completed_at=yesterday)
+    PredictionFactory.create(user=user, status=PredictionStatus.PENDING, created_at=yesterday)
+    PredictionFactory.create(user=user, status=PredictionStatus.RUNNING, created_at=yesterday)
     for total in (1000.0, 2000.0, 3000.0):
         _succeeded(other_user, created_at=yesterday, total_ms=total, label="fox", model_version=m1)
     _succeeded(other_user, created_at=now - timedelta(days=40), total_ms=5.0, label="owl")
@@ -71,11 +83,11 @@ def history(user, other_user):
 
 
 @pytest.fixture
-def staff(db):
-    return OperatorFactory()
+def staff(db: None) -> User:
+    return OperatorFactory.create()
 
 
-def test_own_stats_match_hand_computed_values(user, history):
+def test_own_stats_match_hand_computed_values(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     assert not report.all_users
@@ -99,19 +111,19 @@ def test_own_stats_match_hand_computed_values(user, history):
     assert [(item.label, item.count) for item in report.top_labels] == [("cat", 6), ("dog", 4)]
 
 
-def test_per_day_series_and_latency(user, history):
+def test_per_day_series_and_latency(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=7)
 
     assert len(report.per_day) == 7
     assert report.per_day[-1].day == timezone.localdate()
     assert [day.predictions for day in report.per_day] == [0, 0, 0, 0, 0, 3, 10]
     today = report.per_day[-1].latency["total_ms"]
-    assert (today.p50, today.count) == (pytest.approx(55.0), 10)
+    assert (today.p50, today.count) == pytest.approx((55.0, 10))
     # Yesterday had no succeeded prediction of this user: no latency, not zeros.
     assert report.per_day[-2].latency["total_ms"].p50 is None
 
 
-def test_per_model_version(user, history):
+def test_per_model_version(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     rows = {row.version: row for row in report.per_model_version}
@@ -128,7 +140,7 @@ def test_per_model_version(user, history):
     assert rows["2"].mean_confidence == pytest.approx(0.85)
 
 
-def test_histogram_uses_fixed_buckets(user, history):
+def test_histogram_uses_fixed_buckets(user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=user, days=30)
 
     counts = {bucket.upper_ms: bucket.count for bucket in report.histogram}
@@ -138,7 +150,7 @@ def test_histogram_uses_fixed_buckets(user, history):
     assert [bucket.upper_ms for bucket in report.histogram] == [*stats.HISTOGRAM_BOUNDS_MS, None]
 
 
-def test_staff_see_every_user_and_window_matters(staff, user, history):
+def test_staff_see_every_user_and_window_matters(staff: User, user: User, history: dict[str, ModelVersion]) -> None:
     report = stats.prediction_stats(user=staff, days=30)
 
     assert report.all_users
@@ -146,11 +158,7 @@ def test_staff_see_every_user_and_window_matters(staff, user, history):
     # total_ms = 10..100, 1000, 2000, 3000 (n = 13): p50 pos 6 -> 70;
     # p95 pos 11.4 -> 2000 + .4*1000 = 2400; p99 pos 11.88 -> 2880.
     total = report.latency["total_ms"]
-    assert (total.p50, total.p95, total.p99) == (
-        pytest.approx(70.0),
-        pytest.approx(2400.0),
-        pytest.approx(2880.0),
-    )
+    assert (total.p50, total.p95, total.p99) == pytest.approx((70.0, 2400.0, 2880.0))
     assert report.top_labels[0].label == "cat"
     assert ("fox", 3) in [(item.label, item.count) for item in report.top_labels]
 
@@ -160,7 +168,7 @@ def test_staff_see_every_user_and_window_matters(staff, user, history):
     assert "(none)" in [row.name for row in wide.per_model_version]
 
 
-def test_percentiles_on_a_generated_history_match_the_definition(user, other_user):
+def test_percentiles_on_a_generated_history_match_the_definition(user: User, other_user: User) -> None:
     """Many groups, ties and uneven sizes: the database result equals linear interpolation
     over the sorted values (percentile_cont), computed here in plain Python."""
     rng = random.Random(7)
@@ -198,7 +206,7 @@ def test_percentiles_on_a_generated_history_match_the_definition(user, other_use
     report = stats.prediction_stats(user=user, days=7)
     mine = [row for row in rows if row.user_id == user.id]
 
-    def expected(values, p):
+    def expected(values: list[float], p: float) -> float | None:
         return stats.percentile_linear(sorted(values), p)
 
     for name in stats.LATENCY_FIELDS:
@@ -217,26 +225,27 @@ def test_percentiles_on_a_generated_history_match_the_definition(user, other_use
         assert model_row.latency["inference_ms"].p50 == pytest.approx(expected(values, 0.5))
 
 
-def test_percentile_definition_is_linear_interpolation():
+def test_percentile_definition_is_linear_interpolation() -> None:
     assert stats.percentile_linear([], 0.5) is None
     assert stats.percentile_linear([7.0], 0.99) == 7.0
     assert stats.percentile_linear([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
     assert stats.percentile_linear([0.0, 10.0], 0.95) == pytest.approx(9.5)
 
 
-def test_percentile_edges_and_whole_percents_only():
+def test_percentile_edges_and_whole_percents_only() -> None:
     assert stats.percentiles_linear([], [0.5, 0.99]) == [None, None]
     assert stats.percentiles_linear([3.0], [0.0, 0.5, 1.0]) == [3.0, 3.0, 3.0]
     # Any order in; p0 and p100 are the extremes, as percentile_cont gives.
     assert stats.percentiles_linear([30.0, 10.0, 20.0], [0.0, 0.25, 1.0]) == [10.0, pytest.approx(15.0), 30.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole percent between 0 and 1"):
         stats.percentile_linear([1.0, 2.0], 0.995)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole percent between 0 and 1"):
         stats.percentile_linear([1.0, 2.0], 1.5)
 
 
-def test_one_helper_decides_who_sees_every_user(staff, user, history):
-    assert stats.stats_all_users(staff) and stats.stats_all_users(None)
+def test_one_helper_decides_who_sees_every_user(staff: User, user: User, history: dict[str, ModelVersion]) -> None:
+    assert stats.stats_all_users(staff)
+    assert stats.stats_all_users(None)
     assert not stats.stats_all_users(user)
 
     mine = stats.prediction_stats_cached(user=user, days=30)
@@ -248,25 +257,26 @@ def test_one_helper_decides_who_sees_every_user(staff, user, history):
     assert stats.prediction_stats_cached(user=user, days=30).total == 13
 
 
-def test_empty_history_has_no_percentiles(user):
+def test_empty_history_has_no_percentiles(user: User) -> None:
     report = stats.prediction_stats(user=user, days=7)
 
     assert report.total == 0
     assert report.latency["total_ms"].p50 is None
-    assert report.mean_confidence is None and report.low_confidence_share is None
+    assert report.mean_confidence is None
+    assert report.low_confidence_share is None
     assert [day.predictions for day in report.per_day] == [0] * 7
 
 
 # --- Page ---------------------------------------------------------------------------
 
 
-def test_page_requires_login(client, db):
+def test_page_requires_login(client: Client, db: None) -> None:
     response = client.get(PAGE_URL)
     assert response.status_code == 302
     assert "/accounts/login/" in response["Location"]
 
 
-def test_page_shows_own_stats_only(user_client, history):
+def test_page_shows_own_stats_only(user_client: Client, history: dict[str, ModelVersion]) -> None:
     response = user_client.get(PAGE_URL)
 
     assert response.status_code == 200
@@ -275,11 +285,12 @@ def test_page_shows_own_stats_only(user_client, history):
     body = response.content.decode()
     assert "Your predictions" in body
     assert "fox" not in body  # the other user's label
-    assert "cat" in body and "55.0" in body  # total p50
+    assert "cat" in body
+    assert "55.0" in body
     assert 'href="/stats/"' in body  # nav link
 
 
-def test_page_staff_see_all_and_pick_window(client, staff, history):
+def test_page_staff_see_all_and_pick_window(client: Client, staff: User, history: dict[str, ModelVersion]) -> None:
     client.force_login(staff)
     response = client.get(PAGE_URL, {"days": 90})
 
@@ -291,19 +302,23 @@ def test_page_staff_see_all_and_pick_window(client, staff, history):
     assert client.get(PAGE_URL, {"days": "abc"}).context["report"].days == stats.DEFAULT_WINDOW_DAYS
 
 
-def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(client, staff, history, user):
+def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(
+    client: Client, staff: User, history: dict[str, ModelVersion], user: User
+) -> None:
     _succeeded(staff, created_at=timezone.now(), label="owl", total_ms=7.0)
     client.force_login(staff)
 
     everyone = client.get(PAGE_URL)
-    assert everyone.context["report"].all_users and everyone.context["report"].total == 17
+    assert everyone.context["report"].all_users
+    assert everyone.context["report"].total == 17
     assert 'href="?days=30&amp;scope=mine">Yours</a>' in everyone.content.decode()
 
-    mine = client.get(PAGE_URL, {"scope": "mine", "days": 7})
+    mine = client.get(PAGE_URL, {"scope": "mine", "days": "7"})
     report = mine.context["report"]
     assert (report.all_users, report.total, report.days) == (False, 1, 7)
     body = mine.content.decode()
-    assert "Your predictions" in body and "fox" not in body
+    assert "Your predictions" in body
+    assert "fox" not in body
     assert 'href="?days=90&amp;scope=mine"' in body  # the window links keep the scope
 
     api = APIClient()
@@ -315,22 +330,23 @@ def test_staff_switch_to_their_own_figures_on_the_page_and_in_the_api(client, st
     assert "scope=mine" not in client.get(PAGE_URL).content.decode()
 
 
-def test_page_uses_no_external_assets(user_client, history):
+def test_page_uses_no_external_assets(user_client: Client, history: dict[str, ModelVersion]) -> None:
     body = user_client.get(PAGE_URL).content.decode()
-    assert "http://" not in body and "https://" not in body
+    assert "http://" not in body
+    assert "https://" not in body
     assert "<script src" not in body
 
 
 # --- API -----------------------------------------------------------------------------
 
 
-def test_api_requires_authentication(db):
+def test_api_requires_authentication(db: None) -> None:
     response = APIClient().get(API_URL)
     assert response.status_code == 401
     assert set(response.json()["error"]) == {"code", "message", "field"}
 
 
-def test_api_returns_own_stats(user, history):
+def test_api_returns_own_stats(user: User, history: dict[str, ModelVersion]) -> None:
     client = APIClient()
     client.force_authenticate(user)
     response = client.get(API_URL, {"days": 7})
@@ -349,14 +365,14 @@ def test_api_returns_own_stats(user, history):
     assert body["histogram"][-1]["upper_ms"] is None
 
 
-def test_api_staff_see_all(staff, history):
+def test_api_staff_see_all(staff: User, history: dict[str, ModelVersion]) -> None:
     client = APIClient()
     client.force_authenticate(staff)
     body = client.get(API_URL).json()
     assert (body["total"], body["distinct_users"], body["all_users"]) == (16, 2, True)
 
 
-def test_api_rejects_unknown_window(user):
+def test_api_rejects_unknown_window(user: User) -> None:
     client = APIClient()
     client.force_authenticate(user)
     response = client.get(API_URL, {"days": 8})
@@ -365,12 +381,12 @@ def test_api_rejects_unknown_window(user):
 
 
 def test_staff_page_is_served_from_the_refreshed_report_without_aggregate_queries(
-    client, django_user_model, django_assert_max_num_queries
-):
+    client: Client, django_user_model: type[User], django_assert_max_num_queries: DjangoAssertNumQueries
+) -> None:
     from predictions.operations.tasks import stats_refresh
 
-    staff = OperatorFactory()
-    PredictionFactory(user=staff)
+    staff = OperatorFactory.create()
+    PredictionFactory.create(user=staff)
     client.force_login(staff)
     stats_refresh()
 

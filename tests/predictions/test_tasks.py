@@ -3,15 +3,20 @@ task retries; and enqueueing reaches the task by name (services never import tas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from pytest_django import Settings
 
 from ml.runner import Classifier
 from predictions import services, tasks
 from predictions.exceptions import ModelUnavailableError
-from predictions.models import Prediction, PredictionStatus
+from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
 from predictions.registry import runtime
-from predictions.services import submissions
 from tests.conftest import CAT_CLASSES, photo_bytes
 
 
@@ -20,24 +25,22 @@ def _photo(name: str) -> SimpleUploadedFile:
 
 
 @pytest.fixture(autouse=True)
-def _eager_retries(monkeypatch) -> None:
+def _eager_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """``apply()`` runs a task as a worker would, and a retry at once (not after its
     countdown); errors are returned in the result instead of raised, as in a worker."""
     monkeypatch.setitem(tasks.prediction_run.app.conf, "task_eager_propagates", False)
 
 
-def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(user, active_model, monkeypatch):
+def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, sent: list[PredictionId]
+) -> None:
     lead, borrowed = (
         services.prediction_create(user=user, uploaded_file=_photo(name)) for name in ("chelsea", "coffee")
     )
-    resent = []
-    monkeypatch.setattr(
-        submissions, "prediction_enqueue", lambda *, prediction_id: resent.append(prediction_id) or True
-    )
     real_classifier_for = runtime.classifier_for
-    states_seen_by_retry = []
+    states_seen_by_retry: list[set[str]] = []
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         if not states_seen_by_retry:  # the first attempt: the files are being copied
             states_seen_by_retry.append(set(Prediction.objects.values_list("status", flat=True)))
             raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2 (deploy in progress)")
@@ -46,14 +49,14 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
 
     monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
-    result = tasks.prediction_run.apply(args=[str(lead.id)])
+    result = tasks.prediction_run.apply(args=(str(lead.id),))
 
     assert result.successful(), result.traceback
 
     # The model is made ready before the claim: the first attempt changed no row and sent
     # no message; the retry claimed both and classified them in one batch.
     assert states_seen_by_retry == [{PredictionStatus.PENDING}, {PredictionStatus.PENDING}]
-    assert resent == []
+    assert sent == []
     lead.refresh_from_db()
     borrowed.refresh_from_db()
     assert lead.status == borrowed.status == PredictionStatus.SUCCEEDED
@@ -61,24 +64,26 @@ def test_a_model_missing_during_a_deploy_claims_nothing_and_the_task_retries(use
     assert lead.attempts == borrowed.attempts == 1
 
 
-def test_enqueue_sends_the_registered_task_by_name(user, monkeypatch):
+def test_enqueue_sends_the_registered_task_by_name(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     sent = []
     monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda *args, **kwargs: sent.append((args, kwargs)))
 
     assert services.prediction_enqueue(prediction_id="abc") is True
 
-    assert tasks.prediction_run.name == services.PREDICTION_RUN_TASK
+    # Sent by name, it reached the registered task (whose apply_async is the spy).
     assert sent == [((("abc",), {}), {"retry": False})]
 
 
-def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_model, monkeypatch, settings):
+def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     """Hand-backs are not attempts: a model missing for more tries than MAX_ATTEMPTS does
     not end in "Gave up after 3 attempts" once the model is back."""
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
     real_classifier_for = runtime.classifier_for
     missing_for = [settings.MAX_ATTEMPTS + 2]
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         if missing_for[0]:
             missing_for[0] -= 1
             raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
@@ -86,38 +91,44 @@ def test_a_deploy_longer_than_max_attempts_still_ends_in_a_result(user, active_m
 
     monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
-    assert tasks.prediction_run.apply(args=[str(prediction.id)]).successful()
+    assert tasks.prediction_run.apply(args=(str(prediction.id),)).successful()
 
     prediction.refresh_from_db()
-    assert prediction.status == PredictionStatus.SUCCEEDED and prediction.class_id in CAT_CLASSES
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.class_id in CAT_CLASSES
 
 
-def test_a_model_that_never_comes_back_fails_with_a_message_for_people(user, active_model, monkeypatch):
+def test_a_model_that_never_comes_back_fails_with_a_message_for_people(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
-    def classifier_for(*, model_version):
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
         raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
 
     monkeypatch.setattr(runtime, "classifier_for", classifier_for)
 
-    tasks.prediction_run.apply(args=[str(prediction.id)])
+    tasks.prediction_run.apply(args=(str(prediction.id),))
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
-    assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE and "/models" not in prediction.error
+    assert prediction.error == services.MODEL_UNAVAILABLE_MESSAGE
+    assert "/models" not in prediction.error
 
 
-def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(user, active_model, monkeypatch):
+def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from celery.exceptions import SoftTimeLimitExceeded
 
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
-    def classify_forever(self, sources, *, top_k=5):
+    def classify_forever(self: Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> NoReturn:
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(Classifier, "classify", classify_forever)
 
-    tasks.prediction_run.apply(args=[str(prediction.id)])
+    tasks.prediction_run.apply(args=(str(prediction.id),))
 
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED

@@ -11,12 +11,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import OperationalError
+from django.test import Client
+from pytest_django import Settings
 
 from predictions import worker
-from predictions.models import WorkerHeartbeat
+from predictions.models import ModelVersion, WorkerHeartbeat
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
 from tests.conftest import BASE_DIR
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("operator_probe")
 
 
 @pytest.fixture
-def pool_child(monkeypatch) -> Iterator[None]:
+def pool_child(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """worker_process_start / _stop as a pool child runs them, minus the thread's loop
     (tests call ``beat()``, which the loop runs every WORKER_HEARTBEAT_INTERVAL_SECONDS)."""
     monkeypatch.setattr(worker.HeartbeatThread, "start", lambda self: None)
@@ -38,13 +41,13 @@ def pool_child(monkeypatch) -> Iterator[None]:
 
 
 def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_is_back(
-    client, active_model, pool_child, monkeypatch
-):
+    client: Client, active_model: ModelVersion, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker started beside the one-shot migrate: its warm-up hits a missing table."""
     real_active_version = registry_selectors.model_version_active_get
     database = {"migrated": False}
 
-    def active_version():
+    def active_version() -> ModelVersion:
         if not database["migrated"]:
             raise OperationalError("no such table: predictions_modelversion")
         return real_active_version()
@@ -55,7 +58,8 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     heartbeat = worker.worker_process_start()
 
     row = WorkerHeartbeat.objects.get()
-    assert row.queues == ["inference"] and row.model_loaded is False
+    assert row.queues == ["inference"]
+    assert row.model_loaded is False
     assert "no such table" in row.model_error
     response = client.get(READY_URL)
     assert response.status_code == 503
@@ -64,8 +68,9 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     database["migrated"] = True
     heartbeat.beat()  # the next heartbeat retries the warm-up
 
-    row.refresh_from_db()
-    assert row.model_loaded and row.model_error == ""
+    row = WorkerHeartbeat.objects.get()
+    assert row.model_loaded
+    assert row.model_error == ""
     assert row.model_version == f"{active_model.name}:{active_model.version}"
     assert client.get(READY_URL).status_code == 200
 
@@ -73,18 +78,23 @@ def test_a_warm_up_failing_on_the_database_still_beats_and_turns_ready_once_it_i
     assert not WorkerHeartbeat.objects.exists()  # a stopping worker stops counting at once
 
 
-def test_a_missing_model_is_retried_too(client, db, settings, tmp_path, pool_child, monkeypatch):
+def test_a_missing_model_is_retried_too(
+    client: Client, db: None, settings: Settings, tmp_path: Path, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
     settings.MODEL_DIR = tmp_path  # a deploy that has not copied the model yet
 
     heartbeat = worker.worker_process_start()
 
     row = WorkerHeartbeat.objects.get()
-    assert not row.model_loaded and "No model version is active" in row.model_error
+    assert not row.model_loaded
+    assert "No model version is active" in row.model_error
     assert heartbeat.model_loaded is False
 
 
-def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool_child, monkeypatch):
+def test_the_maintenance_worker_never_loads_the_model(
+    client: Client, active_model: ModelVersion, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     loads = []
     monkeypatch.setattr(runtime, "get_classifier", lambda *args, **kwargs: loads.append(args))
     monkeypatch.setattr(worker, "consumed_queues", lambda: ["celery", "maintenance"])
@@ -94,12 +104,13 @@ def test_the_maintenance_worker_never_loads_the_model(client, active_model, pool
 
     assert loads == []
     row = WorkerHeartbeat.objects.get()
-    assert row.queues == ["celery", "maintenance"] and not row.model_loaded
+    assert row.queues == ["celery", "maintenance"]
+    assert not row.model_loaded
     assert "does not consume 'inference'" in row.model_error
     assert client.get(READY_URL).status_code == 503
 
 
-def test_consumed_queues_are_the_ones_the_worker_selected(monkeypatch):
+def test_consumed_queues_are_the_ones_the_worker_selected(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery import current_app
 
     queues = current_app.amqp.queues
@@ -120,7 +131,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _heartbeats(database: Path) -> dict[str, dict]:
+def _heartbeats(database: Path) -> dict[str, dict[str, Any]]:
     try:
         with sqlite3.connect(database) as connection:
             rows = connection.execute(
@@ -136,7 +147,7 @@ def _heartbeats(database: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see who loaded TensorFlow")
-def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_dir):
+def test_workers_started_before_migrate_become_ready_after_it(tmp_path: Path, model_dir: Path) -> None:
     """As in docker-compose: an inference and a maintenance worker start while the
     database is still empty. Both keep beating; once migrated, the inference worker
     loads the model and readiness passes; the maintenance worker never loads it, and no
@@ -166,9 +177,9 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
                 )  # fmt: skip
         deadline = time.monotonic() + 120
         while not all("ready." in log.read_text() for log in logs.values()):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in processes.values()), {
-                name: log.read_text()[-3000:] for name, log in logs.items()
-            }
+            tails = {name: log.read_text()[-3000:] for name, log in logs.items()}
+            assert time.monotonic() < deadline, tails
+            assert all(p.poll() is None for p in processes.values()), tails
             time.sleep(0.5)
         assert "no such table" in logs["inference"].read_text()  # the warm-up failed
 
@@ -180,11 +191,14 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
             capture_output=True,
         )
 
+        def loaded_and_both_beating() -> bool:  # each worker has beaten since the migration
+            beating = _heartbeats(database)
+            return len(beating) == 2 and any(row["model_loaded"] for row in beating.values())
+
         deadline = time.monotonic() + 120
-        while not any(row["model_loaded"] for row in _heartbeats(database).values()):
+        while not loaded_and_both_beating():
             assert time.monotonic() < deadline, (_heartbeats(database), logs["inference"].read_text()[-3000:])
             time.sleep(0.5)
-        time.sleep(2)  # a beat of each worker since the migration
         rows = sorted(_heartbeats(database).values(), key=lambda row: row["queues"])
         assert [(row["queues"], row["model_loaded"]) for row in rows] == [
             (["celery", "maintenance"], False),
@@ -197,7 +211,8 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path, model_di
             cwd=BASE_DIR, env=env, check=True, capture_output=True, text=True,
         )  # fmt: skip
         workers = json.loads(readiness.stdout.strip().splitlines()[-1])
-        assert workers["ok"] is True and workers["count"] == 1
+        assert workers["ok"] is True
+        assert workers["count"] == 1
 
         inference_child, maintenance_child = (_children(processes[name].pid) for name in ("inference", "maintenance"))
         assert [_tensorflow_mapped(pid) for pid in inference_child] == [True]

@@ -15,7 +15,7 @@ from training.photoset import photoset
 from training.test_photos import TEST_PHOTOS
 
 
-def test_agreement_on_a_tiny_fixed_example():
+def test_agreement_on_a_tiny_fixed_example() -> None:
     reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]])
     candidate = np.array([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.4, 0.5, 0.1]])
 
@@ -28,12 +28,12 @@ def test_agreement_on_a_tiny_fixed_example():
     assert agreement(reference, reference).top1_agreement == 1.0
 
 
-def test_agreement_refuses_mismatched_shapes():
+def test_agreement_refuses_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="one shape"):
         agreement(np.ones((2, 3)), np.ones((3, 3)))
 
 
-def test_a_failed_write_leaves_nothing_behind(tmp_path: Path):
+def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"
 
     def half_write(tmp: Path) -> None:
@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_calibration_photos_are_not_agreement_photos(tmp_path: Path):
+def test_calibration_photos_are_not_agreement_photos(tmp_path: Path) -> None:
     calibration = calibration_photos(tmp_path / "calibration", count=8)
     agreement_set = photoset(600, tmp_path / "calibration")
 
@@ -55,7 +55,7 @@ def test_calibration_photos_are_not_agreement_photos(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_conversion_writes_files_that_load_and_agree(built_lite0: Path, tmp_path: Path):
+def test_conversion_writes_files_that_load_and_agree(built_lite0: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     for name in ("saved_model", "metadata.json", "labels.json"):

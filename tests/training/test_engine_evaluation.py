@@ -15,6 +15,7 @@ from ml.preprocessing import open_rgb, to_model_input
 from ml.runner import Classifier
 from training import evaluate
 from training.convert import calibration_files, convert
+from training.metrics import ClassificationMetrics
 
 if TYPE_CHECKING:
     from training.finetune import FinetuneResult
@@ -34,7 +35,7 @@ def _model_with_splits(tmp_path: Path, data: Path, held_out_per_class: int = 4) 
     return model, splits
 
 
-def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path, digits_subset: Path):
+def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path, digits_subset: Path) -> None:
     model, splits = _model_with_splits(tmp_path, digits_subset)
 
     picked = calibration_files(model, digits_subset, count=30)
@@ -50,7 +51,7 @@ def test_int8_calibration_takes_only_train_files_from_every_class(tmp_path: Path
     assert sorted(p.relative_to(digits_subset).as_posix() for p in everything) == sorted(splits["train"])
 
 
-def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: Path, digits_subset: Path):
+def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: Path, digits_subset: Path) -> None:
     model, _ = _model_with_splits(tmp_path, digits_subset)
     other = tmp_path / "other"
     shutil.copytree(digits_subset, other)
@@ -63,7 +64,7 @@ def test_int8_calibration_refuses_data_that_does_not_match_the_splits(tmp_path: 
         calibration_files(model, digits_subset, count=30)
 
 
-def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Path, digits_subset: Path):
+def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Path, digits_subset: Path) -> None:
     model, _ = _model_with_splits(tmp_path, digits_subset)
     (model / "saved_model").mkdir()
 
@@ -77,7 +78,7 @@ def test_a_missing_converted_file_names_the_command_that_builds_it(tmp_path: Pat
         evaluate.parse_engines("tflite-int4")
 
 
-def test_engine_comparison_on_a_tiny_fixed_example():
+def test_engine_comparison_on_a_tiny_fixed_example() -> None:
     targets = np.array([0, 1, 2, 0])
     reference = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
     candidate = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3], [0.6, 0.3, 0.1]])
@@ -85,17 +86,22 @@ def test_engine_comparison_on_a_tiny_fixed_example():
     rows = evaluate.compare_engines(targets, {"savedmodel": reference, "tflite-int8": candidate}, ["a", "b", "c"])
 
     assert [row["engine"] for row in rows] == ["savedmodel", "tflite-int8"]
-    assert rows[0]["top1"] == 0.75 and rows[0]["top1_change_pp"] == 0 and rows[0]["top1_agreement"] == 1
+    assert rows[0]["top1"] == 0.75
+    assert rows[0]["top1_change_pp"] == 0
+    assert rows[0]["top1_agreement"] == 1
     # The candidate gets row 3 right and row 2 wrong: same accuracy, half the answers differ.
-    assert rows[1]["top1"] == 0.75 and rows[1]["top1_change_pp"] == 0 and rows[1]["top1_agreement"] == 0.5
+    assert rows[1]["top1"] == 0.75
+    assert rows[1]["top1_change_pp"] == 0
+    assert rows[1]["top1_agreement"] == 0.5
     table = evaluate.format_engine_table([{**row, "size_mb": 1, "ms_per_image": 1, "single_ms_p50": 1} for row in rows])
-    assert "tflite-int8" in table and "+0.00" in table
+    assert "tflite-int8" in table
+    assert "+0.00" in table
 
 
 @pytest.mark.slow
 def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     model = tmp_path / "digits"
     shutil.copytree(finetuned.target, model)  # the session's model dir is shared by other tests
     data = ["--model", str(model), "--data", str(digits_subset), "--split", "test"]
@@ -119,12 +125,14 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
 
     assert evaluate.main([*data, "--engines", "savedmodel,tflite-fp16,tflite-int8"]) == 0
     printed = capsys.readouterr().out
-    assert "agrees with SavedModel" in printed and "tflite-int8" in printed
+    assert "agrees with SavedModel" in printed
+    assert "tflite-int8" in printed
 
     evaluation = json.loads((model / "metadata.json").read_text())["evaluation"]
     rows = {row["engine"]: row for row in evaluation["engines"]}
     assert list(rows) == ["savedmodel", "tflite-fp16", "tflite-int8"]
     saved = rows["savedmodel"]
+    assert isinstance(finetuned.test, ClassificationMetrics)
     assert saved["top1"] == evaluation["top1"] == pytest.approx(finetuned.test.top1, abs=1.5 / finetuned.test.count)
     # fp16 measured identical (0.0 points, 100 % agreement). Within 1 point, or one image where
     # one image is worth more (1.25 points of the 80 test scans).
@@ -136,11 +144,14 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     assert abs(rows["tflite-int8"]["top1_change_pp"]) <= 10.0
     assert rows["tflite-int8"]["top1"] >= 0.5
     for row in rows.values():
-        assert row["size_mb"] > 0 and row["ms_per_image"] > 0
+        assert row["size_mb"] > 0
+        assert row["ms_per_image"] > 0
         assert row["top1_change_pp"] == pytest.approx((row["top1"] - saved["top1"]) * 100, abs=0.01)
     assert rows["tflite-int8"]["size_mb"] < rows["tflite-fp16"]["size_mb"] < rows["savedmodel"]["size_mb"]
 
     card = (model / "MODEL_CARD.md").read_text()
-    assert "### Engines" in card and "| tflite-int8 |" in card
+    assert "### Engines" in card
+    assert "| tflite-int8 |" in card
     report = (model / "evaluation" / "report.html").read_text()
-    assert '<table id="engines">' in report and "tflite-fp16" in report
+    assert '<table id="engines">' in report
+    assert "tflite-fp16" in report

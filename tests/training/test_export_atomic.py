@@ -9,11 +9,16 @@ import pytest
 from training.export import staging_dir
 
 
-def test_failed_build_leaves_no_directory(tmp_path: Path) -> None:
-    target = tmp_path / "m" / "1"
-    with pytest.raises(RuntimeError), staging_dir(target) as tmp:
+def _build_half_then_fail(target: Path) -> None:
+    with staging_dir(target) as tmp:
         (tmp / "half.bin").write_bytes(b"x")
         raise RuntimeError("boom")
+
+
+def test_failed_build_leaves_no_directory(tmp_path: Path) -> None:
+    target = tmp_path / "m" / "1"
+    with pytest.raises(RuntimeError, match="boom"):
+        _build_half_then_fail(target)
     assert not target.exists()
     assert list((tmp_path / "m").iterdir()) == []
 

@@ -22,11 +22,13 @@ def test_layout_and_metadata_contract(built_lite0: Path) -> None:
     meta = json.loads((built_lite0 / "metadata.json").read_text())
     assert meta["name"] == "efficientnet_lite0"
     assert meta["version"] == "1"
-    assert meta["input_size"] == 224 and isinstance(meta["input_size"], int)
+    assert meta["input_size"] == 224
+    assert isinstance(meta["input_size"], int)
     assert meta["format_version"] == 1
     assert len(meta["source"]["sha256"]) == 64
     labels = json.loads((built_lite0 / "labels.json").read_text())
-    assert len(labels) == 1000 and labels[0]["class_id"] == "n01440764"
+    assert len(labels) == 1000
+    assert labels[0]["class_id"] == "n01440764"
 
 
 def test_saved_model_serve_signature_classifies_the_photos(built_lite0: Path) -> None:
@@ -80,7 +82,10 @@ def test_build_without_torch_or_photos_records_why(
     monkeypatch.setattr(build_module, "photos_available", lambda: False)
     target = build("lite0", tmp_path, "7")
     meta = json.loads((target / "metadata.json").read_text())
-    assert meta["version"] == "7" and meta["input_size"] == 224 and meta["format_version"] == 1
-    assert meta["equivalence"]["checked"] is False and "torch" in meta["equivalence"]["reason"]
+    assert meta["version"] == "7"
+    assert meta["input_size"] == 224
+    assert meta["format_version"] == 1
+    assert meta["equivalence"]["checked"] is False
+    assert "torch" in meta["equivalence"]["reason"]
     assert meta["test_photos"]["checked"] is False
     assert "Not checked at build time" in (target / "MODEL_CARD.md").read_text()

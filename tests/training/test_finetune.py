@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import DIGITS_PER_CLASS as PER_CLASS
 from training import evaluate
 from training.finetune import FinetuneResult, scan_folder, stratified_split
+from training.metrics import ClassificationMetrics
 
 
 def test_split_is_stratified_disjoint_and_seeded() -> None:
@@ -30,11 +31,15 @@ def test_split_is_stratified_disjoint_and_seeded() -> None:
 
 def test_finetune_learns_real_digits_and_exports_served_layout(finetuned: FinetuneResult, digits_subset: Path) -> None:
     target = finetuned.target
-    assert target.name == "2" and target.parent.name == "digits"
+    assert target.name == "2"
+    assert target.parent.name == "digits"
     meta = json.loads((target / "metadata.json").read_text())
-    assert meta["format_version"] == 1 and meta["input_size"] == 96 and meta["num_classes"] == 10
+    assert meta["format_version"] == 1
+    assert meta["input_size"] == 96
+    assert meta["num_classes"] == 10
     assert meta["signature"]["name"] == "serve"
-    assert meta["dataset"]["files"] == 10 * PER_CLASS and len(meta["dataset"]["sha256"]) == 64
+    assert meta["dataset"]["files"] == 10 * PER_CLASS
+    assert len(meta["dataset"]["sha256"]) == 64
     assert meta["splits"]["train"] + meta["splits"]["val"] + meta["splits"]["test"] == 10 * PER_CLASS
     assert meta["parent_model"]["name"] == "efficientnet_lite0"
     labels = json.loads((target / "labels.json").read_text())
@@ -42,6 +47,7 @@ def test_finetune_learns_real_digits_and_exports_served_layout(finetuned: Finetu
     assert "Held-out test split" in (target / "MODEL_CARD.md").read_text()
     assert any((Path(meta["training"]["workdir"]) / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
     # Far above chance (10 %) on scans it never saw: 80 test images after a minute or two of training.
+    assert isinstance(finetuned.test, ClassificationMetrics)
     assert finetuned.test.count == meta["splits"]["test"] == 80
     assert finetuned.test.top1 >= 0.6, meta["test_metrics"]
 
@@ -58,6 +64,7 @@ def test_exported_model_classifies_held_out_scans_through_the_runner(
     expected = [name.split("/")[0] for name in held_out]
     correct = [p == e for p, e in zip(predicted, expected, strict=True)]
     # The runner's own decode + preprocess gives the same answers as the training pipeline's test pass.
+    assert isinstance(finetuned.test, ClassificationMetrics)
     assert sum(correct) / len(correct) == pytest.approx(finetuned.test.top1, abs=1.5 / len(correct))
     first_correct = held_out[correct.index(True)]
     (single,) = classifier.classify([(digits_subset / first_correct).read_bytes()])
@@ -77,7 +84,7 @@ def test_metrics_match_a_hand_computation() -> None:
         dtype=np.float64,  # float32 0.6 would land just above the 0.6 bin edge
     )
     targets = np.array([0, 1, 1, 2, 2])
-    m = evaluate.classification_metrics(targets, probabilities, ["a", "b", "c"], bins=10)
+    m = evaluate.classification_metrics(targets, probabilities, ["a", "b", "c"], bins=10)  # type: ignore[arg-type]  # float64 on purpose (above)
     assert m.confusion == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
     assert m.top1 == pytest.approx(3 / 5)
     assert m.top5 == 1.0
@@ -108,10 +115,12 @@ def test_evaluate_writes_the_report_into_the_model(
         rows = list(csv.reader(f))
     assert rows[0][1:] == [str(d) for d in range(10)]
     matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert isinstance(finetuned.test, ClassificationMetrics)
     assert matrix.sum() == finetuned.test.count
     assert np.trace(matrix) / matrix.sum() == pytest.approx(finetuned.test.top1, abs=1.5 / matrix.sum())
     meta = json.loads((model / "metadata.json").read_text())
-    assert meta["evaluation"]["split"] == "test" and meta["evaluation"]["count"] == finetuned.test.count
+    assert meta["evaluation"]["split"] == "test"
+    assert meta["evaluation"]["count"] == finetuned.test.count
     assert meta["evaluation"]["latency_ms_per_image"]["batched_inference_ms"] > 0
     assert "evaluation/confusion_matrix.png" in (model / "MODEL_CARD.md").read_text()
     assert "Top-1" in (report / "report.html").read_text()

@@ -68,7 +68,9 @@ def test_labels_csv_errors_name_the_line_and_the_reason(tmp_path: Path, text: st
     assert message in str(caught.value)
 
 
-def test_finetune_cli_reports_a_missing_labels_csv_before_training(tmp_path: Path, capsys) -> None:
+def test_finetune_cli_reports_a_missing_labels_csv_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = _image_folder(tmp_path / "data", ["a.png"])
     argv = ["--data", str(root), "--multi-label", str(tmp_path / "nope.csv"), "--name", "x", "--out", str(tmp_path)]
 
@@ -115,14 +117,16 @@ def test_multilabel_metrics_match_a_hand_computation() -> None:
 
 
 def test_multi_digits_are_composites_of_real_scans_with_their_digits_as_labels(tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # scikit-learn ships no types
 
     folder = materialise("multi-digits", tmp_path / "set", size=36, count=60)  # 1 px per scan cell
     rows = read_labels_csv(folder / "labels.csv", folder)
 
-    assert len(rows.files) == 60 and rows.classes == [str(d) for d in range(10)]
+    assert len(rows.files) == 60
+    assert rows.classes == [str(d) for d in range(10)]
     counts = rows.targets.sum(axis=1)
-    assert set(counts.tolist()) <= {1.0, 2.0, 3.0} and (counts >= 2).mean() > 0.5
+    assert set(counts.tolist()) <= {1.0, 2.0, 3.0}
+    assert (counts >= 2).mean() > 0.5
     # The 8x8 blocks of each image that are one of scikit-learn's scans, pixel for pixel,
     # are scans of exactly the labelled digits.
     digits = load_digits()
@@ -148,7 +152,8 @@ def test_multi_label_split_is_stratified_by_the_rarest_label(multi_digits: Path)
     for part in (split.val, split.test):
         per_class = images.vectors[part].sum(axis=0)
         assert (per_class > 0).all()  # every digit reaches validation (thresholds) and test
-    assert images.multi_label and images.fingerprint()["files"] == MULTI_DIGITS_COUNT
+    assert images.multi_label
+    assert images.fingerprint()["files"] == MULTI_DIGITS_COUNT
 
 
 def _truth(multi_digits: Path) -> dict[str, set[str]]:
@@ -160,7 +165,8 @@ def test_multilabel_finetune_learns_and_exports_its_thresholds(multilabel_finetu
     test = multilabel_finetuned.test
     assert isinstance(test, MultiLabelMetrics)
     meta = json.loads((multilabel_finetuned.target / "metadata.json").read_text())
-    assert meta["task"] == "multi-label" and meta["num_classes"] == 10
+    assert meta["task"] == "multi-label"
+    assert meta["num_classes"] == 10
     assert meta["output"]["kind"].startswith("sigmoid")
     assert set(meta["thresholds"]) == {str(d) for d in range(10)}
     assert all(0.05 <= t <= 0.95 for t in meta["thresholds"].values())
@@ -171,7 +177,8 @@ def test_multilabel_finetune_learns_and_exports_its_thresholds(multilabel_finetu
     # a model that reads the digits is far above both.
     baseline = meta["test_metrics"]["baselines"]["micro_f1_predict_everything"]
     assert baseline < 0.4
-    assert test.micro_f1 >= 0.6 and test.micro_f1 > baseline + 0.25, meta["test_metrics"]
+    assert test.micro_f1 >= 0.6, meta["test_metrics"]
+    assert test.micro_f1 > baseline + 0.25, meta["test_metrics"]
     assert test.exact_match > 0.2, meta["test_metrics"]
     card = (multilabel_finetuned.target / "MODEL_CARD.md").read_text()
     assert f"micro F1 **{test.micro_f1:.3f}**" in card
@@ -192,21 +199,24 @@ def test_runner_returns_the_labels_passing_their_thresholds_for_held_out_composi
     assert all(r.multi_label for r in results)
     exact = [{label.class_id for label in r.labels} == truth[name] for name, r in zip(held_out, results, strict=True)]
     # The runner's decode + preprocess + thresholds give the training pipeline's test answers.
+    assert isinstance(multilabel_finetuned.test, MultiLabelMetrics)
     assert sum(exact) / len(exact) == pytest.approx(multilabel_finetuned.test.exact_match, abs=1.5 / len(exact))
     for result in results:
         scores = [p.score for p in result.predictions]
-        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert scores == sorted(scores, reverse=True)
+        assert len(scores) == 3
         assert [label.score for label in result.labels] == sorted((s.score for s in result.labels), reverse=True)
     # A held-out composite of two or three digits the model reads right, sent alone as bytes
     # and asked for its top-1 only: every digit in it is still among its labels.
     name = next(n for n, ok in zip(held_out, exact, strict=True) if ok and len(truth[n]) >= 2)
     (single,) = classifier.classify([(multi_digits / name).read_bytes()], top_k=1)
-    assert len(single.predictions) == 1 and single.top.class_id in truth[name]
+    assert len(single.predictions) == 1
+    assert single.top.class_id in truth[name]
     assert {label.class_id for label in single.labels} == truth[name]
 
 
 def test_classify_command_prints_the_passing_labels(
-    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys
+    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ml.cache import get_classifier
 
@@ -219,7 +229,8 @@ def test_classify_command_prints_the_passing_labels(
     call_command("classify", str(multi_digits / name), "--model", str(multilabel_finetuned.target), "--top-k", "1")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3  # the file, its top-1, its labels
-    assert lines[2].startswith("  labels: ") and set(lines[2].removeprefix("  labels: ").split(", ")) == truth[name]
+    assert lines[2].startswith("  labels: ")
+    assert set(lines[2].removeprefix("  labels: ").split(", ")) == truth[name]
 
     call_command("classify", str(multi_digits / name), "--model", str(multilabel_finetuned.target), "--json")
     line = json.loads(capsys.readouterr().out)
@@ -227,7 +238,7 @@ def test_classify_command_prints_the_passing_labels(
 
 
 def test_evaluate_points_a_multi_label_model_to_its_card(
-    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys
+    multilabel_finetuned: FinetuneResult, multi_digits: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from training import evaluate
 
