@@ -106,11 +106,13 @@ def _history_url(back: str) -> str:
     return f"{url}?{urlencode(kept)}" if kept else url
 
 
-def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "") -> str:
-    """Back to the detail page after a button on it, keeping its way back to the history."""
+def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "", *, correct: bool = False) -> str:
+    """Back to the detail page after a button on it, keeping its way back to the history;
+    ``correct``: with the correction form open."""
     url = reverse("predictions:detail", args=[prediction_id])
-    back = request.POST.get("back", "")
-    return f"{url}?{urlencode({'back': back})}{anchor}" if back else f"{url}{anchor}"
+    query = {"back": request.POST.get("back", ""), "correct": "1" if correct else ""}
+    kept = {name: value for name, value in query.items() if value}
+    return f"{url}?{urlencode(kept)}{anchor}" if kept else f"{url}{anchor}"
 
 
 @login_required
@@ -124,6 +126,7 @@ def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespons
         "back": back,
         "history_url": _history_url(back),
         "model_classes": registry_selectors.model_class_list(model_version=prediction.model_version),
+        "correction_open": request.GET.get("correct") == "1",
     }
     return render(request, "predictions/detail.html", context)
 
@@ -283,6 +286,8 @@ def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
         )
     except ApplicationError as error:
         messages.error(request, error.message)
+        # Back to the form, open, on the page that offers every class of the model.
+        return redirect(_detail_url(request, prediction.id, f"#correction-{prediction.id}", correct=True))
     else:
         kind = " (a new class)" if correction.new_class else ""
         messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}{kind}.")

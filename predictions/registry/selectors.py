@@ -139,8 +139,8 @@ def model_class_find(*, model_version: ModelVersion | None, label: str) -> Model
 
 def model_class_closest(*, model_version: ModelVersion | None, text: str, limit: int = 5) -> list[str]:
     """Up to ``limit`` labels of the version's classes closest to ``text``: those that
-    contain it ("tabby" -> "tabby cat", "mau" -> "Egyptian Mau"), shortest first, then
-    the most similar spellings ("siamse" -> "Siamese cat")."""
+    contain it ("tabby" -> "tabby cat", "mau" -> "Egyptian Mau"), shortest first, else
+    the most similar spellings ("siamse cat" -> "Siamese cat")."""
     labels = [item.label for item in model_class_list(model_version=model_version)]
     wanted = text.casefold().strip()
     if not wanted:
@@ -148,4 +148,4 @@ def model_class_closest(*, model_version: ModelVersion | None, text: str, limit:
     containing = sorted((label for label in labels if wanted in label.casefold()), key=len)
     by_folded = {label.casefold(): label for label in labels}
     similar = [by_folded[match] for match in difflib.get_close_matches(wanted, list(by_folded), n=limit, cutoff=0.6)]
-    return list(dict.fromkeys([*containing, *similar]))[:limit]
+    return (containing or similar)[:limit]
