@@ -1,4 +1,5 @@
-# imagerec: `make run` serves the app, `make test` runs the suite. See README.md and docs/.
+# imagerec: `make run` serves the app, `make test` runs the suite, `make dev` is the
+# development server. See README.md and docs/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,10 +15,11 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run worker test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run dev worker test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
+	@echo "make dev    - the same with Django's development server: autoreload, DEBUG on"
 	@echo "make test   - install test dependencies and run the whole test suite"
 	@echo "make model  - build the default model (efficientnet_lite0) into $(MODEL_DIR)/"
 	@echo "make docs   - regenerate the OpenAPI schema and build the documentation site into var/site"
@@ -80,7 +82,13 @@ migrate: deps
 	$(PY) manage.py ensure_superuser
 	$(PY) manage.py sync_models
 
+# Served as production serves it (gunicorn + uvicorn workers, DEBUG off, a generated key in
+# var/secret_key), on 127.0.0.1 over plain HTTP, with one worker: bin/run.
 run: model migrate
+	@bash bin/run $(PORT)
+
+# Django's runserver with autoreload and DEBUG on (debug pages), with one worker: bin/run-dev.
+dev: model migrate
 	@bash bin/run-dev $(PORT)
 
 worker: deps

@@ -18,8 +18,9 @@ auth_urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
-    # Django's own views and forms (old password, new twice, the validators); the
-    # session stays signed in. Templates: registration/password_change_*.html.
-    path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    # Django's views (old password, new twice, the validators), the old password checked
+    # through authenticate() so django-axes counts wrong ones; the session stays signed in,
+    # the API token is replaced (accounts.passwords). Templates: registration/password_change_*.html.
+    path("password/", views.PasswordChangeView.as_view(), name="password_change"),
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
 ]

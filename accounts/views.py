@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
@@ -16,6 +18,7 @@ from django.shortcuts import redirect, render
 from rest_framework.authtoken.models import Token
 
 from . import services
+from .forms import PasswordChangeForm
 from .http import AuthenticatedHttpRequest
 
 
@@ -41,6 +44,16 @@ def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
         return redirect("accounts:profile")
     token = Token.objects.filter(user=request.user).first()
     return render(request, "accounts/profile.html", {"token": token})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change page with ``accounts.forms.PasswordChangeForm``: a wrong
+    old password is a failed login, locked out after ``LOGIN_FAILURE_LIMIT`` of them."""
+
+    form_class = PasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 def lockout(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:

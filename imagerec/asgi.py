@@ -1,13 +1,18 @@
-"""ASGI entry point: what docker-compose serves (gunicorn with uvicorn workers).
+"""ASGI entry point: what ``make run`` and docker-compose serve (gunicorn with uvicorn
+workers, ``imagerec/gunicorn.py``).
 
 Under ASGI a long-polling client (``GET /api/v1/predictions/<id>/?wait=30``) waits on
 an event, not on a thread, so hundreds of them cost no more than idle sockets and
-never hold up an upload or a health probe.
+never hold up an upload or a health probe. A body over ``MAX_REQUEST_BYTES`` is refused
+before Django reads it (``imagerec.request_limits``).
 """
 
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
+from imagerec.request_limits import RequestBodyLimit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagerec.settings")
-application = get_asgi_application()
+application = RequestBodyLimit(get_asgi_application(), max_bytes=settings.MAX_REQUEST_BYTES)

@@ -10,11 +10,11 @@ from django.shortcuts import render
 
 
 class FriendlyNotFoundMiddleware:
-    """With ``DEBUG`` on (``make run``), Django answers an unknown page with its technical
-    404 page, which lists every URL pattern of the site. People trying the service get
-    the same friendly page as in production instead; the API keeps its JSON 404s.
-    ``?debug-404`` shows Django's page to a developer who wants it.
-    With ``DEBUG`` off Django already renders ``templates/404.html``: nothing to do."""
+    """With ``DEBUG`` on (``make dev``), Django answers an unknown page with its technical
+    404 page, which lists every URL pattern of the site. The development server shows the
+    same friendly page as production instead; the API keeps its JSON 404s. ``?debug-404``
+    shows Django's page to the developer who wants it. With ``DEBUG`` off (``make run``,
+    production) Django renders ``templates/404.html`` and the parameter does nothing."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

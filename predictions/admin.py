@@ -67,16 +67,14 @@ class PredictionAdmin(admin.ModelAdmin[Prediction]):
             if prediction.label
             else prediction.original_filename
         )
-        return format_html(
-            '<img src="{}?size=thumb" style="height:48px;width:64px;object-fit:cover" alt="{}">', url, name
-        )
+        return format_html('<img src="{}?size=thumb" class="log-thumb" alt="{}">', url, name)
 
     @admin.display(description="Image")
     def image_preview(self, prediction: Prediction) -> str:
         url = reverse("admin-prediction-image", args=[prediction.id])
         return format_html(
             '<a href="{}" target="_blank" rel="noopener">'
-            '<img src="{}" style="max-height:320px;max-width:100%" alt="{}"></a>'
+            '<img src="{}" class="log-image" alt="{}"></a>'
             '<br><a href="{}" target="_blank" rel="noopener">Open full size</a>',
             url, url, prediction.original_filename, url,
         )  # fmt: skip

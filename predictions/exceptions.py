@@ -29,6 +29,13 @@ class ImageTooLargeError(InvalidImageError):
     code = "too_large"
 
 
+class UnknownClassError(ApplicationError):
+    """A correction's label is none of the model's classes and was not said to be a new
+    one; the message names the closest classes."""
+
+    code = "unknown_class"
+
+
 class ModelUnavailableError(ApplicationError):
     status_code = 503
     code = "model_unavailable"

@@ -55,3 +55,4 @@ class HistoryFilterForm(forms.Form):
 class CorrectionForm(forms.Form):
     # Emptiness and length are checked by services.correction_set, with the API's messages.
     label = forms.CharField(required=False, label="Right label")
+    new_class = forms.BooleanField(required=False, label="It is none of the model's classes: a new class")

@@ -22,12 +22,14 @@ from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions import access, images, selectors, services
+from predictions.registry import selectors as registry_selectors
 from predictions.reviews import services as review_services
 from predictions.selectors import PredictionFilters
 
 from .exceptions import ApplicationError, NotFoundError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
 from .media import image_response
+from .spreadsheets import spreadsheet_text
 
 
 def _wants_fragment(request: HttpRequest) -> bool:
@@ -104,11 +106,13 @@ def _history_url(back: str) -> str:
     return f"{url}?{urlencode(kept)}" if kept else url
 
 
-def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "") -> str:
-    """Back to the detail page after a button on it, keeping its way back to the history."""
+def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "", *, correct: bool = False) -> str:
+    """Back to the detail page after a button on it, keeping its way back to the history;
+    ``correct``: with the correction form open."""
     url = reverse("predictions:detail", args=[prediction_id])
-    back = request.POST.get("back", "")
-    return f"{url}?{urlencode({'back': back})}{anchor}" if back else f"{url}{anchor}"
+    query = {"back": request.POST.get("back", ""), "correct": "1" if correct else ""}
+    kept = {name: value for name, value in query.items() if value}
+    return f"{url}?{urlencode(kept)}{anchor}" if kept else f"{url}{anchor}"
 
 
 @login_required
@@ -117,7 +121,13 @@ def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespons
     review, delete, and the way back to the (filtered) history."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     back = request.GET.get("back", "")
-    context = {"prediction": prediction, "back": back, "history_url": _history_url(back)}
+    context = {
+        "prediction": prediction,
+        "back": back,
+        "history_url": _history_url(back),
+        "model_classes": registry_selectors.model_class_list(model_version=prediction.model_version),
+        "correction_open": request.GET.get("correct") == "1",
+    }
     return render(request, "predictions/detail.html", context)
 
 
@@ -198,11 +208,6 @@ def history(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "predictions/history.html", context)
 
 
-def _csv_safe(text: str) -> str:
-    """Neutralise spreadsheet formulas in user-controlled text (CSV injection)."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -224,14 +229,14 @@ def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
         for p in queryset.iterator(chunk_size=500):
             yield writer.writerow([
                 p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
-                _csv_safe(p.original_filename), p.status, p.label, p.class_id,
+                spreadsheet_text(p.original_filename), p.status, p.label, p.class_id,
                 "" if p.confidence is None else f"{p.confidence:.6f}",
                 "" if p.entropy is None else f"{p.entropy:.6f}", "" if p.margin is None else f"{p.margin:.6f}",
                 "" if p.uncertain is None else str(p.uncertain).lower(),
                 p.model_version.name if p.model_version else "",
                 p.model_version.version if p.model_version else "",
                 p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
-                p.width, p.height, p.sha256, "true" if p.cached else "false", _csv_safe(p.error),
+                p.width, p.height, p.sha256, "true" if p.cached else "false", spreadsheet_text(p.error),
             ])  # fmt: skip
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
@@ -266,16 +271,26 @@ def retry(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse
 @require_POST
 def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """The owner marks the prediction wrong and gives the right label (the form on its
-    result card); a second correction replaces the first."""
+    result card and page): one of the model's classes, or a new class when ticked as one;
+    a second correction replaces the first. Back to the prediction's page, which offers
+    every class of the model (and says which are closest when the label is none)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     form = CorrectionForm(request.POST)
-    label = form.cleaned_data["label"] if form.is_valid() else ""
+    valid = form.is_valid()
     try:
-        correction = review_services.correction_set(prediction=prediction, user=request.user, label=label)
+        correction = review_services.correction_set(
+            prediction=prediction,
+            user=request.user,
+            label=form.cleaned_data["label"] if valid else "",
+            new_class=valid and form.cleaned_data["new_class"],
+        )
     except ApplicationError as error:
         messages.error(request, error.message)
+        # Back to the form, open, on the page that offers every class of the model.
+        return redirect(_detail_url(request, prediction.id, f"#correction-{prediction.id}", correct=True))
     else:
-        messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}.")
+        kind = " (a new class)" if correction.new_class else ""
+        messages.success(request, f"Thanks: {prediction.original_filename} is marked as {correction.label}{kind}.")
     return redirect(_detail_url(request, prediction.id, f"#correction-{prediction.id}"))
 
 

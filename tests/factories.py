@@ -12,7 +12,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from predictions.models import ModelVersion, ModelVersionStatus, Prediction
+from predictions.models import Correction, ModelVersion, ModelVersionStatus, Prediction
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -105,3 +105,22 @@ class ModelVersionFactory(factory.django.DjangoModelFactory[ModelVersion]):
     exported_at = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
     is_active = True
     status = ModelVersionStatus.ACTIVE
+
+
+class CorrectionFactory(factory.django.DjangoModelFactory[Correction]):
+    """An owner's review of a succeeded prediction (a row, as the review services store
+    it): by default a correction to a label the model does not have, marked a new class."""
+
+    class Meta:
+        model = Correction
+
+    prediction = factory.SubFactory(SucceededPredictionFactory)
+    confirmed = False
+    label = "snow leopard"
+    class_id = ""
+    new_class = factory.LazyAttribute(lambda o: not o.confirmed and not o.class_id)
+    predicted_label = factory.SelfAttribute("prediction.label")
+    model_version = factory.SelfAttribute("prediction.model_version")
+    corrected_by = factory.SelfAttribute("prediction.user")
+    created_at = factory.LazyFunction(timezone.now)
+    updated_at = factory.LazyFunction(timezone.now)

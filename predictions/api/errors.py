@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -48,11 +48,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such prediction.")
-    if isinstance(exc, exceptions.ParseError):
+    if isinstance(exc, exceptions.ParseError | TooManyFieldsSent):
         # DRF's own text names the parser's internals ("Multipart form parse error - Invalid
         # boundary in multipart: None"); people get what to send instead.
         exc = exceptions.ParseError(
-            "The request body could not be read. Send the image as multipart/form-data in the field 'image'."
+            "The request body could not be read. Send the image as multipart/form-data in the field 'image', "
+            "other bodies as the JSON object the API reference shows."
         )
     if isinstance(exc, TooManyFilesSent):
         return Response(

@@ -6,15 +6,30 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 
 from predictions import access
 from predictions.admin_tables import key_value_table, request_user
 from predictions.exceptions import ApplicationError
-from predictions.models import ModelActivation, ModelVersion
+from predictions.models import ModelActivation, ModelVersion, ModelVersionStatus
+from predictions.operations.stats import figures as figures_selectors
+from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
+
+# Set by the confirmation page's button: a switch is applied only in a post that carries it.
+CONFIRM_FIELD = "confirmed_switch"
+# The live figures on the confirmation pages: every user's predictions of these last days.
+WINDOW_DAYS = 30
+
+
+def _confirmed(request: HttpRequest) -> bool:
+    return request.method == "POST" and request.POST.get(CONFIRM_FIELD) == "yes"
 
 
 class ModelVersionForm(forms.ModelForm[ModelVersion]):
@@ -80,26 +95,203 @@ class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
     def has_change_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
         return access.can_change_model_versions(request.user)
 
-    @admin.action(description="Activate the selected model version", permissions=["change"])
-    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one model version.", messages.ERROR)
-            return
+    # --- Switches: activation, rollback and a share of traffic, each confirmed first ---
+
+    def get_urls(self) -> list[URLPattern]:
+        activate = path(
+            "<path:object_id>/activate/",
+            self.admin_site.admin_view(self.activate_view),
+            name="predictions_modelversion_activate",
+        )
+        return [activate, *super().get_urls()]  # before the catch-all "<object_id>/" redirect
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        """The change form; a new share of traffic is applied only once confirmed."""
+        model_version = self.get_object(request, object_id) if object_id else None
+        if request.method == "POST" and model_version is not None and not _confirmed(request):
+            confirmation = self._traffic_confirmation(request, model_version)
+            if confirmation is not None:
+                return confirmation
+        can_activate = (
+            model_version is not None
+            and not model_version.is_active
+            and model_version.status != ModelVersionStatus.RETIRED
+            and self.has_change_permission(request, model_version)
+        )
+        extra_context = {**(extra_context or {}), "can_activate": can_activate}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _traffic_confirmation(self, request: HttpRequest, model_version: ModelVersion) -> TemplateResponse | None:
+        """The confirmation page of a change of ``model_version``'s share of traffic, or
+        ``None`` when the post changes none (or is invalid: the form says why)."""
+        if not self.has_change_permission(request, model_version):
+            return None
+        form = self.get_form(request, model_version)(
+            request.POST, instance=ModelVersion.objects.get(pk=model_version.pk)
+        )
+        if not form.is_valid() or form.cleaned_data["traffic_percent"] == model_version.traffic_percent:
+            return None
+        share = form.cleaned_data["traffic_percent"]
+        active = registry_selectors.model_version_active()
+        keeping = f"{active} for everyone else" if active else "no active version for everyone else"
+        effect = (
+            f"{share} % of users (each always on the same side) will have their new predictions classified by "
+            f"{model_version} instead of the active version, at once; {keeping}. Predictions already submitted "
+            "keep their version."
+            if share
+            else f"The A/B test of {model_version} ends: every user's new predictions are classified by "
+            f"{active or 'the active version'} at once."
+        )
+        return self._switch_confirmation(
+            request,
+            title=f"Give {model_version} {share} % of traffic (now {model_version.traffic_percent} %)?",
+            effect=effect,
+            columns=[
+                ("Active version", active),
+                (f"Candidate: {model_version.traffic_percent} % → {share} % of users", model_version),
+            ],
+            hidden_fields=[
+                (name, value)
+                for name, values in request.POST.lists()
+                for value in values
+                if name != "csrfmiddlewaretoken"
+            ],
+            confirm_label=f"Yes, give it {share} %",
+        )
+
+    def _activation_confirmation(
+        self,
+        request: HttpRequest,
+        model_version: ModelVersion,
+        *,
+        hidden_fields: list[tuple[str, object]],
+        cancel_url: str = "",
+    ) -> HttpResponse | None:
+        """The confirmation page of activating ``model_version``, or ``None`` once the
+        post confirmed what the page showed (the version active then is still active)."""
+        active = registry_selectors.model_version_active()
+        shown = request.POST.get("active_shown")
+        if _confirmed(request) and shown == str(active.pk if active else ""):
+            return None
+        if _confirmed(request):
+            self.message_user(
+                request, f"The active version changed meanwhile, to {active}: look again.", messages.WARNING
+            )
+        return self._switch_confirmation(
+            request,
+            title=f"Activate {model_version}?",
+            effect=f"Every user's new predictions will be classified by {model_version} instead of "
+            f"{active or 'no version'}, at once and without a restart. Predictions already made keep their result; "
+            "rolling back is one more confirmed click.",
+            columns=[("Active now", active), ("To be activated", model_version)],
+            hidden_fields=[*hidden_fields, ("active_shown", active.pk if active else "")],
+            confirm_label=f"Yes, activate {model_version.name} v{model_version.version}",
+            cancel_url=cancel_url,
+        )
+
+    def _switch_confirmation(
+        self,
+        request: HttpRequest,
+        *,
+        title: str,
+        effect: str,
+        columns: list[tuple[str, ModelVersion | None]],
+        hidden_fields: list[tuple[str, object]],
+        confirm_label: str,
+        cancel_url: str = "",
+    ) -> TemplateResponse:
+        figures = [
+            (
+                heading,
+                figures_selectors.model_version_figures(model_version=version, days=WINDOW_DAYS) if version else None,
+            )
+            for heading, version in columns
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "effect": effect,
+            "columns": figures,
+            "days": WINDOW_DAYS,
+            "hidden_fields": hidden_fields,
+            "confirm_field": CONFIRM_FIELD,
+            "confirm_label": confirm_label,
+            "form_action": request.get_full_path(),
+            "cancel_url": cancel_url or request.get_full_path(),
+        }
+        return TemplateResponse(request, "admin/predictions/modelversion/confirm_switch.html", context)
+
+    def activate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """ "Activate…" on a version's change page: the confirmation page, then the switch."""
+        model_version = self.get_object(request, object_id)
+        if model_version is None:
+            raise Http404("No such model version.")
+        if not self.has_change_permission(request, model_version):
+            raise PermissionDenied
+        change_url = reverse("admin:predictions_modelversion_change", args=[model_version.pk])
+        if model_version.is_active:
+            self.message_user(request, f"{model_version} is already active.")
+            return redirect(change_url)
+        confirmation = self._activation_confirmation(request, model_version, hidden_fields=[], cancel_url=change_url)
+        if confirmation is not None:
+            return confirmation
+        self._activate(request, model_version)
+        return redirect(change_url)
+
+    def _activate(self, request: HttpRequest, model_version: ModelVersion) -> None:
         try:
-            version = registry_services.model_version_activate(model_version=queryset.get(), user=request_user(request))
+            version = registry_services.model_version_activate(model_version=model_version, user=request_user(request))
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
             return
         self.message_user(request, f"{version} is now used for new predictions.")
 
-    @admin.action(description="Roll back to the previous version (select any row)", permissions=["change"])
-    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+    @admin.action(description="Activate the selected model version…", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model version.", messages.ERROR)
+            return None
+        model_version = queryset.get()
+        if model_version.is_active:
+            self.message_user(request, f"{model_version} is already active.")
+            return None
+        hidden: list[tuple[str, object]] = [("action", "activate"), (ACTION_CHECKBOX_NAME, model_version.pk)]
+        confirmation = self._activation_confirmation(request, model_version, hidden_fields=hidden)
+        if confirmation is not None:
+            return confirmation
+        self._activate(request, model_version)
+        return None
+
+    @admin.action(description="Roll back to the previous version… (select any row)", permissions=["change"])
+    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        try:
+            active, target = registry_services.model_version_rollback_check()
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return None
+        if not _confirmed(request) or request.POST.get("rollback_to") != str(target.pk):
+            if _confirmed(request):
+                self.message_user(request, f"The active version changed meanwhile, to {active}: look again.",
+                                  messages.WARNING)  # fmt: skip
+            return self._switch_confirmation(
+                request,
+                title=f"Roll back from {active} to {target}?",
+                effect=f"Every user's new predictions will be classified by {target}, the version active before "
+                f"{active}, at once and without a restart. Predictions already made keep their result.",
+                columns=[("Active now", active), ("Rolled back to", target)],
+                hidden_fields=[("action", "rollback"), (ACTION_CHECKBOX_NAME, active.pk), ("rollback_to", target.pk)],
+                confirm_label=f"Yes, roll back to {target.name} v{target.version}",
+            )
         try:
             version = registry_services.model_version_rollback(user=request_user(request))
         except ApplicationError as error:
             self.message_user(request, error.message, messages.ERROR)
-            return
+            return None
         self.message_user(request, f"Rolled back: {version} is now used for new predictions.")
+        return None
 
     @admin.action(description="Retire the selected model versions", permissions=["change"])
     def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

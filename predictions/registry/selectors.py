@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
@@ -111,3 +113,39 @@ def model_version_rollback_target(*, active: ModelVersion) -> ModelVersion | Non
 def model_activation_list(*, limit: int = 100) -> QuerySet[ModelActivation]:
     """The latest switches of the active model version, newest first."""
     return ModelActivation.objects.select_related("model_version", "previous", "activated_by")[:limit]
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    """One output class of a model version (its ``labels.json`` entry)."""
+
+    class_id: str
+    label: str
+
+
+def model_class_list(*, model_version: ModelVersion | None) -> list[ModelClass]:
+    """The version's classes in output order (none without a version)."""
+    entries = model_version.classes if model_version is not None else []
+    return [ModelClass(class_id=str(entry.get("class_id", "")), label=str(entry.get("label", ""))) for entry in entries]
+
+
+def model_class_find(*, model_version: ModelVersion | None, label: str) -> ModelClass | None:
+    """The version's class whose label is ``label`` ignoring case; ``None`` when it has none."""
+    wanted = label.casefold()
+    return next(
+        (item for item in model_class_list(model_version=model_version) if item.label.casefold() == wanted), None
+    )
+
+
+def model_class_closest(*, model_version: ModelVersion | None, text: str, limit: int = 5) -> list[str]:
+    """Up to ``limit`` labels of the version's classes closest to ``text``: those that
+    contain it ("tabby" -> "tabby cat", "mau" -> "Egyptian Mau"), shortest first, else
+    the most similar spellings ("siamse cat" -> "Siamese cat")."""
+    labels = [item.label for item in model_class_list(model_version=model_version)]
+    wanted = text.casefold().strip()
+    if not wanted:
+        return []
+    containing = sorted((label for label in labels if wanted in label.casefold()), key=len)
+    by_folded = {label.casefold(): label for label in labels}
+    similar = [by_folded[match] for match in difflib.get_close_matches(wanted, list(by_folded), n=limit, cutoff=0.6)]
+    return (containing or similar)[:limit]

@@ -248,12 +248,12 @@ def model_version_set_traffic(
     return locked
 
 
-@transaction.atomic
-def model_version_rollback(*, user: User | None = None) -> ModelVersion:
-    """Activate the version that was active before the current one (recorded as a
-    rollback; rolling back again goes one further back). Raises ``ConflictError`` when
-    there is none to go back to."""
-    active = ModelVersion.objects.select_for_update().filter(is_active=True).first()
+def model_version_rollback_check(*, lock: bool = False) -> tuple[ModelVersion, ModelVersion]:
+    """``(active, target)`` of a rollback (``model_version_rollback``; the admin asks it
+    before its confirmation page). Raises ``ConflictError`` when there is no version to
+    go back to."""
+    actives = ModelVersion.objects.filter(is_active=True)
+    active = (actives.select_for_update() if lock else actives).first()
     if active is None:
         raise ConflictError("No model version is active, so there is nothing to roll back.")
     target = registry_selectors.model_version_rollback_target(active=active)
@@ -261,4 +261,13 @@ def model_version_rollback(*, user: User | None = None) -> ModelVersion:
         raise ConflictError(f"{active} was the first active version; there is no previous one to roll back to.")
     if target.status == ModelVersionStatus.RETIRED:
         raise ConflictError(f"The previous version, {target}, is retired; activate another version instead.")
+    return active, target
+
+
+@transaction.atomic
+def model_version_rollback(*, user: User | None = None) -> ModelVersion:
+    """Activate the version that was active before the current one (recorded as a
+    rollback; rolling back again goes one further back). Raises ``ConflictError`` when
+    there is none to go back to."""
+    _, target = model_version_rollback_check(lock=True)
     return model_version_activate(model_version=target, user=user, kind=ModelActivationKind.ROLLBACK)

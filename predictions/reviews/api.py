@@ -41,7 +41,12 @@ class PredictionCorrectionApi(AsyncAPIView):
             max_length=200,
             trim_whitespace=False,
             validators=[RegexValidator(r"\S", "Give the right label.")],
-            help_text="The right label: one of the model's class labels (any case) or a new one",
+            help_text="The right label: one of the model's class labels (any case) or, with `new_class`, a new one",
+        )
+        new_class = serializers.BooleanField(
+            default=False,
+            help_text="true: `label` is a class the model does not have, on purpose. Needed for any label that "
+            "is not one of the model's classes",
         )
 
     class OutputSerializer(serializers.Serializer[Any]):
@@ -65,6 +70,7 @@ class PredictionCorrectionApi(AsyncAPIView):
         class_id = serializers.CharField(
             allow_blank=True, help_text="The model class the label matches; empty for a new class"
         )
+        new_class = serializers.BooleanField(help_text="true: a class the model does not have (the owner said so)")
         predicted_label = serializers.CharField(allow_blank=True, help_text="What the model said")
         model = ModelSerializer(source="model_version", allow_null=True, help_text="The version that predicted")
         created_at = serializers.DateTimeField()
@@ -87,8 +93,10 @@ class PredictionCorrectionApi(AsyncAPIView):
             429: ErrorSerializer,
         },
         description="`label`: one of the model's class labels (matched ignoring case; the answer spells it "
-        "as the model does and gives its `class_id`) or any other text for a class the model does not have "
-        "(`class_id` empty). It replaces the prediction's confirmation or earlier correction. 400 for an "
+        "as the model does and gives its `class_id`; `GET /api/v1/models/` lists them), or, with "
+        '`"new_class": true`, a class the model does not have (`class_id` empty, `new_class` true). A label '
+        "that is none of the model's classes without `new_class` is 400 `unknown_class`, whose message names "
+        "the closest classes. It replaces the prediction's confirmation or earlier correction. 400 for an "
         "empty label; 409 `conflict` for the label the model gave (say that with `POST .../confirmation/`) "
         "or unless the prediction succeeded. The prediction's own result is not changed.",
     )
@@ -97,7 +105,10 @@ class PredictionCorrectionApi(AsyncAPIView):
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
         correction = await sync_to_async(review_services.correction_set)(
-            prediction=prediction, user=request.user, label=options.validated_data["label"]
+            prediction=prediction,
+            user=request.user,
+            label=options.validated_data["label"],
+            new_class=options.validated_data["new_class"],
         )
         body = self.OutputSerializer(correction, context={"request": request}).data
         return Response(body, headers=form_body_headers(request))

@@ -19,6 +19,10 @@ class Correction(models.Model):
     per prediction (one-to-one), so a prediction has at most one review: a later
     correction or confirmation replaces the earlier, whichever kind each is. Live top-1
     is confirmed / reviewed.
+
+    A correction names one of the model's classes (``class_id`` set) unless the owner
+    said explicitly that it is a class the model does not have (``new_class``): free
+    text never reaches the training data unmarked.
     """
 
     prediction = models.OneToOneField("predictions.Prediction", on_delete=models.CASCADE, related_name="correction")
@@ -28,6 +32,10 @@ class Correction(models.Model):
     label = models.CharField(max_length=200, help_text="The right label, as the model's class label or new text")
     class_id = models.CharField(
         max_length=20, blank=True, help_text="The model class the label matches; empty for a new class"
+    )
+    new_class = models.BooleanField(
+        default=False,
+        help_text="The owner said the right label is a class the model does not have (it is not one of its classes)",
     )
     predicted_label = models.CharField(
         max_length=200, blank=True, help_text="What the model said when it was corrected"
@@ -56,10 +64,15 @@ class Correction(models.Model):
                 condition=models.Q(confirmed=False) | models.Q(label=models.F("predicted_label")),
                 name="correction_confirmed_is_predicted_label",
             ),
+            # A new class is a correction to a label that is none of the model's classes.
+            models.CheckConstraint(
+                condition=models.Q(new_class=False) | models.Q(confirmed=False, class_id=""),
+                name="correction_new_class_has_no_class_id",
+            ),
         ]
         verbose_name = "review"
 
     def __str__(self) -> str:
         if self.confirmed:
             return f"{self.label} (confirmed)"
-        return f"{self.predicted_label or '?'} -> {self.label}"
+        return f"{self.predicted_label or '?'} -> {self.label}{' (new class)' if self.new_class else ''}"

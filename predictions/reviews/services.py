@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -12,6 +13,7 @@ from predictions.exceptions import (
     ApplicationError,
     ConflictError,
     NotFoundError,
+    UnknownClassError,
 )
 from predictions.models import (
     Correction,
@@ -19,18 +21,29 @@ from predictions.models import (
     Prediction,
     PredictionStatus,
 )
+from predictions.registry import selectors as registry_selectors
 
 logger = logging.getLogger(__name__)
 
 
-def _model_class_for(model_version: ModelVersion | None, label: str) -> tuple[str, str]:
-    """``(label, class_id)``: the model class whose label matches ``label`` ignoring case,
-    spelled as the model spells it; else the text as given and no class (a new class)."""
-    wanted = label.casefold()
-    for entry in model_version.classes if model_version is not None else []:
-        if str(entry.get("label", "")).casefold() == wanted:
-            return str(entry["label"]), str(entry.get("class_id", ""))
-    return label, ""
+def _correction_class(*, model_version: ModelVersion | None, label: str, new_class: bool) -> tuple[str, str, bool]:
+    """``(label, class_id, new_class)`` of a correction to ``label``: the model class whose
+    label it is (ignoring case; spelled as the model spells it), else, when the owner
+    said so, a new class. Raises ``UnknownClassError`` naming the closest classes when
+    it is neither."""
+    found = registry_selectors.model_class_find(model_version=model_version, label=label)
+    if found is not None:
+        return found.label, found.class_id, False
+    if new_class:
+        return label, "", True
+    closest = registry_selectors.model_class_closest(model_version=model_version, text=label)
+    count = len(model_version.classes) if model_version is not None else 0
+    hint = f"the closest are: {', '.join(closest)}" if closest else "none is close to it"
+    raise UnknownClassError(
+        f"{label!r} is not one of the model's {count} classes; {hint}. Pick one of the model's classes, "
+        "or say that it is a new class (one the model does not have yet).",
+        field="label",
+    )
 
 
 def _prediction_lock_succeeded(*, prediction: Prediction, action: str) -> Prediction:
@@ -54,7 +67,9 @@ def _prediction_lock_succeeded(*, prediction: Prediction, action: str) -> Predic
     return current
 
 
-def _review_save(*, prediction: Prediction, user: User, label: str, class_id: str, confirmed: bool) -> Correction:
+def _review_save(
+    *, prediction: Prediction, user: User, label: str, class_id: str, confirmed: bool, new_class: bool = False
+) -> Correction:
     """Store the prediction's one review, replacing an earlier one of either kind
     (``created_at`` stays). ``prediction`` is locked by the caller."""
     now = timezone.now()
@@ -65,6 +80,7 @@ def _review_save(*, prediction: Prediction, user: User, label: str, class_id: st
     review.confirmed = confirmed
     review.label = label
     review.class_id = class_id
+    review.new_class = new_class
     review.predicted_label = prediction.label
     review.model_version = prediction.model_version
     review.corrected_by = user
@@ -75,33 +91,40 @@ def _review_save(*, prediction: Prediction, user: User, label: str, class_id: st
 
 
 @transaction.atomic
-def correction_set(*, prediction: Prediction, user: User, label: str) -> Correction:
-    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is
-    matched to the predicting model's classes (case-insensitively; the class's own
-    spelling and ``class_id`` are kept) or kept as given for a new class. It replaces
-    the prediction's earlier review, a correction or a confirmation (``created_at``
-    stays). The prediction's own result is never changed, and nothing the worker writes
-    touches a correction.
+def correction_set(*, prediction: Prediction, user: User, label: str, new_class: bool = False) -> Correction:
+    """Record that the model got ``prediction`` wrong and what it shows: ``label`` is one
+    of the predicting model's classes (matched ignoring case; the class's own spelling
+    and ``class_id`` are kept) or, with ``new_class``, a class the model does not have
+    (stored as given, marked ``new_class``). It replaces the prediction's earlier
+    review, a correction or a confirmation (``created_at`` stays). The prediction's own
+    result is never changed, and nothing the worker writes touches a correction.
 
-    Raises ``ApplicationError`` (400) for an empty label, ``ConflictError`` (409) for the
-    one the model gave (that is a confirmation: ``prediction_confirm``; which label it gave
-    is the prediction's state) or when the prediction has not succeeded.
+    Raises ``UnknownClassError`` (400) for a label that is none of the model's classes
+    without ``new_class`` (the message names the closest), ``ApplicationError`` (400)
+    for an empty label, ``ConflictError`` (409) for the one the model gave (that is a
+    confirmation: ``prediction_confirm``; which label it gave is the prediction's state)
+    or when the prediction has not succeeded.
     """
-    label = " ".join(label.split())
+    # NFC: "café" typed on a Mac and on a PC is one label (and one folder in an export).
+    label = unicodedata.normalize("NFC", " ".join(label.split()))
     if not label:
         raise ApplicationError("Give the right label.", field="label")
     max_length = Correction._meta.get_field("label").max_length or 200
     if len(label) > max_length:
         raise ApplicationError(f"A label has at most {max_length} characters.", field="label")
     current = _prediction_lock_succeeded(prediction=prediction, action="corrected")
-    label, class_id = _model_class_for(current.model_version, label)
     if label.casefold() == current.label.casefold():
         raise ConflictError(
             f"{current.label!r} is what the model said; if it is right, confirm it instead of correcting it.",
             field="label",
         )
-    correction = _review_save(prediction=current, user=user, label=label, class_id=class_id, confirmed=False)
-    logger.info("Prediction %s corrected: %r -> %r", current.id, current.label, label)
+    label, class_id, new_class = _correction_class(
+        model_version=current.model_version, label=label, new_class=new_class
+    )
+    correction = _review_save(
+        prediction=current, user=user, label=label, class_id=class_id, confirmed=False, new_class=new_class
+    )
+    logger.info("Prediction %s corrected: %r -> %r%s", current.id, current.label, label, " (new class)" * new_class)
     return correction
 
 

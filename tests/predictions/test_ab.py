@@ -287,7 +287,8 @@ def test_admin_edits_the_share_of_a_candidate_only(
     client.force_login(switcher)
 
     response = client.post(
-        reverse("admin:predictions_modelversion_change", args=[candidate.pk]), {"traffic_percent": 25}
+        reverse("admin:predictions_modelversion_change", args=[candidate.pk]),
+        {"traffic_percent": 25, "confirmed_switch": "yes"},  # the confirmation page's button
     )
     assert response.status_code == 302, response.content
     candidate.refresh_from_db()

@@ -168,7 +168,7 @@ def test_api_delete_withdraws_the_confirmation_or_the_correction(user: User, don
     assert not Correction.objects.exists()
     assert api.delete(_review_url(done, "confirmation")).status_code == 404
 
-    api.post(_review_url(done, "correction"), {"label": "ocelot"}, format="json")
+    api.post(_review_url(done, "correction"), {"label": "ocelot", "new_class": True}, format="json")
     assert api.delete(_review_url(done, "correction")).status_code == 204
     assert not Correction.objects.exists()
 

@@ -71,11 +71,11 @@ def test_a_label_of_the_model_is_matched_ignoring_case_and_the_prediction_stays_
 
 def test_free_text_is_a_new_class_and_a_second_correction_replaces_the_first(user: User, done: Prediction) -> None:
     first = review_services.correction_set(prediction=done, user=user, label="Chihuahua")
-    second = review_services.correction_set(prediction=done, user=user, label="ocelot")
+    second = review_services.correction_set(prediction=done, user=user, label="ocelot", new_class=True)
 
     assert Correction.objects.count() == 1
     row = Correction.objects.get()
-    assert (row.label, row.class_id) == ("ocelot", "")
+    assert (row.label, row.class_id, row.new_class) == ("ocelot", "", True)
     assert row.created_at == first.created_at
     assert row.updated_at >= second.created_at
 
@@ -114,9 +114,13 @@ def test_api_correction_answers_the_correction(user: User, done: Prediction, mod
     assert (body["label"], body["class_id"], body["predicted_label"]) == ("tabby cat", "n02123045", "tiger cat")
     assert body["model"] == {"name": "lite", "version": "3"}
 
-    again = _correct(user, done, "a cat I have never seen")
+    again = api_as(user).post(
+        f"/api/v1/predictions/{done.id}/correction/",
+        {"label": "a cat I have never seen", "new_class": True},
+        format="json",
+    )
     assert again.status_code == 200
-    assert again.json()["class_id"] == ""
+    assert (again.json()["class_id"], again.json()["new_class"]) == ("", True)
     assert Correction.objects.get(prediction=done).label == "a cat I have never seen"
 
 
@@ -191,7 +195,7 @@ def test_history_links_to_the_form_and_shows_the_correction(
     user_client: Client, user: User, done: Prediction, model_version: ModelVersion
 ) -> None:
     other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
-    review_services.correction_set(prediction=other, user=user, label="ocelot")
+    review_services.correction_set(prediction=other, user=user, label="ocelot", new_class=True)
 
     page = user_client.get(reverse("predictions:history")).content.decode()
 
@@ -210,7 +214,11 @@ def corrected(user: User, model_version: ModelVersion) -> list[Correction]:
     rows = []
     for label in ["tabby cat", "Tabby Cat", "snow leopard"]:
         prediction = _succeeded(user, model_version)
-        rows.append(review_services.correction_set(prediction=prediction, user=user, label=label))
+        rows.append(
+            review_services.correction_set(
+                prediction=prediction, user=user, label=label, new_class=label == "snow leopard"
+            )
+        )
     old = ModelVersionFactory.create(
         version="2", is_active=False, status=ModelVersionStatus.AVAILABLE, metrics={}, exported_at=None
     )
@@ -273,7 +281,7 @@ def test_export_never_overwrites_silently_and_a_rerun_keeps_the_labels(
     assert len(_manifest((root / "manifest.csv").read_text())) == 4
 
     # A newer correction changes what the export would write.
-    review_services.correction_set(prediction=corrected[2].prediction, user=user, label="lynx")
+    review_services.correction_set(prediction=corrected[2].prediction, user=user, label="lynx", new_class=True)
     mine = root / "tabby cat" / f"{corrected[0].prediction_id}.jpg"
     mine.write_bytes(b"edited by hand")
     with pytest.raises(CommandError, match=r"2 file\(s\) in .* differ .*nothing was written"):

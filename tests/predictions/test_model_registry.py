@@ -102,7 +102,7 @@ def test_a_fine_tuned_model_is_registered_with_its_parent_and_its_held_out_figur
 ) -> None:
     """What training.finetune writes (parent_model, test_metrics) is what the registry and
     the stats page show: the parent version and the test split's top-1."""
-    from predictions.operations.stats.selectors import evaluation_top1
+    from predictions.operations.stats.cards import evaluation_top1
 
     call_command("register_model", str(finetuned.target), "--no-load")
 
@@ -306,9 +306,12 @@ def test_admin_activate_and_roll_back_actions(
     listing = client.get(changelist)
     assert b'value="activate"' in listing.content
     assert b'value="rollback"' in listing.content
-    client.post(changelist, {"action": "activate", "_selected_action": [v2.pk]})
+    # Each switch is applied by the confirmation page's button (tests/predictions/test_registry_admin.py).
+    activate = {"action": "activate", "_selected_action": [v2.pk], "confirmed_switch": "yes"}
+    client.post(changelist, {**activate, "active_shown": active_model.pk})
     assert registry_selectors.model_version_active() == v2
-    client.post(changelist, {"action": "rollback", "_selected_action": [v2.pk]})
+    rollback = {"action": "rollback", "_selected_action": [v2.pk], "confirmed_switch": "yes"}
+    client.post(changelist, {**rollback, "rollback_to": active_model.pk})
 
     assert registry_selectors.model_version_active() == active_model
     assert ModelActivation.objects.all()[0].kind == "rollback"

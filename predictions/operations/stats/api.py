@@ -70,6 +70,9 @@ class StatsApi(APIView):
                 allow_null=True, help_text="Share of its predictions below low_confidence_threshold"
             )
             corrections = serializers.IntegerField(help_text="Of its succeeded predictions, how many users corrected")
+            new_classes = serializers.IntegerField(
+                help_text="Of those corrections, how many name a class the model does not have (`new_class`)"
+            )
             correction_rate = serializers.FloatField(
                 allow_null=True,
                 help_text="corrections / predictions. 1 - correction_rate bounds live top-1 accuracy from above: "

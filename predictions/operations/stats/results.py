@@ -34,6 +34,7 @@ class ModelVersionStats:
     latency: dict[str, LatencySummary]
     low_confidence_share: float | None = None  # share below LOW_CONFIDENCE_THRESHOLD
     corrections: int = 0  # of its succeeded predictions, how many their owner corrected
+    new_classes: int = 0  # of those corrections, how many to a class the model does not have (said so by the owner)
     correction_rate: float | None = None  # corrections / predictions (None without predictions)
     reviewed: int = 0  # of its succeeded predictions, how many their owner reviewed (confirmed or corrected)
     confirmed: int = 0  # of those, how many their owner confirmed (reviewed = confirmed + corrections)

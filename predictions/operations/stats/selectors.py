@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from predictions import access
 from predictions.models import ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
+from predictions.operations.stats.cards import evaluation_top1, flat_metrics
 from predictions.operations.stats.percentiles import PercentileCont, percentile_key, percentiles_linear
 from predictions.operations.stats.results import (
     ActiveModelCard,
@@ -162,6 +163,7 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = 
             "reviewed": Count("correction", filter=reviewed),
             "confirmed": Count("correction", filter=reviewed & Q(correction__confirmed=True)),
             "corrections": Count("correction", filter=reviewed & Q(correction__confirmed=False)),
+            "new_classes": Count("correction", filter=reviewed & Q(correction__new_class=True)),
         },
     )
     versions = ModelVersion.objects.in_bulk([key for key in per_model if key is not None])
@@ -179,6 +181,7 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = 
                     extra["low_confidence"] / extra["with_confidence"] if extra["with_confidence"] else None
                 ),
                 corrections=extra["corrections"],
+                new_classes=extra["new_classes"],
                 correction_rate=extra["corrections"] / extra["predictions"] if extra["predictions"] else None,
                 reviewed=extra["reviewed"],
                 confirmed=extra["confirmed"],
@@ -247,48 +250,11 @@ def active_model_card(per_model_version: Sequence[ModelVersionStats]) -> ActiveM
         trained_at=active.exported_at,
         registered_at=active.created_at,
         classes=len(active.classes),
-        metrics=dict(_flat_metrics(active.metrics)),
+        metrics=dict(flat_metrics(active.metrics)),
         evaluation_top1=evaluation[1] if evaluation else None,
         evaluation_top1_metric=evaluation[0] if evaluation else "",
         stats=next((row for row in per_model_version if row.model_version_id == active.pk), None),
     )
-
-
-TOP1_METRIC_NAMES = ("top1", "top1_accuracy")
-
-
-def evaluation_top1(metrics: dict[str, Any], prefix: str = "") -> tuple[str, float] | None:
-    """The model card's top-1 accuracy as ``(dotted name, value)``: the first figure
-    named ``top1`` or ``top1_accuracy``, one measured on a test set first (fine-tuning's
-    ``test...top1``, the shipped model's ``test_photos.top1_accuracy``); ``None`` when
-    the card has none."""
-    found: list[tuple[str, float]] = []
-
-    def walk(node: dict[str, Any], path: str) -> None:
-        for key, value in node.items():
-            name = f"{path}{key}"
-            if isinstance(value, dict):
-                walk(value, f"{name}.")
-            elif key in TOP1_METRIC_NAMES and isinstance(value, int | float) and not isinstance(value, bool):
-                found.append((name, float(value)))
-
-    walk(metrics, prefix)
-    return next((item for item in found if item[0].startswith("test")), found[0] if found else None)
-
-
-def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """Nested model-card figures as ``("test_photos.top1_accuracy", "1.0")`` rows; lists
-    (per-photo results) are left out: the card's figures, not its raw data."""
-    rows: list[tuple[str, str]] = []
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows.extend(_flat_metrics(value, prefix=f"{name}."))
-        elif isinstance(value, float):
-            rows.append((name, f"{value:.4g}"))
-        elif isinstance(value, str | int | bool):
-            rows.append((name, str(value)))
-    return rows
 
 
 def latency_histogram(
