@@ -14,6 +14,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
+from .openapi import OPENAPI_SETTINGS
 
 # Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
 # ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
@@ -314,31 +315,7 @@ REST_FRAMEWORK = {
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
-SPECTACULAR_SETTINGS = {
-    "TITLE": "imagerec API",
-    "DESCRIPTION": "Submit images for classification and poll their results.",
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "SWAGGER_UI_DIST": "SIDECAR",
-    # No badge from the online validator (Swagger UI's default asks validator.swagger.io).
-    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "COMPONENT_SPLIT_REQUEST": True,
-    # A PATCH body is documented as its serializer says, not as all-optional: the one PATCH
-    # (a model version's traffic_percent) requires what it changes.
-    "COMPONENT_SPLIT_PATCH": False,
-    # Enum component names are type names in generated clients: fixed here, not left to
-    # drf-spectacular's collision resolution (which renames them when a serializer is added).
-    "ENUM_NAME_OVERRIDES": {
-        "PredictionOutputStatusEnum": "predictions.models.PredictionStatus",
-        "ModelVersionOutputStatusEnum": "predictions.models.ModelVersionStatus",
-    },
-    # Documents each view behind a predictions.api.dispatch.method_dispatch URL as its own operation.
-    "DEFAULT_GENERATOR_CLASS": "predictions.api.schema.MethodDispatchSchemaGenerator",
-    # The default hook (enum components), then OpenAPI links from each answer to the
-    # operations its ids open (predictions.api.schema.add_links).
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "predictions.api.schema.add_links"],
-}
+SPECTACULAR_SETTINGS = OPENAPI_SETTINGS  # imagerec/openapi.py: fixed, none from the environment
 
 # --- Content-Security-Policy (django-csp): everything from here, nothing inline, no framing.
 # data: images are Swagger UI's icons, blob: ones the upload page's previews.
