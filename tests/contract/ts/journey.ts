@@ -112,7 +112,7 @@ steps.push("image");
 const runnerUp = prediction.predictions[1];
 const corrected = await api.POST("/api/v1/predictions/{prediction_id}/correction/", {
   params: { path: { prediction_id: prediction.id } },
-  body: { label: runnerUp.label.toUpperCase() },
+  body: { label: runnerUp.label.toUpperCase(), new_class: false },
 });
 assert.ok(corrected.data, JSON.stringify(corrected.error));
 assert.deepEqual([corrected.data.confirmed, corrected.data.class_id], [false, runnerUp.class_id]);
