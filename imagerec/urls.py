@@ -82,6 +82,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include((api_urls, "api"))),
     path("stats/", observability_views.stats_page, name="stats"),
+    path("models/", include("predictions.registry.urls")),
+    path("reviews/", include("predictions.reviews.urls")),
     path("health/live", observability_views.health_live, name="health-live"),
     path("health/ready", observability_views.health_ready, name="health-ready"),
     path("metrics", observability_views.metrics_view, name="metrics"),

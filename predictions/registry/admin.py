@@ -21,15 +21,14 @@ from predictions.models import ModelActivation, ModelVersion, ModelVersionStatus
 from predictions.operations.stats import figures as figures_selectors
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
-
-# Set by the confirmation page's button: a switch is applied only in a post that carries it.
-CONFIRM_FIELD = "confirmed_switch"
-# The live figures on the confirmation pages: every user's predictions of these last days.
-WINDOW_DAYS = 30
-
-
-def _confirmed(request: HttpRequest) -> bool:
-    return request.method == "POST" and request.POST.get(CONFIRM_FIELD) == "yes"
+from predictions.registry.switches import (
+    ACTIVE_SHOWN_FIELD,
+    CONFIRM_FIELD,
+    WINDOW_DAYS,
+    active_shown_value,
+    active_unchanged,
+)
+from predictions.registry.switches import switch_confirmed as _confirmed
 
 
 class ModelVersionForm(forms.ModelForm[ModelVersion]):
@@ -172,8 +171,7 @@ class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
         """The confirmation page of activating ``model_version``, or ``None`` once the
         post confirmed what the page showed (the version active then is still active)."""
         active = registry_selectors.model_version_active()
-        shown = request.POST.get("active_shown")
-        if _confirmed(request) and shown == str(active.pk if active else ""):
+        if _confirmed(request) and active_unchanged(request, active):
             return None
         if _confirmed(request):
             self.message_user(
@@ -186,7 +184,7 @@ class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
             f"{active or 'no version'}, at once and without a restart. Predictions already made keep their result; "
             "rolling back is one more confirmed click.",
             columns=[("Active now", active), ("To be activated", model_version)],
-            hidden_fields=[*hidden_fields, ("active_shown", active.pk if active else "")],
+            hidden_fields=[*hidden_fields, (ACTIVE_SHOWN_FIELD, active_shown_value(active))],
             confirm_label=f"Yes, activate {model_version.name} v{model_version.version}",
             cancel_url=cancel_url,
         )

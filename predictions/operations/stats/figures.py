@@ -10,7 +10,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from predictions.models import ModelVersion, Prediction, PredictionStatus
-from predictions.operations.stats.cards import evaluation_top1
+from predictions.operations.stats.cards import SMALL_SAMPLE, evaluation_count, evaluation_top1
 from predictions.operations.stats.selectors import DEFAULT_WINDOW_DAYS, latency_by_group
 
 
@@ -29,6 +29,14 @@ class ModelVersionFigures:
     live_top1: float | None  # confirmed / reviewed; None when nothing was reviewed
     total_p50_ms: float | None  # median time from upload to result
     inference_p50_ms: float | None  # median time of the model call itself
+    test_count: int | None = None  # how many test images the card's top-1 rests on; None: not recorded
+    confirmed: int = 0  # of the reviewed, how many their owner confirmed (live top-1 = confirmed / reviewed)
+    total_p95_ms: float | None = None  # 95 % of the results came within this, from upload
+
+    @property
+    def test_sample_small(self) -> bool:
+        """The card's top-1 rests on too few images to tell much (or on an unknown number)."""
+        return self.test_count is None or self.test_count < SMALL_SAMPLE
 
 
 def model_version_figures(*, model_version: ModelVersion, days: int = DEFAULT_WINDOW_DAYS) -> ModelVersionFigures:
@@ -44,7 +52,7 @@ def model_version_figures(*, model_version: ModelVersion, days: int = DEFAULT_WI
         succeeded,
         group=None,
         fields=("total_ms", "inference_ms"),
-        percentiles=(0.5,),
+        percentiles=(0.5, 0.95),
         extra={
             "predictions": Count("id"),
             "reviewed": Count("correction", filter=reviewed),
@@ -64,4 +72,7 @@ def model_version_figures(*, model_version: ModelVersion, days: int = DEFAULT_WI
         live_top1=counts["confirmed"] / counts["reviewed"] if counts.get("reviewed") else None,
         total_p50_ms=total.p50 if total else None,
         inference_p50_ms=inference.p50 if inference else None,
+        test_count=evaluation_count(model_version.metrics, card[0]) if card else None,
+        confirmed=counts.get("confirmed") or 0,
+        total_p95_ms=total.p95 if total else None,
     )

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from predictions.registry import views
+
+app_name = "models"
+
+urlpatterns = [
+    path("", views.models_page, name="list"),
+    path("rollback/", views.rollback, name="rollback"),
+    path("<int:pk>/activate/", views.activate, name="activate"),
+    path("<int:pk>/traffic/", views.traffic, name="traffic"),
+]

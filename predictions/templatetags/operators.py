@@ -1,0 +1,29 @@
+"""Who sees the operator pages' links (``predictions.access``): the nav asks these."""
+
+from __future__ import annotations
+
+from django import template
+from django.contrib.auth.models import AnonymousUser, User
+
+from predictions import access
+from predictions.operations.stats.cards import percent_text
+
+register = template.Library()
+
+
+@register.filter
+def may_switch_models(user: User | AnonymousUser | None) -> bool:
+    """The Models page: ``predictions.change_modelversion``."""
+    return access.can_change_model_versions(user)
+
+
+@register.filter
+def may_read_reviews(user: User | AnonymousUser | None) -> bool:
+    """The Reviews page: ``predictions.view_prediction`` (every user's predictions)."""
+    return access.can_view_all_predictions(user)
+
+
+@register.filter
+def share(value: float | None) -> str:
+    """A fraction as a percentage, whole when it is whole: 1.0 -> "100 %", 0.912 -> "91.2 %"."""
+    return "" if value is None else percent_text(value)
