@@ -37,7 +37,9 @@ def measured(active_model: ModelVersion) -> None:
             user=owner, model_version=active_model, total_ms=40.0, inference_ms=20.0
         )
         if index < 3:
-            CorrectionFactory.create(prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159")
+            CorrectionFactory.create(
+                prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159"
+            )
         else:
             CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")
 
@@ -121,7 +123,8 @@ def test_activating_asks_first_with_both_versions_then_switches(
     assert registry_selectors.model_version_active() == active_model  # nothing switched yet
     text = _text(page.content)
     assert "Activate efficientnet_lite0 v2?" in text
-    assert "Active now: efficientnet_lite0 v1" in text and "To be activated: efficientnet_lite0 v2" in text
+    assert "Active now: efficientnet_lite0 v1" in text
+    assert "To be activated: efficientnet_lite0 v2" in text
     assert "75 % of 4 reviews" in text
 
     done = client.post(reverse("models:activate", args=[v2.pk]), _hidden(page.content), follow=True)
@@ -229,6 +232,8 @@ def test_reviews_page_filters_and_exports_what_it_shows(client: Client, active_m
 def test_view_prediction_permission_alone_reads_reviews(client: Client) -> None:
     """Not staff: the policy is the permission, never ``is_staff``."""
     reader = UserFactory.create()
-    reader.user_permissions.add(Permission.objects.get(content_type__app_label="predictions", codename="view_prediction"))
+    reader.user_permissions.add(
+        Permission.objects.get(content_type__app_label="predictions", codename="view_prediction")
+    )
     client.force_login(reader)
     assert client.get(reverse("reviews:list")).status_code == 200
