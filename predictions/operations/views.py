@@ -3,8 +3,6 @@ or check, render."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -15,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions.operations import health, metrics, stats
+from predictions.operations.stats import charts
 
 
 @login_required
@@ -23,14 +22,22 @@ def stats_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
     own = request.GET.get("scope") == "mine"
     report = stats.prediction_stats_cached(user=request.user, days=days, own=own)
+    reviewed = sum(row.reviewed for row in report.per_model_version)
+    confirmed = sum(row.confirmed for row in report.per_model_version)
+    corrections = sum(row.corrections for row in report.per_model_version)
     context = {
         "report": report,
         "may_read_all": stats.stats_all_users(request.user),
         "scope_query": "&scope=mine" if own else "",
         "window_choices": stats.WINDOW_DAYS,
-        "volume_bars": _bars([(day.day.isoformat(), day.predictions) for day in report.per_day]),
-        "histogram_bars": _bars([(_bucket_label(b.upper_ms), b.count) for b in report.histogram]),
-        "label_bars": _bars([(item.label, item.count) for item in report.top_labels]),
+        "volume": charts.volume_chart(report),
+        "labels": charts.label_chart(report),
+        "reviewed": reviewed,
+        "confirmed": confirmed,
+        "corrections": corrections,
+        "live_top1": confirmed / reviewed if reviewed else None,
+        "correction_rate": corrections / report.succeeded if report.succeeded else None,
+        "histogram_bars": charts.bars([(_bucket_label(b.upper_ms), b.count) for b in report.histogram]),
         "stats_cache_seconds": settings.STATS_CACHE_SECONDS,
         "latency_rows": [(name.removesuffix("_ms"), report.latency[name]) for name in stats.LATENCY_FIELDS],
     }
@@ -44,12 +51,6 @@ def window_days(raw: str | None) -> int:
     except ValueError:
         return stats.DEFAULT_WINDOW_DAYS
     return days if days in stats.WINDOW_DAYS else stats.DEFAULT_WINDOW_DAYS
-
-
-def _bars(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Bars for the CSS charts: each value as a percentage of the largest."""
-    largest = max((value for _, value in items), default=0) or 1
-    return [{"label": label, "value": value, "percent": round(100 * value / largest, 1)} for label, value in items]
 
 
 def _bucket_label(upper_ms: float | None) -> str:

@@ -70,7 +70,11 @@ def models_overview(*, days: int = WINDOW_DAYS, activations: int = 8, jobs: int 
     """Everything the Models page shows: two queries per registered version for its
     figures (a registry holds a handful), one for the switches, a few per recent job."""
     versions = list(registry_selectors.model_version_list())
-    order = {ModelVersionStatus.ACTIVE: 0, ModelVersionStatus.CANDIDATE: 1, ModelVersionStatus.AVAILABLE: 2}
+    order: dict[str, int] = {
+        ModelVersionStatus.ACTIVE: 0,
+        ModelVersionStatus.CANDIDATE: 1,
+        ModelVersionStatus.AVAILABLE: 2,
+    }
     versions.sort(key=lambda v: (order.get(v.status, 3), v.name, -v.created_at.timestamp()))
     cards = [
         ModelVersionCard(

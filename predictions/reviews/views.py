@@ -74,7 +74,7 @@ def reviews_page(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def reviews_export(request: AuthenticatedHttpRequest) -> HttpResponse:
+def reviews_export(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     """The filtered reviews as a dataset (zip: a folder per label, manifest.csv), as
     ``training.finetune`` reads it; the same export as the admin's action."""
     _, reviews = _reviews(request)

@@ -27,3 +27,11 @@ def may_read_reviews(user: User | AnonymousUser | None) -> bool:
 def share(value: float | None) -> str:
     """A fraction as a percentage, whole when it is whole: 1.0 -> "100 %", 0.912 -> "91.2 %"."""
     return "" if value is None else percent_text(value)
+
+
+@register.filter
+def div_share(part: int | None, whole: int | None) -> str:
+    """``part`` of ``whole`` as a percentage ("0 %" for none of it); empty without a whole."""
+    if not whole:
+        return ""
+    return percent_text((part or 0) / whole)

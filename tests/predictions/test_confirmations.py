@@ -293,9 +293,10 @@ def test_stats_live_top1_is_confirmed_over_reviewed(user: User, user_client: Cli
 
     page = user_client.get("/stats/").content.decode()
     assert "Live top-1 75 %</strong> on 4 reviewed predictions (3 confirmed, 1 corrected)" in page
-    assert "evaluation top-1 <strong>80 %</strong>" in page
-    assert "test_photos.top1_accuracy" in page
-    assert "correction rate <strong>0.167</strong>" in page
+    assert "Right in 75 %</strong> of the 4 results you reviewed" in page
+    assert "Top-1 80 % on 5 test images: too few to tell much" in page
+    assert "test_photos.top1_accuracy" not in page
+    assert "correction rate <strong>16.7 %</strong>" in page
 
 
 def test_stats_live_top1_is_none_when_nothing_was_reviewed(
@@ -357,8 +358,8 @@ def test_the_ab_comparison_gains_live_top1(
     assert (comparison["active"]["live_top1"], comparison["candidate"]["live_top1"]) == (0.75, 0.5)
     assert comparison["candidate"]["correction_rate"] == 0.5  # still corrected / succeeded
     page = user_client.get("/stats/").content.decode()
-    assert "0.750 (3 / 4)" in page
-    assert "0.500 (1 / 2)" in page
+    assert "75 % (3 of 4 reviewed)" in page
+    assert "50 % (1 of 2 reviewed)" in page
 
 
 # --- Export --------------------------------------------------------------------------

@@ -355,11 +355,13 @@ def test_stats_count_corrections_per_model_version_and_show_the_model_card(
     assert card["metrics"] == {"test_photos.count": "5", "test_photos.top1_accuracy": "0.8", "num_classes": "3"}
 
     page = user_client.get("/stats/").content.decode()
-    assert "<h2>Model</h2>" in page
+    assert "The model</h2>" in page
     assert "lite v3" in page
-    assert "trained 2026-11-20" in page
-    assert "test_photos.top1_accuracy" in page
-    assert "correction rate <strong>0.250</strong>" in page
+    assert "built <time" in page
+    # The card in words with its sample size, never its raw keys; the rate as a percentage.
+    assert "Top-1 80 % on 5 test images: too few to tell much (when it was built)." in page
+    assert "test_photos.top1_accuracy" not in page
+    assert "correction rate <strong>25 %</strong>" in page
 
 
 def test_stats_counts_only_the_users_own_corrections(user: User, model_version: ModelVersion) -> None:

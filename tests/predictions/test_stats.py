@@ -286,7 +286,7 @@ def test_page_shows_own_stats_only(user_client: Client, history: dict[str, Model
     assert "Your predictions" in body
     assert "fox" not in body  # the other user's label
     assert "cat" in body
-    assert "55.0" in body
+    assert "55 ms" in body  # the median time to a result
     assert 'href="/stats/"' in body  # nav link
 
 
@@ -297,7 +297,10 @@ def test_page_staff_see_all_and_pick_window(client: Client, staff: User, history
     assert response.status_code == 200
     assert response.context["report"].total == 17
     assert "All users" in response.content.decode()
-    assert len(response.context["volume_bars"]) == 90
+    # 40 days from the first image to today: a bar a day from that first day, not 90.
+    volume = response.context["volume"]
+    assert volume.bucket == "day"
+    assert len(volume.bars) == 41
     # An unknown window falls back to the default instead of failing.
     assert client.get(PAGE_URL, {"days": "abc"}).context["report"].days == stats.DEFAULT_WINDOW_DAYS
 

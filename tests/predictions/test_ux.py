@@ -210,9 +210,10 @@ def test_stats_for_a_person_have_no_operator_tables_and_no_user_count(user_clien
     assert ">user<" not in page
     assert "For operators" not in page
     assert "Latency per day" not in page
-    assert "Images per day" in page
-    assert "the busiest day had 1" in page
-    assert "Numbers per day" in page
+    # One image: a sentence, not a chart of one bar.
+    assert "All 1 image on " in page
+    assert "vchart" not in page
+    assert "Each label was given once" in page
 
 
 def test_stats_for_an_operator_keep_the_latency_tables(client: Client, user: User) -> None:

@@ -57,7 +57,8 @@ def evaluation_count(metrics: dict[str, Any], metric_name: str) -> int | None:
 
 def percent_text(value: float) -> str:
     """0.912 -> "91.2 %", 1.0 -> "100 %": one decimal only where it says something."""
-    return f"{value * 100:.0f} %" if value * 100 == round(value * 100) else f"{value * 100:.1f} %"
+    rounded = round(value * 100, 1)
+    return f"{rounded:.0f} %" if rounded == round(rounded) else f"{rounded:.1f} %"
 
 
 def _on_images(count: int | None) -> str:

@@ -54,6 +54,8 @@ class ActiveModelCard:
     stats: ModelVersionStats | None  # its row of per_model_version; None without predictions in the window
     evaluation_top1: float | None = None  # the card's top-1 (the metric named in evaluation_top1_metric)
     evaluation_top1_metric: str = ""  # e.g. "test_photos.top1_accuracy"; empty when the card has none
+    evaluation_count: int | None = None  # how many test images that top-1 rests on; None: not recorded
+    facts: list[str] = field(default_factory=list)  # the card in words (cards.model_card_facts)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class PredictionStats:
     pending: int = 0  # pending + running
     distinct_users: int = 0
     per_day: list[DayStats] = field(default_factory=list)
+    per_hour: list[tuple[datetime, int]] = field(default_factory=list)  # only when every image came on one day
     latency: dict[str, LatencySummary] = field(default_factory=dict)
     per_model_version: list[ModelVersionStats] = field(default_factory=list)
     comparison: ModelComparison | None = None  # active vs the A/B candidate, when there is one

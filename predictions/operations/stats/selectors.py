@@ -17,12 +17,12 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Aggregate, Avg, Count, Expression, F, Q, QuerySet, Value
-from django.db.models.functions import TruncDate
+from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
 from predictions import access
 from predictions.models import ModelVersion, ModelVersionStatus, Prediction, PredictionStatus
-from predictions.operations.stats.cards import evaluation_top1, flat_metrics
+from predictions.operations.stats.cards import evaluation_count, evaluation_top1, flat_metrics, model_card_facts
 from predictions.operations.stats.percentiles import PercentileCont, percentile_key, percentiles_linear
 from predictions.operations.stats.results import (
     ActiveModelCard,
@@ -127,6 +127,11 @@ def _prediction_stats(*, user: StatsUser, days: int, now: datetime, own: bool = 
         row["day"]: row["n"]
         for row in scoped.annotate(day=TruncDate("created_at")).values("day").annotate(n=Count("id"))
     }
+    if len(volume) == 1:  # one busy day: its hours are the series worth drawing
+        result.per_hour = sorted(
+            (timezone.localtime(row["hour"]), row["n"])
+            for row in scoped.annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id"))
+        )
     overall = latency_by_group(
         succeeded,
         group=None,
@@ -251,6 +256,8 @@ def active_model_card(per_model_version: Sequence[ModelVersionStats]) -> ActiveM
         registered_at=active.created_at,
         classes=len(active.classes),
         metrics=dict(flat_metrics(active.metrics)),
+        facts=model_card_facts(active.metrics, classes=len(active.classes)),
+        evaluation_count=evaluation_count(active.metrics, evaluation[0]) if evaluation else None,
         evaluation_top1=evaluation[1] if evaluation else None,
         evaluation_top1_metric=evaluation[0] if evaluation else "",
         stats=next((row for row in per_model_version if row.model_version_id == active.pk), None),

@@ -44,5 +44,5 @@ def prediction_stats_refresh() -> None:
 
 def _stats_cache_key(*, user: StatsUser, days: int, own: bool = False) -> str:
     scope = "all" if stats_all_users(user, own=own) else f"user-{user.pk if user is not None else ''}"
-    # v3: confirmations and live top-1 per version, the card's evaluation top-1
-    return f"prediction-stats:v3:{scope}:{days}"
+    # v4: the card in words, its sample size, the hours of a one-day window
+    return f"prediction-stats:v4:{scope}:{days}"
