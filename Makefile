@@ -15,7 +15,7 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run dev worker test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -41,6 +41,13 @@ $(DEV_STAMP): $(STAMP) $(REQ)/dev.txt
 
 deps: $(STAMP)
 dev-deps: $(DEV_STAMP)
+
+# axe-core for the accessibility audit (tests/test_accessibility.py), from its npm lock.
+A11Y := tests/accessibility
+a11y-deps: $(A11Y)/node_modules/.package-lock.json
+$(A11Y)/node_modules/.package-lock.json: $(A11Y)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || bash bin/ensure-system-deps
+	cd $(A11Y) && npm ci --no-audit --no-fund --loglevel=error
 
 # dev.txt is resolved first (keeping its pins unless LOCK_FLAGS=--upgrade); every other lock
 # is constrained to it, so each is a subset of the dev lock at the same versions. PyPI is
@@ -94,13 +101,13 @@ dev: model migrate
 worker: deps
 	$(VENV)/bin/celery -A imagerec worker --pool=prefork --concurrency=1 -Q inference,maintenance,celery --loglevel=INFO
 
-test: dev-deps model
+test: dev-deps model a11y-deps
 	@bash bin/ensure-system-deps
 	$(PY) -m pytest
 	$(PY) -m pytest -m chaos tests/chaos -s
 	$(MAKE) contract
 
-test-fast: dev-deps model
+test-fast: dev-deps model a11y-deps
 	$(PY) -m pytest -m "not slow"
 
 lint: dev-deps
