@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -74,7 +73,6 @@ def history(request: AuthenticatedHttpRequest) -> HttpResponse:
         "list_query": list_query.urlencode(),
         "view": view,
         "back": request.GET.urlencode(),
-        "back_query": f"?{urlencode({'back': request.GET.urlencode()})}" if request.GET else "",
         "filtered": filtered,
         "has_any": page.paginator.count > 0 or selectors.prediction_list(user=request.user).exists(),
         "time_zone": timezone.get_current_timezone_name(),
