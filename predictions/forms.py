@@ -39,8 +39,13 @@ class HistoryFilterForm(forms.Form):
     """The history's filters, all in the URL (``?label=cat&view=list``) so a filtered
     gallery can be bookmarked, shared and returned to."""
 
-    label = forms.CharField(required=False, label="Label", help_text="the model's or your corrected one")
-    filename = forms.CharField(required=False, label="File name")
+    label = forms.CharField(
+        required=False,
+        label="Label",
+        help_text="the model's, or yours where you corrected it",
+        widget=forms.TextInput(attrs={"type": "search", "aria-describedby": "label-help"}),
+    )
+    filename = forms.CharField(required=False, label="File name", widget=forms.TextInput(attrs={"type": "search"}))
     status = forms.ChoiceField(required=False, label="Status", choices=[("", "Any status"), *PredictionStatus.choices])
     sure = forms.ChoiceField(
         required=False,

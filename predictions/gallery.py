@@ -65,6 +65,7 @@ def history(request: AuthenticatedHttpRequest) -> HttpResponse:
     list_query = grid_query.copy()
     list_query["view"] = "list"
     filtered = any(request.GET.get(name) for name in FILTERS)
+    more_filters = sum(1 for name in FILTERS[2:] if request.GET.get(name))
     context = {
         "form": form,
         "page": page,
@@ -74,6 +75,7 @@ def history(request: AuthenticatedHttpRequest) -> HttpResponse:
         "view": view,
         "back": request.GET.urlencode(),
         "filtered": filtered,
+        "more_filters": more_filters,
         "has_any": page.paginator.count > 0 or selectors.prediction_list(user=request.user).exists(),
         "time_zone": timezone.get_current_timezone_name(),
     }
