@@ -49,7 +49,7 @@
     applyOpacity();
     const mark = button.querySelector(".mark");
     if (mark) mark.textContent = " ✓";
-    say(button.dataset.label + ": heat map shown over the photo.");
+    say("Heat map of " + button.dataset.label + " shown over the photo.");
   }
 
   function poll(button, url, delay) {

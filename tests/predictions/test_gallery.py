@@ -40,9 +40,7 @@ def test_history_is_a_grid_of_tiles_with_label_confidence_and_a_list_view(user_c
     assert '<a href="?view=list" aria-current="page">List</a>' in listed
 
 
-def test_filters_live_in_the_url_and_travel_with_the_view_toggle_and_the_pages(
-    user_client: Client, user: User
-) -> None:
+def test_filters_live_in_the_url_and_travel_with_the_view_toggle_and_the_pages(user_client: Client, user: User) -> None:
     for n in range(30):
         SucceededPredictionFactory.create(user=user, original_filename=f"cat-{n}.jpg")
     SucceededPredictionFactory.create(user=user, original_filename="dog.jpg")

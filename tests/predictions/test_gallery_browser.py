@@ -17,18 +17,14 @@ from pytest_django.live_server_helper import LiveServer
 
 from predictions.models import ModelVersion
 from tests.conftest import PHOTOS, photo_bytes, wait_for_final
-from tests.predictions.test_browser import (  # noqa: F401 - the fixture, shared
-    OVERFLOW,
-    _log_in,
-    _photo_prediction,
-    _wait_until,
-    chromium_browser,
-)
+from tests.predictions import test_browser
+from tests.predictions.test_browser import OVERFLOW, _log_in, _photo_prediction, _wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Dialog, Page
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+chromium_browser = test_browser.chromium_browser  # the journey's fixture: one Chromium per test
 
 WIDTHS = [pytest.param(1280, 900, id="1280px"), pytest.param(390, 844, id="390px")]
 
@@ -124,7 +120,8 @@ def test_the_gallery_shows_tiles_keeps_filters_in_the_url_toggles_views_and_dele
     page.once("dialog", accept)
     delete.click()
     page.wait_for_selector(".messages li:has-text('Deleted 2 predictions.')")
-    assert dialogs and "these 2 predictions" in dialogs[0]
+    assert dialogs
+    assert "these 2 predictions" in dialogs[0]
     assert page.locator("#gallery .card").count() == 3
     assert "coffee" not in page.locator("#gallery").inner_text()
     assert page.evaluate(OVERFLOW) <= 0

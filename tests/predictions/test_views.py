@@ -98,6 +98,24 @@ def test_a_result_tile_is_compact_and_its_page_has_the_chart_and_latency(user_cl
     assert "40 ms" in page
 
 
+def test_history_lists_own_predictions_with_filters_and_csv(user_client: Client, user: User, other_user: User) -> None:
+    PredictionFactory.create(user=user, label="tabby cat", status=PredictionStatus.PENDING)
+    PredictionFactory.create(user=user, label="espresso", status=PredictionStatus.PENDING)
+    PredictionFactory.create(user=other_user, label="tabby cat", original_filename="secret.jpg")
+
+    page = user_client.get(reverse("predictions:history"))
+    filtered = user_client.get(reverse("predictions:history"), {"label": "espresso"})
+    exported = user_client.get(reverse("predictions:history-csv"), {"label": "tabby"})
+
+    assert page.context["page"].paginator.count == 2
+    assert b"secret.jpg" not in page.content
+    assert [p.label for p in filtered.context["page"].object_list] == ["espresso"]
+    rows = list(csv.reader(io.StringIO(exported.getvalue().decode())))
+    assert rows[0][0] == "id"
+    assert len(rows) == 2
+    assert rows[1][5] == "tabby cat"
+
+
 def test_history_is_paginated_newest_first(user_client: Client, user: User) -> None:
     for _ in range(25):
         PredictionFactory.create(user=user)
