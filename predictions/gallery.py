@@ -173,4 +173,4 @@ def history_selected(request: AuthenticatedHttpRequest) -> HttpResponseBase:
         messages.success(request, _confirm_selected(selected, request))
     else:
         messages.error(request, "Choose what to do with the selected pictures.")
-    return redirect(history_url(back))
+    return redirect(history_url(back, "#selection"))  # focus back on the bar acted with

@@ -96,9 +96,14 @@
     remove.textContent = "Remove";
     remove.setAttribute("aria-label", "Remove " + item.file.name);
     remove.addEventListener("click", () => {
+      // Focus goes to the next preview's Remove (else the previous one's, else the file
+      // control), never lost with the removed button.
+      const next = li.nextElementSibling || li.previousElementSibling;
       items = items.filter((other) => other !== item);
       li.remove();
       refresh();
+      const target = next && next.querySelector(".remove:not([hidden])");
+      (target || input).focus();
     });
     li.append(img, name, progress, note, remove);
     Object.assign(item, { element: li, progress: progress, note: note, remove: remove });

@@ -100,7 +100,7 @@ def test_deleting_the_selected_deletes_only_ones_own_and_returns_to_the_same_fil
     )
 
     assert response.status_code == 302
-    assert response["Location"] == f"{HISTORY}?label=cat&view=list"
+    assert response["Location"] == f"{HISTORY}?label=cat&view=list#selection"  # focus back on the bar
     assert set(Prediction.objects.values_list("id", flat=True)) == {mine[2].id, theirs.id}
     page = user_client.get(response["Location"]).content.decode()
     assert "Deleted 2 predictions." in page

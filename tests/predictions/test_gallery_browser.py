@@ -97,6 +97,13 @@ def test_the_gallery_shows_tiles_keeps_filters_in_the_url_toggles_views_and_dele
     assert page.locator("#history-list tbody tr").count() == 1
     assert page.locator(".view-toggle a[aria-current=page]").inner_text() == "List"
     page.screenshot(path=artifacts_dir / f"gallery-{width}-list.png", full_page=True)
+    # "Correct" on a row comes back to the same filtered list with focus on that row.
+    row_id = page.locator("#history-list tbody tr").first.get_attribute("id")
+    page.click("#history-list button:has-text('Correct')")
+    page.wait_for_selector(".messages li:has-text('you confirmed')")
+    assert "label=espresso" in page.url
+    assert page.evaluate("document.activeElement.id") == row_id
+    assert "You confirmed this" in page.locator(f"#{row_id}").inner_text()
     page.click(".view-toggle a:has-text('Grid')")
     page.wait_for_url(re.compile(r"label=espresso"))
     assert "view=list" not in page.url
@@ -120,6 +127,7 @@ def test_the_gallery_shows_tiles_keeps_filters_in_the_url_toggles_views_and_dele
     page.once("dialog", accept)
     delete.click()
     page.wait_for_selector(".messages li:has-text('Deleted 2 predictions.')")
+    assert page.evaluate("document.activeElement.id") == "selection"  # focus back on the bar
     assert dialogs
     assert "these 2 predictions" in dialogs[0]
     assert page.locator("#gallery .card").count() == 3
