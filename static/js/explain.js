@@ -72,7 +72,7 @@
     const url = baseUrl + "?class_id=" + encodeURIComponent(button.value);
     const query = new URLSearchParams(window.location.search);
     query.set("explain", button.value);
-    window.history.replaceState(null, "", "?" + query.toString() + "#explain");
+    window.history.replaceState(null, "", "?" + query.toString() + window.location.hash);
     const existing = overlay();
     if (existing && button.querySelector(".mark") && button.querySelector(".mark").textContent.trim()) {
       return show(button, url); // computed before: no need to ask again
