@@ -32,6 +32,8 @@ class PredictionFilters:
     created_after: date | datetime | None = None
     created_before: date | datetime | None = None
     model_version: str = ""
+    filename: str = ""
+    uncertain: bool | None = None
 
 
 def prediction_list(*, user: User, filters: PredictionFilters | None = None) -> QuerySet[Prediction]:
@@ -40,8 +42,15 @@ def prediction_list(*, user: User, filters: PredictionFilters | None = None) -> 
     filters = filters or PredictionFilters()
     if filters.status:
         queryset = queryset.filter(status=filters.status)
-    if filters.label:
-        queryset = queryset.filter(label__icontains=filters.label)
+    if filters.label:  # the model's label or the owner's correction of it
+        queryset = queryset.filter(
+            Q(label__icontains=filters.label)
+            | Q(correction__confirmed=False, correction__label__icontains=filters.label)
+        )
+    if filters.filename:
+        queryset = queryset.filter(original_filename__icontains=filters.filename)
+    if filters.uncertain is not None:
+        queryset = queryset.filter(uncertain=filters.uncertain)
     if filters.created_after:
         queryset = queryset.filter(created_at__date__gte=_as_date(filters.created_after))
     if filters.created_before:
@@ -49,6 +58,28 @@ def prediction_list(*, user: User, filters: PredictionFilters | None = None) -> 
     if filters.model_version:
         queryset = queryset.filter(model_version__version=filters.model_version)
     return queryset.order_by("-created_at")
+
+
+def prediction_list_selected(*, user: User, prediction_ids: Sequence[str]) -> QuerySet[Prediction]:
+    """The user's predictions among ``prediction_ids`` (the gallery's multi-select);
+    malformed and foreign ids are left out, so a tampered form selects nothing else."""
+    valid = []
+    for prediction_id in prediction_ids:
+        try:
+            valid.append(uuid.UUID(str(prediction_id)))
+        except ValueError:
+            continue
+    return prediction_list(user=user).filter(id__in=valid)
+
+
+def prediction_model_versions(*, user: User) -> list[str]:
+    """The model versions that made the user's predictions (the history's version filter)."""
+    versions = (
+        Prediction.objects.filter(user=user, model_version__isnull=False)
+        .values_list("model_version__version", flat=True)
+        .distinct()
+    )
+    return sorted(set(versions))
 
 
 def _as_date(value: date | datetime) -> date:

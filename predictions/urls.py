@@ -1,6 +1,6 @@
 from django.urls import path
 
-from predictions import views
+from predictions import gallery, views
 from predictions.explanations import views as explanation_views
 
 app_name = "predictions"
@@ -8,8 +8,9 @@ app_name = "predictions"
 urlpatterns = [
     path("", views.upload, name="upload"),
     path("results/", views.batch, name="batch"),
-    path("history/", views.history, name="history"),
-    path("history/export.csv", views.history_csv, name="history-csv"),
+    path("history/", gallery.history, name="history"),
+    path("history/export.csv", gallery.history_csv, name="history-csv"),
+    path("history/selected/", gallery.history_selected, name="history-selected"),
     path("predictions/<str:prediction_id>/", views.detail, name="detail"),
     path("predictions/<str:prediction_id>/card/", views.card, name="card"),
     path("predictions/<str:prediction_id>/image/", views.image, name="image"),

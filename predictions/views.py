@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -12,24 +10,21 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions import access, images, selectors, services
 from predictions.registry import selectors as registry_selectors
 from predictions.reviews import services as review_services
-from predictions.selectors import PredictionFilters
 
 from .exceptions import ApplicationError, NotFoundError
-from .forms import CorrectionForm, HistoryFilterForm, UploadForm
+from .forms import CorrectionForm, UploadForm
 from .media import image_response
-from .spreadsheets import spreadsheet_text
+from .models import ExplanationStatus
 
 
 def _wants_fragment(request: HttpRequest) -> bool:
@@ -94,16 +89,19 @@ def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect(f"{reverse('predictions:batch')}?{query}")
 
 
-_HISTORY_PARAMETERS = ("label", "status", "created_after", "created_before", "page")
+# Every parameter of the history page (filters, view, page), kept on the way back to it.
+HISTORY_PARAMETERS = (
+    "label", "filename", "status", "sure", "model_version", "created_after", "created_before", "view", "page",
+)  # fmt: skip
 
 
-def _history_url(back: str) -> str:
+def history_url(back: str, anchor: str = "") -> str:
     """The history page with the filters the person came from (``back`` is the history
     page's query string, passed along by its links; anything else is dropped)."""
     query = QueryDict(back.lstrip("?"))
-    kept = {name: value for name in _HISTORY_PARAMETERS if (value := query.get(name))}
+    kept = {name: value for name in HISTORY_PARAMETERS if (value := query.get(name))}
     url = reverse("predictions:history")
-    return f"{url}?{urlencode(kept)}" if kept else url
+    return f"{url}?{urlencode(kept)}{anchor}" if kept else f"{url}{anchor}"
 
 
 def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "", *, correct: bool = False) -> str:
@@ -115,16 +113,31 @@ def _detail_url(request: HttpRequest, prediction_id: object, anchor: str = "", *
     return f"{url}?{urlencode(kept)}{anchor}" if kept else f"{url}{anchor}"
 
 
+def _after_review(request: HttpRequest, prediction_id: object, anchor: str) -> str:
+    """Where a review button leads: back to the history list it was pressed on (to the
+    same row, which the page's script focuses), else the prediction's page."""
+    if request.POST.get("from") == "history":
+        return history_url(request.POST.get("back", ""), f"#row-{prediction_id}")
+    return _detail_url(request, prediction_id, anchor)
+
+
 @login_required
 def detail(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """One prediction: the full-size image, the top-k chart, timings, model version,
     review, delete, and the way back to the (filtered) history."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     back = request.GET.get("back", "")
+    # One read of the explanations: the picker's marks and the overlay agree even while a worker finishes.
+    explanations = [e for e in prediction.explanations.all() if e.model_version_id == prediction.model_version_id]
+    asked = request.GET.get("explain")
+    labels = {item["class_id"]: item["label"] for item in prediction.top_predictions or []}
     context = {
         "prediction": prediction,
+        "explained": {e.class_id for e in explanations if e.status == ExplanationStatus.SUCCEEDED},
+        "explanation": next((e for e in explanations if e.class_id == asked), None),
+        "explanation_label": labels.get(asked or "", ""),
         "back": back,
-        "history_url": _history_url(back),
+        "history_url": history_url(back),
         "model_classes": registry_selectors.model_class_list(model_version=prediction.model_version),
         "correction_open": request.GET.get("correct") == "1",
     }
@@ -140,9 +153,11 @@ def batch(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @login_required
 def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
-    """The result card alone: the result page polls it until the prediction is final."""
+    """The result tile alone: the upload, results and history pages poll it until the
+    prediction is final (``select=1``: with the history's tick box)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
-    return render(request, "predictions/_card.html", {"prediction": prediction})
+    context = {"prediction": prediction, "selectable": request.GET.get("select") == "1"}
+    return render(request, "predictions/_card.html", context)
 
 
 @login_required
@@ -172,85 +187,13 @@ def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponseBase:
     return image_response(prediction, thumbnail=request.GET.get("size") == "thumb")
 
 
-def _history_filters(request: HttpRequest) -> tuple[HistoryFilterForm, PredictionFilters]:
-    form = HistoryFilterForm(request.GET or None)
-    if not form.is_valid():
-        return form, PredictionFilters()
-    data = form.cleaned_data
-    return form, PredictionFilters(
-        status=data["status"],
-        label=data["label"],
-        created_after=data["created_after"],
-        created_before=data["created_before"],
-    )
-
-
-@login_required
-def history(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The user's predictions, filtered; the empty state says why nothing is listed."""
-    form, filters = _history_filters(request)
-    queryset = selectors.prediction_list(user=request.user, filters=filters)
-    if form.errors:  # e.g. a reversed date range: say so instead of listing everything
-        queryset = queryset.none()
-    page = Paginator(queryset, 20).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    filtered = any(request.GET.get(name) for name in ("label", "status", "created_after", "created_before"))
-    context = {
-        "form": form,
-        "page": page,
-        "query": query.urlencode(),
-        "back": request.GET.urlencode(),
-        "filtered": filtered,
-        "has_any": page.paginator.count > 0 or selectors.prediction_list(user=request.user).exists(),
-        "time_zone": timezone.get_current_timezone_name(),
-    }
-    return render(request, "predictions/history.html", context)
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-@login_required
-def history_csv(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
-    _, filters = _history_filters(request)
-    queryset = selectors.prediction_list(user=request.user, filters=filters)
-    writer = csv.writer(_Echo())
-    header = [
-        "id", "created_at", "completed_at", "filename", "status", "label", "class_id",
-        "confidence", "entropy", "margin", "uncertain", "model", "model_version", "queue_ms", "preprocess_ms",
-        "inference_ms", "total_ms", "width", "height", "sha256", "cached", "error",
-    ]  # fmt: skip
-
-    def rows() -> Iterator[str]:
-        yield writer.writerow(header)
-        for p in queryset.iterator(chunk_size=500):
-            yield writer.writerow([
-                p.id, p.created_at.isoformat(), p.completed_at.isoformat() if p.completed_at else "",
-                spreadsheet_text(p.original_filename), p.status, p.label, p.class_id,
-                "" if p.confidence is None else f"{p.confidence:.6f}",
-                "" if p.entropy is None else f"{p.entropy:.6f}", "" if p.margin is None else f"{p.margin:.6f}",
-                "" if p.uncertain is None else str(p.uncertain).lower(),
-                p.model_version.name if p.model_version else "",
-                p.model_version.version if p.model_version else "",
-                p.queue_ms, p.preprocess_ms, p.inference_ms, p.total_ms,
-                p.width, p.height, p.sha256, "true" if p.cached else "false", spreadsheet_text(p.error),
-            ])  # fmt: skip
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="predictions.csv"'
-    return response
-
-
 @login_required
 @require_POST
 def delete(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     services.prediction_delete(prediction=prediction)
     messages.success(request, f"Deleted {prediction.original_filename}.")
-    return redirect(_history_url(request.POST.get("back", "")))
+    return redirect(history_url(request.POST.get("back", "")))
 
 
 @login_required
@@ -297,8 +240,8 @@ def correct(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
 @login_required
 @require_POST
 def confirm(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
-    """The owner says the model's label is right (the "Right" button on its result card
-    and history row); it replaces an earlier correction."""
+    """The owner says the model's label is right (the "Correct" button on its page and
+    history row); it replaces an earlier correction."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     try:
         review_services.prediction_confirm(prediction=prediction, user=request.user)
@@ -306,7 +249,7 @@ def confirm(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
         messages.error(request, error.message)
     else:
         messages.success(request, f"Thanks: you confirmed {prediction.original_filename} is {prediction.label}.")
-    return redirect(_detail_url(request, prediction.id, f"#review-{prediction.id}"))
+    return redirect(_after_review(request, prediction.id, f"#review-{prediction.id}"))
 
 
 @login_required
@@ -321,4 +264,4 @@ def withdraw_review(request: AuthenticatedHttpRequest, prediction_id: str) -> Ht
         messages.info(request, error.message)
     else:
         messages.success(request, f"Withdrawn: {prediction.original_filename} is not reviewed any more.")
-    return redirect(_detail_url(request, prediction.id, f"#review-{prediction.id}"))
+    return redirect(_after_review(request, prediction.id, f"#review-{prediction.id}"))

@@ -26,15 +26,21 @@ from predictions.models import ExplanationStatus
 @require_POST
 def explain(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
     """Ask for the explanation of one of the prediction's top-k classes (the buttons of
-    its page, a form that works without JavaScript), then show it there."""
+    its page, a form that works without JavaScript), then show it there; the page's
+    script gets a 202 instead and fetches the overlay itself (``explanation_image``)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
     class_id = request.POST.get("class_id", "")
+    fetched = request.headers.get("X-Requested-With") == "fetch"  # the page's script: no page back
     try:
         explanation = explanations.explanation_request(prediction=prediction, user=request.user, class_id=class_id)
     except ApplicationError as error:
+        if fetched:
+            return HttpResponse(error.message, status=error.status_code, content_type="text/plain; charset=utf-8")
         messages.error(request, error.message)
         query = {"back": request.POST.get("back", "")}
     else:
+        if fetched:  # asked for (or already there): the script polls the overlay's address
+            return HttpResponse("Asked.", status=202, content_type="text/plain; charset=utf-8")
         query = {"explain": explanation.class_id, "back": request.POST.get("back", "")}
     query = {key: value for key, value in query.items() if value}
     suffix = f"?{urlencode(query)}" if query else ""

@@ -65,3 +65,10 @@ def percent(value: float | None, digits: int = 0) -> str:
 def max_value(bars: Iterable[Mapping[str, Any]]) -> int:
     """The largest ``value`` of the chart bars (the top of the y axis)."""
     return max((int(bar["value"]) for bar in bars), default=0)
+
+
+@register.filter
+def candidates(top_predictions: Iterable[Mapping[str, Any]] | None, count: int = 3) -> list[Mapping[str, Any]]:
+    """The classes a "Not sure" line names: the first ``count`` of the top-k whose score
+    shows as at least 1 % (a "maybe" never offers a 0 % candidate)."""
+    return [item for item in top_predictions or [] if float(item.get("score", 0)) >= 0.005][:count]

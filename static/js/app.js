@@ -57,5 +57,17 @@
       setTimeout(() => { region.textContent = text; }, 50);
     },
   });
-  document.addEventListener("DOMContentLoaded", () => enhance(document));
+  // Keyboard focus kept after an action: a form posts, the server answers with a redirect
+  // to the same page at the element acted on (#review-…, #row-…, #explain); focus it, so
+  // the next Tab continues from there instead of from the top of the page.
+  function focusTarget() {
+    if (!window.location.hash || window.location.hash.length < 2) return;
+    let target = null;
+    try { target = document.getElementById(decodeURIComponent(window.location.hash.slice(1))); } catch (error) { return; }
+    if (!target) return;
+    if (!target.matches("a, button, input, select, textarea, summary, [tabindex]")) target.setAttribute("tabindex", "-1");
+    target.focus({ preventScroll: false });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { enhance(document); focusTarget(); });
 })();

@@ -39,8 +39,14 @@
     return "";
   }
 
+  // One sentence per refused file, in one place (the list above the previews), each
+  // starting with a capital whether the reason came from this script or the server.
+  function sentence(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
   function showErrors() {
-    const messages = items.filter((item) => item.error).map((item) => item.file.name + ": " + item.error);
+    const messages = items.filter((item) => item.error).map((item) => item.file.name + ": " + sentence(item.error));
     errors.replaceChildren(...messages.map((text) => {
       const li = document.createElement("li");
       li.textContent = text;
@@ -90,9 +96,14 @@
     remove.textContent = "Remove";
     remove.setAttribute("aria-label", "Remove " + item.file.name);
     remove.addEventListener("click", () => {
+      // Focus goes to the next preview's Remove (else the previous one's, else the file
+      // control), never lost with the removed button.
+      const next = li.nextElementSibling || li.previousElementSibling;
       items = items.filter((other) => other !== item);
       li.remove();
       refresh();
+      const target = next && next.querySelector(".remove:not([hidden])");
+      (target || input).focus();
     });
     li.append(img, name, progress, note, remove);
     Object.assign(item, { element: li, progress: progress, note: note, remove: remove });
@@ -102,7 +113,8 @@
 
   function setNote(item) {
     item.element.classList.toggle("invalid", Boolean(item.error));
-    item.note.textContent = item.error ? item.error : item.sent ? "Sent" : sizeText(item.file.size);
+    // The reason is in the error list; the preview only says it was refused.
+    item.note.textContent = item.error ? "Refused (see above)" : item.sent ? "Sent" : sizeText(item.file.size);
   }
 
   function add(files) {

@@ -189,20 +189,20 @@ def test_schema_documents_confirming_and_withdrawing(user: User) -> None:
 # --- Pages -------------------------------------------------------------------------
 
 
-def test_the_result_card_has_a_right_button_that_records_and_shows_it(user_client: Client, done: Prediction) -> None:
+def test_the_page_has_a_correct_button_that_records_and_shows_it(user_client: Client, done: Prediction) -> None:
     detail_url = reverse("predictions:detail", args=[done.id])
     confirm_url = reverse("predictions:confirm", args=[done.id])
     page = user_client.get(detail_url).content.decode()
     assert f'action="{confirm_url}"' in page
-    assert ">Right</button>" in page
-    assert "Wrong label?" in page
+    assert ">Correct</button>" in page
+    assert "Wrong: pick the right class" in page
 
     response = user_client.post(confirm_url, follow=True)
 
     assert response.redirect_chain[-1][0] == f"{detail_url}#review-{done.id}"
     page = response.content.decode()
     assert "You confirmed this" in page
-    assert ">Right</button>" not in page
+    assert ">Correct</button>" not in page
     assert "you confirmed photo" in page.lower()  # the message names the file
     assert Correction.objects.get(prediction=done).confirmed
     assert user_client.get(confirm_url).status_code == 405
@@ -214,7 +214,7 @@ def test_the_card_switches_between_correction_and_confirmation_and_undoes(
     user_client.post(reverse("predictions:correct", args=[done.id]), {"label": "tabby cat"})
     page = user_client.get(reverse("predictions:detail", args=[done.id])).content.decode()
     assert "You corrected this to" in page
-    assert ">Right</button>" in page
+    assert ">Correct</button>" in page
     assert "was right after all" in page
 
     page = user_client.post(reverse("predictions:confirm", args=[done.id]), follow=True).content.decode()
@@ -224,7 +224,7 @@ def test_the_card_switches_between_correction_and_confirmation_and_undoes(
 
     page = user_client.post(reverse("predictions:review-withdraw", args=[done.id]), follow=True).content.decode()
     assert "is not reviewed any more" in page
-    assert ">Right</button>" in page
+    assert ">Correct</button>" in page
     assert not Correction.objects.exists()
 
 
@@ -252,18 +252,22 @@ def test_another_users_prediction_cannot_be_confirmed_from_the_page(client: Clie
     assert client.post(reverse("predictions:review-withdraw", args=[done.id])).status_code == 404
 
 
-def test_history_rows_have_a_right_button_and_show_the_confirmation(
+def test_history_rows_have_a_correct_button_that_stays_on_the_list(
     user_client: Client, user: User, done: Prediction, model_version: ModelVersion
 ) -> None:
+    history = reverse("predictions:history")
     confirm_url = reverse("predictions:confirm", args=[done.id])
-    assert f'action="{confirm_url}"' in user_client.get(reverse("predictions:history")).content.decode()
+    assert f'action="{confirm_url}"' in user_client.get(history, {"view": "list"}).content.decode()
 
-    user_client.post(confirm_url)
-    page = user_client.get(reverse("predictions:history")).content.decode()
+    # Pressed on the list: back to the same filtered list, at the same row (not to the photo's page).
+    response = user_client.post(confirm_url, {"from": "history", "back": "view=list&label=cat"})
+    assert response["Location"] == f"{history}?label=cat&view=list#row-{done.id}"
+    page = user_client.get(history, {"view": "list"}).content.decode()
 
     assert f'action="{confirm_url}"' not in page
     assert "You confirmed this" in page
     assert 'title="You confirmed it"' in page
+    assert "✓ You confirmed it" in user_client.get(history).content.decode()  # the gallery's tile
 
 
 # --- Stats -------------------------------------------------------------------------

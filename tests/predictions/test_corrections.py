@@ -160,7 +160,7 @@ def test_the_result_card_has_a_correction_form_that_records_and_shows_it(user_cl
     correct_url = reverse("predictions:correct", args=[done.id])
     page = user_client.get(detail_url)
     assert correct_url.encode() in page.content
-    assert b"Wrong label?" in page.content
+    assert b"Wrong: pick the right class" in page.content
     assert b'<option value="tabby cat">' in page.content  # the model's other guesses are offered
 
     response = user_client.post(correct_url, {"label": "Tabby cat"}, follow=True)
@@ -197,11 +197,15 @@ def test_history_links_to_the_form_and_shows_the_correction(
     other = _succeeded(user, model_version, label="Chihuahua", class_id="n02085620")
     review_services.correction_set(prediction=other, user=user, label="ocelot", new_class=True)
 
-    page = user_client.get(reverse("predictions:history")).content.decode()
+    page = user_client.get(reverse("predictions:history"), {"view": "list"}).content.decode()
+    gallery = user_client.get(reverse("predictions:history"), {"label": "ocelot"}).content.decode()
 
-    assert f'{reverse("predictions:detail", args=[done.id])}#correction-{done.id}">Correct<' in page
-    assert "→ ocelot" in page
+    assert f'{reverse("predictions:detail", args=[done.id])}?back=view%3Dlist#review-{done.id}">Wrong?' in page
+    assert '→ <span class="label">ocelot</span>' in page
     assert "Change correction" in page
+    # The label search finds the corrected label too; the tile says what the owner said.
+    assert 'You corrected it: <span class="label">ocelot</span>' in gallery
+    assert gallery.count('class="card"') == 1
 
 
 # --- Export: command and admin action ----------------------------------------------

@@ -412,3 +412,23 @@ def test_a_real_worker_computes_the_explanation_asked_for_through_the_api(
     assert explanation.layer  # the feature-map layer the worker found
     # Sent to the inference queue, the workers that hold the model.
     assert celery_app.amqp.router.route({}, explanation_compute.name)["queue"].name == "inference"
+
+
+def test_the_pages_script_asks_in_the_background_and_hears_why_not(
+    user_client: Client,
+    succeeded: Prediction,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    explain = reverse("predictions:explain", args=[succeeded.id])
+    overlay = reverse("predictions:explanation-image", args=[succeeded.id])
+
+    with django_capture_on_commit_callbacks(execute=False):
+        asked = user_client.post(explain, {"class_id": "n02123159"}, HTTP_X_REQUESTED_WITH="fetch")
+    refused = user_client.post(explain, {"class_id": "n09999999"}, HTTP_X_REQUESTED_WITH="fetch")
+
+    # No page back: the script then polls the overlay's address (202 until it is computed).
+    assert asked.status_code == 202
+    assert Explanation.objects.get().class_id == "n02123159"
+    assert user_client.get(overlay, {"class_id": "n02123159"}).status_code == 202
+    assert 400 <= refused.status_code < 500  # the reason as text, for the page to show
+    assert "class_id must be one of" in refused.content.decode()

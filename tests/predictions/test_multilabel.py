@@ -164,4 +164,6 @@ def test_the_card_says_none_when_no_class_passed_its_threshold(user_client: Clie
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
 
     assert 'Labels: <span class="muted">none</span>' in card
-    assert card.count('class="bar-row"') == 2  # the top-k chart as for any model
+    page = user_client.get(reverse("predictions:detail", args=[prediction.id])).content.decode()
+    assert 'Labels: <span class="muted">none</span>' in page
+    assert page.count('class="bar-row"') == 2  # the top-k chart as for any model

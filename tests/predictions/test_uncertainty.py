@@ -172,14 +172,21 @@ def test_card_says_not_sure_with_the_candidates_instead_of_a_bold_label(
     unsure = user_client.get(reverse("predictions:card", args=[noise.id])).content.decode()
     sure = user_client.get(reverse("predictions:card", args=[cat.id])).content.decode()
     detail = user_client.get(reverse("predictions:detail", args=[noise.id])).content.decode()
-    history = user_client.get(reverse("predictions:history")).content.decode()
+    history = user_client.get(reverse("predictions:history"), {"view": "list"}).content.decode()
 
     assert "Not sure" in unsure
-    assert "maybe:" in unsure
-    candidates = [entry["label"] for entry in noise.top_predictions[:3]]
+    assert "maybe " in unsure
+    assert "maybe:" in detail
+    # The candidates the tile names: the first two that show as at least 1 %.
+    candidates = [entry["label"] for entry in noise.top_predictions[:2] if entry["score"] >= 0.005]
     assert all(label.split()[0].lower() in unsure.lower() for label in candidates)
+    assert " 0 %" not in unsure
+    assert " 0 %" not in detail.split("maybe:")[1].split("</p>")[0]
     assert '<strong class="label">' not in unsure
     assert "Not sure" not in sure
     assert '<strong class="label">' in sure
     assert "Not sure" in detail
-    assert history.count(">not sure</span>") == 1  # the noise row only
+    assert history.count(">Not sure</span>") == 1  # the noise row only
+    # No "Correct" for a guess the page does not claim: it asks which candidate it is.
+    assert ">Correct</button>" not in detail
+    assert "If it is one of these, pick it" in detail

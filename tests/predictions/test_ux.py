@@ -149,13 +149,15 @@ def test_deleting_from_the_detail_page_returns_to_the_filtered_history(user_clie
     assert not Prediction.objects.filter(id=prediction.id).exists()
 
 
-def test_result_cards_link_to_the_detail_page_and_name_their_image(user_client: Client, user: User) -> None:
+def test_result_tiles_link_to_the_detail_page_and_name_their_image(user_client: Client, user: User) -> None:
     prediction = _succeeded(user)
 
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
 
-    assert f'href="{reverse("predictions:detail", args=[prediction.id])}"' in card
-    assert f'alt="tabby cat: {prediction.original_filename}, details"' in card
+    # One link per tile (the picture is decoration of it), named by the label and the file.
+    assert card.count(f'href="{reverse("predictions:detail", args=[prediction.id])}"') == 2
+    assert 'tabindex="-1" aria-hidden="true"><img' in card
+    assert f'<span class="visually-hidden">tabby cat: </span>{prediction.original_filename}</a>' in card
     assert 'title="n02123045"' not in card  # tooltips show the label, not the WordNet id
 
 

@@ -76,7 +76,7 @@ def test_bad_files_get_a_form_error_and_leave_nothing(
     assert sorted(media_dir.rglob("*")) == files_before
 
 
-def test_result_card_shows_chart_and_latency_when_done(user_client: Client, user: User) -> None:
+def test_a_result_tile_is_compact_and_its_page_has_the_chart_and_latency(user_client: Client, user: User) -> None:
     prediction = PredictionFactory.create(
         user=user, status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045",
         confidence=0.8, top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.8},
@@ -84,13 +84,18 @@ def test_result_card_shows_chart_and_latency_when_done(user_client: Client, user
         queue_ms=5, preprocess_ms=3, inference_ms=14, total_ms=40, completed_at=timezone.now(),
     )  # fmt: skip
 
-    response = user_client.get(reverse("predictions:card", args=[prediction.id]))
+    tile = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
+    page = user_client.get(reverse("predictions:detail", args=[prediction.id])).content.decode()
 
-    html = response.content.decode()
-    assert html.count('class="bar-row"') == 2
-    assert "bar-fill w-80" in html  # an 80 % bar (a class: the CSP allows no style attribute)
-    assert "tabby cat" in html
-    assert "40 ms" in html
+    # The tile: the picture, the label and its confidence; no chart, no timings.
+    assert "tabby cat" in tile
+    assert "80 %" in tile
+    assert 'class="bar-row"' not in tile
+    assert "40 ms" not in tile
+    # The prediction's page: the chart (an 80 % bar: a class, the CSP allows no style attribute), the timings.
+    assert page.count('class="bar-row"') == 2
+    assert "bar-fill w-80" in page
+    assert "40 ms" in page
 
 
 def test_history_lists_own_predictions_with_filters_and_csv(user_client: Client, user: User, other_user: User) -> None:
@@ -118,8 +123,8 @@ def test_history_is_paginated_newest_first(user_client: Client, user: User) -> N
     first = user_client.get(reverse("predictions:history"))
     second = user_client.get(reverse("predictions:history"), {"page": 2})
 
-    assert len(first.context["page"].object_list) == 20
-    assert len(second.context["page"].object_list) == 5
+    assert len(first.context["page"].object_list) == 24  # whole rows of tiles
+    assert len(second.context["page"].object_list) == 1
     newest = Prediction.objects.order_by("-created_at").first()
     assert first.context["page"].object_list[0] == newest
 
@@ -238,8 +243,10 @@ def test_a_cached_result_says_so_on_its_card_and_in_history(user_client: Client,
     )  # fmt: skip
 
     card = user_client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
-    history = user_client.get(reverse("predictions:history")).content.decode()
+    page = user_client.get(reverse("predictions:detail", args=[prediction.id])).content.decode()
+    history = user_client.get(reverse("predictions:history"), {"view": "list"}).content.decode()
 
-    assert "cached result" in card
-    assert "inference 0" not in card
+    assert ">cached<" in card
+    assert "the stored result was reused" in page
+    assert "Inference" not in page  # the model did not run: no inference time to show
     assert ">cached<" in history
