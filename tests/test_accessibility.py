@@ -199,6 +199,10 @@ def test_axe_finds_no_serious_violation_on_any_page(
 
     try:
         _audit_every_page(audit, axe_browser, live_server, person=person, operator=operator, bad=bad)
+    except Exception as error:  # a state that could not be reached: say after which one, and where
+        raise AssertionError(
+            f"could not reach the page state after {audit.audited[-1:] or 'none'}; last page in {artifacts}"
+        ) from error
     finally:  # what was found so far, also when a page state could not be reached
         report = audit.write()
     failing = audit.failing()

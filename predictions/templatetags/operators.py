@@ -35,3 +35,13 @@ def div_share(part: int | None, whole: int | None) -> str:
     if not whole:
         return ""
     return percent_text((part or 0) / whole)
+
+
+@register.filter
+def duration(milliseconds: float | None) -> str:
+    """A time in words a person reads at a glance: "40 ms", "19.4 s"; empty for none."""
+    if milliseconds is None:
+        return ""
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    return f"{milliseconds / 1000:.1f} s"
