@@ -213,7 +213,7 @@ def test_stats_for_a_person_have_no_operator_tables_and_no_user_count(user_clien
     assert "For operators" not in page
     assert "Latency per day" not in page
     # One image: a sentence, not a chart of one bar.
-    assert "All 1 image on " in page
+    assert "1 image on " in page
     assert "vchart" not in page
     assert "Each label was given once" in page
 

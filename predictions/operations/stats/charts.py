@@ -67,7 +67,7 @@ def volume_chart(report: PredictionStats) -> VolumeChart:
         hours = report.per_hour
         if len(hours) <= 1:
             at = f" between {hours[0][0]:%H:00} and {(hours[0][0] + timedelta(hours=1)):%H:00}" if hours else ""
-            return VolumeChart(bucket="", summary=f"All {images} on {only_day}{at}.")
+            return VolumeChart(bucket="", summary=f"{images.capitalize()} on {only_day}{at}.")
         first, last = hours[0][0], hours[-1][0]
         counts = dict(hours)
         series = []
@@ -75,7 +75,9 @@ def volume_chart(report: PredictionStats) -> VolumeChart:
         while moment <= last:
             series.append((f"{moment:%H:00}", counts.get(moment, 0)))
             moment += timedelta(hours=1)
-        return VolumeChart(bucket="hour", bars=bars(series), summary=f"All {images} on {only_day}, by the hour.")
+        return VolumeChart(
+            bucket="hour", bars=bars(series), summary=f"{images.capitalize()} on {only_day}, by the hour."
+        )
     first_day = busy[0].day
     span = (report.per_day[-1].day - first_day).days + 1
     shown = [day for day in report.per_day if day.day >= first_day]
