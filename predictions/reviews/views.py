@@ -41,6 +41,7 @@ class ReviewFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, label="Label or reviewer contains")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.fields["model_version"].label_from_instance = lambda v: f"{v.name} v{v.version}"  # type: ignore[attr-defined]
 
