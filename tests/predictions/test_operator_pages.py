@@ -237,3 +237,23 @@ def test_view_prediction_permission_alone_reads_reviews(client: Client) -> None:
     )
     client.force_login(reader)
     assert client.get(reverse("reviews:list")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_models_page_shows_a_reprocess_jobs_progress(
+    client: Client, switcher: User, active_model: ModelVersion
+) -> None:
+    from django.utils import timezone
+
+    from predictions.models import ReprocessJob
+
+    job = ReprocessJob.objects.create(model_version=active_model, total=3, created_at=timezone.now())
+    for status in ("succeeded", "succeeded", "pending"):
+        SucceededPredictionFactory.create(model_version=active_model, reprocess_job=job, status=status)
+    client.force_login(switcher)
+
+    text = _text(client.get(reverse("models:list")).content)
+
+    assert f"Job {job.pk} : every prediction with v1" in text or f"Job {job.pk} : only predictions" in text
+    assert "2 of 3 done (67 %), 1 to go." in text
+    assert "running" in text
