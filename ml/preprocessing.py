@@ -13,15 +13,20 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from .decoding import open_within
+
 # Centre-crop fraction used by EfficientNet evaluation (224 of 256).
 CROP_FRACTION = 224 / 256
 
 
-def open_rgb(source: bytes | str | Path | Image.Image) -> Image.Image:
+def open_rgb(source: bytes | str | Path | Image.Image, *, max_decode_bytes: int | None = None) -> Image.Image:
     """Decode an image, apply its EXIF orientation and convert any mode to RGB.
 
     Animated formats give their first frame. 16-bit and float greyscale are
-    rescaled to 8 bit; transparent images are composited on white.
+    rescaled to 8 bit; transparent images are composited on white. With
+    ``max_decode_bytes`` the decode stays within that budget (``ml.decoding``): a JPEG
+    over it is decoded reduced, anything else raises ``ImageTooCostlyError`` (a
+    ``ValueError``) before a pixel is decoded.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -29,6 +34,7 @@ def open_rgb(source: bytes | str | Path | Image.Image) -> Image.Image:
         image = Image.open(io.BytesIO(source))
     else:
         image = Image.open(source)
+    image = open_within(image, max_decode_bytes)
     image.seek(0)
     image = ImageOps.exif_transpose(image)
     return _to_rgb(image)

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from imagerec.celery import broker_errors
+from ml.decoding import ImageTooCostlyError
 from ml.export import ModelLoadError
 from ml.gradcam import ExplanationUnsupportedError
 from predictions.exceptions import ConflictError, NotFoundError
@@ -172,7 +173,11 @@ def explanation_compute(*, explanation_id: int) -> Explanation | None:
     except FileNotFoundError:
         explanation_fail(explanation_id=explanation_id, error=MISSING_IMAGE_MESSAGE)
         return _reloaded(explanation_id)
-    result = explainer.explain(image_bytes, explanation.class_id)
+    try:
+        result = explainer.explain(image_bytes, explanation.class_id, max_decode_bytes=settings.MAX_DECODE_BYTES)
+    except ImageTooCostlyError as error:
+        explanation_fail(explanation_id=explanation_id, error=str(error))
+        return _reloaded(explanation_id)
     storage = explanation.image.storage
     name = storage.save(
         explanation.image.field.generate_filename(explanation, "explanation.png"), ContentFile(result.png())

@@ -40,7 +40,7 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -69,8 +69,8 @@ class BatchReport:
 
 
 def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
-    """Claim ``prediction_id`` and up to ``batch_size - 1`` of the oldest other pending
-    predictions for this worker, in one conditional UPDATE; returns the claim token and
+    """Claim ``prediction_id`` and up to ``batch_size - 1`` other pending predictions,
+    drawn fairly (``_fair_draw``), in one conditional UPDATE; returns the claim token and
     the claimed rows (empty when there was nothing to do).
 
     Only ``pending`` rows are claimed, plus this message's own row when it has been
@@ -78,15 +78,27 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
     A row claimed ``MAX_ATTEMPTS`` times is failed instead, so an image that kills
     workers cannot loop forever. Each claimed row gets the batch's token: completing a
     row later requires it, so a row claimed again by someone else is never completed
-    twice.
+    twice. A pending row whose owner already has ``INFLIGHT_PER_USER`` running is not
+    claimed: its message is sent again (``prediction_enqueue``), to be claimed once theirs finish.
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     token = uuid.uuid4()
+    lead = Prediction.objects.filter(id=prediction_id).values("user_id", "decode_bytes", "status").first()
+    if lead is None:
+        return token, []
+    if lead["status"] == PredictionStatus.PENDING:
+        running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
+        if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
+            logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
+            prediction_enqueue(prediction_id=prediction_id)
+            return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
     )
-    others = selectors.prediction_pending_ids(limit=batch_size - 1, exclude=prediction_id) if batch_size > 1 else []
+    others = _fair_draw(
+        limit=batch_size - 1, exclude=prediction_id, taken=[(lead["user_id"], lead["decode_bytes"])], since=stale
+    )
     claimed = _claim_rows(ids=[prediction_id, *others], token=token, now=now, also=own)
     if not any(str(p.id) == str(prediction_id) for p in claimed):
         exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
@@ -97,6 +109,43 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
                 "this image.",
             )
     return token, claimed
+
+
+def _fair_draw(
+    *, limit: int, since: datetime, taken: Sequence[tuple[int, int]] = (), exclude: PredictionId | None = None
+) -> list[PredictionId]:
+    """Up to ``limit`` pending predictions to add to a batch already holding ``taken``
+    (``(user id, decode bytes)`` of each row), fairly across users: round-robin over the
+    users with pending work, each user's oldest first (``selectors.prediction_pending_fair``),
+    none of a user who has ``INFLIGHT_PER_USER`` running or in this batch, and only while
+    the batch's decodes add up to ``MAX_DECODE_BYTES`` (a row that does not fit is skipped
+    for a cheaper one: a costly image is claimed by its own message, alone).
+    """
+    if limit <= 0:
+        return []
+    per_user = settings.INFLIGHT_PER_USER
+    candidates = selectors.prediction_pending_fair(limit=limit * 4, per_user=per_user, exclude=exclude)
+    if not candidates:
+        return []
+    users = {row.user_id for row in candidates}
+    in_flight = selectors.prediction_running_by_user(since=since, user_ids=sorted(users))
+    cost = 0
+    for user_id, decode_bytes in taken:
+        in_flight[user_id] = in_flight.get(user_id, 0) + 1
+        cost += decode_bytes
+    drawn: list[PredictionId] = []
+    for row in candidates:
+        if in_flight.get(row.user_id, 0) >= per_user:
+            continue
+        if taken and cost + row.decode_bytes > settings.MAX_DECODE_BYTES:
+            continue
+        drawn.append(row.id)
+        in_flight[row.user_id] = in_flight.get(row.user_id, 0) + 1
+        cost += row.decode_bytes
+        taken = [*taken, (row.user_id, row.decode_bytes)]
+        if len(drawn) == limit:
+            break
+    return drawn
 
 
 def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: PredictionId) -> None:
@@ -156,7 +205,7 @@ def prediction_batch_fill(*, batch: ClaimedBatch) -> None:
     """Claim more waiting predictions into ``batch`` (up to its room), after the task
     waited ``INFERENCE_BATCH_WAIT_MS`` for them to arrive."""
     began = time.perf_counter()
-    batch.predictions += prediction_claim_more(token=batch.token, limit=batch.room)
+    batch.predictions += prediction_claim_more(token=batch.token, limit=batch.room, batch=batch.predictions)
     batch.report.claim_ms += (time.perf_counter() - began) * 1000
 
 
@@ -222,9 +271,11 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     return None if batch is None else prediction_batch_run(batch=batch)
 
 
-def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
-    """Add up to ``limit`` more pending predictions to the batch holding ``token``."""
-    ids = selectors.prediction_pending_ids(limit=limit)
+def prediction_claim_more(*, token: uuid.UUID, limit: int, batch: Sequence[Prediction] = ()) -> list[Prediction]:
+    """Add up to ``limit`` more pending predictions, drawn fairly (``_fair_draw``), to the
+    batch holding ``token`` (its rows so far: ``batch``)."""
+    stale = timezone.now() - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    ids = _fair_draw(limit=limit, since=stale, taken=[(p.user_id, p.decode_bytes) for p in batch])
     if not ids:
         return []
     return _claim_rows(ids=ids, token=token, now=timezone.now())
@@ -261,7 +312,9 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
             prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
     if not readable:
         return
-    results = classifier.classify(paths, top_k=max(p.top_k for p in readable))
+    results = classifier.classify(
+        paths, top_k=max(p.top_k for p in readable), max_decode_bytes=settings.MAX_DECODE_BYTES
+    )
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
         prediction_result_set(prediction, result, completed_at)

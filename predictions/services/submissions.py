@@ -88,6 +88,7 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
         size_bytes=checked.size_bytes,
         width=checked.width,
         height=checked.height,
+        decode_bytes=checked.decode_bytes,
         sha256=checked.sha256,
         top_k=top_k,
         assigned_version=registry_selectors.model_version_for_user(user=user),
