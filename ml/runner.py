@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .decoding import ImageTooCostlyError
 from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
 from .export import ModelLoadError, export_read
-from .decoding import ImageTooCostlyError
 from .preprocessing import open_rgb, to_model_input
 from .uncertainty import (
     DEFAULT_UNCERTAINTY,
