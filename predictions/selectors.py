@@ -154,6 +154,8 @@ class PendingRow:
     id: uuid.UUID
     user_id: int
     decode_bytes: int
+    user_rank: int  # 1 for the user's oldest pending row, 2 for the next, ...
+    created_at: datetime
 
 
 def prediction_pending_fair(*, limit: int, per_user: int, exclude: PredictionId | None = None) -> list[PendingRow]:
@@ -169,8 +171,10 @@ def prediction_pending_fair(*, limit: int, per_user: int, exclude: PredictionId 
     ranked = queryset.annotate(
         user_rank=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()])
     ).filter(user_rank__lte=per_user)
-    rows = ranked.order_by("user_rank", "created_at", "id").values_list("id", "user_id", "decode_bytes")[:limit]
-    return [PendingRow(id=row_id, user_id=user_id, decode_bytes=cost) for row_id, user_id, cost in rows]
+    rows = ranked.order_by("user_rank", "created_at", "id").values_list(
+        "id", "user_id", "decode_bytes", "user_rank", "created_at"
+    )[:limit]
+    return [PendingRow(*row) for row in rows]
 
 
 def prediction_running_by_user(*, since: datetime, user_ids: Sequence[int] | None = None) -> dict[int, int]:

@@ -31,6 +31,7 @@ from predictions.models import (
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
 
+from . import submissions
 from .results import (
     FAILED_SERVER_MESSAGE,
     MISSING_FILE_MESSAGE,
@@ -40,7 +41,7 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -91,7 +92,7 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
         running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
         if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
             logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
-            prediction_enqueue(prediction_id=prediction_id)
+            submissions.prediction_enqueue(prediction_id=prediction_id)
             return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
@@ -117,9 +118,10 @@ def _fair_draw(
     """Up to ``limit`` pending predictions to add to a batch already holding ``taken``
     (``(user id, decode bytes)`` of each row), fairly across users: round-robin over the
     users with pending work, each user's oldest first (``selectors.prediction_pending_fair``),
-    none of a user who has ``INFLIGHT_PER_USER`` running or in this batch, and only while
-    the batch's decodes add up to ``MAX_DECODE_BYTES`` (a row that does not fit is skipped
-    for a cheaper one: a costly image is claimed by its own message, alone).
+    none of a user who has ``INFLIGHT_PER_USER`` running or in this batch. Each user's
+    first row in the batch goes in whatever it costs (every waiting user is served by the
+    next batch); a user's further rows only while the batch's decodes add up to
+    ``MAX_DECODE_BYTES``, so a flood of costly images makes batches of one of them.
     """
     if limit <= 0:
         return []
@@ -127,22 +129,27 @@ def _fair_draw(
     candidates = selectors.prediction_pending_fair(limit=limit * 4, per_user=per_user, exclude=exclude)
     if not candidates:
         return []
-    users = {row.user_id for row in candidates}
-    in_flight = selectors.prediction_running_by_user(since=since, user_ids=sorted(users))
+    in_flight = selectors.prediction_running_by_user(since=since, user_ids=sorted({row.user_id for row in candidates}))
+    in_batch: set[int] = set()
     cost = 0
     for user_id, decode_bytes in taken:
         in_flight[user_id] = in_flight.get(user_id, 0) + 1
+        in_batch.add(user_id)
         cost += decode_bytes
+    # The batch's own rows take their users' first turns: a user with one row in already
+    # comes after those with none, and so on (``user_rank`` counts from the batch's rows).
+    already = {user_id: sum(1 for taken_user, _ in taken if taken_user == user_id) for user_id in in_batch}
+    candidates.sort(key=lambda row: (row.user_rank + already.get(row.user_id, 0), row.created_at))
     drawn: list[PredictionId] = []
     for row in candidates:
         if in_flight.get(row.user_id, 0) >= per_user:
             continue
-        if taken and cost + row.decode_bytes > settings.MAX_DECODE_BYTES:
+        if row.user_id in in_batch and cost + row.decode_bytes > settings.MAX_DECODE_BYTES:
             continue
         drawn.append(row.id)
         in_flight[row.user_id] = in_flight.get(row.user_id, 0) + 1
+        in_batch.add(row.user_id)
         cost += row.decode_bytes
-        taken = [*taken, (row.user_id, row.decode_bytes)]
         if len(drawn) == limit:
             break
     return drawn
