@@ -20,12 +20,12 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile
 from pytest_django import Settings
 from rest_framework.test import APIClient
-from skimage import data
 
 from ml.decoding import ImageTooCostlyError, decode_cost
 from ml.preprocessing import open_rgb
 from predictions import selectors, services
 from predictions.models import ExplanationStatus, ModelVersion, Prediction, PredictionId, PredictionStatus
+from tests.conftest import PHOTOS
 from tests.factories import PredictionFactory, SucceededPredictionFactory, UserFactory, jpeg_bytes
 
 MIB = 1024 * 1024
@@ -51,10 +51,11 @@ def png16_bytes(pixels: NDArray[np.uint16], *, level: int = 1) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def photo_rgba16(side: int, *, photo: str = "astronaut", mark: int = 0) -> NDArray[np.uint16]:
+def photo_rgba16(side: int, *, photo: str = "coffee", mark: int = 0) -> NDArray[np.uint16]:
     """A real photo of scikit-image scaled up to ``side`` x ``side`` (nearest), 16-bit RGBA,
     opaque; ``mark`` changes one pixel so that each copy has its own bytes."""
-    source = getattr(data, photo)()
+    with Image.open(PHOTOS[photo].path) as image:
+        source = np.asarray(image.convert("RGB"))
     rows = np.arange(side) * source.shape[0] // side
     cols = np.arange(side) * source.shape[1] // side
     rgb = source[rows][:, cols].astype(np.uint16) * 257
@@ -202,7 +203,8 @@ def test_the_worker_refuses_a_costly_png_before_decoding(issue_png: bytes) -> No
 
 
 def _big_jpeg(width: int, height: int) -> bytes:
-    photo = Image.fromarray(data.chelsea()).resize((width, height), Image.Resampling.BILINEAR)
+    with Image.open(PHOTOS["chelsea"].path) as source:
+        photo = source.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     photo.save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
