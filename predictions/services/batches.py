@@ -46,6 +46,10 @@ from .submissions import prediction_enqueue_many, prediction_thumbnail
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
 
+# A message whose row's user is at INFLIGHT_PER_USER is sent again for this much later:
+# long enough not to spin through the queue, short next to one batch of costly images.
+DEFER_SECONDS = 1.0
+
 
 @dataclass
 class BatchReport:
@@ -80,7 +84,8 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
     workers cannot loop forever. Each claimed row gets the batch's token: completing a
     row later requires it, so a row claimed again by someone else is never completed
     twice. A pending row whose owner already has ``INFLIGHT_PER_USER`` running is not
-    claimed: its message is sent again (``prediction_enqueue``), to be claimed once theirs finish.
+    claimed: its message is sent again ``DEFER_SECONDS`` later, to be claimed once theirs
+    finish (or drawn into another batch meanwhile).
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
@@ -88,11 +93,12 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
     lead = Prediction.objects.filter(id=prediction_id).values("user_id", "decode_bytes", "status").first()
     if lead is None:
         return token, []
-    if lead["status"] == PredictionStatus.PENDING:
+    # Eager mode (debugging) runs tasks in line: a message sent again would recurse.
+    if lead["status"] == PredictionStatus.PENDING and not settings.CELERY_TASK_ALWAYS_EAGER:
         running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
         if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
             logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
-            submissions.prediction_enqueue(prediction_id=prediction_id)
+            submissions.prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS)
             return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)

@@ -25,6 +25,7 @@ from ml.decoding import ImageTooCostlyError, decode_cost
 from ml.preprocessing import open_rgb
 from predictions import selectors, services
 from predictions.models import ExplanationStatus, ModelVersion, Prediction, PredictionId, PredictionStatus
+from predictions.services.batches import DEFER_SECONDS
 from tests.conftest import PHOTOS
 from tests.factories import PredictionFactory, SucceededPredictionFactory, UserFactory, jpeg_bytes
 
@@ -116,7 +117,16 @@ def test_a_batch_seats_the_other_users_before_the_flooders_backlog(
 
 
 @pytest.mark.django_db
-def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, sent: list[PredictionId]) -> None:
+def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from predictions.services import submissions
+
+    sent: list[tuple[PredictionId, float | None]] = []
+
+    def enqueue(*, prediction_id: PredictionId, countdown: float | None = None) -> bool:
+        sent.append((prediction_id, countdown))
+        return True
+
+    monkeypatch.setattr(submissions, "prediction_enqueue", enqueue)
     settings.INFLIGHT_PER_USER = 3
     flooder, other = UserFactory.create_batch(2)
     a = _pending(flooder, 8, start=0)
@@ -130,7 +140,7 @@ def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, sent: lis
     # nothing is claimed, and the message is sent again for later.
     _, second = services.prediction_claim(prediction_id=a[3].id, batch_size=16)
     assert second == []
-    assert sent == [a[3].id]
+    assert sent == [(a[3].id, DEFER_SECONDS)]
     assert Prediction.objects.get(id=a[3].id).status == PredictionStatus.PENDING
     running = Prediction.objects.filter(user=flooder, status=PredictionStatus.RUNNING).count()
     assert running == 3
