@@ -31,7 +31,6 @@ from predictions.models import (
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
 
-from . import submissions
 from .results import (
     FAILED_SERVER_MESSAGE,
     MISSING_FILE_MESSAGE,
@@ -41,7 +40,7 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -98,7 +97,7 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
         running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
         if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
             logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
-            submissions.prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS)
+            prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS)
             return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)

@@ -118,7 +118,7 @@ def test_a_batch_seats_the_other_users_before_the_flooders_backlog(
 
 @pytest.mark.django_db
 def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from predictions.services import submissions
+    from predictions.services import batches
 
     sent: list[tuple[PredictionId, float | None]] = []
 
@@ -126,7 +126,7 @@ def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, monkeypat
         sent.append((prediction_id, countdown))
         return True
 
-    monkeypatch.setattr(submissions, "prediction_enqueue", enqueue)
+    monkeypatch.setattr(batches, "prediction_enqueue", enqueue)
     settings.INFLIGHT_PER_USER = 3
     flooder, other = UserFactory.create_batch(2)
     a = _pending(flooder, 8, start=0)
