@@ -24,7 +24,7 @@ from .decoding import ImageTooCostlyError
 from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
 from .export import ModelLoadError, export_read
-from .preprocessing import open_rgb, to_model_input
+from .preprocessing import CROP_FRACTION, open_rgb, to_model_input
 from .uncertainty import (
     DEFAULT_UNCERTAINTY,
     Uncertainty,
@@ -73,6 +73,9 @@ class ImageResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+REDUCING_GAP = 3  # a large image is reduced early to this many times the side the model resamples from
 
 
 class Classifier:
@@ -131,7 +134,12 @@ class Classifier:
             self.predict(np.zeros((size, self.input_size, self.input_size, 3), np.float32))
 
     def preprocess(self, source: bytes | str | Path, *, max_decode_bytes: int | None = None) -> np.ndarray:
-        return to_model_input(open_rgb(source, max_decode_bytes=max_decode_bytes), self.input_size)
+        """The model's input for one image: decoded within ``max_decode_bytes``, reduced early
+        to three times the crop the model resamples from (``reduce_early``), then cropped
+        and resized (``to_model_input``)."""
+        min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
+        image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
+        return to_model_input(image, self.input_size)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Scores for a float32 [N, S, S, 3] batch, padded to a bucket size: probabilities
