@@ -227,34 +227,43 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
 
     Each row runs with the version it was assigned at submission (the active one, or an
     A/B candidate; rows without one, and rows whose version was retired or cannot be
-    loaded, with the active one; ``_classify_by_version``).
+    loaded, with the active one; ``_classify_by_version``). A batch holding costly images
+    runs the others first (``_light_first``): one user's costly image never holds another
+    user's photo for the time of its decode.
 
-    A database error or a model gone meanwhile hands the batch back (``pending``) and
-    re-raises for a retry; a task past its soft time limit fails the batch with "took
-    too long"; any other error fails it with a message for people. Both re-raise.
+    A database error or a model gone meanwhile hands the rows not yet stored back
+    (``pending``) and re-raises for a retry; a task past its soft time limit fails them
+    with "took too long"; any other error fails them with a message for people. Both re-raise.
     """
     claimed, report = batch.predictions, batch.report
     report.size = len(claimed)
+    stored: list[Prediction] = []
+    done: set[str] = set()
     try:
-        _classify_by_version(claimed, active=batch.active, classifier=batch.classifier, report=report)
-        began = time.perf_counter()
-        stored = prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
-        report.store_ms = (time.perf_counter() - began) * 1000
+        for part in _light_first(claimed):
+            _classify_by_version(part, active=batch.active, classifier=batch.classifier, report=report)
+            began = time.perf_counter()
+            part_stored = prediction_complete_many(predictions=part, token=batch.token, model_version=None)
+            report.store_ms += (time.perf_counter() - began) * 1000
+            done.update(str(p.id) for p in part)
+            began = time.perf_counter()
+            events.prediction_final_publish(p.id for p in part_stored)
+            report.notify_ms += (time.perf_counter() - began) * 1000
+            stored += part_stored
     except (OperationalError, InterfaceError, ModelUnavailableError):
-        prediction_release(predictions=claimed, token=batch.token, lead_id=batch.lead_id)
+        rest = [p for p in claimed if str(p.id) not in done]
+        prediction_release(predictions=rest, token=batch.token, lead_id=batch.lead_id)
         raise
     except BaseException as error:
-        logger.exception("Batch of %d predictions failed: %s", len(claimed), [str(p.id) for p in claimed])
+        rest = [p for p in claimed if str(p.id) not in done]
+        logger.exception("Batch of %d predictions failed: %s", len(rest), [str(p.id) for p in rest])
         message = TOO_LONG_MESSAGE if isinstance(error, SoftTimeLimitExceeded) else FAILED_SERVER_MESSAGE
         now = timezone.now()
-        for prediction in claimed:
+        for prediction in rest:
             prediction_failure_set(prediction, message, now)
-        prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
-        events.prediction_final_publish(p.id for p in claimed)
+        prediction_complete_many(predictions=rest, token=batch.token, model_version=None)
+        events.prediction_final_publish(p.id for p in rest)
         raise
-    began = time.perf_counter()
-    events.prediction_final_publish(p.id for p in stored)
-    report.notify_ms = (time.perf_counter() - began) * 1000
     _thumbnails_store(p for p in stored if p.status == PredictionStatus.SUCCEEDED)
     # Not the failed ones: a retry makes them pending again, and its message must be worked.
     report.finished = [str(p.id) for p in claimed if p.status != PredictionStatus.FAILED]
@@ -262,6 +271,21 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
     report.failed = len(stored) - report.succeeded
     batch_logger.info(report.log_line())
     return report
+
+
+# An image costing more than this share of MAX_DECODE_BYTES to decode is "costly".
+COSTLY_SHARE = 4
+
+
+def _light_first(claimed: list[Prediction]) -> list[list[Prediction]]:
+    """The batch in the order it is run: one part when nothing in it is costly (or
+    everything is), else the light images first and then the costly ones (over
+    ``MAX_DECODE_BYTES / COSTLY_SHARE`` to decode), each part classified, stored and
+    announced before the next is decoded."""
+    threshold = settings.MAX_DECODE_BYTES // COSTLY_SHARE
+    light = [p for p in claimed if p.decode_bytes <= threshold]
+    costly = [p for p in claimed if p.decode_bytes > threshold]
+    return [part for part in (light, costly) if part] if light and costly else [claimed]
 
 
 def _thumbnails_store(predictions: Iterable[Prediction]) -> None:

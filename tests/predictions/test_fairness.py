@@ -26,7 +26,7 @@ from ml.preprocessing import open_rgb
 from predictions import selectors, services
 from predictions.models import ExplanationStatus, ModelVersion, Prediction, PredictionId, PredictionStatus
 from predictions.services.batches import DEFER_SECONDS
-from tests.conftest import PHOTOS
+from tests.conftest import CAT_CLASSES, PHOTOS, photo_bytes
 from tests.factories import PredictionFactory, SucceededPredictionFactory, UserFactory, jpeg_bytes
 
 MIB = 1024 * 1024
@@ -335,3 +335,28 @@ def test_one_user_cannot_queue_more_explanations_than_the_limit(
     other_api.force_authenticate(other.user)
     assert other_api.post(f"/api/v1/predictions/{other.id}/explanation/").status_code == 202
     assert predictions[0].explanations.get().status == ExplanationStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_a_batch_runs_the_light_photos_before_a_costly_image(
+    settings: Settings, active_model: ModelVersion, sent: list[PredictionId]
+) -> None:
+    settings.MAX_DECODE_BYTES = 16 * MIB
+    flooder, photographer = UserFactory.create_batch(2)
+    costly = services.prediction_create(
+        user=flooder, uploaded_file=_upload(png16_bytes(photo_rgba16(1200, photo="rocket")), "scan.png")
+    )
+    photo = services.prediction_create(user=photographer, uploaded_file=_upload(photo_bytes("chelsea"), "cat.jpg"))
+
+    report = services.prediction_process(prediction_id=costly.id)  # the flooder's message, claimed first
+
+    assert report is not None
+    assert report.size == 2
+    costly.refresh_from_db()
+    photo.refresh_from_db()
+    assert costly.status == photo.status == PredictionStatus.SUCCEEDED
+    assert photo.class_id in CAT_CLASSES
+    assert costly.claim == photo.claim  # one batch...
+    assert photo.completed_at is not None
+    assert costly.completed_at is not None
+    assert photo.completed_at < costly.completed_at  # ...whose light photo was stored first
