@@ -80,8 +80,10 @@ def test_a_single_photo_is_final_within_2s_while_another_user_floods_costly_imag
     assert len(flooded) - len(claimed_before) >= FLOOD // 2
     # ...in a batch with at most one of the costly images (the batch's decode budget)...
     assert Prediction.objects.filter(claim=photo.claim).count() <= 2
+    photo_done = photo.completed_at
+    assert photo_done is not None
     batch_mates = [p for p in flooded if p.claim == photo.claim]
-    assert all(photo.completed_at < p.completed_at for p in batch_mates if p.completed_at)  # run light first
+    assert all(p.completed_at and photo_done < p.completed_at for p in batch_mates)  # the light part ran first
     per_batch = Counter(p.claim for p in flooded)
     assert max(per_batch.values()) == 1
     # ...and the flooder never had more in flight than one user may.
