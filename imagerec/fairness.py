@@ -14,8 +14,10 @@ from .env import env
 MAX_DECODE_BYTES = env.int("MAX_DECODE_BYTES", default=64 * 1024 * 1024)
 # A worker's batch takes more rows only while their decodes add up to MAX_DECODE_BYTES
 # (its message's own row always goes): a flood of costly images makes small batches.
-# How many of one user's predictions may be claimed (running) at once, all workers together.
-INFLIGHT_PER_USER = env.int("INFLIGHT_PER_USER", default=8)
+# How many of one user's predictions may be claimed (running) at once, all workers together:
+# as many as one batch holds by default, so one user alone still fills a worker's batch,
+# and with several workers one user never holds more than one worker's batch.
+INFLIGHT_PER_USER = env.int("INFLIGHT_PER_USER", default=16)
 # How many of one user's explanations may wait or be computed at once; one more is refused (429).
 EXPLANATIONS_PENDING_PER_USER = env.int("EXPLANATIONS_PENDING_PER_USER", default=4)
 if MAX_DECODE_BYTES < 1 or INFLIGHT_PER_USER < 1 or EXPLANATIONS_PENDING_PER_USER < 1:
