@@ -14,6 +14,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
+from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
 from .openapi import OPENAPI_SETTINGS
 
 # Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,

@@ -154,11 +154,14 @@ class Explainer:
         except ValueError as error:
             raise ValueError(f"Model {self.name} v{self.version} has no class {class_id!r}") from error
 
-    def explain(self, source: bytes | str | Path | Image.Image, class_id: str) -> GradCam:
-        """Grad-CAM of ``class_id`` for the image, with the serving preprocessing."""
+    def explain(
+        self, source: bytes | str | Path | Image.Image, class_id: str, *, max_decode_bytes: int | None = None
+    ) -> GradCam:
+        """Grad-CAM of ``class_id`` for the image, with the serving preprocessing (and its
+        decode budget, ``ml.decoding``: ``ImageTooCostlyError`` over it)."""
         index = self.class_index(class_id)
         started = time.perf_counter()
-        image = open_rgb(source)
+        image = open_rgb(source, max_decode_bytes=max_decode_bytes)
         batch = to_model_input(image, self.input_size)[None]
         cam, probability = self._cam(self._tf.constant(batch), self._tf.constant(index, self._tf.int32))
         heatmap, overlay = render(image, np.asarray(cam.numpy(), dtype=np.float32))

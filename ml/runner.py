@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .decoding import ImageTooCostlyError
 from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
 from .export import ModelLoadError, export_read
-from .preprocessing import open_rgb, to_model_input
+from .preprocessing import CROP_FRACTION, open_rgb, to_model_input
 from .uncertainty import (
     DEFAULT_UNCERTAINTY,
     Uncertainty,
@@ -61,6 +62,7 @@ class ImageResult:
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     error: str = ""
+    too_costly: bool = False  # refused by the decode budget: ``error`` is meant for people
     multi_label: bool = False
     labels: list[LabelScore] = field(default_factory=list)
     uncertainty: Uncertainty | None = None
@@ -71,6 +73,9 @@ class ImageResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+REDUCING_GAP = 3  # a large image is reduced early to this many times the side the model resamples from
 
 
 class Classifier:
@@ -128,8 +133,13 @@ class Classifier:
         for size in (1, 8):
             self.predict(np.zeros((size, self.input_size, self.input_size, 3), np.float32))
 
-    def preprocess(self, source: bytes | str | Path) -> np.ndarray:
-        return to_model_input(open_rgb(source), self.input_size)
+    def preprocess(self, source: bytes | str | Path, *, max_decode_bytes: int | None = None) -> np.ndarray:
+        """The model's input for one image: decoded within ``max_decode_bytes``, reduced early
+        to three times the crop the model resamples from (``reduce_early``), then cropped
+        and resized (``to_model_input``)."""
+        min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
+        image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
+        return to_model_input(image, self.input_size)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Scores for a float32 [N, S, S, 3] batch, padded to a bucket size: probabilities
@@ -166,8 +176,12 @@ class Classifier:
         entry = self.labels[index]
         return LabelScore(label=entry["label"], class_id=entry["class_id"], score=float(scores[index]))
 
-    def classify(self, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> list[ImageResult]:
-        """Classify images (bytes or paths); an unreadable one gets an ``error``, the rest go on."""
+    def classify(
+        self, sources: Sequence[bytes | str | Path], *, top_k: int = 5, max_decode_bytes: int | None = None
+    ) -> list[ImageResult]:
+        """Classify images (bytes or paths); an unreadable one gets an ``error``, the rest go on.
+        ``max_decode_bytes``: the decode budget of one image (``ml.decoding``); one over it
+        is decoded reduced (JPEG) or gets an ``error`` without being decoded."""
         results: list[ImageResult] = [ImageResult() for _ in sources]
         for start in range(0, len(sources), MAX_BATCH):
             chunk = range(start, min(start + MAX_BATCH, len(sources)))
@@ -176,8 +190,10 @@ class Classifier:
             for index in chunk:
                 began = time.perf_counter()
                 try:
-                    arrays.append(self.preprocess(sources[index]))
+                    arrays.append(self.preprocess(sources[index], max_decode_bytes=max_decode_bytes))
                     ready.append(index)
+                except ImageTooCostlyError as error:
+                    results[index].error, results[index].too_costly = str(error), True
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                     results[index].error = f"Cannot decode image: {error}"
                 results[index].preprocess_ms = (time.perf_counter() - began) * 1000

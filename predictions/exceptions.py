@@ -29,6 +29,22 @@ class ImageTooLargeError(InvalidImageError):
     code = "too_large"
 
 
+class ImageTooCostlyError(InvalidImageError):
+    """Decoding the image would cost more than ``MAX_DECODE_BYTES`` even reduced; the
+    message says how large it may be."""
+
+    code = "image_too_costly"
+
+
+class TooManyPendingError(ApplicationError):
+    """The user already has as many of these waiting as one user may (429); the same
+    status as a throttled request, with ``Retry-After``."""
+
+    status_code = 429
+    code = "throttled"
+    retry_after = 5
+
+
 class UnknownClassError(ApplicationError):
     """A correction's label is none of the model's classes and was not said to be a new
     one; the message names the closest classes."""

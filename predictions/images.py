@@ -12,9 +12,10 @@ from typing import IO
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
+from ml import decoding
 from ml.preprocessing import open_rgb
 
-from .exceptions import ImageTooLargeError, InvalidImageError, UnsupportedImageError
+from .exceptions import ImageTooCostlyError, ImageTooLargeError, InvalidImageError, UnsupportedImageError
 
 # Pillow format name -> stored file extension.
 SUPPORTED_FORMATS = {
@@ -50,6 +51,7 @@ class ValidatedImage:
     height: int
     sha256: str
     size_bytes: int
+    decode_bytes: int  # what the worker's decode will cost, reduced if it will be decoded reduced
 
 
 def check_upload_size(size_bytes: int) -> None:
@@ -76,7 +78,9 @@ def megabytes(size_bytes: int) -> str:
 def validate_image_bytes(content: bytes) -> ValidatedImage:
     """Check what the upload path can check without decoding the pixels: not empty, under
     the size limit, a supported format, declared dimensions within ``MAX_IMAGE_PIXELS``,
-    and (JPEG, PNG) not cut short. Computes the SHA-256.
+    a decode that fits ``MAX_DECODE_BYTES`` (a JPEG reduced if need be, ``ml.decoding``;
+    anything else over it is refused with ``ImageTooCostlyError``), and (JPEG, PNG) not
+    cut short. Computes the SHA-256.
 
     The full decode happens once, in the worker, which needs the pixels anyway: decoding a
     12-megapixel JPEG costs ~160 ms of CPU against ~0.05 ms for its header (README
@@ -95,6 +99,7 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
             with Image.open(io.BytesIO(content)) as image:
                 image_format = image.format or ""
                 width, height = image.size
+                cost = decoding.decode_cost(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InvalidImageError(
             f"The image declares too many pixels; the limit is {max_pixels:,}.", field="image"
@@ -112,6 +117,9 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
             field="image",
         )
     _check_pixels(width, height, max_pixels)
+    fitting = cost.within(settings.MAX_DECODE_BYTES)
+    if fitting is None:
+        raise ImageTooCostlyError(cost.refusal(settings.MAX_DECODE_BYTES), field="image")
     if not _is_complete(image_format, content):
         raise InvalidImageError(DAMAGED_MESSAGE, field="image")
     return ValidatedImage(
@@ -121,6 +129,7 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
         height=height,
         sha256=hashlib.sha256(content).hexdigest(),
         size_bytes=len(content),
+        decode_bytes=fitting.bytes,
     )
 
 

@@ -62,6 +62,11 @@ class Prediction(models.Model):
     size_bytes = models.PositiveBigIntegerField()
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    decode_bytes = models.PositiveBigIntegerField(
+        default=0,
+        help_text="What decoding it costs the worker, in bytes of raw pixel data, reduced if it is decoded reduced "
+        "(ml.decoding); 0: not recorded",
+    )
     sha256 = models.CharField(max_length=64, db_index=True)
     top_k = models.PositiveSmallIntegerField(default=5)
 

@@ -13,7 +13,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Window
+from django.db.models.functions import RowNumber
 
 from . import events
 from .exceptions import NotFoundError
@@ -177,14 +178,44 @@ def prediction_reusable(
     return queryset.order_by("-completed_at").first()
 
 
-def prediction_pending_ids(*, limit: int, exclude: PredictionId | None = None) -> list[uuid.UUID]:
-    """The oldest pending predictions a worker may take into its batch."""
+@dataclass(frozen=True)
+class PendingRow:
+    """A pending prediction a worker may draw into its batch."""
+
+    id: uuid.UUID
+    user_id: int
+    decode_bytes: int
+    user_rank: int  # 1 for the user's oldest pending row, 2 for the next, ...
+    created_at: datetime
+
+
+def prediction_pending_fair(*, limit: int, per_user: int, exclude: PredictionId | None = None) -> list[PendingRow]:
+    """Pending predictions in the order a fair draw takes them: round-robin across users,
+    each user's oldest first (each user's rows ranked by age, then rank 1 of every user
+    oldest first, then rank 2, ...), at most ``per_user`` of each user. One query with a
+    window function (SQLite and PostgreSQL alike)."""
     if limit <= 0:
         return []
     queryset = Prediction.objects.filter(status=PredictionStatus.PENDING, attempts__lt=settings.MAX_ATTEMPTS)
     if exclude is not None:
         queryset = queryset.exclude(id=exclude)
-    return list(queryset.order_by("created_at").values_list("id", flat=True)[:limit])
+    ranked = queryset.annotate(
+        user_rank=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()])
+    ).filter(user_rank__lte=per_user)
+    rows = ranked.order_by("user_rank", "created_at", "id").values_list(
+        "id", "user_id", "decode_bytes", "user_rank", "created_at"
+    )[:limit]
+    return [PendingRow(*row) for row in rows]
+
+
+def prediction_running_by_user(*, since: datetime, user_ids: Sequence[int] | None = None) -> dict[int, int]:
+    """How many predictions of each user are claimed and running (claimed after ``since``:
+    older claims are of workers that died, and are reclaimed)."""
+    queryset = Prediction.objects.filter(status=PredictionStatus.RUNNING, started_at__gte=since)
+    if user_ids is not None:
+        queryset = queryset.filter(user_id__in=user_ids)
+    counts = queryset.values("user_id").annotate(running=Count("id")).values_list("user_id", "running")
+    return dict(counts)
 
 
 def prediction_stuck_ids(*, before: datetime) -> list[uuid.UUID]:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions import access, images, selectors, services
+from predictions.api import throttles
 from predictions.registry import selectors as registry_selectors
 from predictions.reviews import services as review_services
 
@@ -49,6 +50,19 @@ def _upload_page(request: HttpRequest, form: UploadForm, status: int = 200) -> H
     return render(request, "predictions/upload.html", context, status=status)
 
 
+def throttled_page(request: HttpRequest, wait: int, *, back: str) -> HttpResponse:
+    """429 with ``Retry-After`` for a page that submits too often (``throttles.submit_wait``):
+    the refusal fragment for the upload page's script, else a page saying when to try again."""
+    message = throttles.throttled_message(wait)
+    if _wants_fragment(request):
+        context = {"predictions": [], "errors": [message]}
+        response = render(request, "predictions/_upload_outcome.html", context, status=429)
+    else:
+        response = render(request, "429.html", {"message": message, "back": back}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 @login_required
 def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload form. Good files are submitted even when others in the batch are refused;
@@ -56,6 +70,8 @@ def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
 
     The page's script posts one file per request and gets the result card (or the
     refusal) as a fragment to insert; without JavaScript all files go in one post."""
+    if request.method == "POST" and (wait := throttles.submit_wait(request)) is not None:
+        return throttled_page(request, wait, back=reverse("predictions:upload"))  # the API's rate, shared
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method != "POST":
         return _upload_page(request, form)

@@ -45,7 +45,9 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map application and DRF errors to the one JSON error shape (REST_FRAMEWORK["EXCEPTION_HANDLER"])."""
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such prediction.")
     if isinstance(exc, exceptions.ParseError | TooManyFieldsSent):

@@ -124,7 +124,12 @@ class PredictionCreateApi(_SubmitApi):
                 SubmittedPredictionSerializer,
                 description="Accepted, not final yet (no wait, or the wait ran out): poll `Location`",
             ),
-            400: ErrorSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="A bad `top_k`, or an image that cannot be accepted: damaged (`invalid_image`), or "
+                "whose decode would cost more than `MAX_DECODE_BYTES` even reduced (`image_too_costly`, saying "
+                "how large it may be)",
+            ),
             401: ErrorSerializer,
             413: ErrorSerializer,
             415: ErrorSerializer,

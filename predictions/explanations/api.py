@@ -127,7 +127,12 @@ class PredictionExplanationRequestApi(APIView):
                 "(`conflict`), or computing the explanation failed (`explanation_failed`, with the reason; a "
                 "request a minute later tries again)",
             ),
-            429: ErrorSerializer,
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="Too many requests (`THROTTLE_SUBMIT`, shared with submissions), or as many of your "
+                "explanations pending as one user may have (`EXPLANATIONS_PENDING_PER_USER`); code `throttled`, "
+                "with `Retry-After`",
+            ),
         },
         description="Grad-CAM (gradient-weighted class activation map) of the model version that made the "
         "prediction, on its last convolutional feature map, with the same preprocessing as classification. "

@@ -27,9 +27,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from imagerec.celery import broker_errors
+from ml.decoding import ImageTooCostlyError
 from ml.export import ModelLoadError
 from ml.gradcam import ExplanationUnsupportedError
-from predictions.exceptions import ConflictError, NotFoundError
+from predictions.exceptions import ConflictError, NotFoundError, TooManyPendingError
 from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
 from predictions.registry import runtime
 
@@ -60,7 +61,8 @@ def explanation_request(
     stored one, or a new one queued for the inference worker after commit.
 
     Only the owner's succeeded predictions are explained (404 for anyone else's, 409 for
-    one not succeeded) and only for one of the prediction's top-k classes (409 too: which
+    one not succeeded), at most ``EXPLANATIONS_PENDING_PER_USER`` waiting at once per user
+    (``TooManyPendingError``, 429), and only for one of the prediction's top-k classes (409 too: which
     classes it has is the prediction's state, not something a request can get wrong by its form). A stored
     explanation is computed again when the prediction was re-run by another model
     version since, when it is still pending after ``RECONCILE_AFTER_SECONDS`` (its message
@@ -79,6 +81,9 @@ def explanation_request(
             field="class_id",
         )
     now = timezone.now()
+    stored = Explanation.objects.filter(prediction=prediction, class_id=wanted).first()
+    if stored is None or _needs_recompute(stored, prediction=prediction, now=now):
+        _check_pending_limit(user=prediction.user, now=now)
     with transaction.atomic():
         explanation, created = Explanation.objects.get_or_create(
             prediction=prediction,
@@ -109,6 +114,23 @@ def explanation_request(
         explanation_id = explanation.pk
         transaction.on_commit(lambda: explanation_enqueue(explanation_id=explanation_id), robust=True)
     return explanation
+
+
+def _check_pending_limit(*, user: User, now: datetime) -> None:
+    """Refuse (429) one more explanation while ``EXPLANATIONS_PENDING_PER_USER`` of the
+    user's wait or are computed: they share the inference queue with everyone's
+    predictions, so one user's flood of Grad-CAMs would hold everyone else's photos."""
+    since = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)  # older ones were lost, not waiting
+    pending = Explanation.objects.filter(
+        prediction__user=user, status=ExplanationStatus.PENDING, enqueued_at__gte=since
+    ).count()
+    limit = settings.EXPLANATIONS_PENDING_PER_USER
+    if pending >= limit:
+        raise TooManyPendingError(
+            f"{pending} of your explanations are being computed; at most {limit} at a time. "
+            "Ask for this one once they are done.",
+            field="class_id",
+        )
 
 
 def _needs_recompute(explanation: Explanation, *, prediction: Prediction, now: datetime) -> bool:
@@ -172,7 +194,11 @@ def explanation_compute(*, explanation_id: int) -> Explanation | None:
     except FileNotFoundError:
         explanation_fail(explanation_id=explanation_id, error=MISSING_IMAGE_MESSAGE)
         return _reloaded(explanation_id)
-    result = explainer.explain(image_bytes, explanation.class_id)
+    try:
+        result = explainer.explain(image_bytes, explanation.class_id, max_decode_bytes=settings.MAX_DECODE_BYTES)
+    except ImageTooCostlyError as error:
+        explanation_fail(explanation_id=explanation_id, error=str(error))
+        return _reloaded(explanation_id)
     storage = explanation.image.storage
     name = storage.save(
         explanation.image.field.generate_filename(explanation, "explanation.png"), ContentFile(result.png())

@@ -15,11 +15,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions import selectors
+from predictions.api import throttles
 from predictions.exceptions import ApplicationError
 from predictions.explanations import selectors as explanation_selectors
 from predictions.explanations import services as explanations
 from predictions.media import explanation_response
 from predictions.models import ExplanationStatus
+from predictions.views import throttled_page
 
 
 @login_required
@@ -29,6 +31,8 @@ def explain(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
     its page, a form that works without JavaScript), then show it there; the page's
     script gets a 202 instead and fetches the overlay itself (``explanation_image``)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    if (wait := throttles.submit_wait(request)) is not None:  # the API's submission rate, shared
+        return throttled_page(request, wait, back=reverse("predictions:detail", args=[prediction.id]))
     class_id = request.POST.get("class_id", "")
     fetched = request.headers.get("X-Requested-With") == "fetch"  # the page's script: no page back
     try:

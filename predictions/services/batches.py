@@ -40,10 +40,14 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
+
+# A message whose row's user is at INFLIGHT_PER_USER is sent again for this much later:
+# long enough not to spin through the queue, short next to one batch of costly images.
+DEFER_SECONDS = 1.0
 
 
 @dataclass
@@ -69,8 +73,8 @@ class BatchReport:
 
 
 def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
-    """Claim ``prediction_id`` and up to ``batch_size - 1`` of the oldest other pending
-    predictions for this worker, in one conditional UPDATE; returns the claim token and
+    """Claim ``prediction_id`` and up to ``batch_size - 1`` other pending predictions,
+    drawn fairly (``_fair_draw``), in one conditional UPDATE; returns the claim token and
     the claimed rows (empty when there was nothing to do).
 
     Only ``pending`` rows are claimed, plus this message's own row when it has been
@@ -78,15 +82,29 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
     A row claimed ``MAX_ATTEMPTS`` times is failed instead, so an image that kills
     workers cannot loop forever. Each claimed row gets the batch's token: completing a
     row later requires it, so a row claimed again by someone else is never completed
-    twice.
+    twice. A pending row whose owner already has ``INFLIGHT_PER_USER`` running is not
+    claimed: its message is sent again ``DEFER_SECONDS`` later, to be claimed once theirs
+    finish (or drawn into another batch meanwhile).
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     token = uuid.uuid4()
+    lead = Prediction.objects.filter(id=prediction_id).values("user_id", "decode_bytes", "status").first()
+    if lead is None:
+        return token, []
+    # Eager mode (debugging) runs tasks in line: a message sent again would recurse.
+    if lead["status"] == PredictionStatus.PENDING and not settings.CELERY_TASK_ALWAYS_EAGER:
+        running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
+        if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
+            logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
+            prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS)
+            return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
     )
-    others = selectors.prediction_pending_ids(limit=batch_size - 1, exclude=prediction_id) if batch_size > 1 else []
+    others = _fair_draw(
+        limit=batch_size - 1, exclude=prediction_id, taken=[(lead["user_id"], lead["decode_bytes"])], since=stale
+    )
     claimed = _claim_rows(ids=[prediction_id, *others], token=token, now=now, also=own)
     if not any(str(p.id) == str(prediction_id) for p in claimed):
         exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
@@ -97,6 +115,49 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
                 "this image.",
             )
     return token, claimed
+
+
+def _fair_draw(
+    *, limit: int, since: datetime, taken: Sequence[tuple[int, int]] = (), exclude: PredictionId | None = None
+) -> list[PredictionId]:
+    """Up to ``limit`` pending predictions to add to a batch already holding ``taken``
+    (``(user id, decode bytes)`` of each row), fairly across users: round-robin over the
+    users with pending work, each user's oldest first (``selectors.prediction_pending_fair``),
+    none of a user who has ``INFLIGHT_PER_USER`` running or in this batch. Each user's
+    first row in the batch goes in whatever it costs (every waiting user is served by the
+    next batch); a user's further rows only while the batch's decodes add up to
+    ``MAX_DECODE_BYTES``, so a flood of costly images makes batches of one of them.
+    """
+    if limit <= 0:
+        return []
+    per_user = settings.INFLIGHT_PER_USER
+    candidates = selectors.prediction_pending_fair(limit=limit * 4, per_user=per_user, exclude=exclude)
+    if not candidates:
+        return []
+    in_flight = selectors.prediction_running_by_user(since=since, user_ids=sorted({row.user_id for row in candidates}))
+    in_batch: set[int] = set()
+    cost = 0
+    for user_id, decode_bytes in taken:
+        in_flight[user_id] = in_flight.get(user_id, 0) + 1
+        in_batch.add(user_id)
+        cost += decode_bytes
+    # The batch's own rows take their users' first turns: a user with one row in already
+    # comes after those with none, and so on (``user_rank`` counts from the batch's rows).
+    already = {user_id: sum(1 for taken_user, _ in taken if taken_user == user_id) for user_id in in_batch}
+    candidates.sort(key=lambda row: (row.user_rank + already.get(row.user_id, 0), row.created_at))
+    drawn: list[PredictionId] = []
+    for row in candidates:
+        if in_flight.get(row.user_id, 0) >= per_user:
+            continue
+        if row.user_id in in_batch and cost + row.decode_bytes > settings.MAX_DECODE_BYTES:
+            continue
+        drawn.append(row.id)
+        in_flight[row.user_id] = in_flight.get(row.user_id, 0) + 1
+        in_batch.add(row.user_id)
+        cost += row.decode_bytes
+        if len(drawn) == limit:
+            break
+    return drawn
 
 
 def prediction_release(*, predictions: list[Prediction], token: uuid.UUID, lead_id: PredictionId) -> None:
@@ -156,7 +217,7 @@ def prediction_batch_fill(*, batch: ClaimedBatch) -> None:
     """Claim more waiting predictions into ``batch`` (up to its room), after the task
     waited ``INFERENCE_BATCH_WAIT_MS`` for them to arrive."""
     began = time.perf_counter()
-    batch.predictions += prediction_claim_more(token=batch.token, limit=batch.room)
+    batch.predictions += prediction_claim_more(token=batch.token, limit=batch.room, batch=batch.predictions)
     batch.report.claim_ms += (time.perf_counter() - began) * 1000
 
 
@@ -166,34 +227,43 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
 
     Each row runs with the version it was assigned at submission (the active one, or an
     A/B candidate; rows without one, and rows whose version was retired or cannot be
-    loaded, with the active one; ``_classify_by_version``).
+    loaded, with the active one; ``_classify_by_version``). A batch holding costly images
+    runs the others first (``_light_first``): one user's costly image never holds another
+    user's photo for the time of its decode.
 
-    A database error or a model gone meanwhile hands the batch back (``pending``) and
-    re-raises for a retry; a task past its soft time limit fails the batch with "took
-    too long"; any other error fails it with a message for people. Both re-raise.
+    A database error or a model gone meanwhile hands the rows not yet stored back
+    (``pending``) and re-raises for a retry; a task past its soft time limit fails them
+    with "took too long"; any other error fails them with a message for people. Both re-raise.
     """
     claimed, report = batch.predictions, batch.report
     report.size = len(claimed)
+    stored: list[Prediction] = []
+    done: set[str] = set()
     try:
-        _classify_by_version(claimed, active=batch.active, classifier=batch.classifier, report=report)
-        began = time.perf_counter()
-        stored = prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
-        report.store_ms = (time.perf_counter() - began) * 1000
+        for part in _light_first(claimed):
+            _classify_by_version(part, active=batch.active, classifier=batch.classifier, report=report)
+            began = time.perf_counter()
+            part_stored = prediction_complete_many(predictions=part, token=batch.token, model_version=None)
+            report.store_ms += (time.perf_counter() - began) * 1000
+            done.update(str(p.id) for p in part)
+            began = time.perf_counter()
+            events.prediction_final_publish(p.id for p in part_stored)
+            report.notify_ms += (time.perf_counter() - began) * 1000
+            stored += part_stored
     except (OperationalError, InterfaceError, ModelUnavailableError):
-        prediction_release(predictions=claimed, token=batch.token, lead_id=batch.lead_id)
+        rest = [p for p in claimed if str(p.id) not in done]
+        prediction_release(predictions=rest, token=batch.token, lead_id=batch.lead_id)
         raise
     except BaseException as error:
-        logger.exception("Batch of %d predictions failed: %s", len(claimed), [str(p.id) for p in claimed])
+        rest = [p for p in claimed if str(p.id) not in done]
+        logger.exception("Batch of %d predictions failed: %s", len(rest), [str(p.id) for p in rest])
         message = TOO_LONG_MESSAGE if isinstance(error, SoftTimeLimitExceeded) else FAILED_SERVER_MESSAGE
         now = timezone.now()
-        for prediction in claimed:
+        for prediction in rest:
             prediction_failure_set(prediction, message, now)
-        prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
-        events.prediction_final_publish(p.id for p in claimed)
+        prediction_complete_many(predictions=rest, token=batch.token, model_version=None)
+        events.prediction_final_publish(p.id for p in rest)
         raise
-    began = time.perf_counter()
-    events.prediction_final_publish(p.id for p in stored)
-    report.notify_ms = (time.perf_counter() - began) * 1000
     _thumbnails_store(p for p in stored if p.status == PredictionStatus.SUCCEEDED)
     # Not the failed ones: a retry makes them pending again, and its message must be worked.
     report.finished = [str(p.id) for p in claimed if p.status != PredictionStatus.FAILED]
@@ -201,6 +271,21 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
     report.failed = len(stored) - report.succeeded
     batch_logger.info(report.log_line())
     return report
+
+
+# An image costing more than this share of MAX_DECODE_BYTES to decode is "costly".
+COSTLY_SHARE = 4
+
+
+def _light_first(claimed: list[Prediction]) -> list[list[Prediction]]:
+    """The batch in the order it is run: one part when nothing in it is costly (or
+    everything is), else the light images first and then the costly ones (over
+    ``MAX_DECODE_BYTES / COSTLY_SHARE`` to decode), each part classified, stored and
+    announced before the next is decoded."""
+    threshold = settings.MAX_DECODE_BYTES // COSTLY_SHARE
+    light = [p for p in claimed if p.decode_bytes <= threshold]
+    costly = [p for p in claimed if p.decode_bytes > threshold]
+    return [part for part in (light, costly) if part] if light and costly else [claimed]
 
 
 def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
@@ -222,9 +307,11 @@ def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
     return None if batch is None else prediction_batch_run(batch=batch)
 
 
-def prediction_claim_more(*, token: uuid.UUID, limit: int) -> list[Prediction]:
-    """Add up to ``limit`` more pending predictions to the batch holding ``token``."""
-    ids = selectors.prediction_pending_ids(limit=limit)
+def prediction_claim_more(*, token: uuid.UUID, limit: int, batch: Sequence[Prediction] = ()) -> list[Prediction]:
+    """Add up to ``limit`` more pending predictions, drawn fairly (``_fair_draw``), to the
+    batch holding ``token`` (its rows so far: ``batch``)."""
+    stale = timezone.now() - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    ids = _fair_draw(limit=limit, since=stale, taken=[(p.user_id, p.decode_bytes) for p in batch])
     if not ids:
         return []
     return _claim_rows(ids=ids, token=token, now=timezone.now())
@@ -261,7 +348,9 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
             prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
     if not readable:
         return
-    results = classifier.classify(paths, top_k=max(p.top_k for p in readable))
+    results = classifier.classify(
+        paths, top_k=max(p.top_k for p in readable), max_decode_bytes=settings.MAX_DECODE_BYTES
+    )
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
         prediction_result_set(prediction, result, completed_at)

@@ -112,7 +112,7 @@ def prediction_result_set(prediction: Prediction, result: ImageResult, completed
     if result.error:
         logger.info("Prediction %s cannot be decoded: %s", prediction.id, result.error)
         prediction.status = PredictionStatus.FAILED
-        prediction.error = DAMAGED_MESSAGE
+        prediction.error = result.error if result.too_costly else DAMAGED_MESSAGE
         return
     top = result.predictions[: prediction.top_k]
     prediction.status = PredictionStatus.SUCCEEDED

@@ -88,6 +88,7 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
         size_bytes=checked.size_bytes,
         width=checked.width,
         height=checked.height,
+        decode_bytes=checked.decode_bytes,
         sha256=checked.sha256,
         top_k=top_k,
         assigned_version=registry_selectors.model_version_for_user(user=user),
@@ -153,15 +154,20 @@ def prediction_create_many(
 PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
 
 
-def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False) -> bool:
+def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False, countdown: float | None = None) -> bool:
     """Send the task. A broker outage is logged, not raised: the row stays pending
     and ``prediction_reconcile`` sends it again later. ``rerun``: a prediction finished
-    before and sent again (reprocessing), which a worker must not skip as done."""
+    before and sent again (reprocessing), which a worker must not skip as done.
+    ``countdown``: seconds before a worker may take it (a row whose user is at the in-flight limit)."""
     try:
         # The registered task when this process has imported it (eager mode, tests),
         # else a message by name, routed to the inference queue like the task itself.
         kwargs = {"rerun": True} if rerun else {}
-        current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)], kwargs=kwargs).apply_async(retry=False)
+        signature = current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)], kwargs=kwargs)
+        if countdown:
+            signature.apply_async(retry=False, countdown=countdown)
+        else:
+            signature.apply_async(retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
         # Unsent: the reconciler picks it up once it is older than its threshold.

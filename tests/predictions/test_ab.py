@@ -158,9 +158,15 @@ def test_the_worker_runs_a_mixed_batch_with_each_rows_version(
     calls: list[tuple[str, int]] = []
     original = runner.Classifier.classify
 
-    def counted(self: runner.Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> list[ImageResult]:
+    def counted(
+        self: runner.Classifier,
+        sources: Sequence[bytes | str | Path],
+        *,
+        top_k: int = 5,
+        max_decode_bytes: int | None = None,
+    ) -> list[ImageResult]:
         calls.append((Path(self.model_dir).name, len(sources)))
-        return original(self, sources, top_k=top_k)
+        return original(self, sources, top_k=top_k, max_decode_bytes=max_decode_bytes)
 
     monkeypatch.setattr(runner.Classifier, "classify", counted)
 

@@ -123,7 +123,9 @@ def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
 
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
-    def classify_forever(self: Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5) -> NoReturn:
+    def classify_forever(
+        self: Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5, max_decode_bytes: int | None = None
+    ) -> NoReturn:
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(Classifier, "classify", classify_forever)
