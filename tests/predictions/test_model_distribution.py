@@ -15,12 +15,15 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
 from pytest_django import Settings
 
 from ml.manifest import MANIFEST_FILE
 from predictions import services
 from predictions.exceptions import ModelIntegrityError, ModelUnavailableError
 from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
+from predictions.operations import services as operations_services
 from predictions.registry import distribution
 from predictions.registry import services as registry_services
 from predictions.tasks import prediction_run
@@ -153,3 +156,19 @@ def test_the_cache_evicts_the_least_recently_used_version_not_in_use(settings: S
     assert removed == [folders[1]]
     assert folders[0].exists()
     assert folders[2].exists()
+
+
+def test_a_web_host_without_model_files_is_ready_once_the_active_version_is_published(
+    published: ModelVersion, client: Client, settings: Settings
+) -> None:
+    settings.METRICS_TOKEN = "probe-token"
+    operations_services.worker_heartbeat_record(
+        hostname="celery@other-host", started_at=timezone.now(), queues=["inference"], model_loaded=True,
+        model_version=published.key, model_load_seconds=1.0,
+    )  # fmt: skip
+
+    response = client.get("/health/ready", HTTP_AUTHORIZATION="Bearer probe-token")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["model"]["model"] == published.key
+    assert not Path(published.path).exists()

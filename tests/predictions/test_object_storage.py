@@ -16,6 +16,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from predictions import services
 from predictions.exceptions import StorageUnavailableError
 from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
+from predictions.tasks import media_delete
 from tests.conftest import CAT_CLASSES, api_as, photo_bytes
 from tests.seaweedfs import S3Server, free_port_run
 
@@ -188,3 +189,36 @@ def test_media_storage_setting_picks_the_backend(settings: Settings, s3_media: S
     assert name in _bucket_keys(s3_media)
     default_storage.delete(name)
     assert name not in _bucket_keys(s3_media)
+
+
+def test_a_deletion_during_an_outage_removes_the_row_now_and_the_objects_once_the_store_is_back(
+    settings: Settings, s3_media: S3Server, store_down: S3Server, user: User, active_model: ModelVersion,
+    sent: list[PredictionId], django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    response = api_as(user).post(
+        LIST_URL, {"image": SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))}, format="multipart"
+    )
+    prediction = Prediction.objects.get(id=response.json()["id"])
+    handed_over: list[tuple[str, list[list[str]]]] = []
+
+    class Broker:  # records what the service sends instead of sending it
+        def signature(self, name: str, *, args: list[list[str]]) -> Broker:
+            handed_over.append((name, args))
+            return self
+
+        def apply_async(self, **options: object) -> None:
+            return None
+
+    monkeypatch.setattr(services.submissions, "current_app", Broker())
+    settings.STORAGES = {**settings.STORAGES, "default": store_down.backend()}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_as(user).delete(f"{LIST_URL}{prediction.id}/").status_code == 204
+
+    assert not Prediction.objects.filter(id=prediction.id).exists()
+    assert handed_over == [("predictions.tasks.media_delete", [[prediction.image.name]])]
+    settings.STORAGES = {**settings.STORAGES, "default": s3_media.backend()}
+    assert prediction.image.name in _bucket_keys(s3_media)
+    media_delete.run(*handed_over[0][1])  # the task, once the store is back
+    assert prediction.image.name not in _bucket_keys(s3_media)
