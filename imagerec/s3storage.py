@@ -60,7 +60,7 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         try:
             response = self.connection.meta.client.get_object(Bucket=self.bucket_name, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:  # no key, or no bucket yet
                 raise FileNotFoundError(f"File does not exist: {name}") from error
             raise
         content: bytes = response["Body"].read()
