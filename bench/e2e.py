@@ -236,8 +236,9 @@ def stack_commands(compose: dict, port: int) -> dict[str, Any]:
         return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
 
     setup: list[list[str]] = []
-    if "migrate" in services:
-        setup.append(argv(services["migrate"]["command"]))
+    for one_shot in ("migrate", "models"):  # models: sync_models, in its own service since issue 21
+        if one_shot in services:
+            setup.append(argv(services[one_shot]["command"]))
     web = argv(services["web"]["command"])
     if web[:2] == ["sh", "-c"]:
         steps = [s.strip() for s in web[2].split("&&")]

@@ -24,7 +24,7 @@ from predictions.reviews import services as review_services
 
 from .exceptions import ApplicationError, NotFoundError
 from .forms import CorrectionForm, UploadForm
-from .media import image_response
+from .media import image_response, outage_answered
 from .models import ExplanationStatus
 
 
@@ -63,6 +63,16 @@ def throttled_page(request: HttpRequest, wait: int, *, back: str) -> HttpRespons
     return response
 
 
+def _upload_refused(request: AuthenticatedHttpRequest, form: UploadForm, error: ApplicationError) -> HttpResponse:
+    """The upload page with the whole post refused; a transient refusal (the store is down)
+    says when to try again."""
+    form.add_error("images", error.message)
+    response = _upload_page(request, form, status=error.status_code)
+    if error.retry_after_seconds:
+        response["Retry-After"] = str(error.retry_after_seconds)
+    return response
+
+
 @login_required
 def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload form. Good files are submitted even when others in the batch are refused;
@@ -82,8 +92,7 @@ def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
             user=request.user, uploaded_files=form.cleaned_data["images"], top_k=form.cleaned_data["top_k"]
         )
     except ApplicationError as error:
-        form.add_error("images", error.message)
-        return _upload_page(request, form, status=error.status_code)
+        return _upload_refused(request, form, error)
     created = [o.prediction for o in outcomes if o.prediction is not None]
     refused = [(o.filename, o.error) for o in outcomes if o.error is not None]
     if _wants_fragment(request):
@@ -177,6 +186,7 @@ def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
 
 
 @login_required
+@outage_answered
 def image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
@@ -194,6 +204,7 @@ def favicon(request: HttpRequest) -> FileResponse:
 
 
 @staff_member_required
+@outage_answered
 def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponseBase:
     """Any prediction's image, for admin users allowed to read every prediction
     (``access.can_view_all_predictions``); other staff get 403."""

@@ -135,3 +135,11 @@ def test_tables_render_every_level_and_revision() -> None:
     assert "not run" in summary
     throughput = next(values for label, values in rows if label.startswith("service throughput at 16"))
     assert throughput[1].endswith("(" + f"{100 * level['images_per_s'] / 80:.0f} %)")
+
+
+def test_stack_commands_register_the_models_as_compose_does() -> None:
+    compose = e2e._load_yaml(Path(__file__).resolve().parent.parent / "docker-compose.yml")
+
+    setup = e2e.stack_commands(compose, 9000)["setup"]
+
+    assert setup[-1] == ["python", "manage.py", "sync_models"]  # after the migrations

@@ -19,7 +19,7 @@ from predictions.api import throttles
 from predictions.exceptions import ApplicationError
 from predictions.explanations import selectors as explanation_selectors
 from predictions.explanations import services as explanations
-from predictions.media import explanation_response
+from predictions.media import explanation_response, outage_answered
 from predictions.models import ExplanationStatus
 from predictions.views import throttled_page
 
@@ -53,6 +53,7 @@ def explain(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
 
 @login_required
 @require_GET
+@outage_answered
 def explanation_image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
     """The overlay PNG to its owner (200); 202 while it is computed (the page's script
     polls this), 409 with the reason when it failed, 404 when it was not asked for."""

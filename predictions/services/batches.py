@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -20,7 +19,7 @@ from django.utils import timezone
 
 from ml.runner import Classifier
 from predictions import events, selectors
-from predictions.exceptions import ModelUnavailableError
+from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
 from predictions.models import (
     ModelVersion,
     ModelVersionStatus,
@@ -30,6 +29,7 @@ from predictions.models import (
 )
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
+from predictions.storage import media_read
 
 from .results import (
     FAILED_SERVER_MESSAGE,
@@ -250,7 +250,7 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
             events.prediction_final_publish(p.id for p in part_stored)
             report.notify_ms += (time.perf_counter() - began) * 1000
             stored += part_stored
-    except (OperationalError, InterfaceError, ModelUnavailableError):
+    except (OperationalError, InterfaceError, ModelUnavailableError, StorageUnavailableError):
         rest = [p for p in claimed if str(p.id) not in done]
         prediction_release(predictions=rest, token=batch.token, lead_id=batch.lead_id)
         raise
@@ -295,7 +295,7 @@ def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
     for prediction in predictions:
         try:
             prediction_thumbnail(prediction=prediction)
-        except (OSError, ValueError, SyntaxError) as error:
+        except (OSError, ValueError, SyntaxError, StorageUnavailableError) as error:
             logger.warning("No thumbnail stored for %s: %s", prediction.id, error)
 
 
@@ -334,22 +334,21 @@ def _claim_rows(
 def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchReport) -> None:
     """Run the model once over every claimed image whose file is there; set outcomes."""
     readable: list[Prediction] = []
-    paths: list[str] = []
+    images: list[bytes] = []
     now = timezone.now()
     for prediction in claimed:
         try:
-            path = prediction.image.path
-        except (ValueError, NotImplementedError):
-            path = ""
-        if path and Path(path).exists():
-            readable.append(prediction)
-            paths.append(path)
-        else:
+            # Through the storage API (local disk or the bucket); an outage raises
+            # StorageUnavailableError: the batch is handed back and retried.
+            images.append(media_read(prediction.image))
+        except OSError:  # not stored (deleted meanwhile) or unreadable
             prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
+        else:
+            readable.append(prediction)
     if not readable:
         return
     results = classifier.classify(
-        paths, top_k=max(p.top_k for p in readable), max_decode_bytes=settings.MAX_DECODE_BYTES
+        images, top_k=max(p.top_k for p in readable), max_decode_bytes=settings.MAX_DECODE_BYTES
     )
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
