@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions.operations import health, metrics, stats
+from predictions.operations import selectors as operations_selectors
 
 
 @login_required
@@ -23,9 +24,16 @@ def stats_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
     own = request.GET.get("scope") == "mine"
     report = stats.prediction_stats_cached(user=request.user, days=days, own=own)
+    may_read_all = stats.stats_all_users(request.user)
     context = {
         "report": report,
-        "may_read_all": stats.stats_all_users(request.user),
+        "may_read_all": may_read_all,
+        # Operators see the worker hosts answering now and what each holds in memory.
+        "worker_hosts": health.worker_hosts(
+            operations_selectors.worker_heartbeat_list_fresh(max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
+        )
+        if may_read_all
+        else {},
         "scope_query": "&scope=mine" if own else "",
         "window_choices": stats.WINDOW_DAYS,
         "volume_bars": _bars([(day.day.isoformat(), day.predictions) for day in report.per_day]),
