@@ -189,7 +189,8 @@ def finished_add(prediction_ids: Iterable[object]) -> None:
 
 
 def install(*, node_name: str = "") -> None:
-    """Remember this worker's Celery node name (``worker_node_name``), refuse to start on settings the system checks reject (Celery's Django fixup runs
+    """Remember this worker's Celery node name (``worker_node_name``), refuse to start on
+    settings the system checks reject (Celery's Django fixup runs
     them but ignores the result), then connect the life cycle to the worker's signals
     (before the pool forks, so each pool child inherits the connections)."""
     refused = [message for message in run_checks() if message.is_serious()]

@@ -26,6 +26,9 @@ class WorkerHeartbeat(models.Model):
     class Meta:
         ordering = ["hostname"]
 
+    def __str__(self) -> str:
+        return f"{self.hostname} (seen {self.last_seen_at:%Y-%m-%d %H:%M:%S})"
+
     @property
     def host(self) -> str:
         """The machine the worker runs on: the part of its node name (``name@host:pid``,
@@ -37,6 +40,3 @@ class WorkerHeartbeat(models.Model):
     def models(self) -> list[str]:
         """The model versions this worker holds in memory (``name:version``), active first."""
         return [name for name in (part.strip() for part in self.model_version.split(",")) if name]
-
-    def __str__(self) -> str:
-        return f"{self.hostname} (seen {self.last_seen_at:%Y-%m-%d %H:%M:%S})"

@@ -133,7 +133,9 @@ class Forwarder:
 class Host:
     """One machine: its network namespace, its private HOST_DIR, its processes."""
 
-    def __init__(self, name: str, *, host_dir: Path, log_dir: Path, env: dict[str, str], services: Sequence[int]) -> None:
+    def __init__(
+        self, name: str, *, host_dir: Path, log_dir: Path, env: dict[str, str], services: Sequence[int]
+    ) -> None:
         self.name = name
         self.namespace = f"imagerec-{os.getpid()}-{name}"
         self.host_dir = host_dir
@@ -167,7 +169,8 @@ class Host:
 
     def run(self, command: Sequence[str]) -> str:
         """Run ``command`` inside this host (its network and mount namespaces), as root."""
-        assert self.process is not None and self.process.poll() is None, f"{self.name} is not running"
+        assert self.process is not None
+        assert self.process.poll() is None, f"{self.name} is not running"
         pid = self.process.pid
         return subprocess.run(
             ["nsenter", "-t", str(pid), "-m", "-n", "-u", "--", *command], capture_output=True, text=True, check=True
@@ -198,11 +201,20 @@ def _quote(part: str) -> str:
     return "'" + part.replace("'", "'\"'\"'") + "'"
 
 
-def wait_until(condition: Callable[[], object], *, timeout: float, what: str, every: float = 0.25) -> None:
+def wait_until(
+    condition: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    every: float = 0.25,
+    log: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``condition`` until true; past ``timeout``, fail naming ``what`` (and the tail of ``log``)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            tail = f"\n{log()[-4000:]}" if log else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
         time.sleep(every)
 
 
