@@ -15,7 +15,7 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run dev worker test test-fast lint format docs clients contract api-compat bench bench-e2e bench-hosts chaos multihost loadtest verify-model convert clean
+.PHONY: help deps dev-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-hosts chaos multihost loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -25,6 +25,7 @@ help:
 	@echo "make docs   - regenerate the OpenAPI schema and build the documentation site into var/site"
 	@echo "make contract - schemathesis and the generated Python and TypeScript clients against a live stack"
 	@echo "make api-compat - fail on a breaking API change the changelog does not announce"
+	@echo "make storage - SeaweedFS (S3) on 127.0.0.1:8333 with data in var/storage, for MEDIA_STORAGE=s3"
 	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
 	@echo "make lock   - recompile the hashed locks requirements/*.txt from requirements/*.in"
 
@@ -90,6 +91,12 @@ run: model migrate
 # Django's runserver with autoreload and DEBUG on (debug pages), with one worker: bin/run-dev.
 dev: model migrate
 	@bash bin/run-dev $(PORT)
+
+# SeaweedFS as the S3 server (bin/storage): 127.0.0.1:8333, data in var/storage, the bucket and
+# the identity from AWS_STORAGE_BUCKET_NAME / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (local
+# defaults in imagerec/storage.py). Then `MEDIA_STORAGE=s3 make run` in another shell.
+storage: dev-deps
+	$(PY) bin/storage run
 
 # One more worker, on this host or another (docs/scaling.md): the same install and environment
 # (DATABASE_URL, CELERY_BROKER_URL, MEDIA_STORAGE...); it takes work as soon as its model is

@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .openapi import OPENAPI_SETTINGS
+from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
+from .storage import media_storage_backend
 
 # Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
 # ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
@@ -186,7 +188,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=VAR_DIR / "static"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # MEDIA_STORAGE: local (MEDIA_ROOT) or s3 (django-storages, AWS_* variables; imagerec/storage.py).
+    "default": media_storage_backend(),
     "staticfiles": {
         "BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
@@ -215,6 +218,11 @@ MODEL_DIR = Path(env.str("MODEL_DIR", default=BASE_DIR / "models"))
 MODEL_NAME = env.str("MODEL_NAME", default="efficientnet_lite0")
 MODEL_ENGINE = env.str("MODEL_ENGINE", default="savedmodel")
 MODEL_THREADS = env.int("MODEL_THREADS", default=0)  # 0 = let the engine decide
+# Models distributed through the media bucket (predictions/registry/distribution.py): on with
+# MEDIA_STORAGE=s3. Workers fetch a version into MODEL_CACHE_DIR, keeping at most that many.
+MODEL_DISTRIBUTION = env.bool("MODEL_DISTRIBUTION", default=STORAGES["default"]["BACKEND"] != _LOCAL_MEDIA)
+MODEL_CACHE_DIR = VAR_DIR / env.str("MODEL_CACHE_DIR", default="model-cache")
+MODEL_CACHE_MAX_VERSIONS = env.int("MODEL_CACHE_MAX_VERSIONS", default=3)
 DEFAULT_TOP_K = env.int("DEFAULT_TOP_K", default=5)
 MAX_TOP_K = 20
 # Micro-batching: a worker classifies its message's image together with up to
@@ -267,6 +275,7 @@ CELERY_TASK_ROUTES = {
     "predictions.tasks.prediction_run": {"queue": "inference"},
     "predictions.explanations.tasks.explanation_compute": {"queue": "inference"},  # Grad-CAM needs the model
     "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
+    "predictions.tasks.media_delete": {"queue": "maintenance"},
     "predictions.operations.tasks.stats_refresh": {"queue": "maintenance"},
     "predictions.reprocessing.tasks.reprocess_step": {"queue": "maintenance"},
 }

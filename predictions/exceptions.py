@@ -8,6 +8,7 @@ from django.http import Http404
 class ApplicationError(Exception):
     status_code = 400
     code = "invalid"
+    retry_after_seconds = 0  # > 0: a transient refusal, answered with Retry-After
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -39,6 +40,22 @@ class UnknownClassError(ApplicationError):
 class ModelUnavailableError(ApplicationError):
     status_code = 503
     code = "model_unavailable"
+
+
+class StorageUnavailableError(ApplicationError):
+    """The media store (MEDIA_STORAGE=s3) did not answer: nothing was written, try again
+    (an upload answers 503 with Retry-After; a worker's task retries)."""
+
+    status_code = 503
+    code = "storage_unavailable"
+    retry_after_seconds = 10
+
+
+class ModelIntegrityError(ModelUnavailableError):
+    """A distributed model version whose fetched files do not match their published
+    checksums: refused, never served (predictions/registry/distribution.py)."""
+
+    code = "model_integrity"
 
 
 class ConflictError(ApplicationError):

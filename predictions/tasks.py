@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError
 
 from predictions import services, worker
 
-from .exceptions import ApplicationError, ModelUnavailableError
+from .exceptions import ApplicationError, ModelIntegrityError, ModelUnavailableError, StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ class PredictionTask(Task[Any, Any]):
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         # Whatever went wrong, the prediction ends in a final state with a reason a person
         # can read; the details are in the worker's log. Retries exhausted end here too.
-        if isinstance(exc, ModelUnavailableError):
+        if isinstance(exc, ModelIntegrityError):
+            message = services.MODEL_INTEGRITY_MESSAGE
+        elif isinstance(exc, ModelUnavailableError):
             message = services.MODEL_UNAVAILABLE_MESSAGE  # its own message names server paths
         elif isinstance(exc, ApplicationError):
             message = exc.message
@@ -43,10 +45,11 @@ class PredictionTask(Task[Any, Any]):
     bind=True,
     base=PredictionTask,
     acks_late=True,
-    # The batch was handed back (pending): retry once the database or the model is back,
-    # after 2, 4, 8, 16, 32, 60, 60, 60 s (about 4 minutes, long enough for a database
-    # restart or a model folder replaced during a deploy); then on_failure fails it.
-    autoretry_for=(OperationalError, InterfaceError, ModelUnavailableError),
+    # The batch was handed back (pending): retry once the database, the media store or the
+    # model is back, after 2, 4, 8, 16, 32, 60, 60, 60 s (about 4 minutes, long enough for a
+    # database or object-store restart or a model folder replaced during a deploy); then
+    # on_failure fails it.
+    autoretry_for=(OperationalError, InterfaceError, ModelUnavailableError, StorageUnavailableError),
     retry_backoff=2,
     retry_backoff_max=60,
     retry_jitter=False,
@@ -73,3 +76,16 @@ def prediction_run(self: Task[Any, Any], prediction_id: str, rerun: bool = False
 def prediction_reconcile() -> int:
     """Send again what a broker outage or a lost message left pending (Celery beat)."""
     return services.prediction_reconcile()
+
+
+@shared_task(
+    autoretry_for=(StorageUnavailableError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=False,
+    max_retries=20,
+)
+def media_delete(names: list[str]) -> None:
+    """Delete the stored files of a deleted prediction that a media-store outage left."""
+    if services.media_delete(names=names, retry_later=False):
+        raise StorageUnavailableError("The media store is still unavailable.")

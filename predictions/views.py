@@ -28,7 +28,7 @@ from predictions.selectors import PredictionFilters
 
 from .exceptions import ApplicationError, NotFoundError
 from .forms import CorrectionForm, HistoryFilterForm, UploadForm
-from .media import image_response
+from .media import image_response, outage_answered
 from .spreadsheets import spreadsheet_text
 
 
@@ -72,7 +72,10 @@ def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
         )
     except ApplicationError as error:
         form.add_error("images", error.message)
-        return _upload_page(request, form, status=error.status_code)
+        response = _upload_page(request, form, status=error.status_code)
+        if error.retry_after_seconds:
+            response["Retry-After"] = str(error.retry_after_seconds)
+        return response
     created = [o.prediction for o in outcomes if o.prediction is not None]
     refused = [(o.filename, o.error) for o in outcomes if o.error is not None]
     if _wants_fragment(request):
@@ -146,6 +149,7 @@ def card(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponse:
 
 
 @login_required
+@outage_answered
 def image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
     """The uploaded image, to its owner only (media is never served publicly)."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
@@ -163,6 +167,7 @@ def favicon(request: HttpRequest) -> FileResponse:
 
 
 @staff_member_required
+@outage_answered
 def admin_image(request: HttpRequest, prediction_id: str) -> HttpResponseBase:
     """Any prediction's image, for admin users allowed to read every prediction
     (``access.can_view_all_predictions``); other staff get 403."""

@@ -25,6 +25,7 @@ from pytest_django import DjangoDbBlocker, Settings
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 from tests.factories import UserFactory
+from tests.seaweedfs import S3Server, seaweedfs_server
 from training.test_photos import TEST_PHOTOS
 
 if TYPE_CHECKING:  # imported where used: TensorFlow loads only for the tests that need it
@@ -56,6 +57,20 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _private_media(settings: Settings, media_dir: Path) -> None:
     settings.MEDIA_ROOT = media_dir
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real SeaweedFS S3 server (tests/seaweedfs.py): the environment's, or one started
+    for the session. Tests using it are marked ``storage``."""
+    yield from seaweedfs_server(tmp_path_factory.mktemp("seaweedfs"))
+
+
+@pytest.fixture
+def s3_media(settings: Settings, seaweedfs: S3Server) -> S3Server:
+    """Media (uploads, thumbnails, overlays) in the SeaweedFS bucket for this test."""
+    settings.STORAGES = {**settings.STORAGES, "default": seaweedfs.backend()}
+    return seaweedfs
 
 
 @pytest.fixture(autouse=True)

@@ -52,10 +52,10 @@ def test_docker_compose_file_is_valid_and_complete() -> None:
         pytest.fail("Neither docker-compose nor the docker compose plugin is installed (bin/ensure-system-deps)")
     result = subprocess.run(
         command, cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "SECRET_KEY": "test", "DJANGO_SUPERUSER_PASSWORD": "test"},
+        env={**os.environ, "SECRET_KEY": "test", "DJANGO_SUPERUSER_PASSWORD": "test", "AWS_SECRET_ACCESS_KEY": "test"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for service in ("web:", "worker:", "postgres:", "redis:", "healthcheck:", "pgdata:", "media:"):
+    for service in ("web:", "worker:", "postgres:", "redis:", "storage:", "healthcheck:", "pgdata:", "storagedata:"):
         assert service in result.stdout
 
 

@@ -45,7 +45,8 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map application and DRF errors to the one JSON error shape (REST_FRAMEWORK["EXCEPTION_HANDLER"])."""
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if exc.retry_after_seconds else None
+        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such prediction.")
     if isinstance(exc, exceptions.ParseError | TooManyFieldsSent):

@@ -32,6 +32,7 @@ from ml.gradcam import ExplanationUnsupportedError
 from predictions.exceptions import ConflictError, NotFoundError
 from predictions.models import Explanation, ExplanationStatus, Prediction, PredictionStatus
 from predictions.registry import runtime
+from predictions.storage import media_read, media_store
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +168,16 @@ def explanation_compute(*, explanation_id: int) -> Explanation | None:
         explanation_fail(explanation_id=explanation_id, error=message)
         return _reloaded(explanation_id)
     try:
-        with explanation.prediction.image.open("rb") as handle:
-            image_bytes = handle.read()
+        image_bytes = media_read(explanation.prediction.image)  # an outage raises: the task retries
     except FileNotFoundError:
         explanation_fail(explanation_id=explanation_id, error=MISSING_IMAGE_MESSAGE)
         return _reloaded(explanation_id)
     result = explainer.explain(image_bytes, explanation.class_id)
     storage = explanation.image.storage
-    name = storage.save(
-        explanation.image.field.generate_filename(explanation, "explanation.png"), ContentFile(result.png())
-    )
+    with media_store():
+        name = storage.save(
+            explanation.image.field.generate_filename(explanation, "explanation.png"), ContentFile(result.png())
+        )
     # Only if still pending for the version it was computed with (not reset meanwhile).
     stored = Explanation.objects.filter(
         pk=explanation_id, status=ExplanationStatus.PENDING, model_version=model_version

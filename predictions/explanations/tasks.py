@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from ..exceptions import ApplicationError
+from ..exceptions import ApplicationError, StorageUnavailableError
 from . import services
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,17 @@ class ExplanationTask(Task[Any, Any]):
         services.explanation_fail(explanation_id=args[0], error=message)
 
 
-@shared_task(bind=True, base=ExplanationTask, acks_late=True)
+# A media-store outage is retried (the row stays pending) for about four minutes.
+@shared_task(
+    bind=True,
+    base=ExplanationTask,
+    acks_late=True,
+    autoretry_for=(StorageUnavailableError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=False,
+    max_retries=8,
+)
 def explanation_compute(self: Task[Any, Any], explanation_id: int) -> None:
     """Compute one Grad-CAM explanation (in the inference worker, where the model is)."""
     services.explanation_compute(explanation_id=explanation_id)

@@ -18,7 +18,7 @@ from predictions import selectors
 from predictions.exceptions import ApplicationError
 from predictions.explanations import selectors as explanation_selectors
 from predictions.explanations import services as explanations
-from predictions.media import explanation_response
+from predictions.media import explanation_response, outage_answered
 from predictions.models import ExplanationStatus
 
 
@@ -43,6 +43,7 @@ def explain(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpRespon
 
 @login_required
 @require_GET
+@outage_answered
 def explanation_image(request: AuthenticatedHttpRequest, prediction_id: str) -> HttpResponseBase:
     """The overlay PNG to its owner (200); 202 while it is computed (the page's script
     polls this), 409 with the reason when it failed, 404 when it was not asked for."""

@@ -26,6 +26,7 @@ from .batches import (
 from .results import (
     FAILED_SERVER_MESSAGE,
     MISSING_FILE_MESSAGE,
+    MODEL_INTEGRITY_MESSAGE,
     MODEL_UNAVAILABLE_MESSAGE,
     TOO_LONG_MESSAGE,
     prediction_complete_many,
@@ -36,6 +37,7 @@ from .results import (
 from .submissions import (
     PREDICTION_RUN_TASK,
     SubmissionOutcome,
+    media_delete,
     prediction_create,
     prediction_create_many,
     prediction_delete,
@@ -49,12 +51,14 @@ from .submissions import (
 __all__ = [
     "FAILED_SERVER_MESSAGE",
     "MISSING_FILE_MESSAGE",
+    "MODEL_INTEGRITY_MESSAGE",
     "MODEL_UNAVAILABLE_MESSAGE",
     "PREDICTION_RUN_TASK",
     "TOO_LONG_MESSAGE",
     "BatchReport",
     "ClaimedBatch",
     "SubmissionOutcome",
+    "media_delete",
     "prediction_batch_claim",
     "prediction_batch_fill",
     "prediction_batch_run",

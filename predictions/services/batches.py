@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -20,7 +19,7 @@ from django.utils import timezone
 
 from ml.runner import Classifier
 from predictions import events, selectors
-from predictions.exceptions import ModelUnavailableError
+from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
 from predictions.models import (
     ModelVersion,
     ModelVersionStatus,
@@ -30,6 +29,7 @@ from predictions.models import (
 )
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
+from predictions.storage import media_read
 
 from .results import (
     FAILED_SERVER_MESSAGE,
@@ -179,7 +179,7 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
         began = time.perf_counter()
         stored = prediction_complete_many(predictions=claimed, token=batch.token, model_version=None)
         report.store_ms = (time.perf_counter() - began) * 1000
-    except (OperationalError, InterfaceError, ModelUnavailableError):
+    except (OperationalError, InterfaceError, ModelUnavailableError, StorageUnavailableError):
         prediction_release(predictions=claimed, token=batch.token, lead_id=batch.lead_id)
         raise
     except BaseException as error:
@@ -247,21 +247,20 @@ def _claim_rows(
 def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchReport) -> None:
     """Run the model once over every claimed image whose file is there; set outcomes."""
     readable: list[Prediction] = []
-    paths: list[str] = []
+    images: list[bytes] = []
     now = timezone.now()
     for prediction in claimed:
         try:
-            path = prediction.image.path
-        except (ValueError, NotImplementedError):
-            path = ""
-        if path and Path(path).exists():
-            readable.append(prediction)
-            paths.append(path)
-        else:
+            # Through the storage API (local disk or the bucket); an outage raises
+            # StorageUnavailableError: the batch is handed back and retried.
+            images.append(media_read(prediction.image))
+        except OSError:  # not stored (deleted meanwhile) or unreadable
             prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
+        else:
+            readable.append(prediction)
     if not readable:
         return
-    results = classifier.classify(paths, top_k=max(p.top_k for p in readable))
+    results = classifier.classify(images, top_k=max(p.top_k for p in readable))
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
         prediction_result_set(prediction, result, completed_at)

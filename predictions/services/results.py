@@ -35,6 +35,12 @@ MODEL_UNAVAILABLE_MESSAGE = (
 )
 
 
+MODEL_INTEGRITY_MESSAGE = (
+    "The classifier's files did not match their published checksums, so this image was not classified with them. "
+    "Please try again later."
+)
+
+
 TOO_LONG_MESSAGE = "Classification took too long and was stopped. Please try again."
 
 

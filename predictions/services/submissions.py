@@ -6,6 +6,7 @@ unsent.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import time
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +28,7 @@ from predictions import selectors
 from predictions.exceptions import (
     ApplicationError,
     ConflictError,
+    StorageUnavailableError,
 )
 from predictions.images import check_upload_size, thumbnail_jpeg, validate_image_bytes
 from predictions.models import (
@@ -34,6 +37,7 @@ from predictions.models import (
     PredictionStatus,
 )
 from predictions.registry import selectors as registry_selectors
+from predictions.storage import media_read, media_store
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,8 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
     )
     if earlier is not None:
         _copy_result(source=earlier, target=prediction, received=received)
-    prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
+    with media_store():  # an outage: StorageUnavailableError (503) before any row is written
+        prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
     try:
         with transaction.atomic():
             # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
@@ -133,18 +138,27 @@ def prediction_create_many(
 ) -> list[SubmissionOutcome]:
     """Submit several files; a bad one gets its own error and does not sink the others.
 
-    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files.
+    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files, and
+    ``StorageUnavailableError`` when the media store is down before any file was stored
+    (nothing written: the whole request is answered 503). Once one is stored, the files
+    after an outage each get that error instead of being tried.
     """
     uploaded_files = list(uploaded_files)
     if len(uploaded_files) > settings.MAX_FILES_PER_REQUEST:
         raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", field="image")
-    outcomes = []
+    outcomes: list[SubmissionOutcome] = []
+    outage: StorageUnavailableError | None = None
     for uploaded_file in uploaded_files:
-        outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name))
-        try:
-            outcome.prediction = prediction_create(user=user, uploaded_file=uploaded_file, top_k=top_k)
-        except ApplicationError as error:
-            outcome.error = error
+        outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name), error=outage)
+        if outage is None:
+            try:
+                outcome.prediction = prediction_create(user=user, uploaded_file=uploaded_file, top_k=top_k)
+            except StorageUnavailableError as error:
+                if not any(o.prediction for o in outcomes):
+                    raise
+                outcome.error = outage = error
+            except ApplicationError as error:
+                outcome.error = error
         outcomes.append(outcome)
     return outcomes
 
@@ -182,11 +196,13 @@ def prediction_thumbnail(*, prediction: Prediction) -> str:
     """The storage name of the prediction's thumbnail, made and stored on first use:
     pages show it without decoding the original again."""
     storage = prediction.thumbnail.storage
-    if prediction.thumbnail.name and storage.exists(prediction.thumbnail.name):
-        return prediction.thumbnail.name
-    with prediction.image.open("rb") as image:
-        content = thumbnail_jpeg(image)
-    name = storage.save(f"thumbnails/{prediction.created_at:%Y/%m/%d}/{prediction.id.hex}.jpg", ContentFile(content))
+    with media_store():
+        if prediction.thumbnail.name and storage.exists(prediction.thumbnail.name):
+            return prediction.thumbnail.name
+        content = thumbnail_jpeg(io.BytesIO(media_read(prediction.image)))
+        name = storage.save(
+            f"thumbnails/{prediction.created_at:%Y/%m/%d}/{prediction.id.hex}.jpg", ContentFile(content)
+        )
     Prediction.objects.filter(id=prediction.id).update(thumbnail=name)
     prediction.thumbnail.name = name
     return name
@@ -195,13 +211,35 @@ def prediction_thumbnail(*, prediction: Prediction) -> str:
 def prediction_delete(*, prediction: Prediction) -> None:
     """Delete a prediction and, once the deletion is committed, its image file, its
     thumbnail and its explanations' overlays (each shows the image)."""
-    storage = prediction.image.storage
     names = [name for name in (prediction.image.name, prediction.thumbnail.name) if name]
     with transaction.atomic():
         names += [name for name in prediction.explanations.values_list("image", flat=True) if name]
         prediction.delete()
-        for name in names:
-            transaction.on_commit(functools.partial(storage.delete, name), robust=True)
+        transaction.on_commit(functools.partial(media_delete, names=names), robust=True)
+
+
+# Named, not imported, like PREDICTION_RUN_TASK.
+MEDIA_DELETE_TASK = "predictions.tasks.media_delete"
+
+
+def media_delete(*, names: list[str], retry_later: bool = True) -> list[str]:
+    """Delete stored files (an image, its thumbnail, overlays) by name; returns those
+    left because the media store is unavailable. With ``retry_later`` those are handed to
+    the ``media_delete`` task (maintenance queue), which retries until the store is back,
+    so a deletion during an outage still removes the objects."""
+    left = []
+    for name in names:
+        try:
+            with media_store():
+                default_storage.delete(name)
+        except StorageUnavailableError:
+            left.append(name)
+    if left and retry_later:
+        try:
+            current_app.signature(MEDIA_DELETE_TASK, args=[left]).apply_async(retry=False)
+        except broker_errors() as error:
+            logger.error("Media store and broker unavailable, files left behind: %s (%s)", left, error)
+    return left
 
 
 def prediction_reconcile(*, older_than_seconds: int | None = None) -> int:
