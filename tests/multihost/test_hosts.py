@@ -13,8 +13,10 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,18 @@ import pytest
 import requests
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from predictions.models import Prediction, PredictionStatus, WorkerHeartbeat
 from tests.conftest import BASE_DIR, CAT_CLASSES, _compose_web_command, _database_url, photo_bytes
 from tests.multihost.hosts import Forwarder, Host, hosts_unavailable, wait_until
+from tests.seaweedfs import S3Server
 from training.test_photos import TEST_PHOTOS
 
 pytestmark = [pytest.mark.slow, pytest.mark.multihost, pytest.mark.django_db(transaction=True)]
 
-WAVE = 16  # photos per wave; three waves
+WAVE = 16  # photos per wave: two while w1 dies, one while w3 joins, one after w2 left
 WEB_PORT = 8000  # inside the web host's namespace
 METRICS_TOKEN = "multihost-probe"
 # The one command that adds a worker host (docs/scaling.md): the same install, the same
@@ -52,7 +56,7 @@ def _why_not_here() -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, model_dir: Path) -> Iterator[dict[str, Any]]:
+def cluster(tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[dict[str, Any]]:
     reason = _why_not_here()
     if reason:
         pytest.skip(f"multi-host test: {reason}")
@@ -64,7 +68,8 @@ def cluster(tmp_path: Path, model_dir: Path) -> Iterator[dict[str, Any]]:
         "DATABASE_URL": _database_url(),
         "CELERY_BROKER_URL": broker,
         "CACHE_URL": broker,
-        "MEDIA_ROOT": str(tmp_path / "shared-media"),  # INTERIM
+        "MEDIA_ROOT": str(host_dir / "media"),  # each host's own, empty: media are in the bucket
+        **seaweedfs.env(),
         "MODEL_DIR": str(host_dir / "models"),
         "VAR_DIR": str(host_dir / "var"),
         "PROMETHEUS_MULTIPROC_DIR": str(host_dir / "var"),
@@ -82,7 +87,7 @@ def cluster(tmp_path: Path, model_dir: Path) -> Iterator[dict[str, Any]]:
         "CELERY_VISIBILITY_TIMEOUT": "40",
         "PYTHONPATH": str(BASE_DIR),
     }
-    services = [int(settings.DATABASES["default"]["PORT"] or 5432), _port(broker)]
+    services = [int(settings.DATABASES["default"]["PORT"] or 5432), _port(broker), _port(seaweedfs.endpoint)]
     made: list[Host] = []
 
     def host(name: str) -> Host:
@@ -147,9 +152,10 @@ def _classified(host: Host) -> int:
     return sum(int(match.group(2)) + int(match.group(3)) for match in BATCH_LINE.finditer(host.log()))
 
 
-def _submit(base: str, token: str, count: int, offset: int) -> list[str]:
-    ids = []
-    for index in range(offset, offset + count):
+def _submit(base: str, token: str, count: int, offset: int, concurrency: int = 1) -> list[str]:
+    """Post ``count`` real photos through the API (``concurrency`` at a time); their ids."""
+
+    def post(index: int) -> str:
         photo = TEST_PHOTOS[index % len(TEST_PHOTOS)]
         response = requests.post(
             f"{base}/api/v1/predictions/",
@@ -158,8 +164,10 @@ def _submit(base: str, token: str, count: int, offset: int) -> list[str]:
             timeout=30,
         )
         assert response.status_code == 202, response.text
-        ids.append(response.json()["id"])
-    return ids
+        return str(response.json()["id"])
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(post, range(offset, offset + count)))
 
 
 def _ready(base: str) -> dict[str, Any]:
@@ -191,31 +199,44 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     assert set(ready["checks"]["workers"]["hosts"]) == {"w1", "w2", "web"}
     assert ready["checks"]["workers"]["hosts"]["w1"]["models"] == ["efficientnet_lite0:1"]
 
-    ids = _submit(base, token, WAVE, 0)
+    # SIGKILL w1's whole process tree while it is in the middle of a batch, as photos arrive.
+    killed: dict[str, Any] = {}
 
-    # SIGKILL w1's whole process tree while it is in the middle of a batch.
-    def w1_mid_batch() -> bool:
-        received, finished = _log_counts(w1)
-        return received > finished and Prediction.objects.filter(status=PredictionStatus.RUNNING).exists()
+    def kill_w1_mid_batch() -> None:
+        def mid_batch() -> bool:
+            received, finished = _log_counts(w1)
+            return received > finished
 
-    wait_until(w1_mid_batch, timeout=180, what="w1 to be in the middle of a batch", every=0.005, log=w1.log)
-    running_at_kill = set(Prediction.objects.filter(status=PredictionStatus.RUNNING).values_list("id", flat=True))
-    w1.kill()
+        try:
+            wait_until(mid_batch, timeout=240, what="w1 to be in the middle of a batch", every=0.002, log=w1.log)
+            killed["running"] = set(
+                Prediction.objects.filter(status=PredictionStatus.RUNNING).values_list("id", flat=True)
+            )
+            w1.kill()
+        finally:
+            connection.close()
+
+    killer = threading.Thread(target=kill_w1_mid_batch)
+    killer.start()
+    ids = _submit(base, token, 2 * WAVE, 0, concurrency=4)
+    killer.join(timeout=300)
+    assert "running" in killed, "w1 was never seen in the middle of a batch"
+    running_at_kill = killed["running"]
 
     # A third host joins: one command, nothing else restarted; work goes on meanwhile.
     w3 = cluster["host"]("w3")
     cluster["start_worker"](w3)
-    ids += _submit(base, token, WAVE, WAVE)
+    ids += _submit(base, token, WAVE, 2 * WAVE)
     wait_until(lambda: "w3" in _serving_hosts(), timeout=300, what="w3 to load the model")
     # w2 leaves gracefully (SIGTERM: it finishes its task); only w3 is left to classify.
     w2.terminate()
-    ids += _submit(base, token, WAVE, 2 * WAVE)
+    ids += _submit(base, token, WAVE, 3 * WAVE)
 
     unfinished = Prediction.objects.exclude(status__in=[PredictionStatus.SUCCEEDED, PredictionStatus.FAILED])
     wait_until(lambda: not unfinished.exists(), timeout=600, what="every prediction to be final")
 
     predictions = list(Prediction.objects.filter(id__in=ids))
-    assert len(predictions) == 3 * WAVE
+    assert len(predictions) == 4 * WAVE
     assert {p.status for p in predictions} == {PredictionStatus.SUCCEEDED}, [(p.id, p.error) for p in predictions]
     assert all(p.class_id in CAT_CLASSES for p in predictions if str(p.image.name).split("/")[-1].startswith("chelsea"))
     # The batch w1 was killed in was claimed again by another host.
@@ -223,14 +244,14 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     # Exactly once: the results the hosts stored add up to the images, none twice. (A host
     # logs its batch just after storing it: give the last line a moment to be written.)
     workers = (w1, w2, w3)
-    wait_until(lambda: sum(_classified(h) for h in workers) >= 3 * WAVE, timeout=30, what="the last batch lines")
+    wait_until(lambda: sum(_classified(h) for h in workers) >= 4 * WAVE, timeout=30, what="the last batch lines")
     time.sleep(1)
     per_host = {host.name: _classified(host) for host in workers}
     print(
-        f"\nmulti-host: {3 * WAVE} photos, results stored per host {per_host}; running at the kill "
+        f"\nmulti-host: {4 * WAVE} photos, results stored per host {per_host}; running at the kill "
         f"{len(running_at_kill)}, claimed again {sum(p.attempts > 1 for p in predictions)}"
     )
-    assert sum(per_host.values()) == 3 * WAVE, per_host
+    assert sum(per_host.values()) == 4 * WAVE, per_host
     assert per_host["w3"] >= WAVE  # it took work at once, and all of the last wave
 
     # Readiness and the stats follow the hosts: w2 left at once, w1's heartbeat aged out.
@@ -241,6 +262,8 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     assert hosts["w3"]["models"] == ["efficientnet_lite0:1"]
     assert hosts["web"]["serving"] == 0  # the maintenance worker never loads the model
 
-    # No host's disk is another's: the root sees none of what the hosts wrote.
+    # No host's disk is another's: the root sees none of what the hosts wrote, and no host
+    # kept an upload on its disk (the web host stored them in the bucket, w3 read them there).
     assert list(cluster["host_dir"].iterdir()) == []
-    assert w3.run(["find", str(cluster["host_dir"] / "media"), "-type", "f"]).strip() == ""
+    for host in (web, w3):
+        assert host.run(["find", str(cluster["host_dir"] / "media"), "-type", "f"]).strip() == ""
