@@ -44,6 +44,7 @@ WORKER_COMMAND = [
     sys.executable, "-m", "celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1", "-Q", "inference",
     "-n", "inference@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
 ]  # fmt: skip
+CLAIM_LINE = re.compile(r"claimed \d+ under claim=([0-9a-f-]+)")
 BATCH_LINE = re.compile(r"batch size=(\d+) succeeded=(\d+) failed=(\d+)")
 
 
@@ -204,24 +205,27 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
 
     def kill_w1_mid_batch() -> None:
         def mid_batch() -> bool:
-            received, finished = _log_counts(w1)
-            return received > finished
+            # w1 logs "claimed N under claim=<token>" once it holds rows, "batch size=..." once stored.
+            claims = CLAIM_LINE.findall(w1.log())
+            if len(claims) > len(BATCH_LINE.findall(w1.log())):
+                killed["claim"] = claims[-1]
+                return True
+            return False
 
         try:
             wait_until(mid_batch, timeout=240, what="w1 to be in the middle of a batch", every=0.002, log=w1.log)
-            killed["running"] = set(
-                Prediction.objects.filter(status=PredictionStatus.RUNNING).values_list("id", flat=True)
-            )
             w1.kill()
+            held = Prediction.objects.filter(claim=killed["claim"], status=PredictionStatus.RUNNING)
+            killed["ids"] = {str(i) for i in held.values_list("id", flat=True)}
         finally:
-            connection.close()
+            connection.close()  # this thread's own connection
 
     killer = threading.Thread(target=kill_w1_mid_batch)
     killer.start()
     ids = _submit(base, token, 2 * WAVE, 0, concurrency=4)
     killer.join(timeout=300)
-    assert "running" in killed, "w1 was never seen in the middle of a batch"
-    running_at_kill = killed["running"]
+    assert "ids" in killed, "w1 was never seen in the middle of a batch"
+    killed_ids = killed["ids"]
 
     # A third host joins: one command, nothing else restarted; work goes on meanwhile.
     w3 = cluster["host"]("w3")
@@ -239,8 +243,10 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     assert len(predictions) == 4 * WAVE
     assert {p.status for p in predictions} == {PredictionStatus.SUCCEEDED}, [(p.id, p.error) for p in predictions]
     assert all(p.class_id in CAT_CLASSES for p in predictions if str(p.image.name).split("/")[-1].startswith("chelsea"))
-    # The batch w1 was killed in was claimed again by another host.
-    assert any(p.attempts > 1 for p in predictions if p.id in running_at_kill)
+    # The batch w1 was killed in was claimed again by another host, and classified there.
+    lost_batch = [p for p in predictions if str(p.id) in killed_ids]
+    assert lost_batch
+    assert all(p.attempts >= 2 for p in lost_batch), [(p.id, p.attempts) for p in lost_batch]
     # Exactly once: the results the hosts stored add up to the images, none twice. (A host
     # logs its batch just after storing it: give the last line a moment to be written.)
     workers = (w1, w2, w3)
@@ -248,8 +254,8 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     time.sleep(1)
     per_host = {host.name: _classified(host) for host in workers}
     print(
-        f"\nmulti-host: {4 * WAVE} photos, results stored per host {per_host}; running at the kill "
-        f"{len(running_at_kill)}, claimed again {sum(p.attempts > 1 for p in predictions)}"
+        f"\nmulti-host: {4 * WAVE} photos, results stored per host {per_host}; in w1's batch at the kill "
+        f"{len(lost_batch)}, claimed more than once {sum(p.attempts > 1 for p in predictions)}"
     )
     assert sum(per_host.values()) == 4 * WAVE, per_host
     assert per_host["w3"] >= WAVE  # it took work at once, and all of the last wave
