@@ -19,6 +19,7 @@ from kombu.exceptions import ChannelError, KombuError
 
 from predictions.models import WorkerHeartbeat
 from predictions.operations import selectors as operations_selectors
+from predictions.registry import distribution
 from predictions.registry import selectors as registry_selectors
 
 INFERENCE_QUEUE = "inference"
@@ -171,7 +172,10 @@ def check_model() -> CheckResult:
         return CheckResult("model", False, {"error": _describe(error)})
     if active is None:
         return CheckResult("model", False, {"error": "no active model version"})
-    if not (Path(active.path) / "metadata.json").exists():
+    if settings.MODEL_DISTRIBUTION:  # workers fetch it from the bucket: this host needs no files
+        if not distribution.published_sha256(active):
+            return CheckResult("model", False, {"model": f"{active.name}:{active.version}", "error": "not published"})
+    elif not (Path(active.path) / "metadata.json").exists():
         return CheckResult("model", False, {"model": f"{active.name}:{active.version}", "error": "model files missing"})
     return CheckResult("model", True, {"model": f"{active.name}:{active.version}"})
 

@@ -27,6 +27,7 @@ from predictions.models import (
     ModelVersion,
     ModelVersionStatus,
 )
+from predictions.registry import distribution
 from predictions.registry import selectors as registry_selectors
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,20 @@ def _model_exported_at(metadata: dict[str, Any]) -> datetime | None:
 
 
 def _model_version_store(*, exported: ExportedModel, status: str | None = None) -> ModelVersion:
-    """Create or refresh the registry row of an exported folder (files stay where they are)."""
+    """Create or refresh the registry row of an exported folder (files stay where they
+    are); with ``MODEL_DISTRIBUTION`` they are published to the bucket too
+    (``_model_version_publish``)."""
+    metadata = dict(exported.metadata)
+    published = (
+        ModelVersion.objects.filter(name=exported.name, version=exported.version)
+        .values_list("metadata", flat=True)
+        .first()
+    )
+    if published and published.get("distribution"):
+        metadata["distribution"] = published["distribution"]  # kept until published again
     defaults: dict[str, Any] = {
         "path": str(exported.path),
-        "metadata": exported.metadata,
+        "metadata": metadata,
         "classes": [{"class_id": entry["class_id"], "label": entry["label"]} for entry in exported.labels],
         "metrics": _model_metrics(exported.metadata),
         "parent": _model_parent(exported.metadata),
@@ -112,7 +123,19 @@ def _model_version_store(*, exported: ExportedModel, status: str | None = None) 
         model_version.save(update_fields=["status", "traffic_percent"])
     elif created:
         model_version.full_clean()
+    if settings.MODEL_DISTRIBUTION:
+        _model_version_publish(model_version=model_version, model_dir=exported.path)
     return model_version
+
+
+def _model_version_publish(*, model_version: ModelVersion, model_dir: Path) -> None:
+    """Publish the version's files; a folder without weights (the web image keeps only
+    the model cards) keeps what was published before, if anything."""
+    try:
+        distribution.model_version_publish(model_version=model_version, model_dir=model_dir)
+    except InvalidModelError as error:
+        if not distribution.published_sha256(model_version):
+            logger.warning("%s is registered but not published, so no worker can fetch it: %s", model_version, error)
 
 
 def model_version_sync(*, model_dir: Path | None = None) -> list[ModelVersion]:
@@ -181,7 +204,11 @@ def model_version_activate(
     if model_version.status == ModelVersionStatus.RETIRED:
         raise ConflictError(f"{model_version} is retired; register it again to use it.")
     try:
-        export_read(model_version.path)
+        if settings.MODEL_DISTRIBUTION:  # the files are in the bucket, not on this host
+            if not distribution.model_version_is_published(model_version=model_version):
+                raise ModelLoadError(f"{model_version} is not published to the model store")
+        else:
+            export_read(model_version.path)
     except ModelLoadError as error:
         logger.warning("Not activating %s: %s", model_version, error)
         raise ModelUnavailableError(
