@@ -4,7 +4,8 @@
 
 Each host is a network + mount namespace made here (tests/multihost/hosts.py, the harness of
 the multi-host test): its own empty tmpfs for media, model files and var; PostgreSQL, Redis
-and SeaweedFS reached over TCP through loopback forwarders; media in the S3 bucket.
+and SeaweedFS reached over TCP through loopback forwarders; media in the S3 bucket, and the
+model too (published once with register_model; each worker host fetches it into its cache).
 
 How it is measured on a 2-core machine:
 - each worker host is pinned with taskset to its own core (host 1 to CPU 0, host 2 to
@@ -110,16 +111,14 @@ def _signal_hosts(hosts: list[Host], signum: int) -> None:
         os.killpg(host.process.pid, signum)
 
 
-def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, model_install: str) -> dict[str, Any]:
+def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setup: str) -> dict[str, Any]:
     """One run: ``count`` worker hosts, each pinned to its own core, on a pre-filled queue."""
     from predictions.models import Prediction, PredictionStatus, WorkerHeartbeat
 
-    Prediction.objects.all().delete()
-    WorkerHeartbeat.objects.all().delete()
     hosts = [make_host(f"bench{count}-w{index + 1}") for index in range(count)]
     try:
         for index, host in enumerate(hosts):
-            host.start([WORKER], setup=f"cd {shlex.quote(str(ROOT))}; {model_install}", cpus=str(index))
+            host.start([WORKER], setup=setup, cpus=str(index))
         names = {host.name for host in hosts}
         wait_until(
             lambda: {w.host for w in WorkerHeartbeat.objects.filter(model_loaded=True)} >= names,
@@ -171,8 +170,7 @@ def main() -> int:
     host_dir = work / "host"
     host_dir.mkdir()
     model = ROOT / "models" / "efficientnet_lite0" / "1"
-    model_install = (f'mkdir -p "$HOST_DIR/models/efficientnet_lite0" && '
-                     f'cp -r {shlex.quote(str(model))} "$HOST_DIR/models/efficientnet_lite0/1"')  # fmt: skip
+    in_root = f"cd {shlex.quote(str(ROOT))}"
     made: list[Host] = []
     storage = seaweedfs_server(work / "seaweedfs")
     server = next(storage)
@@ -184,14 +182,14 @@ def main() -> int:
             made.append(Host(name, host_dir=host_dir, log_dir=work, env=env, services=ports))
             return made[-1]
 
+        # The operator's side: migrate, publish the model to the bucket (no host has its files).
+        operator = {**env, "VAR_DIR": str(work / "operator"), "PROMETHEUS_MULTIPROC_DIR": ""}
+        for step in (["migrate", "--noinput", "-v", "0"], ["register_model", str(model), "--activate"]):
+            subprocess.run([sys.executable, "manage.py", *step], cwd=ROOT, env=operator, check=True)
         web = make_host("bench-web")
         from tests.conftest import _compose_web_command
 
-        web.start(
-            [_compose_web_command(WEB_PORT)],
-            setup=f"cd {shlex.quote(str(ROOT))}; {model_install}; {sys.executable} manage.py migrate --noinput -v 0; "
-            f"{sys.executable} manage.py sync_models",
-        )
+        web.start([_compose_web_command(WEB_PORT)], setup=in_root)
         entry = Forwarder(listen_ns=None, listen_port=0, target_ns=web.namespace, target_port=WEB_PORT)
         base = f"http://127.0.0.1:{entry.port}"
         import django
@@ -209,7 +207,7 @@ def main() -> int:
 
         user = User.objects.create_user("bench-hosts")  # a token user: no password
         token = Token.objects.create(user=user).key
-        runs = [run_hosts(count, n=args.n, base=base, token=token, make_host=make_host, model_install=model_install)
+        runs = [run_hosts(count, n=args.n, base=base, token=token, make_host=make_host, setup=in_root)
                 for count in (1, 2)]  # fmt: skip
         entry.close()
     finally:

@@ -4,6 +4,9 @@ reached over TCP only. Real photos go in through the API; a worker host is SIGKI
 mid-batch, a third joins (one command, nothing restarted), the second leaves; every image
 is classified exactly once and nothing is lost, and no host reads a file of another's disk.
 
+The model is published to the bucket once (register_model, from the root namespace, where
+it was built); every worker host fetches and verifies it into its own cache.
+
 Run with `make multihost` (CI runs it in the PostgreSQL + Redis pass); it needs root.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -95,9 +99,15 @@ def cluster(tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[di
         made.append(Host(name, host_dir=host_dir, log_dir=tmp_path, env=env, services=services))
         return made[-1]
 
-    # Until models come from the bucket, each host's install holds the model (a copy into its tmpfs).
-    target = f'"$HOST_DIR/models/{model_dir.parent.name}"'
-    install_model = f"mkdir -p {target} && cp -r {shlex.quote(str(model_dir))} {target}/{model_dir.name}"
+    # The operator publishes the model to the bucket from where it was built (this machine's
+    # root namespace); no host has the model files: workers fetch them from the bucket.
+    published = subprocess.run(
+        [sys.executable, "manage.py", "register_model", str(model_dir), "--activate"],
+        cwd=BASE_DIR, env={**env, "VAR_DIR": str(tmp_path / "operator"), "PROMETHEUS_MULTIPROC_DIR": ""},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stdout + published.stderr
+    in_base_dir = f"cd {shlex.quote(str(BASE_DIR))}"
     web = host("web")
     web.start(
         [
@@ -114,7 +124,7 @@ def cluster(tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[di
                 *WORKER_COMMAND[12:],
             ],
         ],
-        setup=f"cd {shlex.quote(str(BASE_DIR))}; {install_model}; {sys.executable} manage.py sync_models",
+        setup=in_base_dir,
     )
     entry = Forwarder(listen_ns=None, listen_port=0, target_ns=web.namespace, target_port=WEB_PORT)
     try:
@@ -122,9 +132,7 @@ def cluster(tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[di
             "web": web,
             "base": f"http://127.0.0.1:{entry.port}",
             "host": host,
-            "start_worker": lambda h: h.start(
-                [WORKER_COMMAND], setup=f"cd {shlex.quote(str(BASE_DIR))}; {install_model}"
-            ),
+            "start_worker": lambda h: h.start([WORKER_COMMAND], setup=in_base_dir),
             "host_dir": host_dir,
         }
     finally:
@@ -268,8 +276,14 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     assert hosts["w3"]["models"] == ["efficientnet_lite0:1"]
     assert hosts["web"]["serving"] == 0  # the maintenance worker never loads the model
 
-    # No host's disk is another's: the root sees none of what the hosts wrote, and no host
-    # kept an upload on its disk (the web host stored them in the bucket, w3 read them there).
-    assert list(cluster["host_dir"].iterdir()) == []
+    # No host's disk is another's: the root sees none of what the hosts wrote; no host kept an
+    # upload on its disk (the web host put them in the bucket, the workers read them there);
+    # the model reached w3 only through the bucket, into its own cache, and the web host has none.
+    host_dir = cluster["host_dir"]
+    assert list(host_dir.iterdir()) == []
     for host in (web, w3):
-        assert host.run(["find", str(cluster["host_dir"] / "media"), "-type", "f"]).strip() == ""
+        assert host.run(["find", str(host_dir / "media"), "-type", "f"]).strip() == ""
+    assert web.run(["find", str(host_dir / "models"), str(host_dir / "var"), "-name", "*.pb"]).strip() == ""
+    fetched = w3.run(["find", str(host_dir / "var" / "model-cache"), "-name", "saved_model.pb"]).split()
+    assert len(fetched) == 1, fetched
+    assert w3.run(["find", str(host_dir / "models"), "-type", "f"]).strip() == ""
