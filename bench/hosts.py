@@ -125,6 +125,7 @@ def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setu
             timeout=600, what=f"{count} worker host(s) to load the model", log=hosts[0].log,
         )  # fmt: skip
         _signal_hosts(hosts, signal.SIGSTOP)
+        load_before = [round(value, 2) for value in os.getloadavg()]
         ids = _post_all(base, token, _photos(n))
         resumed = datetime.now(UTC)
         began = time.monotonic()
@@ -135,10 +136,13 @@ def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setu
         waited = time.monotonic() - began
         last = max(row.completed_at for row in rows if row.completed_at is not None)
         seconds = (last - resumed).total_seconds()
-        per_host = {
-            host.name: sum(int(m.group(1)) for m in re.finditer(r"batch size=\d+ succeeded=(\d+)", host.log()))
-            for host in hosts
-        }
+
+        def per_host() -> dict[str, int]:
+            line = r"batch size=\d+ succeeded=(\d+)"
+            return {host.name: sum(int(m.group(1)) for m in re.finditer(line, host.log())) for host in hosts}
+
+        with contextlib.suppress(AssertionError):  # a host logs its batch just after storing it
+            wait_until(lambda: sum(per_host().values()) >= n, timeout=10, what="the last batch lines")
         return {
             "worker_hosts": count,
             "images": n,
@@ -146,7 +150,8 @@ def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setu
             "images_per_second": round(n / seconds, 2),
             "waited_seconds": round(waited, 3),
             "cores": [str(index) for index in range(count)],
-            "classified_per_host": per_host,
+            "classified_per_host": per_host(),
+            "load_average_before": load_before,
         }
     finally:
         for host in hosts:
@@ -159,6 +164,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=int(os.environ.get("BENCH_HOSTS_N", "96")))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "hosts.json")
     args = parser.parse_args()
+    import django
+
+    django.setup()  # settings from the environment set above; the database is used once migrated
     reason = hosts_unavailable()
     if reason:
         print(f"bench-hosts: {reason}", file=sys.stderr)
@@ -192,7 +200,6 @@ def main() -> int:
         web.start([_compose_web_command(WEB_PORT)], setup=in_root)
         entry = Forwarder(listen_ns=None, listen_port=0, target_ns=web.namespace, target_port=WEB_PORT)
         base = f"http://127.0.0.1:{entry.port}"
-        import django
         import requests
 
         def web_up() -> bool:
@@ -201,7 +208,6 @@ def main() -> int:
             return False
 
         wait_until(web_up, timeout=300, what="the web host", log=web.log)
-        django.setup()
         from django.contrib.auth.models import User
         from rest_framework.authtoken.models import Token
 
@@ -218,7 +224,7 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", DATABASE], check=False)
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", "--force", DATABASE], check=False)
     speedup = runs[1]["images_per_second"] / runs[0]["images_per_second"]
     machine = machine_info()
     result = {
