@@ -45,7 +45,7 @@ def hosts_unavailable() -> str:
     """Why hosts cannot be made here ('' when they can)."""
     if os.geteuid() != 0:
         return "network and mount namespaces need root"
-    for tool in ("ip", "unshare", "mount", "hostname"):
+    for tool in ("ip", "unshare", "nsenter", "mount", "hostname", "taskset"):
         if not shutil.which(tool):
             return f"{tool} is not installed"
     probe = f"imagerec-probe-{os.getpid()}"
