@@ -107,8 +107,7 @@ def _post_all(base: str, token: str, photos: list[tuple[str, bytes]]) -> list[st
 
 def _signal_hosts(hosts: list[Host], signum: int) -> None:
     for host in hosts:
-        assert host.process is not None
-        os.killpg(host.process.pid, signum)
+        host.signal(signum)
 
 
 def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setup: str) -> dict[str, Any]:

@@ -176,6 +176,11 @@ class Host:
             ["nsenter", "-t", str(pid), "-m", "-n", "-u", "--", *command], capture_output=True, text=True, check=True
         ).stdout
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to every process of this host (SIGSTOP freezes the host, SIGCONT resumes it)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
+
     def kill(self) -> None:
         """SIGKILL every process of this host at once, as a machine losing power."""
         if self.process is not None and self.process.poll() is None:

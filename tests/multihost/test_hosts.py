@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -212,19 +213,28 @@ def test_a_worker_host_killed_mid_batch_and_one_added_lose_nothing_and_classify_
     killed: dict[str, Any] = {}
 
     def kill_w1_mid_batch() -> None:
+        tried: set[str] = set()
+
         def mid_batch() -> bool:
             # w1 logs "claimed N under claim=<token>" once it holds rows, "batch size=..." once stored.
-            claims = CLAIM_LINE.findall(w1.log())
-            if len(claims) > len(BATCH_LINE.findall(w1.log())):
+            log = w1.log()
+            claims = CLAIM_LINE.findall(log)
+            if len(claims) > len(BATCH_LINE.findall(log)) and claims[-1] not in tried:
                 killed["claim"] = claims[-1]
                 return True
             return False
 
         try:
-            wait_until(mid_batch, timeout=240, what="w1 to be in the middle of a batch", every=0.002, log=w1.log)
-            w1.kill()
-            held = Prediction.objects.filter(claim=killed["claim"], status=PredictionStatus.RUNNING)
-            killed["ids"] = {str(i) for i in held.values_list("id", flat=True)}
+            while "ids" not in killed:
+                wait_until(mid_batch, timeout=240, what="w1 to be in the middle of a batch", every=0.002, log=w1.log)
+                tried.add(killed["claim"])
+                w1.signal(signal.SIGSTOP)  # frozen: does it still hold rows it has not stored?
+                held = Prediction.objects.filter(claim=killed["claim"], status=PredictionStatus.RUNNING)
+                if held.exists():
+                    killed["ids"] = {str(i) for i in held.values_list("id", flat=True)}
+                    w1.kill()
+                else:  # it stored that batch just before it was frozen: wait for its next one
+                    w1.signal(signal.SIGCONT)
         finally:
             connection.close()  # this thread's own connection
 
