@@ -179,5 +179,9 @@ loadtest: dev-deps model
 bench-e2e: dev-deps model
 	@bash bin/bench-e2e
 
+# Single-image latency with media on S3 (SeaweedFS) against local media in one run (bench/storage.json).
+bench-storage: dev-deps model
+	$(PY) bench/storage.py
+
 clean:
 	rm -rf var/test .pytest_cache

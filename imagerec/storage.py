@@ -51,7 +51,8 @@ def s3_backend(*, endpoint: str, bucket: str, access_key: str, secret_key: str) 
     """The django-storages S3 entry of ``STORAGES`` for one bucket (also what the tests
     point at their SeaweedFS)."""
     return {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        # django-storages' S3Storage, one connection per process (imagerec/s3storage.py).
+        "BACKEND": "imagerec.s3storage.S3MediaStorage",
         "OPTIONS": {
             "endpoint_url": endpoint,
             "bucket_name": bucket,
@@ -60,9 +61,10 @@ def s3_backend(*, endpoint: str, bucket: str, access_key: str, secret_key: str) 
             "region_name": env.str("AWS_S3_REGION_NAME", default="us-east-1"),
             "addressing_style": env.str("AWS_S3_ADDRESSING_STYLE", default="path"),
             "signature_version": "s3v4",
-            # Private objects, never overwritten in place (a second upload gets a new name).
+            # Private objects. Every name the app writes is unique (a UUID in it) or replaced on
+            # purpose (a published model file): no existence check (a HEAD) before each write.
             "default_acl": None,
-            "file_overwrite": False,
+            "file_overwrite": True,
             "querystring_auth": True,
             # Small images: one request each, no transfer thread pool.
             "transfer_config": TransferConfig(use_threads=False),

@@ -51,6 +51,12 @@ def media_read(field_file: FieldFile) -> bytes:
     ``StorageUnavailableError`` when the store does not answer."""
     if not field_file.name:
         raise FileNotFoundError("no file recorded")
-    with media_store(), field_file.storage.open(field_file.name, "rb") as stored:
-        content: bytes = stored.read()
+    storage = field_file.storage
+    with media_store():
+        read_bytes = getattr(storage, "read_bytes", None)  # S3: one GET (imagerec/s3storage.py)
+        if read_bytes is not None:
+            content: bytes = read_bytes(field_file.name)
+            return content
+        with storage.open(field_file.name, "rb") as stored:
+            content = stored.read()
     return content

@@ -97,7 +97,7 @@ def _stored_manifest_is(key: str, digest: str) -> bool:
 
 
 def _put(key: str, content: bytes) -> None:
-    # The media storage never overwrites (a second upload gets a new name): replace explicitly.
+    # Replaced on purpose: a local media folder would otherwise keep the old file and pick a new name.
     default_storage.delete(key)
     stored = default_storage.save(key, ContentFile(content))
     if stored != key:

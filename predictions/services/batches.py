@@ -213,7 +213,7 @@ def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
     for prediction in predictions:
         try:
             prediction_thumbnail(prediction=prediction)
-        except (OSError, ValueError, SyntaxError) as error:
+        except (OSError, ValueError, SyntaxError, StorageUnavailableError) as error:
             logger.warning("No thumbnail stored for %s: %s", prediction.id, error)
 
 
