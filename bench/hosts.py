@@ -1,6 +1,6 @@
 """Throughput with one and two worker hosts (issue 21): `make bench-hosts`.
 
-    python bench/hosts.py --out bench/hosts.json        # BENCH_HOSTS_N=96 photos per run
+    python bench/hosts.py --out bench/hosts.json        # BENCH_HOSTS_N=192 photos per run
 
 Each host is a network + mount namespace made here (tests/multihost/hosts.py, the harness of
 the multi-host test): its own empty tmpfs for media, model files and var; PostgreSQL, Redis
@@ -182,7 +182,7 @@ def run_hosts(count: int, *, n: int, base: str, token: str, make_host: Any, setu
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=int(os.environ.get("BENCH_HOSTS_N", "96")))
+    parser.add_argument("--n", type=int, default=int(os.environ.get("BENCH_HOSTS_N", "192")))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "hosts.json")
     args = parser.parse_args()
     import django
