@@ -248,6 +248,8 @@ def test_each_worker_is_named_after_its_celery_node_and_readiness_and_stats_grou
         "gpu-2": {"workers": [row.hostname], "serving": 1, "models": [model]},
         "web-1": {"workers": ["maintenance@web-1:12"], "serving": 0, "models": []},
     }
+    scrape = client.get("/metrics").content.decode()
+    assert f'imagerec_worker_model_loaded{{host="gpu-2",model_version="{model}",worker="{row.hostname}"}} 1.0' in scrape
 
     client.force_login(OperatorFactory.create())
     page = client.get("/stats/").content.decode()
