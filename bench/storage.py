@@ -211,6 +211,7 @@ def main() -> int:
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE", "h21store_bench"))
     parser.add_argument("--redis-db", default=os.environ.get("BENCH_REDIS_DB", "1"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storage.json")
+    parser.add_argument("--calls-only", action="store_true", help="time the storage calls only (no stacks)")
     args = parser.parse_args()
     from training.photoset import photoset
 
@@ -231,6 +232,13 @@ def main() -> int:
     try:
         calls = storage_calls(s3, photos[0][1], repeats=50)
         print(f"storage calls (p50 ms): {json.dumps(calls)}", flush=True)
+        if args.calls_only:
+            calls_out = args.out.with_name("storage-calls.json")
+            when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            record = {"when": when, "machine": machine, "shared_machine": True, "storage_calls": calls}
+            calls_out.write_text(json.dumps(record, indent=2) + "\n")
+            print(f"written to {calls_out}")
+            return 0
         cursor = 0
         for round_index in range(args.rounds):
             for mode in ("local", "s3"):

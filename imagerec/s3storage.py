@@ -5,7 +5,7 @@ Under ASGI each request runs its synchronous part in a new thread; django-storag
 its boto3 session and resource in a thread-local, so every upload would build a new one
 (loading boto3's service models again, tens of milliseconds of CPU). The boto3 client
 underneath is thread-safe, so the process shares one. ``read_bytes`` fetches an object
-with a single GET (``open()`` does a HEAD, then the GET). docs/operations/object-storage.md.
+with a single GET (``open()`` does a HEAD, then the GET); a save is a single PUT. docs/operations/object-storage.md.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from storages.backends.s3 import S3Storage  # type: ignore[import-untyped]  # django-storages ships no types
+from storages.utils import clean_name, is_seekable  # type: ignore[import-untyped]
 
 
 class S3MediaStorage(S3Storage):  # type: ignore[misc]
@@ -40,6 +41,18 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._shared_lock = threading.Lock()
+
+    def _save(self, name: str, content: Any) -> str:
+        """One PUT of the whole file: uploads are at most MAX_UPLOAD_BYTES and models'
+        files well under S3's 5 GB single-request limit, so the transfer manager (and its
+        multipart machinery, a few ms per call) is not needed."""
+        cleaned = clean_name(name)
+        key = self._normalize_name(cleaned)
+        params = self._get_write_parameters(key, content)
+        if is_seekable(content):
+            content.seek(0)
+        self.connection.meta.client.put_object(Bucket=self.bucket_name, Key=key, Body=content.read(), **params)
+        return str(cleaned)
 
     def read_bytes(self, name: str) -> bytes:
         """The object's bytes in one GET; ``FileNotFoundError`` when there is none."""

@@ -1,7 +1,8 @@
 """A real SeaweedFS S3 server for the tests (bin/storage, the script `make storage` and
 .ci/run use): the one of the environment when it names one (``MEDIA_STORAGE=s3`` with
 ``AWS_S3_ENDPOINT_URL``, as .ci/run's storage pass sets), else one started for the test
-session on free ports under a temporary directory."""
+session on free ports (or ``STORAGE_TEST_PORT`` and the seven from
+``STORAGE_TEST_INTERNAL_PORT``) under a temporary directory."""
 
 from __future__ import annotations
 
@@ -80,8 +81,9 @@ def seaweedfs_server(directory: Path) -> Iterator[S3Server]:
             secret_key=_env_secret("AWS_SECRET_ACCESS_KEY", LOCAL_SECRET_ACCESS_KEY),
         )
         return
-    port = free_port_run(1)
-    internal = free_port_run(7)
+    # Free ports found by probing, or the ones given (a shared machine with port ranges).
+    port = int(os.environ.get("STORAGE_TEST_PORT") or free_port_run(1))
+    internal = int(os.environ.get("STORAGE_TEST_INTERNAL_PORT") or free_port_run(7))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     subprocess.run(
         [sys.executable, str(STORAGE_SCRIPT), "start", "--dir", str(directory), "--port", str(port),
