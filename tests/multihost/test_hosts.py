@@ -61,11 +61,17 @@ def _why_not_here() -> str:
     return hosts_unavailable()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="session")
+def hosts_possible() -> None:
+    """Skip, saying why, before any server is started for nothing (session-scoped, so it
+    comes before the session's SeaweedFS)."""
     reason = _why_not_here()
     if reason:
         pytest.skip(f"multi-host test: {reason}")
+
+
+@pytest.fixture
+def cluster(hosts_possible: None, tmp_path: Path, model_dir: Path, seaweedfs: S3Server) -> Iterator[dict[str, Any]]:
     host_dir = tmp_path / "host"  # every host mounts its own tmpfs here: the root sees it empty
     host_dir.mkdir()
     broker = settings.CELERY_BROKER_URL
