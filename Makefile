@@ -15,7 +15,7 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e chaos loadtest verify-model convert clean
+.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-hosts chaos multihost loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -105,8 +105,14 @@ dev: model migrate
 storage: dev-deps
 	$(PY) bin/storage run
 
+# One more worker, on this host or another (docs/scaling.md): the same install and environment
+# (DATABASE_URL, CELERY_BROKER_URL, MEDIA_STORAGE...); it takes work as soon as its model is
+# loaded. Its node name is WORKER_NAME with %h the hostname (heartbeats add the pid).
+# A worker host that should only classify: make worker WORKER_QUEUES=inference
+WORKER_NAME ?= worker@%h
+WORKER_QUEUES ?= inference,maintenance,celery
 worker: deps
-	$(VENV)/bin/celery -A imagerec worker --pool=prefork --concurrency=1 -Q inference,maintenance,celery --loglevel=INFO
+	$(VENV)/bin/celery -A imagerec worker --pool=prefork --concurrency=1 -Q $(WORKER_QUEUES) -n '$(WORKER_NAME)' --loglevel=INFO
 
 test: dev-deps model a11y-deps
 	@bash bin/ensure-system-deps
@@ -159,6 +165,16 @@ bench: dev-deps model
 # 500 submissions while workers are SIGKILLed (and Redis restarted when CELERY_BROKER_URL is redis://).
 chaos: dev-deps model
 	$(PY) -m pytest -m chaos tests/chaos -s
+
+# A web host and worker hosts in network and mount namespaces (tests/multihost): a host killed
+# mid-batch, one added. Needs root, PostgreSQL + Redis (DATABASE_URL, CELERY_BROKER_URL).
+multihost: dev-deps model
+	$(PY) -m pytest -m multihost tests/multihost -s
+
+# Throughput with one and two worker hosts, each pinned to its own core (bench/hosts.py,
+# writes bench/hosts.json). Needs root, PostgreSQL + Redis; BENCH_HOSTS_N images per run.
+bench-hosts: dev-deps model
+	$(PY) bench/hosts.py --out bench/hosts.json
 
 # 50 clients for 60 s against gunicorn + a worker on PostgreSQL and Redis on this machine.
 loadtest: dev-deps model

@@ -29,11 +29,12 @@ def broker_errors() -> tuple[type[BaseException], ...]:
 
 
 @signals.worker_init.connect
-def _worker_life_cycle(**_: object) -> None:
+def _worker_life_cycle(sender: object = None, **_: object) -> None:
     # The worker's life cycle (model warm-up and heartbeat in each pool child, connection
     # checks between tasks) is predictions.worker. Connected here, in the worker's main
     # process once Celery's Django fixup has set Django up, and before the pool forks;
-    # never in the web process. It does not import TensorFlow.
+    # never in the web process. It does not import TensorFlow. The sender is Celery's
+    # WorkController: its hostname is the node name (-n, with %h expanded).
     from predictions import worker
 
-    worker.install()
+    worker.install(node_name=str(getattr(sender, "hostname", "") or ""))

@@ -46,9 +46,18 @@ from .registry import selectors as registry_selectors
 logger = logging.getLogger(__name__)
 
 
+# The Celery node name of this worker (``-n``/``--hostname``, default ``celery@%h``), set by
+# ``install()`` in the worker's main process before the pool forks; its children inherit it.
+_node: dict[str, str] = {"name": ""}
+
+
 def worker_node_name() -> str:
-    """This worker's name in heartbeats: host and the pool parent's pid."""
-    return f"celery@{socket.gethostname()}:{os.getppid()}"
+    """This worker's unique name in heartbeats: its Celery node name (``name@host``) and the
+    pool parent's pid, so two workers started with the same ``-n`` on one host (or a worker
+    restarted before its old heartbeat aged out) never share a row. The part after ``@`` is
+    the host, as readiness and the stats group workers by it."""
+    node = _node["name"] or f"celery@{socket.gethostname()}"
+    return f"{node}:{os.getppid()}"
 
 
 def consumed_queues() -> list[str]:
@@ -179,8 +188,9 @@ def finished_add(prediction_ids: Iterable[object]) -> None:
     _finished.add(prediction_ids)
 
 
-def install() -> None:
-    """Refuse to start on settings the system checks reject (Celery's Django fixup runs
+def install(*, node_name: str = "") -> None:
+    """Remember this worker's Celery node name (``worker_node_name``), refuse to start on
+    settings the system checks reject (Celery's Django fixup runs
     them but ignores the result), then connect the life cycle to the worker's signals
     (before the pool forks, so each pool child inherits the connections)."""
     refused = [message for message in run_checks() if message.is_serious()]
@@ -188,6 +198,7 @@ def install() -> None:
         for message in refused:
             logger.critical("%s", message)
         raise SystemExit(f"imagerec worker refuses to start: {refused[0].msg}")
+    _node["name"] = node_name
     worker_process_init.connect(worker_process_start, weak=False, dispatch_uid="imagerec-worker-start")
     worker_process_shutdown.connect(worker_process_stop, weak=False, dispatch_uid="imagerec-worker-stop")
     task_prerun.connect(database_connections_check, weak=False, dispatch_uid="imagerec-connections-check")

@@ -7,10 +7,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+K8S_DIR = BASE_DIR / "deploy" / "k8s"
+# The Kubernetes version the manifests are checked against, with the schemas
+# kubernetes-validate ships (no network): strict, so a misspelt field fails too.
+KUBERNETES_VERSION = "1.33.0"
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -130,3 +137,76 @@ def test_compose_web_merges_the_request_metrics_of_its_worker_processes() -> Non
     web = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["web"]
     assert web["environment"]["PROMETHEUS_MULTIPROC_DIR"]
     assert "python:imagerec.gunicorn" in web["command"]
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (str(path.relative_to(BASE_DIR)), document)
+        for path in sorted(K8S_DIR.rglob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+def _containers(kind: str, name: str) -> list[dict[str, Any]]:
+    (resource,) = [doc for _, doc in _manifests() if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    containers: list[dict[str, Any]] = resource["spec"]["template"]["spec"]["containers"]
+    return containers
+
+
+def test_the_compose_worker_can_be_scaled_to_any_number_of_hosts() -> None:
+    """`docker compose up --scale worker=N`: no fixed name or published port on the worker,
+    and each container names itself after its hostname."""
+    worker = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "inference@%h" in worker["command"]
+
+
+def test_every_kubernetes_manifest_is_valid_for_the_pinned_kubernetes_version() -> None:
+    manifests = _manifests()
+    builtin = [(path, doc) for path, doc in manifests if not doc["apiVersion"].startswith("keda.sh/")]
+    for path, document in builtin:
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{path}: {document['kind']} {document['metadata']['name']}: {error.message}")
+    kinds = {doc["kind"] for _, doc in builtin}
+    assert {"ConfigMap", "Secret", "Deployment", "Service", "Job", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_kubernetes_web_and_workers_probe_health_and_read_keys_from_the_secret() -> None:
+    (web,) = _containers("Deployment", "imagerec-web")
+    assert web["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert web["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    (worker,) = _containers("Deployment", "imagerec-worker")
+    assert "inference@%h" in worker["command"]
+    assert "inference@$HOSTNAME" in " ".join(worker["livenessProbe"]["exec"]["command"])
+    secret_keys = {key for _, doc in _manifests() if doc["kind"] == "Secret" for key in doc["stringData"]}
+    assert {"SECRET_KEY", "DATABASE_URL", "AWS_SECRET_ACCESS_KEY"} <= secret_keys
+    config_keys = {key for _, doc in _manifests() if doc["kind"] == "ConfigMap" for key in doc["data"]}
+    assert not config_keys & secret_keys  # no secret in the ConfigMap
+    for name in ("imagerec-web", "imagerec-worker", "imagerec-maintenance"):
+        for container in _containers("Deployment", name):
+            sources = {ref.get("secretRef", ref.get("configMapRef", {})).get("name") for ref in container["envFrom"]}
+            assert sources == {"imagerec"}, name
+
+
+@pytest.mark.django_db
+def test_the_worker_autoscalers_read_the_queue_the_app_reports() -> None:
+    """KEDA reads the broker's list for the inference queue; the HPA reads the app's own
+    queue-depth gauge from /metrics: both name what the app really exports."""
+    from predictions.operations import health, metrics
+
+    documents = {doc["kind"]: doc for _, doc in _manifests()}
+    (trigger,) = documents["ScaledObject"]["spec"]["triggers"]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == health.INFERENCE_QUEUE
+    assert documents["ScaledObject"]["spec"]["scaleTargetRef"]["name"] == "imagerec-worker"
+    assert documents["ScaledObject"]["spec"]["minReplicaCount"] >= 1  # the web's readiness needs a worker
+    hpa = documents["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "imagerec-worker"
+    (metric,) = hpa["metrics"]
+    exported = metrics.metrics_text().decode()
+    selector = metric["external"]["metric"]["selector"]["matchLabels"]
+    assert f'{metric["external"]["metric"]["name"]}{{queue="{selector["queue"]}"}}' in exported

@@ -128,7 +128,12 @@ def check_workers() -> CheckResult:
     reasons = {worker.hostname: _not_serving_reason(worker) for worker in workers}
     serving = [hostname for hostname, reason in reasons.items() if not reason]
     not_serving = {hostname: reason for hostname, reason in reasons.items() if reason}
-    detail: dict[str, Any] = {"count": len(serving), "max_age_seconds": max_age, "workers": serving}
+    detail: dict[str, Any] = {
+        "count": len(serving),
+        "max_age_seconds": max_age,
+        "workers": serving,
+        "hosts": worker_hosts(workers),
+    }
     if not_serving:
         detail["not_serving"] = not_serving
     if not serving:
@@ -137,6 +142,18 @@ def check_workers() -> CheckResult:
             f"in the last {max_age} s" + "".join(f"; {hostname} {reason}" for hostname, reason in not_serving.items())
         )
     return CheckResult("workers", bool(serving), detail)
+
+
+def worker_hosts(workers: list[WorkerHeartbeat]) -> dict[str, dict[str, Any]]:
+    """The answering workers grouped by host: each host's workers (node names), how many
+    of them serve the inference queue, and the model versions it holds in memory."""
+    hosts: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        host = hosts.setdefault(worker.host, {"workers": [], "serving": 0, "models": []})
+        host["workers"].append(worker.hostname)
+        host["serving"] += not _not_serving_reason(worker)
+        host["models"] += [name for name in worker.models if name not in host["models"]]
+    return hosts
 
 
 def _not_serving_reason(worker: WorkerHeartbeat) -> str:

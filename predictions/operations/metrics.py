@@ -130,7 +130,19 @@ class PredictionCollector(Collector):
         worker_count = GaugeMetricFamily("imagerec_workers", "Celery workers with a fresh heartbeat (answering).")
         worker_count.add_metric([], len(workers))
         yield worker_count
+        yield self._worker_info(workers)
         yield self._load_times(workers)
+
+    def _worker_info(self, workers: list[WorkerHeartbeat]) -> Metric:
+        info = GaugeMetricFamily(
+            "imagerec_worker_model_loaded",
+            "1 per answering worker and model version it holds in memory (0 with no model), by host.",
+            labels=["worker", "host", "model_version"],
+        )
+        for worker in workers:
+            for model_version in worker.models or [""]:
+                info.add_metric([worker.hostname, worker.host, model_version], 1 if model_version else 0)
+        return info
 
     def _load_times(self, workers: list[WorkerHeartbeat]) -> Metric:
         load = GaugeMetricFamily(

@@ -28,3 +28,15 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} (seen {self.last_seen_at:%Y-%m-%d %H:%M:%S})"
+
+    @property
+    def host(self) -> str:
+        """The machine the worker runs on: the part of its node name (``name@host:pid``,
+        ``predictions.worker.worker_node_name``) after the ``@``, without the pid."""
+        node = self.hostname.rpartition(":")[0] if ":" in self.hostname else self.hostname
+        return node.partition("@")[2] or node
+
+    @property
+    def models(self) -> list[str]:
+        """The model versions this worker holds in memory (``name:version``), active first."""
+        return [name for name in (part.strip() for part in self.model_version.split(",")) if name]

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from accounts.http import AuthenticatedHttpRequest
 from predictions.operations import health, metrics, stats
+from predictions.operations import selectors as operations_selectors
 from predictions.operations.stats import charts
 
 
@@ -25,9 +26,16 @@ def stats_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     reviewed = sum(row.reviewed for row in report.per_model_version)
     confirmed = sum(row.confirmed for row in report.per_model_version)
     corrections = sum(row.corrections for row in report.per_model_version)
+    may_read_all = stats.stats_all_users(request.user)
     context = {
         "report": report,
-        "may_read_all": stats.stats_all_users(request.user),
+        "may_read_all": may_read_all,
+        # Operators see the worker hosts answering now and what each holds in memory.
+        "worker_hosts": health.worker_hosts(
+            operations_selectors.worker_heartbeat_list_fresh(max_age_seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS)
+        )
+        if may_read_all
+        else {},
         "scope_query": "&scope=mine" if own else "",
         "window_choices": stats.WINDOW_DAYS,
         "volume": charts.volume_chart(report),

@@ -210,6 +210,9 @@ def prediction_batch_claim(*, prediction_id: PredictionId) -> ClaimedBatch | Non
         return None
     batch = ClaimedBatch(lead_id=prediction_id, token=token, predictions=claimed, active=active, classifier=classifier)
     batch.report.claim_ms = (time.perf_counter() - began) * 1000
+    # Which worker holds which rows (their ``claim``): after a crash, the last such line of a
+    # dead host names what the reconciler hands to another.
+    batch_logger.info("claimed %d under claim=%s", len(claimed), token)
     return batch
 
 

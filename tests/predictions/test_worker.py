@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 from django.test import Client
+from django.utils import timezone
 from pytest_django import Settings
 
 from predictions import worker
@@ -222,3 +223,36 @@ def test_workers_started_before_migrate_become_ready_after_it(tmp_path: Path, mo
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def test_each_worker_is_named_after_its_celery_node_and_readiness_and_stats_group_them_by_host(
+    client: Client, active_model: ModelVersion, pool_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started with `-n inference@%h` on host gpu-2 beats as inference@gpu-2:<pid>;
+    readiness and the operators' stats page list it under its host with its model."""
+    from predictions.operations import services as operations_services
+    from tests.factories import OperatorFactory
+
+    monkeypatch.setitem(worker._node, "name", "inference@gpu-2")  # what install() got from Celery
+    monkeypatch.setattr(worker, "consumed_queues", lambda: ["inference"])
+    worker.worker_process_start()
+    now = timezone.now()
+    operations_services.worker_heartbeat_record(hostname="maintenance@web-1:12", started_at=now, queues=["maintenance"])
+
+    row = WorkerHeartbeat.objects.get(hostname__startswith="inference@")
+    assert row.hostname == f"inference@gpu-2:{os.getppid()}"
+    assert row.host == "gpu-2"
+    model = f"{active_model.name}:{active_model.version}"
+    hosts = client.get(READY_URL).json()["checks"]["workers"]["hosts"]
+    assert hosts == {
+        "gpu-2": {"workers": [row.hostname], "serving": 1, "models": [model]},
+        "web-1": {"workers": ["maintenance@web-1:12"], "serving": 0, "models": []},
+    }
+    scrape = client.get("/metrics").content.decode()
+    assert f'imagerec_worker_model_loaded{{host="gpu-2",model_version="{model}",worker="{row.hostname}"}} 1.0' in scrape
+
+    client.force_login(OperatorFactory.create())
+    page = client.get("/stats/").content.decode()
+    assert "Worker hosts" in page
+    for shown in ("gpu-2", model, "web-1"):
+        assert shown in page
