@@ -44,4 +44,5 @@ class ReprocessJob(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Reprocess job {self.pk or '(new)'}: {self.get_scope_display().lower()} ({self.status})"
+        # The status is a column of its own, read live; a name that kept it would go stale.
+        return f"Reprocess job {self.pk or '(new)'}: {self.get_scope_display().lower()}"
