@@ -181,6 +181,7 @@ LOGIN_REDIRECT_URL = "predictions:upload"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["imagerec.formats"]  # ISO dates everywhere, the admin included
 TIME_ZONE = env.time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from predictions.models import ModelActivation, ModelVersion, Prediction
 from predictions.registry import selectors as registry_selectors
@@ -170,3 +171,13 @@ def test_a_new_ab_share_is_confirmed_before_it_applies(
     assert client.post(url, confirm).status_code == 302
     candidate.refresh_from_db()
     assert candidate.traffic_percent == 30
+
+
+def test_admin_writes_dates_as_the_site_does(client: Client, switcher: User, active_model: ModelVersion) -> None:
+    """The admin's lists use the site's ISO dates and 24-hour clock, not "Dec. 4, 2026, 8:16 p.m."."""
+    client.force_login(switcher)
+    page = _text(client.get(reverse(CHANGELIST)).content)
+    registered = timezone.localtime(active_model.created_at).strftime("%Y-%m-%d %H:%M")
+    assert registered in page
+    assert "p.m." not in page
+    assert "a.m." not in page
