@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from predictions.operations import services as operations_services
 from predictions.registry import distribution
 from predictions.registry import services as registry_services
 from predictions.tasks import prediction_run
-from tests.conftest import CAT_CLASSES, api_as, photo_bytes
+from tests.conftest import BASE_DIR, CAT_CLASSES, _database_url, api_as, photo_bytes
 from tests.seaweedfs import S3Server
 
 pytestmark = pytest.mark.storage
@@ -172,3 +174,39 @@ def test_a_web_host_without_model_files_is_ready_once_the_active_version_is_publ
     assert response.status_code == 200, response.json()
     assert response.json()["checks"]["model"]["model"] == published.key
     assert not Path(published.path).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_another_process_with_no_model_files_and_an_empty_cache_classifies_from_the_bucket(
+    published: ModelVersion, s3_media: S3Server, user: User, tmp_path: Path, sent: list[PredictionId]
+) -> None:
+    """A second "host": its own process, an empty MODEL_DIR and model cache, only the
+    database and the bucket in common; it runs the worker's service for the upload."""
+    response = api_as(user).post(
+        LIST_URL, {"image": SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))}, format="multipart"
+    )
+    prediction_id = response.json()["id"]
+    host = tmp_path / "host2"
+    (host / "models").mkdir(parents=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **s3_media.env(),
+        "DATABASE_URL": _database_url(),
+        "VAR_DIR": str(host / "var"),
+        "MODEL_DIR": str(host / "models"),
+        "MODEL_DISTRIBUTION": "true",
+    }
+    code = f"from predictions import services; services.prediction_process(prediction_id={prediction_id!r})"
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    prediction = Prediction.objects.get(id=prediction_id)
+    assert prediction.status == PredictionStatus.SUCCEEDED
+    assert prediction.class_id in CAT_CLASSES
+    assert list((host / "var" / "model-cache").rglob("saved_model.pb"))  # fetched there, nowhere else
+    assert not list((host / "models").iterdir())
