@@ -288,6 +288,7 @@ def test_the_upload_box_has_one_file_control_and_no_drop_hint_on_a_phone(
         context = chromium_browser.new_context(viewport={"width": width, "height": 900})
         page = context.new_page()
         _log_in(page, live_server.url, user.username)
+        page.wait_for_selector(".dropzone.enhanced")  # the page's script has run
         # The browser's own "Choose Files / No file chosen" is out of sight; the button is the label.
         assert page.locator("input[type=file]").evaluate("i => i.getBoundingClientRect().width") <= 1
         assert page.locator(".dropzone-label .choose").is_visible()
