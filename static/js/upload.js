@@ -47,7 +47,7 @@
 
   function showErrors() {
     const messages = items.filter((item) => item.error).map((item) => item.file.name + ": " + sentence(item.error));
-    errors.replaceChildren(...messages.map((text) => {
+    errors.querySelector("ul").replaceChildren(...messages.map((text) => {
       const li = document.createElement("li");
       li.textContent = text;
       return li;

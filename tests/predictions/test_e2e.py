@@ -49,7 +49,8 @@ def test_upload_in_the_browser_flow_is_classified_by_the_worker(
 
     card = client.get(reverse("predictions:card", args=[prediction.id])).content.decode()
     assert prediction.label in card
-    assert card.count('class="bar-row"') == 5
+    page = client.get(reverse("predictions:detail", args=[prediction.id])).content.decode()
+    assert page.count('class="bar-row"') == 5  # the top-5 chart, on the photo's page
     history = client.get(reverse("predictions:history")).content.decode()
     assert "chelsea.jpg" in history
     assert prediction.label in history

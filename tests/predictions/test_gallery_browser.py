@@ -127,7 +127,8 @@ def test_the_gallery_shows_tiles_keeps_filters_in_the_url_toggles_views_and_dele
     page.once("dialog", accept)
     delete.click()
     page.wait_for_selector(".messages li:has-text('Deleted 2 predictions.')")
-    assert page.evaluate("document.activeElement.id") == "selection"  # focus back on the bar
+    # Focus back on the bar (its attribute: the form's .id is its "id" tick boxes).
+    assert page.evaluate("document.activeElement.getAttribute('id')") == "selection"
     assert dialogs
     assert "these 2 predictions" in dialogs[0]
     assert page.locator("#gallery .card").count() == 3
@@ -287,6 +288,7 @@ def test_the_upload_box_has_one_file_control_and_no_drop_hint_on_a_phone(
         context = chromium_browser.new_context(viewport={"width": width, "height": 900})
         page = context.new_page()
         _log_in(page, live_server.url, user.username)
+        page.wait_for_selector(".dropzone.enhanced")  # the page's script has run
         # The browser's own "Choose Files / No file chosen" is out of sight; the button is the label.
         assert page.locator("input[type=file]").evaluate("i => i.getBoundingClientRect().width") <= 1
         assert page.locator(".dropzone-label .choose").is_visible()
@@ -298,3 +300,26 @@ def test_the_upload_box_has_one_file_control_and_no_drop_hint_on_a_phone(
         page.set_input_files("input[type=file]", str(PHOTOS["coffee"].path))
         assert page.locator("#previews img").count() == 1
         context.close()
+
+
+def test_scrolling_down_the_gallery_adds_the_next_pages_tiles_and_the_link_stays_for_keyboards(
+    chromium_browser: Browser, live_server: LiveServer, user: User
+) -> None:
+    from tests.factories import SucceededPredictionFactory
+
+    for n in range(30):
+        SucceededPredictionFactory.create(user=user, original_filename=f"holiday-{n:02d}.jpg")
+    page = chromium_browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    _log_in(page, live_server.url, user.username)
+    page.goto(f"{live_server.url}/history/")
+    assert page.locator("#gallery .card").count() == 24
+    assert page.locator(".pager a.older").get_attribute("href") == "?page=2"  # the link without JavaScript
+
+    page.mouse.wheel(0, 20_000)
+    _wait_until(page, "document.querySelectorAll('#gallery .card').length === 30")
+    names = page.locator("#gallery .card .card-title a").all_inner_texts()
+    assert len(set(names)) == 30  # each once, in order, newest first
+    assert names[0].endswith("holiday-29.jpg")
+    assert names[-1].endswith("holiday-00.jpg")
+    assert page.locator(".pager a.older").count() == 0  # the last page: no "Older"
+    assert "/history/" in page.url  # appended in place, no navigation

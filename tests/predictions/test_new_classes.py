@@ -78,11 +78,17 @@ def test_the_prediction_page_offers_every_class_of_the_model(user_client: Client
     assert 'name="new_class"' in page
 
 
-def test_the_card_links_to_every_class_and_offers_the_new_class_box(user_client: Client, mau: Prediction) -> None:
+def test_the_tile_leads_to_the_page_with_every_class_and_the_new_class_box(
+    user_client: Client, mau: Prediction
+) -> None:
     card = user_client.get(reverse("predictions:card", args=[mau.id])).content.decode()
+    page = user_client.get(reverse("predictions:detail", args=[mau.id])).content.decode()
 
-    assert f'{reverse("predictions:detail", args=[mau.id])}#correction-{mau.id}">search all of its classes' in card
-    assert 'name="new_class"' in card
+    # The tile is compact (no form): its one link opens the page where the review is.
+    assert 'name="new_class"' not in card
+    assert f'<a href="{reverse("predictions:detail", args=[mau.id])}" title="' in card
+    assert "Type to search all 1000 of the model's classes." in page
+    assert 'name="new_class"' in page
 
 
 def test_the_page_form_needs_the_new_class_box_for_a_label_the_model_does_not_have(
