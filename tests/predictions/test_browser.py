@@ -451,8 +451,9 @@ def test_a_new_person_signs_up_classifies_explains_reviews_history_and_stats_the
     page.click("nav a:has-text('Stats')")
     page.wait_for_selector(".stat-tiles")
     assert "Your predictions" in page.locator(".window-choice").inner_text()
-    assert page.locator(".stat-tiles .tile").first.inner_text().split() == [str(len(JOURNEY_PHOTOS) - 1), "predictions"]
-    assert "Espresso" in page.locator("[aria-labelledby=labels-heading] .chart").inner_text()
+    assert page.locator(".stat-tiles .tile").first.inner_text().split() == [
+        str(len(JOURNEY_PHOTOS) - 1), "images", "classified"]  # fmt: skip
+    assert "Espresso" in page.locator("[aria-labelledby=what-heading]").inner_text()
     journey.saw("stats")
 
     # Log out; a staff account with predictions.view_prediction logs in with the real form.
