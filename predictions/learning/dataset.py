@@ -30,22 +30,26 @@ class ReviewSplit:
     classes: list[str] = field(default_factory=list)
 
 
+def _hash_percent(review: Correction) -> int:
+    return int(hashlib.sha256(str(review.prediction_id).encode()).hexdigest()[:8], 16) % 100
+
+
 def review_split(*, reviews: Iterable[Correction], min_per_class: int, holdout_percent: int) -> ReviewSplit:
-    """Keep the classes with at least ``min_per_class`` reviews (and a folder-safe id); in
-    each, hold back ``holdout_percent`` % (at least one), chosen by a hash of the
-    prediction's id: the same review lands on the same side in every cycle, so a
-    held-back image is never trained on later by accident of order."""
+    """Keep the classes with at least ``min_per_class`` reviews (and a folder-safe id); hold
+    back each review whose prediction id hashes below ``holdout_percent`` (of 100), and in a
+    class where none does, the one that hashes lowest. The hash, not the order, decides: a
+    review held back in one cycle is held back in the next (unless its class gained a
+    lower-hashing one), so the slice both versions are measured on stays unseen."""
     by_class: dict[str, list[Correction]] = defaultdict(list)
     for review in reviews:
         if _SAFE_FOLDER.match(review.class_id):
             by_class[review.class_id].append(review)
     split = ReviewSplit()
     for class_id in sorted(by_class):
-        members = by_class[class_id]
+        members = sorted(by_class[class_id], key=_hash_percent)
         if len(members) < min_per_class:
             continue
-        members.sort(key=lambda review: hashlib.sha256(str(review.prediction_id).encode()).hexdigest())
-        held = max(1, round(len(members) * holdout_percent / 100))
+        held = max(1, sum(_hash_percent(review) < holdout_percent for review in members))
         split.holdout.extend(review.pk for review in members[:held])
         split.training.extend(review.pk for review in members[held:])
         split.classes.append(class_id)
