@@ -40,6 +40,14 @@ LEARNING_MODEL_DIR = env.str("LEARNING_MODEL_DIR", default="")
 LEARNING_NOTIFY_EMAILS = [
     item.strip() for item in env.str("LEARNING_NOTIFY_EMAILS", default="").split(",") if item.strip()
 ]
+# Django's mail settings, for those notices (nothing else sends email); unset host: localhost:25.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # a mail server that does not answer never holds a cycle up
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="imagerec@localhost")
 
 if not 1 <= LEARNING_AB_SHARE <= 100 or not 0 < LEARNING_HOLDOUT_PERCENT < 100:
     raise ImproperlyConfigured("LEARNING_AB_SHARE must be 1-100 and LEARNING_HOLDOUT_PERCENT 1-99")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.mail import EmailMessage
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -195,7 +196,8 @@ def test_a_losing_candidate_is_retired(testing_cycle: LearningCycle) -> None:
 
 
 def test_an_operator_ending_the_test_ends_the_cycle(testing_cycle: LearningCycle) -> None:
-    ModelVersion.objects.filter(pk=testing_cycle.candidate_id).update(traffic_percent=0)
+    assert testing_cycle.candidate is not None
+    ModelVersion.objects.filter(pk=testing_cycle.candidate.pk).update(traffic_percent=0)
     learning_services.learning_tick()
     testing_cycle.refresh_from_db()
     assert testing_cycle.state == LearningCycleState.ENDED
@@ -222,3 +224,18 @@ def test_the_command_says_why_it_did_nothing(learning: Settings, capsys: pytest.
     ModelVersionFactory.create()
     call_command("learning_cycle", "--now")
     assert "0 new review(s) of 8 needed" in capsys.readouterr().out
+
+
+def test_operators_are_emailed_each_step_when_asked(
+    testing_cycle: LearningCycle, learning: Settings, mailoutbox: list[EmailMessage]
+) -> None:
+    learning.LEARNING_NOTIFY_EMAILS = ["ops@example.com"]
+    candidate = testing_cycle.candidate
+    assert candidate is not None
+    _arm(candidate, right=2, wrong=8)
+    _arm(testing_cycle.base, right=9, wrong=1)
+    learning_services.learning_tick()
+
+    assert [message.to for message in mailoutbox] == [["ops@example.com"]]
+    assert "Retired" in mailoutbox[0].subject
+    assert "worse" in mailoutbox[0].body
