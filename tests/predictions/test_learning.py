@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -239,3 +240,24 @@ def test_operators_are_emailed_each_step_when_asked(
     assert [message.to for message in mailoutbox] == [["ops@example.com"]]
     assert "Retired" in mailoutbox[0].subject
     assert "worse" in mailoutbox[0].body
+
+
+def test_the_scheduled_tick_sends_a_due_cycle_to_the_training_workers_queue(
+    learning: Settings, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from imagerec.celery import app
+    from predictions.learning import tasks
+
+    active = ModelVersionFactory.create()
+    for _ in range(4):
+        _review(active, TABBY)
+        _review(active, TIGER)
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.learning_cycle_train, "delay", sent.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.learning_tick()
+
+    assert sent == [LearningCycle.objects.get().pk]  # queued, not trained in the beat's worker
+    route = app.amqp.router.route({}, tasks.learning_cycle_train.name)
+    assert route["queue"].name == "training"  # never the inference workers' queue
