@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from predictions.learning.models import LearningControl, LearningCycle
+from predictions.learning.models import LearningControl, LearningCycle, LearningCycleState
 from predictions.learning.statistics import Arm
 from predictions.models import Correction, ModelVersion, PredictionStatus
 
@@ -33,8 +33,13 @@ def learning_cycle_list(*, limit: int = 10) -> list[LearningCycle]:
     return list(LearningCycle.objects.select_related("base", "candidate")[:limit])
 
 
-def learning_cycle_last() -> LearningCycle | None:
-    return LearningCycle.objects.order_by("-created_at", "-id").first()
+def learning_cycle_last(*, counted: bool = False) -> LearningCycle | None:
+    """The latest cycle; with ``counted``, the latest one new reviews are counted from (a
+    failed cycle used none of them up, so it is skipped)."""
+    cycles = LearningCycle.objects.order_by("-created_at", "-id")
+    if counted:
+        cycles = cycles.exclude(state=LearningCycleState.FAILED)
+    return cycles.first()
 
 
 def usable_review_list(*, base: ModelVersion) -> QuerySet[Correction]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -143,7 +144,7 @@ def learning_cycle_start() -> TickOutcome:
         return TickOutcome("No model version is active.")
     if ModelVersion.objects.filter(traffic_percent__gt=0).exists():
         return TickOutcome("Another A/B test is running; a cycle starts once it ends.")
-    last = learning_selectors.learning_cycle_last()
+    last = learning_selectors.learning_cycle_last(counted=True)
     new = learning_selectors.new_review_count(base=base, since=last.created_at if last else None)
     if new < settings.LEARNING_MIN_REVIEWS:
         return TickOutcome(f"{new} new review(s) of {settings.LEARNING_MIN_REVIEWS} needed for a cycle.")
@@ -207,6 +208,8 @@ def learning_cycle_train(*, cycle_id: int) -> LearningCycle | None:
     cycle.trained_at = timezone.now()
     figures = f"{candidate.right} of {candidate.count} held-back reviews right, the active {active.right}"
     if candidate.right < active.right:
+        # Its folder goes too: under MODEL_DIR, sync_models would otherwise register it.
+        shutil.rmtree(result.target, ignore_errors=True)
         learning_cycle_event(cycle=cycle, message=f"Not registered, worse: {figures}.", state="rejected")
         return cycle
     try:
@@ -223,7 +226,8 @@ def learning_cycle_train(*, cycle_id: int) -> LearningCycle | None:
     cycle.testing_since = timezone.now()
     learning_cycle_event(
         cycle=cycle,
-        message=f"Registered {model_version} as a candidate ({figures}); A/B test started with "
+        message=f"Registered {model_version} as a candidate ({figures}; trained and measured in "
+        f"{result.seconds:.0f} s); A/B test started with "
         f"{settings.LEARNING_AB_SHARE} % of users.",
         state="testing",
     )

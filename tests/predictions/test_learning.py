@@ -261,3 +261,19 @@ def test_the_scheduled_tick_sends_a_due_cycle_to_the_training_workers_queue(
     assert sent == [LearningCycle.objects.get().pk]  # queued, not trained in the beat's worker
     route = app.amqp.router.route({}, tasks.learning_cycle_train.name)
     assert route["queue"].name == "training"  # never the inference workers' queue
+
+
+def test_a_failed_cycle_is_tried_again_and_a_rejected_one_waits_for_new_reviews(learning: Settings) -> None:
+    active = ModelVersionFactory.create()
+    for _ in range(4):
+        _review(active, TABBY)
+        _review(active, TIGER)
+    first = learning_services.learning_tick().cycle
+    assert first is not None
+    learning_services.learning_cycle_event(cycle=first, message="Training failed: disk full", state="failed")
+    second = learning_services.learning_tick().cycle
+    assert second is not None
+    assert second.pk != first.pk  # the reviews were not used up
+
+    learning_services.learning_cycle_event(cycle=second, message="Not registered, worse", state="rejected")
+    assert "0 new review(s) of 8 needed" in learning_services.learning_tick().message
