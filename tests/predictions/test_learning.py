@@ -277,3 +277,16 @@ def test_a_failed_cycle_is_tried_again_and_a_rejected_one_waits_for_new_reviews(
 
     learning_services.learning_cycle_event(cycle=second, message="Not registered, worse", state="rejected")
     assert "0 new review(s) of 8 needed" in learning_services.learning_tick().message
+
+
+def test_the_admin_shows_every_step_of_a_cycle(testing_cycle: LearningCycle, admin_client: Client) -> None:
+    learning_services.learning_cycle_event(cycle=testing_cycle, message="Registered v7 as a candidate.")
+    listing = admin_client.get("/admin/predictions/learningcycle/")
+    assert listing.status_code == 200
+    assert "Registered v7 as a candidate." in listing.content.decode()
+    detail = admin_client.get(f"/admin/predictions/learningcycle/{testing_cycle.pk}/change/")
+    assert detail.status_code == 200
+    assert "Registered v7 as a candidate." in detail.content.decode()
+
+    admin_client.post("/admin/predictions/learningcontrol/add/", {"paused": "on"})
+    assert "paused" in learning_services.learning_tick().message
