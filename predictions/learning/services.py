@@ -124,7 +124,13 @@ def learning_tick() -> TickOutcome:
     open_cycle = learning_selectors.learning_cycle_open()
     if open_cycle is not None:
         if open_cycle.state == LearningCycleState.TESTING:
-            return TickOutcome(learning_cycle_decide(cycle=open_cycle), cycle=open_cycle)
+            with transaction.atomic():
+                # Locked: a tick of beat and an operator's `learning_cycle --now` never both decide it.
+                locked = LearningCycle.objects.select_for_update(of=("self",)).select_related("base", "candidate")
+                cycle = locked.get(pk=open_cycle.pk)
+                if cycle.state != LearningCycleState.TESTING:
+                    return TickOutcome(f"Cycle {cycle.pk} was decided meanwhile: {cycle.reason}", cycle=cycle)
+                return TickOutcome(learning_cycle_decide(cycle=cycle), cycle=cycle)
         if open_cycle.created_at < timezone.now() - timedelta(seconds=2 * settings.LEARNING_TRAIN_TIMEOUT_SECONDS):
             learning_cycle_event(
                 cycle=open_cycle, message="Training never finished (no training worker?).", state="failed", warn=True
