@@ -23,7 +23,9 @@ def learning_tick() -> None:
 # timeout (LEARNING_TRAIN_TIMEOUT_SECONDS) well inside these.
 @shared_task(
     ignore_result=True,
-    acks_late=False,  # a worker lost mid-training does not retrain; the tick fails the cycle later
+    # Acknowledged at the start: a late ack would let Redis redeliver it mid-training (past
+    # CELERY_VISIBILITY_TIMEOUT). A worker lost mid-training does not retrain; the tick fails the cycle.
+    acks_late=False,
     soft_time_limit=settings.LEARNING_TRAIN_TIMEOUT_SECONDS + 300,
     time_limit=settings.LEARNING_TRAIN_TIMEOUT_SECONDS + 600,
 )
