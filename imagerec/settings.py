@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
+from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
 from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
 from .storage import media_storage_backend
@@ -280,6 +281,7 @@ CELERY_TASK_ROUTES = {
     "predictions.tasks.media_delete": {"queue": "maintenance"},
     "predictions.operations.tasks.stats_refresh": {"queue": "maintenance"},
     "predictions.reprocessing.tasks.reprocess_step": {"queue": "maintenance"},
+    **LEARNING_TASK_ROUTES,  # noqa: F405 - training on its own queue
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connections (and a connection pool) around
@@ -385,14 +387,12 @@ STATS_WORK_MEM = env.str("STATS_WORK_MEM", default="64MB")
 STATS_CACHE_SECONDS = env.int("STATS_CACHE_SECONDS", default=120)
 STATS_REFRESH_SECONDS = env.int("STATS_REFRESH_SECONDS", default=60)
 
-# Celery beat: the reconciler and the all-users stats refresh.
+# Celery beat: the reconciler, the all-users stats refresh and the learning tick.
 CELERY_BEAT_SCHEDULE = {
+    **LEARNING_BEAT_SCHEDULE,  # noqa: F405
     "reconcile-stuck-predictions": {
         "task": "predictions.tasks.prediction_reconcile",
         "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
     },
-    "refresh-stats": {
-        "task": "predictions.operations.tasks.stats_refresh",
-        "schedule": float(STATS_REFRESH_SECONDS),
-    },
+    "refresh-stats": {"task": "predictions.operations.tasks.stats_refresh", "schedule": float(STATS_REFRESH_SECONDS)},
 }

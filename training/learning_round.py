@@ -1,0 +1,78 @@
+"""One training round of the continuous learning loop, in a process of its own:
+
+    python -m training.learning_round SPEC.json RESULT.json
+
+``SPEC.json`` (written by ``predictions.learning``) names the active version's folder
+(``base``), the dataset of reviewed images (``data``: a folder per class id), where to
+export the candidate (``out``/``name``/``version``), the fine-tune's knobs (``config``:
+fields of :class:`training.finetune_config.FinetuneConfig`), each class id's label and the
+held-back reviewed images (``holdout``: ``{"file", "class_id"}``). The round fine-tunes
+(:func:`training.finetune.finetune`), gives the candidate the active version's labels,
+then classifies every held-back image with both versions and writes ``RESULT.json``:
+the candidate's folder and, per version, how many of the held-back images it got right.
+
+A process of its own so that the Celery worker that runs the cycle never imports
+TensorFlow (a prefork pool must never fork a process with it loaded), and so a crash or a
+time-out of training takes nothing else down. Django-free, like the rest of ``training/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.export import LABELS_FILE, metadata_set, write_json
+from training.finetune import FinetuneConfig, finetune
+
+
+def holdout_score(model: Path, holdout: list[dict[str, str]]) -> dict[str, Any]:
+    """How many of ``holdout``'s images ``model`` puts its reviewed class first, and per image what it said."""
+    from ml.cache import get_classifier
+
+    results = get_classifier(model).classify([Path(item["file"]) for item in holdout], top_k=1)
+    said = [result.top.class_id if result.predictions else "" for result in results]
+    right = sum(answer == item["class_id"] for answer, item in zip(said, holdout, strict=True))
+    return {"count": len(holdout), "right": right, "top1": right / len(holdout) if holdout else None, "said": said}
+
+
+def learning_round(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune, relabel and measure both versions on the held-back slice (see the module doc)."""
+    config = FinetuneConfig(**spec.get("config", {}))
+    result = finetune(
+        spec["base"], spec["data"], spec["out"], spec["name"], spec["version"],
+        config=config, workdir=spec.get("workdir"), force=bool(spec.get("force", False)),
+    )  # fmt: skip
+    labels_path = result.target / LABELS_FILE
+    names: dict[str, str] = spec.get("labels", {})
+    labels = json.loads(labels_path.read_text(encoding="utf-8"))
+    for entry in labels:  # the folders are class ids; users read the active version's labels
+        entry["label"] = names.get(entry["class_id"], entry["label"])
+    write_json(labels_path, labels)
+    holdout = list(spec["holdout"])
+    scores = {"active": holdout_score(Path(spec["base"]), holdout), "candidate": holdout_score(result.target, holdout)}
+    metadata_set(
+        result.target,
+        "learning",
+        {
+            "cycle": spec.get("cycle"),
+            "holdout": {arm: {k: v for k, v in s.items() if k != "said"} for arm, s in scores.items()},
+        },
+    )
+    return {"target": str(result.target), "seconds": round(result.seconds, 1), **scores}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print(__doc__.split("\n\n")[0], file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    write_json(Path(args[1]), learning_round(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
