@@ -134,10 +134,11 @@ def test_fp16_and_int8_of_a_fine_tune_are_measured_against_the_savedmodel(
     saved = rows["savedmodel"]
     assert isinstance(finetuned.test, ClassificationMetrics)
     assert saved["top1"] == evaluation["top1"] == pytest.approx(finetuned.test.top1, abs=1.5 / finetuned.test.count)
-    # fp16 measured identical (0.0 points, 100 % agreement). Within 1 point, or one image where
-    # one image is worth more (1.25 points of the 80 test scans).
+    # fp16 usually measures identical (0.0 points, 100 % agreement); the few-epoch fine-tune
+    # leaves some scans near a tie, and once (CI on a busy machine) rounding flipped two of
+    # the 80 (2.5 points). Within two images, as the agreement bound below.
     one_image_pp = 100 / evaluation["count"]
-    assert abs(rows["tflite-fp16"]["top1_change_pp"]) <= max(1.0, one_image_pp) + 1e-9
+    assert abs(rows["tflite-fp16"]["top1_change_pp"]) <= max(1.0, 2 * one_image_pp) + 1e-9
     assert rows["tflite-fp16"]["top1_agreement"] >= 1 - 2 / evaluation["count"]
     # int8 calibrated on the train split: measured -3.75 points here (3 of 80 scans; -0.74 on the
     # full set's 269, see README). Allow 10 points, and still far above the 10 % of guessing.
