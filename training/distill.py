@@ -69,7 +69,6 @@ def soften(probabilities: NDArray[np.float32], temperature: float) -> NDArray[np
 
 def distillation_loss(num_classes: int, temperature: float, alpha: float) -> Any:
     """Keras loss over targets ``[one-hot | teacher soft targets]`` and the student's probabilities."""
-    import keras
     from keras import ops
 
     def loss(targets: Any, probabilities: Any) -> Any:
@@ -80,7 +79,8 @@ def distillation_loss(num_classes: int, temperature: float, alpha: float) -> Any
         cross_entropy = -ops.sum(hard * logs, axis=-1)
         return alpha * temperature**2 * kl + (1 - alpha) * cross_entropy
 
-    return keras.losses.LossFunctionWrapper(loss, name="distillation")
+    loss.__name__ = "distillation"
+    return loss
 
 
 def hard_accuracy(num_classes: int) -> Any:

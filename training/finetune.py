@@ -309,6 +309,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--erasing", type=float, default=defaults.erasing, help="probability; 0 = off")
     parser.add_argument("--input-size", type=int, default=0, help="model input side in px (default: the parent's)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose)
+    parser.add_argument(
+        "--search",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first search hyperparameters with KerasTuner within SECONDS (training.search), on validation only",
+    )
+    parser.add_argument("--search-trials", type=int, default=0, help="at most this many trials (0: the budget decides)")
+    parser.add_argument(
+        "--search-sizes", type=int, nargs="+", help="input sizes the search tries (default: 1/2, 2/3, 1 x the parent's)"
+    )
     args = parser.parse_args(argv)
     config = FinetuneConfig(
         warmup_epochs=args.warmup_epochs,
@@ -331,6 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_size=args.input_size,
         verbose=args.verbose,
     )
+    extra_meta: dict[str, Any] | None = None
+    if args.search > 0:
+        if args.multi_label:
+            parser.error("--search is for single-label folders")
+        config, extra_meta = _searched(args, config)
     try:
         result = finetune(
             args.base,
@@ -342,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir=args.workdir,
             force=args.force,
             labels_csv=args.multi_label,
+            extra_meta=extra_meta,
         )
     except LabelsCsvError as error:
         parser.exit(2, f"error: {error}\n")
@@ -356,6 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["test_top1"] = result.test.top1
     print(json.dumps({**summary, "seconds": round(result.seconds, 1)}))
     return 0
+
+
+def _searched(args: argparse.Namespace, config: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Any]]:
+    """The configuration ``--search`` chose, and its record for the metadata (``training.search``)."""
+    from training.search import input_size_choices, search
+
+    base_meta = load_metadata(args.base)
+    workdir = Path(args.workdir) if args.workdir else Path("var/training") / f"{args.name}-{args.version}"
+    best, record = search(
+        base_variant=str(base_meta["variant"]),
+        data=args.data,
+        config=config,
+        budget_seconds=args.search,
+        input_sizes=args.search_sizes or input_size_choices(int(base_meta["input_size"])),
+        workdir=workdir / "search",
+        max_trials=args.search_trials,
+    )
+    print(f"search: {len(record['trials'])} trials in {record['seconds']} s; best {record['best_hyperparameters']}")
+    return best, {"search": record}
 
 
 if __name__ == "__main__":
