@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--flip", choices=("none", "horizontal", "vertical", "both"), default=defaults.flip)
+    parser.add_argument("--crop-min", type=float, default=defaults.crop_min, help="1 = no random crops")
+    parser.add_argument("--color-jitter", type=float, default=defaults.color_jitter, help="0 = off")
+    parser.add_argument("--erasing", type=float, default=defaults.erasing, help="probability; 0 = off")
     parser.add_argument("--input-size", type=int, default=0, help="default: the teacher's")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--force", action="store_true")
@@ -306,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         flip=args.flip,
+        crop_min=args.crop_min,
+        color_jitter=args.color_jitter,
+        erasing=args.erasing,
         input_size=args.input_size,
         label_smoothing=0.0,
         verbose=args.verbose,

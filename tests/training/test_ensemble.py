@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from ml.cache import get_explainer
 from ml.ensemble import resize_batch
+from ml.export import ModelLoadError
 from ml.preprocessing import open_rgb, to_model_input
 from ml.runner import Classifier
 from ml.tta import TTA, tta_views
@@ -50,6 +51,22 @@ def test_tta_flip_scores_the_mean_of_the_photo_and_its_mirror(model_dir: Path) -
     (result,) = flipped.classify([photo], top_k=3)
     assert result.top.class_id in CAT_CLASSES
     assert result.top.score == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_a_version_with_tta_in_its_metadata_is_served_with_it(model_dir: Path, tmp_path: Path) -> None:
+    version = tmp_path / "lite0-tta" / "1"
+    version.mkdir(parents=True)
+    for name in ("saved_model", "labels.json"):
+        (version / name).symlink_to(model_dir / name)
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    (version / "metadata.json").write_text(json.dumps({**meta, "tta": {"flip": True}}))
+    photo = PHOTOS["chelsea"].path
+    (own,) = Classifier(version).load().classify([photo])
+    (flipped,) = Classifier(model_dir, tta=TTA(flip=True)).load().classify([photo])
+    assert own.top == flipped.top
+    (version / "metadata.json").write_text(json.dumps({**meta, "tta": {"crops": 3}}))
+    with pytest.raises(ModelLoadError, match="crops"):
+        Classifier(version).load()
 
 
 def test_an_ensemble_needs_members_with_the_same_classes(
