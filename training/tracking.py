@@ -9,7 +9,8 @@ exported ``metadata.json`` (``"tracking"``) and the model card, so a registered 
 
 Where: ``MLFLOW_TRACKING_URI`` when set (a ``file:`` folder, ``sqlite:///...`` or an MLflow
 server), else a file store at ``$VAR_DIR/mlruns`` (``var/mlruns`` by default). Open it with
-``uv tool run --from mlflow==3.18.0 mlflow ui --backend-store-uri var/mlruns``
+``MLFLOW_ALLOW_FILE_STORE=true uv tool run --from mlflow==3.17.2 mlflow ui --backend-store-uri
+var/mlruns``
 (docs/model/tools.md). Only the MLflow client (``mlflow-skinny``) is a dependency.
 
 The client is used directly (``MlflowClient``), not MLflow's fluent API: no process-wide
@@ -148,7 +149,8 @@ def card_section(record: Mapping[str, Any] | None) -> str:
         "## Experiment tracking\n\n"
         f"MLflow run `{record['run_id']}` in experiment `{record['experiment']}` "
         f"(store `{record['tracking_uri']}`): parameters, metrics, dataset fingerprint and this card. "
-        f"Open it with `uv tool run --from mlflow==3.18.0 mlflow ui --backend-store-uri {record['tracking_uri']}`.\n"
+        f"Open it with `MLFLOW_ALLOW_FILE_STORE=true uv tool run --from mlflow==3.17.2 mlflow ui "
+        f"--backend-store-uri {record['tracking_uri']}`.\n"
     )
 
 
