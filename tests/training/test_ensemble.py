@@ -101,7 +101,11 @@ def test_register_classify_and_explain_accept_the_ensemble(
     db: None, lite_ensemble: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     call_command("register_model", str(lite_ensemble))
-    assert ModelVersion.objects.get(name="lite-ensemble", version="1").classes[0]["class_id"] == "n01440764"
+    registered = ModelVersion.objects.get(name="lite-ensemble", version="1")
+    assert registered.classes[0]["class_id"] == "n01440764"
+    # The registry links the MLflow run that built it.
+    built = json.loads((lite_ensemble / "metadata.json").read_text())
+    assert registered.metadata["tracking"]["run_id"] == built["tracking"]["run_id"]
     capsys.readouterr()
     call_command("classify", str(PHOTOS["chelsea"].path), "--model", str(lite_ensemble), "--json")
     plain = json.loads(capsys.readouterr().out)
