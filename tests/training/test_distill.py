@@ -24,6 +24,7 @@ def test_softening_keeps_the_ranking_and_flattens_the_distribution() -> None:
     np.testing.assert_allclose(soften(probabilities, 1.0), probabilities, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_student_learns_from_the_teacher_and_its_card_compares_them(
     finetuned: FinetuneResult, model_dir: Path, digits_subset: Path, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from ml.cache import get_classifier
 from training.finetune import FinetuneResult
@@ -19,6 +20,7 @@ def test_masks_zero_the_smallest_magnitudes_of_each_kernel() -> None:
     assert mask.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
+@pytest.mark.slow
 def test_the_pruned_model_keeps_its_zeros_and_its_card_measures_the_change(
     finetuned: FinetuneResult, digits_subset: Path, tmp_path: Path
 ) -> None:

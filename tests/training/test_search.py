@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from training import finetune
 
 
+@pytest.mark.slow
 def test_search_picks_the_best_validation_trial_and_the_card_records_it(
     model_dir: Path, digits_subset: Path, tmp_path: Path
 ) -> None:
