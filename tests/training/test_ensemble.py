@@ -19,7 +19,7 @@ from ml.runner import Classifier
 from ml.tta import TTA, tta_views
 from predictions.models import ModelVersion
 from tests.conftest import CAT_CLASSES, PHOTOS
-from training import ensemble
+from training import ensemble, tta
 from training.build_imagenet import DEFAULT_OUT, build
 from training.finetune import FinetuneResult
 
@@ -67,6 +67,18 @@ def test_a_version_with_tta_in_its_metadata_is_served_with_it(model_dir: Path, t
     (version / "metadata.json").write_text(json.dumps({**meta, "tta": {"crops": 3}}))
     with pytest.raises(ModelLoadError, match="crops"):
         Classifier(version).load()
+
+
+def test_training_tta_sets_the_version_option_the_runner_serves(model_dir: Path, tmp_path: Path) -> None:
+    version = tmp_path / "lite0" / "1"
+    version.mkdir(parents=True)
+    for name in ("saved_model", "labels.json"):
+        (version / name).symlink_to(model_dir / name)
+    (version / "metadata.json").write_bytes((model_dir / "metadata.json").read_bytes())
+    assert tta.main(["--model", str(version), "--flip", "--crops", "5"]) == 0
+    assert Classifier(version).load().tta == TTA(flip=True, crops=5)
+    assert tta.main(["--model", str(version), "--off"]) == 0
+    assert not Classifier(version).load().tta.active
 
 
 def test_an_ensemble_needs_members_with_the_same_classes(
