@@ -20,14 +20,16 @@ from ml.tta import TTA, tta_views
 from predictions.models import ModelVersion
 from tests.conftest import CAT_CLASSES, PHOTOS
 from training import ensemble, tta
-from training.build_imagenet import DEFAULT_OUT, build
+from training.build_imagenet import build
 from training.finetune import FinetuneResult
 
 
 @pytest.fixture(scope="module")
 def lite_ensemble(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Lite0 and Lite2 (built by the same code as `make model-lite2` if absent), weighted 1:3."""
-    lite2 = build("lite2", DEFAULT_OUT, "1", force=False)
+    """Lite0 and Lite2 (built by the same code as `make model-lite2`), weighted 1:3. Lite2 is
+    built into the test's own folder: one in the project's models/ would be synced and
+    registered by the tests that read that folder."""
+    lite2 = build("lite2", tmp_path_factory.mktemp("lite2-models"), "1", force=False)
     out = tmp_path_factory.mktemp("ensemble") / "lite-ensemble" / "1"
     assert ensemble.main(["--members", str(model_dir), str(lite2), "--out", str(out), "--weights", "1", "3"]) == 0
     return out
