@@ -49,20 +49,35 @@ sys.path.insert(0, str(ROOT))
 # Each stage: the functions (file suffix, function name) whose cumulative CPU is that stage.
 # Nested stages are listed inner first and subtracted from the outer (see ``budget``).
 STAGES: dict[str, list[tuple[str, str]]] = {
-    "authentication": [("adrf/views.py", "perform_authentication"), ("rest_framework/views.py", "perform_authentication")],
+    "authentication": [
+        ("adrf/views.py", "perform_authentication"),
+        ("rest_framework/views.py", "perform_authentication"),
+    ],
     "throttling": [("adrf/views.py", "check_throttles"), ("rest_framework/views.py", "check_throttles")],
     "multipart parsing": [("rest_framework/request.py", "_load_data_and_files")],
     "hashing": [("~", "<built-in method _hashlib.openssl_sha256>")],
     "validation (header, size)": [("predictions/images.py", "validate_image_bytes")],
     "model version choice": [("predictions/registry/selectors.py", "model_version_for_user")],
     "storage write": [("django/db/models/fields/files.py", "save")],
-    "insert + commit": [("django/db/models/base.py", "save"), ("django/db/backends/base/base.py", "commit")],
+    "insert + commit": [
+        ("django/db/models/base.py", "save"),
+        ("django/db/models/query.py", "bulk_create"),
+        ("django/db/backends/base/base.py", "commit"),
+    ],
     "enqueue": [("predictions/services/submissions.py", "prediction_enqueue")],
-    "wake-up (subscribe)": [("predictions/events.py", "__init__"), ("predictions/events.py", "_register"),
-                             ("predictions/events.py", "_unregister"), ("predictions/events.py", "wait")],
+    "wake-up (subscribe)": [
+        ("predictions/events.py", "__init__"),
+        ("predictions/events.py", "_register"),
+        ("predictions/events.py", "_unregister"),
+        ("predictions/events.py", "wait"),
+    ],
     "read rows": [("predictions/selectors.py", "_predictions_read_sync")],
-    "serialising": [("rest_framework/serializers.py", "data"), ("rest_framework/response.py", "rendered_content")],
-}  # fmt: skip
+    "serialising": [
+        ("rest_framework/serializers.py", "data"),
+        ("predictions/api/bodies.py", "prediction_body"),
+        ("rest_framework/response.py", "rendered_content"),
+    ],
+}
 # Stages inside another one: their CPU is taken out of the outer stage.
 NESTED = {"hashing": "validation (header, size)"}
 
@@ -154,24 +169,44 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str]) -> tuple[b
     for filename, content in files:
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n".encode() + content + b"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + content
+            + b"\r\n"
         )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-async def call(app: Any, method: str, path: str, *, token: str, body: bytes = b"", content_type: str = "",
-               query: str = "", headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:  # fmt: skip
+async def call(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    token: str,
+    body: bytes = b"",
+    content_type: str = "",
+    query: str = "",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[int, bytes]:
     """One request as uvicorn hands it to the application: scope, body chunks, response."""
     raw_headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token}".encode())]
     if body:
         raw_headers += [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     raw_headers += headers or []
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "root_path": "", "headers": raw_headers, "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
     sent: list[dict[str, Any]] = []
 
@@ -224,9 +259,10 @@ def setup_django(args: argparse.Namespace) -> None:
 
 def complete_on_enqueue() -> None:
     """No worker runs here: the enqueue still sends its real message to Redis, then the
-    row is completed (as the worker would) so that a wait finds it final."""
+    row is completed and announced on Redis (as the worker does) so that a wait ends."""
     from django.utils import timezone
 
+    from predictions import events
     from predictions.models import Prediction, PredictionStatus
     from predictions.services import submissions
 
@@ -235,10 +271,16 @@ def complete_on_enqueue() -> None:
     def enqueue_and_complete(**kwargs: Any) -> bool:
         sent = original(**kwargs)
         Prediction.objects.filter(id=kwargs["prediction_id"]).update(
-            status=PredictionStatus.SUCCEEDED, label="tabby", class_id="n02123045", confidence=0.9,
-            top_predictions=[{"label": "tabby", "class_id": "n02123045", "score": 0.9}], total_ms=20.0,
-            completed_at=timezone.now(), started_at=timezone.now(),
-        )  # fmt: skip
+            status=PredictionStatus.SUCCEEDED,
+            label="tabby",
+            class_id="n02123045",
+            confidence=0.9,
+            top_predictions=[{"label": "tabby", "class_id": "n02123045", "score": 0.9}],
+            total_ms=20.0,
+            completed_at=timezone.now(),
+            started_at=timezone.now(),
+        )
+        events.prediction_final_publish([kwargs["prediction_id"]])
         return sent
 
     submissions.prediction_enqueue = enqueue_and_complete  # type: ignore[assignment]
@@ -262,8 +304,12 @@ async def run_path(app: Any, name: str, request: Any, n: int) -> dict[str, Any]:
         stats.stream = sys.stdout  # type: ignore[attr-defined]
         print(f"--- {name}")
         stats.sort_stats(os.environ["BENCH_FRONTDOOR_DUMP"]).print_stats(45)
-    return {"requests": n, "cpu_ms_per_request": round(cpu_ms / n, 3), "wall_ms_per_request": round(wall_ms / n, 3),
-            "stages_ms": stages}  # fmt: skip
+    return {
+        "requests": n,
+        "cpu_ms_per_request": round(cpu_ms / n, 3),
+        "wall_ms_per_request": round(wall_ms / n, 3),
+        "stages_ms": stages,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "frontdoor.json")
     args = parser.parse_args(argv)
     if args.database_url.startswith("postgres"):
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "root", args.database_url.rsplit("/", 1)[1]],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-U", "root", args.database_url.rsplit("/", 1)[1]], capture_output=True
+        )
     setup_django(args)
 
     from django.core.asgi import get_asgi_application
@@ -302,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
 
     async def submit(query: str = "") -> None:
         body, ctype = multipart(next_photos(1), {"top_k": "5"})
-        status, answer = await call(app, "POST", "/api/v1/predictions/", token=token, body=body,
-                                    content_type=ctype, query=query)  # fmt: skip
+        status, answer = await call(
+            app, "POST", "/api/v1/predictions/", token=token, body=body, content_type=ctype, query=query
+        )
         assert status in (201, 202), (status, answer[:300])
 
     async def submit_wait() -> None:
@@ -318,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     def batch(k: int) -> Any:
         async def request() -> None:
             body, ctype = multipart(next_photos(k), {"top_k": "5"})
-            status, answer = await call(app, "POST", "/api/v1/predictions/batch/", token=token, body=body,
-                                        content_type=ctype, query="wait=30")  # fmt: skip
+            status, answer = await call(
+                app, "POST", "/api/v1/predictions/batch/", token=token, body=body, content_type=ctype, query="wait=30"
+            )
             assert status == 201, (status, answer[:300])
 
         return request
@@ -343,8 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "revision": git_revision(),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "note": "shared machine (other helpers' test suites ran meanwhile)"},  # fmt: skip
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared machine (other helpers' test suites ran meanwhile)",
+        },
         "seconds": round(time.time() - started, 1),
         "paths": paths,
     }
@@ -364,7 +417,7 @@ poll_id: Any = None
 
 def report(record: dict[str, Any]) -> str:
     paths = record["paths"]
-    stages = list(STAGES) + ["routing, middleware and the rest", "total"]
+    stages = [*STAGES, "routing, middleware and the rest", "total"]
     names = list(paths)
     lines = [
         f"CPU: {record['machine']['cpu']} ({record['machine']['cores']} cores), revision {record['revision']}",
@@ -373,9 +426,13 @@ def report(record: dict[str, Any]) -> str:
         "|---|" + "---|" * len(names),
     ]
     for stage in stages:
-        cells = [f"{paths[n]['stages_ms'].get(stage, 0):.2f}" if paths[n]["stages_ms"].get(stage) else "–" for n in names]
+        cells = [
+            f"{paths[n]['stages_ms'].get(stage, 0):.2f}" if paths[n]["stages_ms"].get(stage) else "-" for n in names
+        ]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| wall ms per request | " + " | ".join(f"{paths[n]['wall_ms_per_request']:.2f}" for n in names) + " |")
+    lines.append(
+        "| wall ms per request | " + " | ".join(f"{paths[n]['wall_ms_per_request']:.2f}" for n in names) + " |"
+    )
     per_image = [f"{paths[n].get('cpu_ms_per_image', paths[n]['cpu_ms_per_request']):.2f}" for n in names]
     lines.append("| CPU ms per image | " + " | ".join(per_image) + " |")
     return "\n".join(lines)

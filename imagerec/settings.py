@@ -142,7 +142,8 @@ CACHE_URL = env.str("CACHE_URL", default="")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL (or empty for files), not {CACHE_URL!r}")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    # One Redis connection pool per process, not per request (imagerec/cache.py).
+    "default": {"BACKEND": "imagerec.cache.SharedPoolRedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL.startswith(("redis://", "rediss://"))
     # Files are shared by the web server and the worker on one machine (make run).
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
