@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://root@127.0.0.1:5432/imagerec_frontdoor"),
     )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
     parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "frontdoor.json")
     args = parser.parse_args(argv)
@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             ["createdb", "-h", "127.0.0.1", "-U", "root", args.database_url.rsplit("/", 1)[1]], capture_output=True
         )
+    if args.redis_url.startswith("redis://127.0.0.1"):  # this script's own scratch database: queued messages
+        subprocess.run(["redis-cli", "-u", args.redis_url, "flushdb"], capture_output=True)
     setup_django(args)
 
     from django.core.asgi import get_asgi_application

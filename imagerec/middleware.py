@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from csp import middleware as csp_middleware
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware import clickjacking, common, security
 from django.shortcuts import render
 
 
@@ -52,3 +54,37 @@ class FriendlyNotFoundMiddleware:
             and response.get("Content-Type", "").startswith("text/html")
             and "debug-404" not in request.GET
         )
+
+
+class InlineHooksMixin:
+    """For a ``MiddlewareMixin`` whose hooks only read the request and set headers: under
+    ASGI, Django runs each hook of such a middleware in a worker thread (it might query
+    the database), two thread hand-offs per middleware per request; these run in the
+    event loop instead. Only for hooks that never touch the database or the session."""
+
+    get_response: Callable[[HttpRequest], Any]
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response  # type: ignore[no-any-return]
+
+
+class SecurityMiddleware(InlineHooksMixin, security.SecurityMiddleware):
+    """Django's, its hooks in the event loop (HTTPS redirect, HSTS and the other headers)."""
+
+
+class CSPMiddleware(InlineHooksMixin, csp_middleware.CSPMiddleware):
+    """django-csp's, its hooks in the event loop (the nonce and the header)."""
+
+
+class CommonMiddleware(InlineHooksMixin, common.CommonMiddleware):
+    """Django's, its hooks in the event loop (disallowed user agents, APPEND_SLASH)."""
+
+
+class XFrameOptionsMiddleware(InlineHooksMixin, clickjacking.XFrameOptionsMiddleware):
+    """Django's, its hooks in the event loop (the X-Frame-Options header)."""
