@@ -73,7 +73,7 @@ def env() -> dict[str, str]:
         THROTTLE_READ="1000000/min",
         RESULT_CACHE="off",
         LOG_LEVEL="warning",
-        PROMETHEUS_MULTIPROC_DIR="",
+        PROMETHEUS_MULTIPROC_DIR=str(ROOT / "var" / "bench" / "servers-prometheus"),
     )
 
 
@@ -89,6 +89,7 @@ print("SETUP", token, prediction.id)
 
 
 def setup() -> tuple[str, str]:
+    (ROOT / "var" / "bench" / "servers-prometheus").mkdir(parents=True, exist_ok=True)
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "root", DATABASE_URL.rsplit("/", 1)[1]], capture_output=True)
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], capture_output=True)
     python = [sys.executable, "manage.py"]
