@@ -15,7 +15,7 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-frontdoor bench-hosts chaos multihost loadtest verify-model convert clean
+.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-frontdoor bench-servers bench-hosts chaos multihost loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -191,6 +191,12 @@ bench-e2e: dev-deps model
 # in-process under cProfile (bench/frontdoor.py, writes bench/frontdoor.json). PostgreSQL + Redis.
 bench-frontdoor: dev-deps
 	$(PY) bench/frontdoor.py
+
+# The web server alone: gunicorn + uvicorn workers against granian (bench/servers.py, writes
+# bench/servers.json; installs granian into the venv for the measurement only).
+bench-servers: dev-deps
+	$(PY) -m pip install --quiet granian
+	$(PY) bench/servers.py
 
 # Single-image latency with media on S3 (SeaweedFS) against local media in one run (bench/storage.json).
 bench-storage: dev-deps model
