@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import DjangoAssertNumQueries
@@ -221,3 +221,25 @@ def test_the_time_zone_middleware_works_on_the_async_path(user: User) -> None:
 
     assert response.status_code == 200
     assert response.json()["completed_at"].endswith("+09:00")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/predictions/", "/", "/accounts/login/", "/accounts/login"])
+def test_the_async_path_sets_the_same_security_headers_as_the_sync_one(user: User, path: str) -> None:
+    # Security, CSP, Common and X-Frame-Options run their hooks in the event loop under
+    # ASGI (imagerec.middleware.InlineHooksMixin): the answer carries what the sync path sets.
+    synchronous = Client()
+    asynchronous = AsyncClient()
+    for client in (synchronous, asynchronous):
+        client.force_login(user)
+    sync_response = synchronous.get(path)
+    async_response = async_to_sync(asynchronous.get)(path)
+
+    assert async_response.status_code == sync_response.status_code
+    for header in ("X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Content-Security-Policy"):
+        assert async_response.headers.get(header) == sync_response.headers.get(header), header
+    assert async_response.headers.get("Content-Security-Policy")
+    if path == "/accounts/login":  # APPEND_SLASH, answered by CommonMiddleware in the event loop
+        assert async_response.status_code == 301
+        assert async_response.headers["Location"] == "/accounts/login/"
+    else:
+        assert async_response.headers.get("X-Frame-Options") == "DENY"
