@@ -68,15 +68,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "predictions.operations.metrics.RequestMetricsMiddleware",  # first: times the whole request
-    "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # Django's / django-csp's, hooks run in the event loop under ASGI (imagerec/middleware.py).
+    "imagerec.middleware.SecurityMiddleware",
+    "imagerec.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "imagerec.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "imagerec.middleware.XFrameOptionsMiddleware",
     # Times in the browser's zone (the tz cookie); the friendly 404 page under DEBUG too.
     "accounts.middleware.BrowserTimezoneMiddleware",
     "imagerec.middleware.FriendlyNotFoundMiddleware",
@@ -143,7 +144,7 @@ CACHE_URL = env.str("CACHE_URL", default="")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL (or empty for files), not {CACHE_URL!r}")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    "default": {"BACKEND": "imagerec.cache.SharedPoolRedisCache", "LOCATION": CACHE_URL}  # one pool per process
     if CACHE_URL.startswith(("redis://", "rediss://"))
     # Files are shared by the web server and the worker on one machine (make run).
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
