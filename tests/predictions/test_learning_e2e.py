@@ -57,7 +57,7 @@ def learning(settings: Settings, tmp_path: Path) -> Settings:
     settings.LEARNING_HOLDOUT_PERCENT = 25
     settings.LEARNING_AB_SHARE = 50
     settings.LEARNING_MIN_ARM_REVIEWS = ARM_REVIEWS
-    settings.LEARNING_WARMUP_EPOCHS = 12  # head only: a step per epoch on this tiny set
+    settings.LEARNING_WARMUP_EPOCHS = 4  # head only (warm-started): a step per epoch on this tiny set
     settings.LEARNING_EPOCHS = 0
     settings.LEARNING_INPUT_SIZE = 128
     settings.LEARNING_WORK_DIR = str(tmp_path / "learning")
