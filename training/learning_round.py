@@ -47,13 +47,13 @@ def holdout_score(model: Path, holdout: list[dict[str, str]]) -> dict[str, Any]:
 
 def learning_round(spec: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune, relabel and measure both versions on the held-back slice (see the module doc)."""
-    config = FinetuneConfig(**spec.get("config", {}))
+    # Warm start (training.warm_start): the active version's own weights and head. Without
+    # its model.keras, finetune falls back to the ImageNet weights and records why.
+    config = replace(FinetuneConfig(**spec.get("config", {})), warm_start=True)
     if (Path(spec["base"]) / KERAS_FILE).is_file():
-        # Warm start (training.warm_start): the active version's own weights and head, so
-        # only a gentle nudge: low learning rates, the epochs the spec asks for (a few).
+        # Only a gentle nudge from there: low learning rates, the epochs the spec asks for (a few).
         config = replace(
             config,
-            warm_start=True,
             learning_rate=min(config.learning_rate, WARM_LEARNING_RATE),
             finetune_learning_rate=min(config.finetune_learning_rate, WARM_FINETUNE_LEARNING_RATE),
         )
