@@ -79,12 +79,13 @@ from training.finetune_data import (
     scan_labels_csv,
     stratified_split,
 )
-from training.finetune_model import build_classifier, predict_probabilities, train
+from training.finetune_model import predict_probabilities, train
 from training.finetune_pipeline import image_dataset
 from training.metrics import ClassificationMetrics, classification_metrics
 from training.multilabel import LabelsCsvError, MultiLabelMetrics, multilabel_metrics, tune_thresholds
 from training.tracking import TrackedRun, card_section, scalar_metrics, tracked_run
 from training.uncertainty import Calibration, calibrate_probabilities, record_calibration
+from training.warm_start import start_model
 
 # This module's own names, and those the tests and the Django side import from here
 # although they live in the modules that own them now.
@@ -165,7 +166,6 @@ def _finetune(
     work = Path(workdir) if workdir else Path("var/training") / f"{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     base_meta = load_metadata(base)
-    variant = str(base_meta["variant"])
     input_size = config.input_size or int(base_meta["input_size"])
     keras.utils.set_random_seed(config.seed)
 
@@ -183,7 +183,7 @@ def _finetune(
     use_weights = config.class_weights and not multi_label
     class_weight = balanced_class_weights(folder.targets[split.train], num_classes) if use_weights else None
 
-    model = build_classifier(variant, num_classes, config.dropout, input_size, multi_label=multi_label)
+    model, initialised_from = start_model(base, folder.classes, config, input_size, multi_label=multi_label)
     run = train(
         model,
         train_ds,
@@ -230,7 +230,7 @@ def _finetune(
             export=tmp,
         )
         meta["build_seconds"] = round(time.monotonic() - started, 1)
-        meta.update(extra_meta or {}, tracking=tracking.record())
+        meta.update(extra_meta or {}, initialised_from=initialised_from, tracking=tracking.record())
         write_json(tmp / METADATA_FILE, meta)
         card = model_card(meta) + "\n" + "".join(extra_cards(meta)) + card_section(meta["tracking"])
         (tmp / MODEL_CARD_FILE).write_text(card, encoding="utf-8")

@@ -7,9 +7,12 @@
 export the candidate (``out``/``name``/``version``), the fine-tune's knobs (``config``:
 fields of :class:`training.finetune_config.FinetuneConfig`), each class id's label and the
 held-back reviewed images (``holdout``: ``{"file", "class_id"}``). The round fine-tunes
-(:func:`training.finetune.finetune`), gives the candidate the active version's labels,
-then classifies every held-back image with both versions and writes ``RESULT.json``:
-the candidate's folder and, per version, how many of the held-back images it got right.
+(:func:`training.finetune.finetune`) from the active version's own weights and output head
+(a warm start, :mod:`training.warm_start`, at low learning rates; from the ImageNet
+weights only when the active version has no ``model.keras``), gives the candidate the
+active version's labels, then classifies every held-back image with both versions and
+writes ``RESULT.json``: the candidate's folder, what it started from
+(``initialised_from``) and, per version, how many of the held-back images it got right.
 
 A process of its own so that the Celery worker that runs the cycle never imports
 TensorFlow (a prefork pool must never fork a process with it loaded), and so a crash or a
@@ -21,11 +24,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from training.export import LABELS_FILE, metadata_set, write_json
+from training.export import KERAS_FILE, LABELS_FILE, load_metadata, metadata_set, write_json
 from training.finetune import FinetuneConfig, finetune
+
+WARM_LEARNING_RATE = 1e-3  # the head's phase when warm-started (a new head's is 1e-2)
+WARM_FINETUNE_LEARNING_RATE = 5e-5  # the top blocks' phase when warm-started (a new head's is 2e-4)
 
 
 def holdout_score(model: Path, holdout: list[dict[str, str]]) -> dict[str, Any]:
@@ -40,7 +47,16 @@ def holdout_score(model: Path, holdout: list[dict[str, str]]) -> dict[str, Any]:
 
 def learning_round(spec: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune, relabel and measure both versions on the held-back slice (see the module doc)."""
-    config = FinetuneConfig(**spec.get("config", {}))
+    # Warm start (training.warm_start): the active version's own weights and head. Without
+    # its model.keras, finetune falls back to the ImageNet weights and records why.
+    config = replace(FinetuneConfig(**spec.get("config", {})), warm_start=True)
+    if (Path(spec["base"]) / KERAS_FILE).is_file():
+        # Only a gentle nudge from there: low learning rates, the epochs the spec asks for (a few).
+        config = replace(
+            config,
+            learning_rate=min(config.learning_rate, WARM_LEARNING_RATE),
+            finetune_learning_rate=min(config.finetune_learning_rate, WARM_FINETUNE_LEARNING_RATE),
+        )
     result = finetune(
         spec["base"], spec["data"], spec["out"], spec["name"], spec["version"],
         config=config, workdir=spec.get("workdir"), force=bool(spec.get("force", False)),
@@ -61,7 +77,8 @@ def learning_round(spec: dict[str, Any]) -> dict[str, Any]:
             "holdout": {arm: {k: v for k, v in s.items() if k != "said"} for arm, s in scores.items()},
         },
     )
-    return {"target": str(result.target), "seconds": round(result.seconds, 1), **scores}
+    start = load_metadata(result.target).get("initialised_from", {})
+    return {"target": str(result.target), "seconds": round(result.seconds, 1), "initialised_from": start, **scores}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

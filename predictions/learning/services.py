@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -61,6 +62,15 @@ class RoundResult:
     seconds: float
     active: HoldoutScore
     candidate: HoldoutScore
+    start: str  # what the candidate was initialised from, in words
+
+
+def _start_text(start: dict[str, Any]) -> str:
+    """``initialised_from`` of the candidate's metadata (``training.warm_start``), in words."""
+    if start.get("version"):
+        return f"warm-started from {start['version']}'s own weights"
+    weights = start.get("weights", "ImageNet")
+    return f"started from the {weights} weights, not the active version's: {start.get('reason')}"
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,7 @@ def learning_cycle_train(*, cycle_id: int) -> LearningCycle | None:
     }  # fmt: skip
     cycle.trained_at = timezone.now()
     figures = f"{candidate.right} of {candidate.count} held-back reviews right, the active {active.right}"
+    figures += f"; {result.start}"
     if candidate.right < active.right:
         # Its folder goes too: under MODEL_DIR, sync_models would otherwise register it.
         shutil.rmtree(result.target, ignore_errors=True)
@@ -284,6 +295,7 @@ def _train(*, cycle: LearningCycle, work: Path) -> RoundResult:
         seconds=float(result["seconds"]),
         active=HoldoutScore(count=int(result["active"]["count"]), right=int(result["active"]["right"])),
         candidate=HoldoutScore(count=int(result["candidate"]["count"]), right=int(result["candidate"]["right"])),
+        start=_start_text(result.get("initialised_from") or {}),
     )
 
 

@@ -13,6 +13,7 @@ fine-tune takes well under a minute on two cores."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def learning(settings: Settings, tmp_path: Path) -> Settings:
     settings.LEARNING_HOLDOUT_PERCENT = 25
     settings.LEARNING_AB_SHARE = 50
     settings.LEARNING_MIN_ARM_REVIEWS = ARM_REVIEWS
-    settings.LEARNING_WARMUP_EPOCHS = 12  # head only: a step per epoch on this tiny set
+    settings.LEARNING_WARMUP_EPOCHS = 4  # head only (warm-started): a step per epoch on this tiny set
     settings.LEARNING_EPOCHS = 0
     settings.LEARNING_INPUT_SIZE = 128
     settings.LEARNING_WORK_DIR = str(tmp_path / "learning")
@@ -134,6 +135,12 @@ def _trained_candidate(owner: User) -> tuple[LearningCycle, list[Correction]]:
     assert cycle.candidate.status == ModelVersionStatus.CANDIDATE
     assert cycle.candidate.traffic_percent == 50
     assert cycle.candidate.parent == cycle.base
+    # Warm-started: from the active version's own weights and head, not from ImageNet's.
+    started = json.loads((Path(cycle.candidate.path) / "metadata.json").read_text(encoding="utf-8"))
+    assert started["initialised_from"]["version"] == f"{cycle.base.name}/{cycle.base.version}"
+    assert started["initialised_from"]["head_classes_kept"] == len(TRUTH)
+    assert started["training"]["config"]["warm_start"] is True
+    assert f"warm-started from {cycle.base.name}/{cycle.base.version}" in cycle.events[-1]["message"]
     # Nothing unreviewed: the files it trained on are exactly the reviewed images it did not hold back.
     trained_files = {path.name for path in Path(cycle.dataset_dir).rglob("*") if path.is_file()}
     training = [review for review in reviews if review.pk in cycle.training_reviews]
