@@ -193,9 +193,8 @@ bench-frontdoor: dev-deps
 	$(PY) bench/frontdoor.py
 
 # The web server alone: gunicorn + uvicorn workers against granian (bench/servers.py, writes
-# bench/servers.json; installs granian into the venv for the measurement only).
+# bench/servers.json; granian is in the dev lock, for this measurement only).
 bench-servers: dev-deps
-	$(PY) -m pip install --quiet granian
 	$(PY) bench/servers.py
 
 # Single-image latency with media on S3 (SeaweedFS) against local media in one run (bench/storage.json).

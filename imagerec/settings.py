@@ -66,9 +66,10 @@ INSTALLED_APPS = [
     "predictions",
 ]
 
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002"]  # they look for Django's class paths only
 MIDDLEWARE = [
     "predictions.operations.metrics.RequestMetricsMiddleware",  # first: times the whole request
-    # Django's / django-csp's, hooks run in the event loop under ASGI (imagerec/middleware.py).
+    # Django's / django-csp's, hooks in the event loop (imagerec/middleware.py; checked by predictions.W001/2).
     "imagerec.middleware.SecurityMiddleware",
     "imagerec.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
