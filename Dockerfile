@@ -39,6 +39,17 @@ USER imagerec
 CMD ["celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1", "-Q", "inference", "--loglevel=INFO"]
 
 
+# The learning loop's training worker (docs/model/learning.md): the training lock, the code and
+# the built model (the parent of the first candidate). Only the `training` queue; compose runs
+# it under the `learning` profile. Candidates go to /app/var/learned and, as compose publishes
+# registered versions to the bucket, the inference workers fetch them from there.
+FROM model AS trainer
+RUN mkdir -p /app/var/learned && chown -R imagerec /app/var
+ENV LEARNING_MODEL_DIR=/app/var/learned
+USER imagerec
+CMD ["celery", "-A", "imagerec", "worker", "--pool=prefork", "--concurrency=1", "-Q", "training", "--loglevel=INFO"]
+
+
 # Web server (the default target): the web lock only. It registers and activates model
 # versions from their JSON files (/app/model-cards, above) and never loads the weights, which
 # only the worker image holds at the same path. Also the image of `migrate` (sync_models)

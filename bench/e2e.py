@@ -46,6 +46,10 @@ KV = re.compile(r"(\w+)=([\d.]+)")
 STAGES = ("queue", "preprocess", "inference", "store", "total")
 GROUPS = ("web", "worker", "postgres", "redis", "client")
 WARMUP_IMAGES = 5
+# Scratch Redis databases and PostgreSQL database prefix (flushed / dropped by the run).
+CACHE_DB = os.environ.get("BENCH_CACHE_DB", "11")
+BROKER_DB = os.environ.get("BENCH_BROKER_DB", "12")
+DATABASE_PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "imagerec_bench")
 
 
 # --- pure helpers (unit-tested) ------------------------------------------------------
@@ -211,6 +215,97 @@ def summary_table(rows: list[tuple[str, list[str]]], headers: list[str]) -> str:
     lines = ["| measured in one run | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
     return "\n".join(lines)
+
+
+def _best(levels: dict[str, dict]) -> float:
+    return max((s.get("images_per_s") or 0 for s in levels.values()), default=0.0)
+
+
+def frontdoor_goals(raw: dict | None, raw_pinned: dict | None, revisions: dict[str, dict]) -> list[dict]:
+    """Issue 25's four figures from one run: (measure, value, goal, met)."""
+    goals: list[dict] = []
+    shared = revisions.get("now", {}).get("levels", {})
+    pinned = revisions.get("now-pinned", {}).get("levels", {})
+    raw = raw or {}
+    best_raw = max(raw.get("batch1", {}).get("images_per_s") or 0, raw.get("batched", {}).get("images_per_s") or 0)
+    if shared and best_raw:
+        share = _best(shared) / best_raw
+        goals.append({
+            "measure": "both cores shared, one photo per request: best images/s, % of the raw runner's best",
+            "value": f"{_best(shared):.1f} of {best_raw:.1f} = {share:.0%}", "goal": ">= 65 %", "met": share >= 0.65,
+        })  # fmt: skip
+    raw_pinned = raw_pinned or {}
+    drain = max(
+        raw_pinned.get("batch1", {}).get("images_per_s") or 0, raw_pinned.get("batched", {}).get("images_per_s") or 0
+    )
+    if pinned and drain:
+        share = _best(pinned) / drain
+        goals.append({
+            "measure": "worker pinned to CPU 1, web server and clients on CPU 0: best images/s, % of the raw "
+            "runner's best on CPU 1 (the most that core can drain; the issue's worker drained 89 % of it)",
+            "value": f"{_best(pinned):.1f} of {drain:.1f} = {share:.0%}", "goal": ">= 90 % of the worker alone "
+            "(~80 % of raw on that core)", "met": share >= 0.8,
+        })  # fmt: skip
+    raw_p50 = raw.get("batch1", {}).get("p50_ms")
+    for name, levels, reference in (
+        ("shared", shared, raw_p50),
+        ("pinned", pinned, (raw_pinned or {}).get("batch1", {}).get("p50_ms")),
+    ):
+        one = levels.get("1")
+        if one and one["latency_ms"]["p50"] is not None and reference:
+            extra = one["latency_ms"]["p50"] - reference
+            goals.append({
+                "measure": f"one photo alone ({name}): p50 submit to result, minus the raw runner's single-image p50",
+                "value": f"{one['latency_ms']['p50']:.0f} ms = raw {reference:.0f} + {extra:.0f} ms",
+                "goal": "<= raw + 10 ms", "met": extra <= 10,
+            })  # fmt: skip
+    everything = [s for rev in (shared, pinned) for s in rev.values()]
+    if everything:
+        bad = sum(s["lost"] + s["failed"] + s["http_errors"] for s in everything)
+        agreement = [revisions[t].get("top1_agreement") for t in ("now", "now-pinned") if t in revisions]
+        same = sum(a["same"] for a in agreement if a)
+        compared = sum(a["compared"] for a in agreement if a)
+        goals.append({
+            "measure": "lost + failed + HTTP errors, and top-1 equal to the raw runner's, every level",
+            "value": f"{bad}; top-1 {same}/{compared}", "goal": "0; all", "met": bad == 0 and same == compared,
+        })  # fmt: skip
+    return goals
+
+
+def goals_table(goals: list[dict], cpu_line: str) -> str:
+    lines = [f"Issue 25, the front door ({cpu_line}; one run, shared machine)", "| measure | value | goal | met |",
+             "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {g['measure']} | {g['value']} | {g['goal']} | {'yes' if g['met'] else 'no'} |" for g in goals]
+    return "\n".join(lines)
+
+
+def frontdoor_budget() -> dict | None:
+    """The web process's CPU per request by stage now (bench/frontdoor.py, a short run),
+    printed beside the 'before' budget kept in bench/frontdoor.json."""
+    out = ROOT / "bench" / "frontdoor.json"
+    argv = [sys.executable, str(ROOT / "bench" / "frontdoor.py"), "--n", env_default("BENCH_FRONTDOOR_N", "60"),
+            "--label", "now"]  # fmt: skip
+    print("front door CPU budget by stage (bench/frontdoor.py) ...", flush=True)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"  bench/frontdoor.py failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", flush=True)
+        return None
+    runs = json.loads(out.read_text()).get("runs", {})
+    before, now = runs.get("before"), runs.get("now")
+    if not (before and now):
+        return None
+    print(f"\nCPU ms per request in the web process, before ({before['revision']}) -> now ({now['revision']})")
+    print("| stage | " + " | ".join(now["paths"]) + " |")
+    print("|---|" + "---|" * len(now["paths"]))
+    stages = [stage for figures in now["paths"].values() for stage in figures["stages_ms"]]
+    for stage in dict.fromkeys([*stages, "total"]):
+        cells = []
+        for path, figures in now["paths"].items():
+            old = before["paths"].get(path, {}).get("stages_ms", {}).get(stage)
+            new = figures["stages_ms"].get(stage)
+            cells.append(f"{_fmt(old, 2)} -> {_fmt(new, 2)}")
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    return {"before": before, "now": now}
 
 
 def interpolate(value: str) -> str:
@@ -390,6 +485,8 @@ class Stack:
     workers: int = 1
     second_host: bool = False
     label: str = ""
+    # (web CPU, worker CPU): the web server on one core, the worker on the other (taskset)
+    pin: tuple[int, int] | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -409,8 +506,8 @@ class Stack:
             PATH=f"{venv_bin}:{env.get('PATH', '/usr/bin:/bin')}",
             VIRTUAL_ENV=str(venv_bin.parent),
             DATABASE_URL=f"postgres://root@127.0.0.1:5432/{self.database}",
-            CELERY_BROKER_URL="redis://127.0.0.1:6379/12",
-            CACHE_URL="redis://127.0.0.1:6379/11",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{BROKER_DB}",
+            CACHE_URL=f"redis://127.0.0.1:6379/{CACHE_DB}",
             VAR_DIR=str(VAR),
             MEDIA_ROOT=str(VAR / "media"),
             STATIC_ROOT=str(VAR / f"static-{self.tag}"),
@@ -462,16 +559,20 @@ class Stack:
         if done.returncode != 0:
             _run(["dropdb", "-h", "127.0.0.1", "-U", "root", "--if-exists", self.database])
         _run(["createdb", "-h", "127.0.0.1", "-U", "root", self.database])
-        for db in ("11", "12"):
+        for db in dict.fromkeys((CACHE_DB, BROKER_DB)):
             _run(["redis-cli", "-h", "127.0.0.1", "-n", db, "flushdb"])
         for step in commands["setup"]:
             _run(step, env=env, cwd=self.src)
         _run(["python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=self.src)
         users = self._create_users(levels, env)
 
-        self._spawn("web", commands["web"], self.env(**commands["web_env"]))
+        web_argv, worker_argv = commands["web"], commands["worker"]
+        if self.pin is not None:
+            web_argv = ["taskset", "-c", str(self.pin[0]), *web_argv]
+            worker_argv = ["taskset", "-c", str(self.pin[1]), *worker_argv]
+        self._spawn("web", web_argv, self.env(**commands["web_env"]))
         worker_env = self.env(LOG_LEVEL="INFO")
-        self._spawn("worker", commands["worker"], worker_env)
+        self._spawn("worker", worker_argv, worker_env)
         if self.workers > 1 or self.second_host:
             argv = [*commands["worker"], "-n", "worker2@%h"]
             env2 = dict(worker_env)
@@ -736,6 +837,17 @@ def run_service(
         raise RuntimeError(f"{stack.tag}: warm-up failed: {bad}\n{_tail(stack.logs['worker'])}")
     result["levels"] = {}
     result["records"] = {}
+    affinity = os.sched_getaffinity(0)
+    if stack.pin is not None:  # the clients share the web server's core
+        os.sched_setaffinity(0, {stack.pin[0]})
+    try:
+        _run_levels(stack, photos, levels, users, args, result)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return result
+
+
+def _run_levels(stack: Stack, photos: list, levels: list[int], users: dict, args, result: dict) -> None:
     for level in levels:
         time.sleep(2)  # let the warm-up / previous level's stragglers settle
         offsets = stack.log_offsets()
@@ -766,7 +878,6 @@ def run_service(
             f"{summary['cached']} cached" + (f"; first errors: {errors}" if errors else ""),
             flush=True,
         )
-    return result
 
 
 # --- raw runner and model.predict() (subprocesses, never during a service level) ---------
@@ -844,8 +955,8 @@ def keras_baseline(model_dir: Path, paths: list[Path]) -> dict:
     }
 
 
-def run_subprocess_mode(mode: str, model_dir: Path, paths: list[Path]) -> dict:
-    out = VAR / f"{mode}.json"
+def run_subprocess_mode(mode: str, model_dir: Path, paths: list[Path], *, cpu: int | None = None) -> dict:
+    out = VAR / f"{mode}{'' if cpu is None else f'-cpu{cpu}'}.json"
     list_file = VAR / f"{mode}-photos.txt"
     list_file.write_text("\n".join(str(p) for p in paths))
     argv = [
@@ -860,6 +971,8 @@ def run_subprocess_mode(mode: str, model_dir: Path, paths: list[Path]) -> dict:
         str(out),
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -964,6 +1077,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(env_default("BENCH_IMAGES_PER_REQUEST", "1")),
         help="photos per POST (several `image` fields, with ?wait=30) (BENCH_IMAGES_PER_REQUEST)",
     )
+    parser.add_argument(
+        "--pinned",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("BENCH_PINNED", "1") == "1",
+        help="also run the current tree pinned: web server and clients on CPU 0, the worker on CPU 1, against "
+        "the raw runner on CPU 1 (BENCH_PINNED, default 1; needs 2 cores and taskset)",
+    )
+    parser.add_argument(
+        "--frontdoor",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("BENCH_FRONTDOOR", "1") == "1",
+        help="also measure the web process's CPU per request by stage (bench/frontdoor.py) and print it beside "
+        "the 'before' budget (BENCH_FRONTDOOR, default 1)",
+    )
     parser.add_argument("--port", type=int, default=int(env_default("BENCH_PORT", "8766")))
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "efficientnet_lite0" / "1")
     parser.add_argument("--keras-images", type=int, default=200)
@@ -1026,14 +1153,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model.predict() per image on {min(args.n, args.keras_images)} photos ...", flush=True)
         keras = run_subprocess_mode("keras", args.model, paths[: args.keras_images])
         print(f"  {keras['images_per_s']:.1f} images/s (p50 {keras['p50_ms']:.1f} ms)", flush=True)
+    raw_pinned = None
+    pinned = args.pinned and not args.skip_now and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+    if pinned and not args.skip_raw:
+        print("raw runner on CPU 1 alone (batch 1, batched 32) ...", flush=True)
+        raw_pinned = run_subprocess_mode("raw", args.model, paths, cpu=1)
+        print(
+            f"  batch 1: {raw_pinned['batch1']['images_per_s']:.1f} images/s; "
+            f"batched: {raw_pinned['batched']['images_per_s']:.1f} images/s",
+            flush=True,
+        )
+    report["raw_runner_cpu1"] = {k: v for k, v in (raw_pinned or {}).items() if k != "top1"} or None
     report["raw_runner"] = {k: v for k, v in (raw or {}).items() if k != "top1"} or None
     report["model_predict"] = {k: v for k, v in (keras or {}).items() if k != "top1_index"} or None
 
     plan: list[tuple[str, Path, str]] = []
     if args.baseline.lower() != "none":
-        plan.append(("baseline", ensure_baseline_tree(args.baseline), "imagerec_bench_base"))
+        plan.append(("baseline", ensure_baseline_tree(args.baseline), f"{DATABASE_PREFIX}_base"))
     if not args.skip_now:
-        plan.append(("now", ROOT, "imagerec_bench"))
+        plan.append(("now", ROOT, DATABASE_PREFIX))
+    if pinned:
+        plan.append(("now-pinned", ROOT, DATABASE_PREFIX))
     revisions: dict[str, dict] = {}
     for tag, src, database in plan:
         stack = Stack(
@@ -1041,9 +1181,10 @@ def main(argv: list[str] | None = None) -> int:
             src=src,
             database=database,
             port=args.port,
-            workers=args.workers,
-            second_host=args.second_host,
+            workers=1 if tag == "now-pinned" else args.workers,
+            second_host=args.second_host and tag != "now-pinned",
             label=args.label,
+            pin=(0, 1) if tag == "now-pinned" else None,
         )
         try:
             revisions[tag] = run_service(stack, photos, warmup, levels, args)
@@ -1082,6 +1223,13 @@ def main(argv: list[str] | None = None) -> int:
             "noisy; rerun on an idle machine"
         )
         print(f"WARNING: {report['warning']}")
+    goals = frontdoor_goals(raw, raw_pinned, revisions)
+    if goals:
+        report["frontdoor_goals"] = goals
+        print()
+        print(goals_table(goals, cpu_line))
+    if args.frontdoor:
+        report["frontdoor_budget"] = frontdoor_budget()
     report["revisions"] = revisions
     report["summary"] = [{"measure": label, **dict(zip(headers, values, strict=True))} for label, values in rows]
 

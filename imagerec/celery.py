@@ -17,6 +17,7 @@ app.conf.imports = (
     "predictions.explanations.tasks",
     "predictions.reprocessing.tasks",
     "predictions.operations.tasks",
+    "predictions.learning.tasks",
 )
 
 

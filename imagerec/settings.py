@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
+from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
 from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
 from .storage import media_storage_backend
@@ -65,17 +66,19 @@ INSTALLED_APPS = [
     "predictions",
 ]
 
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002"]  # they look for Django's class paths only
 MIDDLEWARE = [
     "predictions.operations.metrics.RequestMetricsMiddleware",  # first: times the whole request
-    "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # Django's / django-csp's, hooks in the event loop (imagerec/middleware.py; checked by predictions.W001/2).
+    "imagerec.middleware.SecurityMiddleware",
+    "imagerec.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "imagerec.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "imagerec.middleware.XFrameOptionsMiddleware",
     # Times in the browser's zone (the tz cookie); the friendly 404 page under DEBUG too.
     "accounts.middleware.BrowserTimezoneMiddleware",
     "imagerec.middleware.FriendlyNotFoundMiddleware",
@@ -142,7 +145,7 @@ CACHE_URL = env.str("CACHE_URL", default="")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL (or empty for files), not {CACHE_URL!r}")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    "default": {"BACKEND": "imagerec.cache.SharedPoolRedisCache", "LOCATION": CACHE_URL}  # one pool per process
     if CACHE_URL.startswith(("redis://", "rediss://"))
     # Files are shared by the web server and the worker on one machine (make run).
     else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
@@ -280,6 +283,7 @@ CELERY_TASK_ROUTES = {
     "predictions.tasks.media_delete": {"queue": "maintenance"},
     "predictions.operations.tasks.stats_refresh": {"queue": "maintenance"},
     "predictions.reprocessing.tasks.reprocess_step": {"queue": "maintenance"},
+    **LEARNING_TASK_ROUTES,  # noqa: F405 - training on its own queue
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connections (and a connection pool) around
@@ -385,14 +389,12 @@ STATS_WORK_MEM = env.str("STATS_WORK_MEM", default="64MB")
 STATS_CACHE_SECONDS = env.int("STATS_CACHE_SECONDS", default=120)
 STATS_REFRESH_SECONDS = env.int("STATS_REFRESH_SECONDS", default=60)
 
-# Celery beat: the reconciler and the all-users stats refresh.
+# Celery beat: the reconciler, the all-users stats refresh and the learning tick.
 CELERY_BEAT_SCHEDULE = {
+    **LEARNING_BEAT_SCHEDULE,  # noqa: F405
     "reconcile-stuck-predictions": {
         "task": "predictions.tasks.prediction_reconcile",
         "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),
     },
-    "refresh-stats": {
-        "task": "predictions.operations.tasks.stats_refresh",
-        "schedule": float(STATS_REFRESH_SECONDS),
-    },
+    "refresh-stats": {"task": "predictions.operations.tasks.stats_refresh", "schedule": float(STATS_REFRESH_SECONDS)},
 }

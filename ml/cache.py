@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ensemble import explained_dir
 from .gradcam import Explainer
 from .runner import Classifier
 
@@ -85,7 +86,8 @@ class ModelCache:
         with self._lock:
             entry = self._entry(model_dir)
             if entry.explainer is None:
-                entry.explainer = Explainer(model_dir)
+                # An ensemble is explained through its strongest member (ml.ensemble).
+                entry.explainer = Explainer(explained_dir(model_dir))
             self._trim()
             return entry.explainer
 

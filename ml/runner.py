@@ -23,8 +23,10 @@ from PIL import Image
 from .decoding import ImageTooCostlyError
 from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
+from .ensemble import EnsembleEngine, is_ensemble
 from .export import ModelLoadError, export_read
 from .preprocessing import CROP_FRACTION, open_rgb, to_model_input
+from .tta import TTA, tta_from_metadata, tta_views
 from .uncertainty import (
     DEFAULT_UNCERTAINTY,
     Uncertainty,
@@ -82,7 +84,9 @@ class Classifier:
     """An exported classifier: decode -> preprocess -> predict -> top-k (and, for a
     multi-label model, the classes whose score reaches their threshold)."""
 
-    def __init__(self, model_dir: Path, *, engine: str = "savedmodel", threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, *, engine: str = "savedmodel", threads: int = 0, tta: TTA | None = None
+    ) -> None:
         if engine not in ENGINES:
             raise ModelLoadError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.model_dir = Path(model_dir)
@@ -94,6 +98,9 @@ class Classifier:
         self.thresholds: np.ndarray | None = None
         self.uncertainty_thresholds = DEFAULT_UNCERTAINTY
         self.load_seconds = 0.0
+        # Test-time augmentation: this run's (``tta``), else the version's own (metadata.json).
+        self._tta_override = tta
+        self.tta = tta or TTA()
         self._engine: _Engine | None = None
 
     @property
@@ -121,8 +128,12 @@ class Classifier:
         self.thresholds = exported.thresholds() if exported.multi_label else None
         self.uncertainty_thresholds = uncertainty_thresholds(self.metadata)
         try:
-            self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
-        except EngineLoadError as error:
+            self.tta = self._tta_override or tta_from_metadata(self.metadata)
+            if is_ensemble(self.metadata):
+                self._engine = EnsembleEngine(self.model_dir, self.metadata, self.engine_name, self.threads)
+            else:
+                self._engine = load_engine(self.engine_name, self.model_dir, self.threads)
+        except (EngineLoadError, ValueError) as error:
             raise ModelLoadError(str(error)) from error
         self.load_seconds = time.perf_counter() - started
         logger.info("Loaded %s v%s (%s) in %.2fs", self.name, self.version, self.engine_name, self.load_seconds)
@@ -140,6 +151,23 @@ class Classifier:
         min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
         image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
         return to_model_input(image, self.input_size)
+
+    def preprocess_views(self, source: bytes | str | Path, *, max_decode_bytes: int | None = None) -> np.ndarray:
+        """``preprocess`` with test-time augmentation: the ``[V, S, S, 3]`` views of one
+        image (``ml.tta``; one view, the serving crop, without TTA)."""
+        if not self.tta.active:
+            return self.preprocess(source, max_decode_bytes=max_decode_bytes)[None]
+        min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
+        image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
+        return tta_views(image, self.input_size, self.tta)
+
+    def predict_views(self, views: np.ndarray, count: int) -> np.ndarray:
+        """Scores of ``count`` images from their stacked views ``[count * V, S, S, 3]``: the
+        mean over each image's views, in model batches of at most ``MAX_BATCH``."""
+        scores = np.concatenate(
+            [self.predict(views[start : start + MAX_BATCH]) for start in range(0, len(views), MAX_BATCH)]
+        )
+        return np.asarray(scores.reshape(count, -1, scores.shape[-1]).mean(axis=1), dtype=np.float32)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Scores for a float32 [N, S, S, 3] batch, padded to a bucket size: probabilities
@@ -190,7 +218,7 @@ class Classifier:
             for index in chunk:
                 began = time.perf_counter()
                 try:
-                    arrays.append(self.preprocess(sources[index], max_decode_bytes=max_decode_bytes))
+                    arrays.append(self.preprocess_views(sources[index], max_decode_bytes=max_decode_bytes))
                     ready.append(index)
                 except ImageTooCostlyError as error:
                     results[index].error, results[index].too_costly = str(error), True
@@ -200,7 +228,7 @@ class Classifier:
             if not arrays:
                 continue
             began = time.perf_counter()
-            probabilities = self.predict(np.stack(arrays))
+            probabilities = self.predict_views(np.concatenate(arrays), len(arrays))
             per_image_ms = (time.perf_counter() - began) * 1000 / len(arrays)
             for row, index in enumerate(ready):
                 results[index].predictions = self.postprocess(probabilities[row], top_k)

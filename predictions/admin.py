@@ -19,10 +19,11 @@ from django.utils.text import Truncator
 from predictions import access, services
 
 from .exceptions import ApplicationError
-from .models import Prediction, PredictionStatus
 
 # Each room registers its own models' admin pages; importing them here (the module the
 # admin autodiscovers) registers them.
+from .learning import admin as learning_admin  # noqa: F401
+from .models import Prediction, PredictionStatus
 from .registry import admin as registry_admin  # noqa: F401
 from .reprocessing import admin as reprocessing_admin  # noqa: F401
 from .reviews import admin as reviews_admin  # noqa: F401

@@ -15,3 +15,4 @@ class PredictionsConfig(AppConfig):
         # Pillow's decompression-bomb guard, the same in every process (web, worker, CLI).
         Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS
         django_checks.register(checks.reconcile_after_time_limit_check)
+        django_checks.register(checks.security_middleware_check, django_checks.Tags.security, deploy=True)

@@ -173,6 +173,15 @@ class Subscription:
         self._waiter.event.clear()
         return True
 
+    def add(self, prediction_ids: Iterable[object]) -> None:
+        """Listen for these too. Safe from another thread: a submission that waits adds
+        its new rows before they are queued, so no announcement can come before it listens."""
+        added = [str(i) for i in prediction_ids]
+        self.prediction_ids.extend(added)
+        if self._listener is not None:
+            for prediction_id in added:
+                self._listener.register(prediction_id, self._waiter)
+
     def _register(self) -> None:
         if self._listener is not None:
             for prediction_id in self.prediction_ids:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 
 from .explanations.models import Explanation, ExplanationStatus, explanation_upload_to
+from .learning.models import LearningControl, LearningCycle, LearningCycleState
 from .operations.models import WorkerHeartbeat
 from .registry.models import ModelActivation, ModelActivationKind, ModelVersion, ModelVersionStatus
 from .reprocessing.models import ReprocessJob, ReprocessJobStatus, ReprocessScope
@@ -22,7 +23,8 @@ from .reviews.models import Correction
 # Re-exported for migrations (0011 names ``predictions.models.explanation_upload_to``)
 # and for code that reads every model of the app at once (the admin, the tests).
 __all__ = [
-    "FINAL_STATUSES", "Correction", "Explanation", "ExplanationStatus", "ModelActivation", "ModelActivationKind",
+    "FINAL_STATUSES", "Correction", "Explanation", "ExplanationStatus", "LearningControl", "LearningCycle",
+    "LearningCycleState", "ModelActivation", "ModelActivationKind",
     "ModelVersion", "ModelVersionStatus", "Prediction", "PredictionId", "PredictionStatus", "ReprocessJob",
     "ReprocessJobStatus", "ReprocessScope", "WorkerHeartbeat", "explanation_upload_to", "prediction_upload_to",
 ]  # fmt: skip

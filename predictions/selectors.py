@@ -111,25 +111,50 @@ async def prediction_wait(*, user: User, prediction_id: PredictionId, seconds: f
     return (await predictions_wait(user=user, prediction_ids=[prediction_id], seconds=seconds))[0]
 
 
-async def predictions_wait(*, user: User, prediction_ids: Sequence[PredictionId], seconds: float) -> list[Prediction]:
+async def predictions_wait(
+    *,
+    user: User,
+    prediction_ids: Sequence[PredictionId],
+    seconds: float,
+    subscription: events.Subscription | None = None,
+    known: Sequence[Prediction] | None = None,
+) -> list[Prediction]:
     """The user's predictions, once all are final or after ``seconds``.
 
     Waits on the worker's announcements (``events``), holding no thread: the rows are
     read once listening has begun, then only when woken, every
     ``EVENTS_RECHECK_SECONDS`` as a safety net, and at the deadline. Without Redis the
     subscription re-reads on a growing interval instead. A missing or foreign id is a 404.
+
+    A submission that waits passes the ``subscription`` it opened before its rows were
+    queued and the rows it just wrote (``known``): then the first read is skipped, since
+    nothing can have changed them unheard.
     """
+    if subscription is None:
+        async with events.prediction_final_subscription(prediction_ids) as opened:
+            return await _predictions_wait(user, prediction_ids, seconds, opened, None)
+    return await _predictions_wait(user, prediction_ids, seconds, subscription, known)
+
+
+async def _predictions_wait(
+    user: User,
+    prediction_ids: Sequence[PredictionId],
+    seconds: float,
+    subscription: events.Subscription,
+    known: Sequence[Prediction] | None,
+) -> list[Prediction]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (seconds if seconds == seconds else 0.0)  # NaN waits not at all
-    async with events.prediction_final_subscription(prediction_ids) as subscription:
-        while True:
-            predictions = await _predictions_read(user, prediction_ids)
-            remaining = deadline - loop.time()
-            if all(p.is_final for p in predictions) or remaining <= 0:
-                return predictions
-            # The safety re-read, jittered: 200 waiters that began together must not all
-            # read at the same instant (seen as a 1 s stall of everything else).
-            await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS * random.uniform(0.8, 1.2)))
+    # Rows already final (a cached result) are read again: the answer shows their model.
+    unread = list(known) if known is not None and not all(p.is_final for p in known) else None
+    while True:
+        predictions, unread = unread or await _predictions_read(user, prediction_ids), None
+        remaining = deadline - loop.time()
+        if all(p.is_final for p in predictions) or remaining <= 0:
+            return predictions
+        # The safety re-read, jittered: 200 waiters that began together must not all
+        # read at the same instant (seen as a 1 s stall of everything else).
+        await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS * random.uniform(0.8, 1.2)))
 
 
 def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId]) -> list[Prediction]:
@@ -175,7 +200,7 @@ def prediction_reusable(
     queryset = Prediction.objects.filter(by_version, sha256=sha256, status=PredictionStatus.SUCCEEDED, top_k__gte=top_k)
     if scope != "all":
         queryset = queryset.filter(user=user)
-    return queryset.order_by("-completed_at").first()
+    return queryset.select_related("model_version").order_by("-completed_at").first()
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,33 @@ def test_stack_commands_register_the_models_as_compose_does() -> None:
     setup = e2e.stack_commands(compose, 9000)["setup"]
 
     assert setup[-1] == ["python", "manage.py", "sync_models"]  # after the migrations
+
+
+def _level(images_per_s: float, p50: float, lost: int = 0) -> dict[str, Any]:
+    return {"images_per_s": images_per_s, "latency_ms": {"p50": p50}, "lost": lost, "failed": 0, "http_errors": 0}
+
+
+def test_frontdoor_goals_compare_each_run_with_its_own_raw_runner() -> None:
+    raw = {"batch1": {"images_per_s": 70.0, "p50_ms": 14.0}, "batched": {"images_per_s": 120.0}}
+    raw_cpu1 = {"batch1": {"images_per_s": 40.0, "p50_ms": 12.0}, "batched": {"images_per_s": 80.0}}
+    revisions = {
+        "now": {"levels": {"1": _level(20, 22), "16": _level(84, 300)}, "top1_agreement": {"same": 2, "compared": 2}},
+        "now-pinned": {
+            "levels": {"1": _level(15, 30), "16": _level(60, 400, lost=1)},
+            "top1_agreement": {"same": 2, "compared": 2},
+        },
+    }
+
+    goals = {g["measure"].split(":")[0]: g for g in e2e.frontdoor_goals(raw, raw_cpu1, revisions)}
+
+    shared = goals["both cores shared, one photo per request"]
+    assert shared["value"].endswith("= 70%")
+    assert shared["met"]
+    pinned = next(g for m, g in goals.items() if m.startswith("worker pinned"))
+    assert pinned["value"].endswith("= 75%")
+    assert not pinned["met"]
+    assert goals["one photo alone (shared)"]["met"]  # 22 = 14 + 8
+    assert not goals["one photo alone (pinned)"]["met"]  # 30 = 12 + 18
+    everything = next(g for m, g in goals.items() if m.startswith("lost"))
+    assert everything["value"] == "1; top-1 4/4"
+    assert not everything["met"]

@@ -12,6 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pytest_django import Settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 K8S_DIR = BASE_DIR / "deploy" / "k8s"
@@ -210,3 +211,15 @@ def test_the_worker_autoscalers_read_the_queue_the_app_reports() -> None:
     exported = metrics.metrics_text().decode()
     selector = metric["external"]["metric"]["selector"]["matchLabels"]
     assert f'{metric["external"]["metric"]["name"]}{{queue="{selector["queue"]}"}}' in exported
+
+
+def test_the_deploy_check_still_asks_for_the_security_middleware(settings: Settings) -> None:
+    """Django's own W001/W002 are silenced (they look for its class paths, the site runs
+    subclasses): predictions.W001/W002 warn when the headers' middleware is missing."""
+    from predictions.operations.checks import security_middleware_check
+
+    assert security_middleware_check() == []
+    settings.MIDDLEWARE = [
+        path for path in settings.MIDDLEWARE if not path.endswith(("SecurityMiddleware", "XFrameOptionsMiddleware"))
+    ]
+    assert [message.id for message in security_middleware_check()] == ["predictions.W001", "predictions.W002"]

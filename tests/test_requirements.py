@@ -159,14 +159,20 @@ def test_the_web_image_installs_only_the_web_lock_and_no_model_weights() -> None
     assert "COPY --from=model /app/models /app/models" in stages["worker"]
 
 
-def test_compose_runs_tensorflow_only_in_the_inference_worker() -> None:
+def test_compose_runs_tensorflow_only_in_the_inference_worker_and_the_trainer() -> None:
     services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
     stages = _dockerfile_stages()
     targets = {name: service["build"]["target"] for name, service in services.items() if "build" in service}
 
     # `models` (sync_models: registers and publishes the model to the bucket) needs the model
     # files, which only the worker image holds; it reads their JSON and never loads TensorFlow.
-    assert targets == {"migrate": "web", "models": "worker", "web": "web", "worker": "worker", "maintenance": "web"}
+    # `trainer` (the learning loop's training worker, profile "learning") trains, so it has the
+    # training lock; it consumes only the training queue.
+    assert targets == {
+        "migrate": "web", "models": "worker", "web": "web", "worker": "worker", "maintenance": "web",
+        "trainer": "trainer",
+    }  # fmt: skip
+    assert services["trainer"]["command"][services["trainer"]["command"].index("-Q") + 1] == "training"
     assert set(targets.values()) <= stages.keys()
     assert all(services[name]["build"]["context"] == "." for name in targets)
 

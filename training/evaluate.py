@@ -76,6 +76,7 @@ from training.export import (
 )
 from training.metrics import classification_metrics
 from training.samples import BATCH_SIZE, Sample, folder_samples, load_batch, photo_samples, split_samples
+from training.tracking import scalar_metrics, tracked_run
 from training.uncertainty import calibrate_probabilities, record_calibration
 
 # This module's own names, and those the tests and scripts import from here although they
@@ -272,10 +273,16 @@ def write_report(
     reference = runs[REFERENCE_ENGINE].probabilities
     calibration = calibrate_probabilities(reference, reference.argmax(axis=1) == targets)
     summary["uncertainty"] = calibration.record(f"{data} (split: {split}; training.evaluate)")
-    write_json(target / "metrics.json", summary)
-    (target / "report.html").write_text(report_html(metadata, summary), encoding="utf-8")
-    record_in_model(model, summary)
-    record_calibration(model, calibration, summary["uncertainty"]["calibrated_on"])
+    params = {"model": str(model), "data": str(data), "split": split, "engines": ",".join(engines)}
+    run_name = f"{metadata.get('name', model.parent.name)}-{metadata.get('version', model.name)}"
+    with tracked_run("evaluate", run_name=run_name, params=params) as tracking:
+        summary["tracking"] = tracking.record()
+        write_json(target / "metrics.json", summary)
+        (target / "report.html").write_text(report_html(metadata, summary), encoding="utf-8")
+        record_in_model(model, summary)
+        record_calibration(model, calibration, summary["uncertainty"]["calibrated_on"])
+        tracking.log_metrics({**scalar_metrics(summary), **scalar_metrics(asdict(latency), "latency_ms_")})
+        tracking.log_artifacts(*(target / name for name in summary["files"].values()), model / MODEL_CARD_FILE)
     return summary
 
 

@@ -48,7 +48,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ from training.export import (
     staging_dir,
     write_json,
 )
-from training.finetune_card import finetune_metadata, headline, model_card
+from training.finetune_card import extra_cards, finetune_metadata, headline, model_card
 from training.finetune_config import FinetuneConfig
 from training.finetune_data import (
     ImageSet,
@@ -79,11 +79,13 @@ from training.finetune_data import (
     scan_labels_csv,
     stratified_split,
 )
-from training.finetune_model import build_classifier, predict_probabilities, train
+from training.finetune_model import predict_probabilities, train
 from training.finetune_pipeline import image_dataset
 from training.metrics import ClassificationMetrics, classification_metrics
 from training.multilabel import LabelsCsvError, MultiLabelMetrics, multilabel_metrics, tune_thresholds
+from training.tracking import TrackedRun, card_section, scalar_metrics, tracked_run
 from training.uncertainty import Calibration, calibrate_probabilities, record_calibration
+from training.warm_start import start_model
 
 # This module's own names, and those the tests and the Django side import from here
 # although they live in the modules that own them now.
@@ -123,12 +125,32 @@ def finetune(
     workdir: str | Path | None = None,
     force: bool = False,
     labels_csv: str | Path | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Train on ``data``'s classes and export ``<out>/<name>/<version>`` (see the module doc):
-    class folders, or with ``labels_csv`` the multi-label images that CSV lists."""
+    class folders, or with ``labels_csv`` the multi-label images that CSV lists. The run is
+    logged to MLflow (``training.tracking``) and linked from the export's metadata and card."""
+    config = config or FinetuneConfig()
+    params = {"base": str(base), "data": str(data), "name": name, "version": version, "config": asdict(config)}
+    with tracked_run("finetune", run_name=f"{name}-{version}", params=params) as tracking:
+        return _finetune(base, data, out, name, version, config, workdir, force, labels_csv, tracking, extra_meta)
+
+
+def _finetune(
+    base: str | Path,
+    data: str | Path,
+    out: str | Path,
+    name: str,
+    version: str,
+    config: FinetuneConfig,
+    workdir: str | Path | None,
+    force: bool,
+    labels_csv: str | Path | None,
+    tracking: TrackedRun,
+    extra_meta: dict[str, Any] | None,
+) -> FinetuneResult:
     import keras
 
-    config = config or FinetuneConfig()
     started = time.monotonic()
     target = model_dir(out, name, version)
     if target.exists() and not force:
@@ -140,10 +162,10 @@ def finetune(
     if not len(split.val) or not len(split.test):
         raise ValueError(f"{folder.root}: too few images for a validation and a test split ({split.sizes()})")
     fingerprint = folder.fingerprint()
+    tracking.log_params({"dataset": fingerprint})
     work = Path(workdir) if workdir else Path("var/training") / f"{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     base_meta = load_metadata(base)
-    variant = str(base_meta["variant"])
     input_size = config.input_size or int(base_meta["input_size"])
     keras.utils.set_random_seed(config.seed)
 
@@ -161,7 +183,7 @@ def finetune(
     use_weights = config.class_weights and not multi_label
     class_weight = balanced_class_weights(folder.targets[split.train], num_classes) if use_weights else None
 
-    model = build_classifier(variant, num_classes, config.dropout, input_size, multi_label=multi_label)
+    model, initialised_from = start_model(base, folder.classes, config, input_size, multi_label=multi_label)
     run = train(
         model,
         train_ds,
@@ -208,11 +230,16 @@ def finetune(
             export=tmp,
         )
         meta["build_seconds"] = round(time.monotonic() - started, 1)
+        meta.update(extra_meta or {}, initialised_from=initialised_from, tracking=tracking.record())
         write_json(tmp / METADATA_FILE, meta)
-        (tmp / MODEL_CARD_FILE).write_text(model_card(meta), encoding="utf-8")
+        card = model_card(meta) + "\n" + "".join(extra_cards(meta)) + card_section(meta["tracking"])
+        (tmp / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
         if calibration is not None:
             record_calibration(tmp, calibration, f"the validation split ({len(split.val)} images; training.finetune)")
     seconds = time.monotonic() - started
+    tracking.log_history(run.history)
+    tracking.log_metrics({**scalar_metrics(test.summary(), "test_"), "seconds": seconds})
+    tracking.log_artifacts(target / METADATA_FILE, target / MODEL_CARD_FILE)
     print(f"{target}: {headline(test)} ({test.count} test images), {seconds:.0f} s in all")
     return FinetuneResult(target, test, seconds, run.history, thresholds)
 
@@ -282,6 +309,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--erasing", type=float, default=defaults.erasing, help="probability; 0 = off")
     parser.add_argument("--input-size", type=int, default=0, help="model input side in px (default: the parent's)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=defaults.verbose)
+    parser.add_argument(
+        "--search",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first search hyperparameters with KerasTuner within SECONDS (training.search), on validation only",
+    )
+    parser.add_argument("--search-trials", type=int, default=0, help="at most this many trials (0: the budget decides)")
+    parser.add_argument(
+        "--search-sizes", type=int, nargs="+", help="input sizes the search tries (default: 1/2, 2/3, 1 x the parent's)"
+    )
     args = parser.parse_args(argv)
     config = FinetuneConfig(
         warmup_epochs=args.warmup_epochs,
@@ -304,6 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_size=args.input_size,
         verbose=args.verbose,
     )
+    extra_meta: dict[str, Any] | None = None
+    if args.search > 0:
+        if args.multi_label:
+            parser.error("--search is for single-label folders")
+        config, extra_meta = _searched(args, config)
     try:
         result = finetune(
             args.base,
@@ -315,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir=args.workdir,
             force=args.force,
             labels_csv=args.multi_label,
+            extra_meta=extra_meta,
         )
     except LabelsCsvError as error:
         parser.exit(2, f"error: {error}\n")
@@ -329,6 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["test_top1"] = result.test.top1
     print(json.dumps({**summary, "seconds": round(result.seconds, 1)}))
     return 0
+
+
+def _searched(args: argparse.Namespace, config: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Any]]:
+    """The configuration ``--search`` chose, and its record for the metadata (``training.search``)."""
+    from training.search import input_size_choices, search
+
+    base_meta = load_metadata(args.base)
+    workdir = Path(args.workdir) if args.workdir else Path("var/training") / f"{args.name}-{args.version}"
+    best, record = search(
+        base_variant=str(base_meta["variant"]),
+        data=args.data,
+        config=config,
+        budget_seconds=args.search,
+        input_sizes=args.search_sizes or input_size_choices(int(base_meta["input_size"])),
+        workdir=workdir / "search",
+        max_trials=args.search_trials,
+    )
+    print(f"search: {len(record['trials'])} trials in {record['seconds']} s; best {record['best_hyperparameters']}")
+    return best, {"search": record}
 
 
 if __name__ == "__main__":

@@ -221,3 +221,31 @@ Created {meta["created"]} (TensorFlow {meta["tensorflow_version"]}, Keras {meta[
 
 def _optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def extra_cards(meta: dict[str, Any]) -> list[str]:
+    """Card sections for what a run added to the metadata: the hyperparameter search
+    (``training.search``) that chose its configuration."""
+    search = meta.get("search")
+    if not search:
+        return []
+    rows = "\n".join(
+        f"| {trial['trial']} | {trial['val_accuracy']:.4f} | {trial['epochs']} | "
+        + ", ".join(f"{key}={value}" for key, value in trial["hyperparameters"].items())
+        + " |"
+        for trial in search["trials"]
+    )
+    best = ", ".join(f"{key}={value}" for key, value in search["best_hyperparameters"].items())
+    return [
+        f"""## Hyperparameter search
+
+KerasTuner {search["tuner"]} within {search["budget_seconds"]} s ({search["seconds"]} s used, {len(search["trials"])}
+trials), choosing on the validation split only (`val_accuracy`; the test split is never seen by the search).
+Best: {best}.
+
+| trial | val accuracy | epochs | hyperparameters |
+|---|---|---|---|
+{rows}
+
+"""
+    ]

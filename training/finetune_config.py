@@ -28,4 +28,6 @@ class FinetuneConfig:
     color_jitter: float = 0.4  # 0 = off; scales brightness/contrast/saturation/hue jitter
     erasing: float = 0.25  # probability of one random-noise rectangle per image
     input_size: int = 0  # 0: the parent model's; smaller trains faster on low-resolution sources
+    # Start from the base version's own model.keras and head (training.warm_start), not ImageNet's weights.
+    warm_start: bool = False
     verbose: int = 1  # Keras: 1 = progress bar, 2 = one line per epoch, 0 = silent

@@ -82,6 +82,8 @@ def _fit_phase(
     class_weight: dict[int, float] | None,
     callbacks: list[Any],
     multi_label: bool,
+    loss: Any = None,
+    metrics: list[Any] | None = None,
 ) -> dict[str, list[float]]:
     import keras
 
@@ -96,12 +98,13 @@ def _fit_phase(
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=(
+        loss=loss
+        or (
             keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
             if multi_label
             else keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         ),
-        metrics=["binary_accuracy" if multi_label else "accuracy"],
+        metrics=metrics or ["binary_accuracy" if multi_label else "accuracy"],
         # Keras' "auto" picks XLA, which is several times slower on this kind of CPU (README "Benchmarks").
         jit_compile=False,
     )
@@ -136,10 +139,13 @@ def train(
     class_weight: dict[int, float] | None,
     workdir: Path,
     multi_label: bool,
+    loss: Any = None,
+    metrics: list[Any] | None = None,
 ) -> TrainingRun:
     """Train the new head alone (``config.warmup_epochs``), then with the top
     ``config.finetune_blocks`` blocks (``config.epochs``, skipped when 0); checkpoints of the
-    best validation loss and TensorBoard logs go under ``workdir``."""
+    best validation loss and TensorBoard logs go under ``workdir``. ``loss`` and ``metrics``
+    replace the cross-entropy and accuracy (``training.distill``)."""
     import keras
 
     callbacks = [
@@ -178,6 +184,8 @@ def train(
             class_weight=class_weight,
             callbacks=callbacks,
             multi_label=multi_label,
+            loss=loss,
+            metrics=metrics,
         )
         epoch += len(phase.get("loss", []))
         for key, values in phase.items():

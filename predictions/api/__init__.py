@@ -8,7 +8,8 @@
 - ``serializers``: the prediction output the list, the poll and a waiting submit share.
 - ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
 - ``permissions``: who may do what, as DRF permission classes over ``predictions.access``.
-- ``throttles``: per-user submit and read rates.
+- ``throttles``: per-user submit and read rates; ``base``: the async view they all build on.
+- ``bodies``: the prediction as JSON, written directly (the hot paths), equal to ``serializers``.
 - ``negotiation``: binary answers whatever the client accepts.
 - ``dispatch`` + ``schema``: several views behind one URL, routed by method, each
   documented as its own operation in the OpenAPI schema; the schema's links.

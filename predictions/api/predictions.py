@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
@@ -28,12 +27,14 @@ from rest_framework.views import APIView
 
 from accounts.http import AuthenticatedRequest
 from predictions import selectors, services
+from predictions.api.base import AsyncAPIView
 from predictions.selectors import PredictionFilters
 
 from ..exceptions import ApplicationError
 from ..images import MEDIA_TYPES
 from ..media import image_response
 from ..models import PredictionStatus
+from .bodies import prediction_body
 from .errors import ErrorSerializer
 from .negotiation import AnyAccept
 from .serializers import (
@@ -127,7 +128,7 @@ class PredictionDetailApi(AsyncAPIView):
     async def get(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         wait = wait_seconds(request)
         prediction = await selectors.prediction_wait(user=request.user, prediction_id=prediction_id, seconds=wait)
-        return Response(PredictionOutputSerializer(prediction, context={"request": request}).data)
+        return Response(prediction_body(prediction, request))
 
 
 class PredictionDeleteApi(AsyncAPIView):
@@ -160,8 +161,8 @@ class PredictionRetryApi(AsyncAPIView):
     async def post(self, request: AuthenticatedRequest, prediction_id: str) -> Response:
         prediction = await selectors.prediction_aget(user=request.user, prediction_id=prediction_id)
         retried = await sync_to_async(services.prediction_retry)(prediction=prediction)
-        body = PredictionOutputSerializer(retried, context={"request": request}).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
+        body = prediction_body(retried, request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
 class PredictionImageApi(APIView):

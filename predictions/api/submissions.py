@@ -8,9 +8,9 @@ holds no web thread. Several images sent to the one-image view are the deprecate
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -19,15 +19,17 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.http import AuthenticatedRequest
-from predictions import selectors, services
+from predictions import events, selectors, services
+from predictions.api.base import AsyncAPIView
+from predictions.models import PredictionId
 
 from ..exceptions import ApplicationError
+from .bodies import prediction_body
 from .deprecation import MULTI_IMAGE_SUBMIT
 from .errors import ErrorSerializer, error_body
 from .serializers import (
     BatchErrorSerializer,
     BatchSerializer,
-    PredictionOutputSerializer,
     PredictionUrlField,
     SubmittedPredictionSerializer,
 )
@@ -50,29 +52,38 @@ class _SubmitApi(AsyncAPIView):
         """The outcome of each file in order (predictions re-read after the wait), the
         wait asked for, and whether every accepted prediction is final."""
         wait = wait_seconds(request)
-        outcomes = await sync_to_async(self._create)(request, release_connection=bool(wait))
-        created = [o.prediction for o in outcomes if o.prediction is not None]
-        if wait and created:
-            final = await selectors.predictions_wait(
-                user=request.user, prediction_ids=[p.id for p in created], seconds=wait
-            )
-            by_id = {p.id: p for p in final}
-            for outcome in outcomes:
-                if outcome.prediction is not None:
-                    outcome.prediction = by_id[outcome.prediction.id]
-            created = final
+        if not wait:
+            return await sync_to_async(self._create)(request, before_queue=None), wait, False
+        # Listening from before the rows are queued: the wait starts without reading them again.
+        async with events.prediction_final_subscription(()) as subscription:
+            outcomes = await sync_to_async(self._create)(request, before_queue=subscription.add)
+            created = [o.prediction for o in outcomes if o.prediction is not None]
+            if created:
+                created = await selectors.predictions_wait(
+                    user=request.user,
+                    prediction_ids=[p.id for p in created],
+                    seconds=wait,
+                    subscription=subscription,
+                    known=created,
+                )
+                by_id = {p.id: p for p in created}
+                for outcome in outcomes:
+                    if outcome.prediction is not None:
+                        outcome.prediction = by_id[outcome.prediction.id]
         return outcomes, wait, bool(created) and all(p.is_final for p in created)
 
-    def _create(self, request: AuthenticatedRequest, *, release_connection: bool) -> list[services.SubmissionOutcome]:
+    def _create(
+        self, request: AuthenticatedRequest, *, before_queue: Callable[[Sequence[PredictionId]], None] | None
+    ) -> list[services.SubmissionOutcome]:
         files = request.FILES.getlist("image")
         if not files:
             raise ApplicationError("Attach an image file in the multipart field 'image'.", field="image")
         options = self.InputSerializer(data=request.data)
         options.is_valid(raise_exception=True)
         outcomes = services.prediction_create_many(
-            user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"]
+            user=request.user, uploaded_files=files, top_k=options.validated_data["top_k"], before_queue=before_queue
         )
-        if release_connection:  # about to wait: do not hold a pooled connection meanwhile
+        if before_queue is not None:  # about to wait: do not hold a pooled connection meanwhile
             selectors.connection_release()
         return outcomes
 
@@ -143,21 +154,21 @@ class PredictionCreateApi(_SubmitApi):
     )
     async def post(self, request: AuthenticatedRequest) -> Response:
         outcomes, wait, done = await self._submit(request)
-        # Serialized in a thread: the answer reads related rows (the model version).
-        return await sync_to_async(self._answer)(request, outcomes, wait=wait, done=done)
+        # Written in the event loop: every row comes with its model version (no query).
+        return self._answer(request, outcomes, wait=wait, done=done)
 
     def _answer(
         self, request: AuthenticatedRequest, outcomes: list[services.SubmissionOutcome], *, wait: float, done: bool
     ) -> Response:
         code = status.HTTP_201_CREATED if wait and done else status.HTTP_202_ACCEPTED
-        context = {"request": request}
         if len(outcomes) > 1:
             return self._legacy_list(request, outcomes, wait=wait, code=code)
         outcome = outcomes[0]
         if outcome.error is not None:
             raise outcome.error
-        body = SubmittedPredictionSerializer(outcome.prediction, context=context).data
-        return Response(body, status=code, headers={"Location": str(body["url"])})
+        assert outcome.prediction is not None  # an outcome has one or the other
+        body = prediction_body(outcome.prediction, request, submitted=True)
+        return Response(body, status=code, headers={"Location": body["url"]})
 
     def _legacy_list(
         self, request: AuthenticatedRequest, outcomes: list[services.SubmissionOutcome], *, wait: float, code: int
@@ -165,11 +176,12 @@ class PredictionCreateApi(_SubmitApi):
         """Several files sent here: the bare list this URL answered before the batch
         endpoint, with the deprecation headers (deprecation.MULTI_IMAGE_SUBMIT)."""
         context = {"request": request}
-        body_serializer = PredictionOutputSerializer if wait else self.LegacySubmittedSerializer
         entries = [
             {"filename": o.filename, **error_body(o.error.code, o.error.message, o.error.field)}
             if o.error is not None
-            else body_serializer(o.prediction, context=context).data
+            else prediction_body(o.prediction, request)
+            if wait and o.prediction is not None
+            else self.LegacySubmittedSerializer(o.prediction, context=context).data
             for o in outcomes
         ]
         headers = MULTI_IMAGE_SUBMIT.headers(request)
@@ -222,26 +234,23 @@ class PredictionBatchCreateApi(_SubmitApi):
     )
     async def post(self, request: AuthenticatedRequest) -> Response:
         outcomes, wait, done = await self._submit(request)
-        # Serialized in a thread: the answer reads related rows (the model version).
-        return await sync_to_async(self._answer)(request, outcomes, wait=wait, done=done)
+        # Written in the event loop: every row comes with its model version (no query).
+        return self._answer(request, outcomes, wait=wait, done=done)
 
     def _answer(
         self, request: AuthenticatedRequest, outcomes: list[services.SubmissionOutcome], *, wait: float, done: bool
     ) -> Response:
-        context = {"request": request}
+        # What BatchSerializer answers, written directly (api.bodies).
         results = [
             {
                 "filename": o.filename,
-                "prediction": o.prediction,
+                "prediction": None if o.prediction is None else prediction_body(o.prediction, request),
                 "error": None if o.error is None else error_body(o.error.code, o.error.message, o.error.field)["error"],
             }
             for o in outcomes
         ]
         if all(o.error is not None for o in outcomes):
-            body = {
-                **error_body("no_valid_images", "None of the files was accepted."),
-                "results": BatchSerializer({"results": results}, context=context).data["results"],
-            }
+            body = {**error_body("no_valid_images", "None of the files was accepted."), "results": results}
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
         code = status.HTTP_201_CREATED if wait and done else status.HTTP_202_ACCEPTED
-        return Response(BatchSerializer({"results": results}, context=context).data, status=code)
+        return Response({"results": results}, status=code)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.utils.module_loading import import_string
 
 
 def reconcile_after_time_limit_check(app_configs: Any = None, **_: Any) -> list[CheckMessage]:
@@ -27,4 +30,20 @@ def reconcile_after_time_limit_check(app_configs: Any = None, **_: Any) -> list[
             "(and CELERY_TASK_SOFT_TIME_LIMIT below it).",
             id="predictions.E001",
         )
+    ]
+
+
+def security_middleware_check(app_configs: Any = None, **_: Any) -> list[CheckMessage]:
+    """Django's own security.W001 / W002 look for its class paths in ``MIDDLEWARE``; the
+    site runs subclasses of them (imagerec/middleware.py: the same hooks, run in the event
+    loop), so those two are silenced and this check asks for the classes themselves."""
+    loaded = [import_string(path) for path in settings.MIDDLEWARE]
+    return [
+        Warning(
+            f"No {required.__name__} (or a subclass) in MIDDLEWARE: its headers are not sent.",
+            hint=f"Add {required.__module__}.{required.__name__} or imagerec.middleware.{required.__name__}.",
+            id=f"predictions.W00{index}",
+        )
+        for index, required in enumerate((SecurityMiddleware, XFrameOptionsMiddleware), start=1)
+        if not any(isinstance(cls, type) and issubclass(cls, required) for cls in loaded)
     ]

@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "models"
 VERIFIED_MARK = ".verified"  # written last into a fetched folder; its mtime is the last use
 # A folder with weights, not only the model card the web image keeps (Dockerfile).
-_SERVABLE = ("saved_model", "model.keras", "model.tflite", "model.onnx")
+# An ensemble's weights are its members' (ml.ensemble: members/<i>/).
+_SERVABLE = ("saved_model", "model.keras", "model.tflite", "model.onnx", "members")
 
 
 def _key(model_version: ModelVersion, relative: str) -> str:

@@ -91,6 +91,7 @@ class ModelActivationKind(models.TextChoices):
     ACTIVATE = "activate", "Activate"
     ROLLBACK = "rollback", "Roll back"
     DEFAULT = "default", "Default on first sync"
+    LEARNING = "learning", "Promoted by the learning loop"
 
 
 class ModelActivation(models.Model):

@@ -1,6 +1,6 @@
 """What the Models page shows: every version with its measured figures, the A/B test and
-its live comparison, what a rollback would go back to, the latest switches and the
-reprocess jobs' progress. Reads only; every user's predictions, so only for callers that
+its live comparison, what a rollback would go back to, the latest switches, the
+reprocess jobs' progress and the learning loop's cycles. Reads only; every user's predictions, so only for callers that
 checked ``access.can_change_model_versions``."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from predictions.exceptions import ApplicationError
+from predictions.learning import selectors as learning_selectors
 from predictions.models import ModelActivation, ModelVersion, ModelVersionStatus, ReprocessJob
 from predictions.operations.stats.cards import model_card_facts
 from predictions.operations.stats.figures import ModelVersionFigures, model_version_figures
@@ -59,6 +60,7 @@ class ModelsOverview:
     rollback_refusal: str  # why there is no rollback, in words
     activations: list[ModelActivation] = field(default_factory=list)
     reprocess: list[ReprocessProgress] = field(default_factory=list)
+    learning: learning_selectors.LearningPanel | None = None
 
     @property
     def active_share(self) -> int:
@@ -107,4 +109,5 @@ def models_overview(*, days: int = WINDOW_DAYS, activations: int = 8, jobs: int 
             ReprocessProgress(job=job, counts=reprocess_selectors.reprocess_job_counts(job=job))
             for job in ReprocessJob.objects.select_related("model_version", "created_by")[:jobs]
         ],
+        learning=learning_selectors.learning_panel(),
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.core.validators import RegexValidator
 from django.urls import reverse
@@ -14,6 +13,7 @@ from rest_framework.response import Response
 
 from accounts.http import AuthenticatedRequest
 from predictions import selectors
+from predictions.api.base import AsyncAPIView
 from predictions.api.deprecation import form_body_headers
 from predictions.api.errors import ErrorSerializer
 from predictions.api.inputs import JsonInputSerializer

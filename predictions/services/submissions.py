@@ -9,7 +9,7 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from predictions.exceptions import (
 )
 from predictions.images import check_upload_size, thumbnail_jpeg, validate_image_bytes
 from predictions.models import (
+    ModelVersion,
     Prediction,
     PredictionId,
     PredictionStatus,
@@ -76,10 +77,69 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
     the user's share, ``registry_selectors.model_version_for_user``) and the worker runs it.
     Raises ``InvalidImageError`` (or a subclass) before anything is written.
     """
+    outcome = prediction_create_many(user=user, uploaded_files=[uploaded_file], top_k=top_k)[0]
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.prediction is not None
+    return outcome.prediction
+
+
+def prediction_create_many(
+    *,
+    user: User,
+    uploaded_files: Iterable[UploadedFile[bytes]],
+    top_k: int | None = None,
+    before_queue: Callable[[Sequence[PredictionId]], None] | None = None,
+) -> list[SubmissionOutcome]:
+    """Submit one or several files; a bad one gets its own error and does not sink the others.
+
+    What a request costs does not grow with its files beyond what each needs (checking,
+    storing): the model version is chosen once, and the accepted files' rows are written
+    in **one INSERT in one transaction**, their messages sent once it commits.
+    ``before_queue`` is called with the new rows' ids inside that transaction, before
+    anything is queued: a request that waits for them subscribes there, so that no
+    announcement can come before it listens.
+
+    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files or a bad
+    ``top_k``, and ``StorageUnavailableError`` when the media store is down before any
+    file was stored (nothing written: the whole request is answered 503). Once one is
+    stored, the files after an outage each get that error instead of being tried.
+    """
     received = time.perf_counter()
+    uploaded_files = list(uploaded_files)
+    if len(uploaded_files) > settings.MAX_FILES_PER_REQUEST:
+        raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", field="image")
     top_k = settings.DEFAULT_TOP_K if top_k is None else top_k
     if not 1 <= top_k <= settings.MAX_TOP_K:
         raise ApplicationError(f"top_k must be between 1 and {settings.MAX_TOP_K}.", field="top_k")
+    version = registry_selectors.model_version_for_user(user=user)
+    outcomes: list[SubmissionOutcome] = []
+    stored: list[Prediction] = []
+    outage: StorageUnavailableError | None = None
+    for uploaded_file in uploaded_files:
+        outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name), error=outage)
+        if outage is None:
+            try:
+                outcome.prediction = _prediction_stored(
+                    user=user, uploaded_file=uploaded_file, top_k=top_k, version=version, received=received
+                )
+                stored.append(outcome.prediction)
+            except StorageUnavailableError as error:
+                if not stored:
+                    raise
+                outcome.error = outage = error
+            except ApplicationError as error:
+                outcome.error = error
+        outcomes.append(outcome)
+    if stored:
+        _predictions_insert(predictions=stored, before_queue=before_queue)
+    return outcomes
+
+
+def _prediction_stored(
+    *, user: User, uploaded_file: UploadedFile[bytes], top_k: int, version: ModelVersion | None, received: float
+) -> Prediction:
+    """One file checked and stored, and its row built (not saved yet)."""
     content = _read_upload(uploaded_file)
     checked = validate_image_bytes(content)
     now = timezone.now()
@@ -95,26 +155,41 @@ def prediction_create(*, user: User, uploaded_file: UploadedFile[bytes], top_k: 
         decode_bytes=checked.decode_bytes,
         sha256=checked.sha256,
         top_k=top_k,
-        assigned_version=registry_selectors.model_version_for_user(user=user),
+        assigned_version=version,
     )
-    earlier = selectors.prediction_reusable(
-        user=user, sha256=checked.sha256, top_k=top_k, model_version=prediction.assigned_version
-    )
+    earlier = selectors.prediction_reusable(user=user, sha256=checked.sha256, top_k=top_k, model_version=version)
     if earlier is not None:
         _copy_result(source=earlier, target=prediction, received=received)
+    # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
+    prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version", "assigned_version"])
     with media_store():  # an outage: StorageUnavailableError (503) before any row is written
         prediction.image.save(f"upload.{checked.extension}", ContentFile(content), save=False)
+    return prediction
+
+
+def _predictions_insert(
+    *, predictions: list[Prediction], before_queue: Callable[[Sequence[PredictionId]], None] | None
+) -> None:
+    """The rows in one INSERT and one transaction, each not cached queued after commit;
+    on any failure no row is written and the stored files are deleted."""
+    queued = [prediction.id for prediction in predictions if not prediction.cached]
     try:
         with transaction.atomic():
-            # clean_fields, not full_clean: the unique check would cost a query for a fresh UUID.
-            prediction.clean_fields(exclude=["image", "thumbnail", "user", "model_version", "assigned_version"])
-            prediction.save(force_insert=True)
-            if earlier is None:
-                transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction.id), robust=True)
+            Prediction.objects.bulk_create(predictions)
+            if before_queue is not None:
+                before_queue([prediction.id for prediction in predictions])
+            if queued:
+                transaction.on_commit(lambda: _enqueue_each(queued), robust=True)
     except BaseException:
-        prediction.image.delete(save=False)
+        for prediction in predictions:
+            prediction.image.delete(save=False)
         raise
-    return prediction
+
+
+def _enqueue_each(prediction_ids: Sequence[PredictionId]) -> None:
+    # Each its own message: a worker claims its batch from the database, so every row needs one.
+    for prediction_id in prediction_ids:
+        prediction_enqueue(prediction_id=prediction_id)
 
 
 def _copy_result(*, source: Prediction, target: Prediction, received: float) -> None:
@@ -122,7 +197,7 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
     target.status = PredictionStatus.SUCCEEDED
     target.cached = True
     target.enqueued_at = None
-    target.model_version_id = source.model_version_id
+    target.model_version = source.model_version  # the object: the answer shows it without a query
     target.label, target.class_id, target.confidence = source.label, source.class_id, source.confidence
     target.entropy, target.margin, target.uncertain = source.entropy, source.margin, source.uncertain
     # A multi-label result keeps its passing labels below the top-k too (``_stored_top``).
@@ -132,36 +207,6 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
     target.started_at = target.completed_at = timezone.now()
     target.queue_ms = target.preprocess_ms = target.inference_ms = 0.0
     target.total_ms = round((time.perf_counter() - received) * 1000, 3)
-
-
-def prediction_create_many(
-    *, user: User, uploaded_files: Iterable[UploadedFile[bytes]], top_k: int | None = None
-) -> list[SubmissionOutcome]:
-    """Submit several files; a bad one gets its own error and does not sink the others.
-
-    Raises ``ApplicationError`` for more than ``MAX_FILES_PER_REQUEST`` files, and
-    ``StorageUnavailableError`` when the media store is down before any file was stored
-    (nothing written: the whole request is answered 503). Once one is stored, the files
-    after an outage each get that error instead of being tried.
-    """
-    uploaded_files = list(uploaded_files)
-    if len(uploaded_files) > settings.MAX_FILES_PER_REQUEST:
-        raise ApplicationError(f"Send at most {settings.MAX_FILES_PER_REQUEST} images at a time.", field="image")
-    outcomes: list[SubmissionOutcome] = []
-    outage: StorageUnavailableError | None = None
-    for uploaded_file in uploaded_files:
-        outcome = SubmissionOutcome(filename=_clean_filename(uploaded_file.name), error=outage)
-        if outage is None:
-            try:
-                outcome.prediction = prediction_create(user=user, uploaded_file=uploaded_file, top_k=top_k)
-            except StorageUnavailableError as error:
-                if not any(o.prediction for o in outcomes):
-                    raise
-                outcome.error = outage = error
-            except ApplicationError as error:
-                outcome.error = error
-        outcomes.append(outcome)
-    return outcomes
 
 
 # The task is named, not imported: the tasks import the services, never the reverse.

@@ -16,6 +16,7 @@ from ml.cache import get_classifier
 from ml.engines import ENGINES
 from ml.export import ModelLoadError, newest_model_dir
 from ml.runner import MAX_BATCH, Classifier, ImageResult
+from ml.tta import tta_for_run
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -38,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="One JSON object per line per image")
         parser.add_argument("--engine", choices=ENGINES, default=settings.MODEL_ENGINE)
         parser.add_argument(
+            "--tta",
+            action="store_true",
+            help="Test-time augmentation for this run: the version's own setting, else flip x 5 crops (ml.tta)",
+        )
+        parser.add_argument(
             "--model",
             help="Exported model directory (default: the newest under MODEL_DIR, MODEL_NAME preferred)",
         )
@@ -53,7 +59,7 @@ class Command(BaseCommand):
         files = list(_expand(paths))
         if not files:
             raise CommandError(f"No image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
-        classifier = self._classifier(options["model"], engine=str(options["engine"]))
+        classifier = self._classifier(options["model"], engine=str(options["engine"]), tta=bool(options["tta"]))
         progress = _progress(len(files)) if sys.stderr.isatty() and options["json"] else None
         failed = 0
         for start in range(0, len(files), MAX_BATCH):
@@ -69,8 +75,9 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{failed} of {len(files)} file(s) could not be classified (see above).")
 
-    def _classifier(self, model: object, *, engine: str) -> Classifier:
-        """The runner for ``--model``, else the newest model on disk: never the database."""
+    def _classifier(self, model: object, *, engine: str, tta: bool = False) -> Classifier:
+        """The runner for ``--model``, else the newest model on disk: never the database.
+        With ``tta`` a classifier of its own for this run (the cached one keeps the version's setting)."""
         model_dir = (
             Path(str(model)) if model else newest_model_dir(root=settings.MODEL_DIR, prefer_name=settings.MODEL_NAME)
         )
@@ -79,8 +86,12 @@ class Command(BaseCommand):
                 f"No exported model under MODEL_DIR ({settings.MODEL_DIR}): run `make model`, or pass --model DIR."
             )
         try:
+            if tta:
+                return Classifier(
+                    model_dir, engine=engine, threads=settings.MODEL_THREADS, tta=tta_for_run(model_dir)
+                ).load()
             return get_classifier(model_dir, engine=engine, threads=settings.MODEL_THREADS)
-        except ModelLoadError as error:
+        except (ModelLoadError, ValueError) as error:  # ValueError: a malformed "tta" setting
             raise CommandError(str(error)) from error
 
     def _print(self, path: Path, result: ImageResult, *, as_json: bool) -> None:
