@@ -14,9 +14,9 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from predictions.models import PredictionId
+from predictions.models import ModelVersion, Prediction, PredictionId
 from predictions.services import submissions
-from tests.factories import UserFactory
+from tests.factories import CorrectionFactory, SucceededPredictionFactory, UserFactory
 
 
 def _copy_model(source: Path, root: Path, version: str, **metadata_changes: object) -> Path:
@@ -72,3 +72,21 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[PredictionId]:
 
     monkeypatch.setattr(submissions, "prediction_enqueue", enqueue)
     return messages
+
+
+@pytest.fixture
+def measured(active_model: ModelVersion) -> None:
+    """Four reviewed predictions of the active version: three confirmed, one corrected;
+    40 ms from upload to result, 20 ms of it in the model (the figures the registry's
+    confirmation pages and the Models page show)."""
+    owner = UserFactory.create()
+    for index in range(4):
+        prediction: Prediction = SucceededPredictionFactory.create(
+            user=owner, model_version=active_model, total_ms=40.0, inference_ms=20.0
+        )
+        if index < 3:
+            CorrectionFactory.create(
+                prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159"
+            )
+        else:
+            CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")

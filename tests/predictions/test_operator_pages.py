@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from predictions.models import ModelActivation, ModelVersion, Prediction
+from predictions.models import ModelActivation, ModelVersion
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
 from tests.factories import CorrectionFactory, OperatorFactory, SucceededPredictionFactory, UserFactory
@@ -26,22 +26,6 @@ def v2(active_model: ModelVersion, tmp_path: Path, model_dir: Path) -> ModelVers
     """The shipped model exported again as candidate version 2 with a test top-1 of its own."""
     folder = _copy_model(model_dir, tmp_path / "models", "2", metrics={"test": {"count": 500, "top1": 0.912}})
     return registry_services.model_version_register(model_dir=folder, candidate=True)
-
-
-@pytest.fixture
-def measured(active_model: ModelVersion) -> None:
-    """Four reviewed predictions of the active version: three confirmed, one corrected."""
-    owner = UserFactory.create()
-    for index in range(4):
-        prediction: Prediction = SucceededPredictionFactory.create(
-            user=owner, model_version=active_model, total_ms=40.0, inference_ms=20.0
-        )
-        if index < 3:
-            CorrectionFactory.create(
-                prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159"
-            )
-        else:
-            CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")
 
 
 def _text(html: bytes) -> str:

@@ -14,10 +14,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from predictions.models import ModelActivation, ModelVersion, Prediction
+from predictions.models import ModelActivation, ModelVersion
 from predictions.registry import selectors as registry_selectors
 from predictions.registry import services as registry_services
-from tests.factories import CorrectionFactory, SucceededPredictionFactory, UserFactory
+from tests.factories import UserFactory
 from tests.predictions.conftest import _copy_model
 
 CHANGELIST = "admin:predictions_modelversion_changelist"
@@ -28,23 +28,6 @@ def v2(active_model: ModelVersion, tmp_path: Path, model_dir: Path) -> ModelVers
     """The shipped model exported again as version 2 with a test top-1 of its own."""
     folder = _copy_model(model_dir, tmp_path / "models", "2", metrics={"test": {"count": 500, "top1": 0.912}})
     return registry_services.model_version_register(model_dir=folder)
-
-
-@pytest.fixture
-def measured(active_model: ModelVersion) -> None:
-    """Four reviewed predictions of the active version: three confirmed, one corrected;
-    40 ms from upload to result, 20 ms of it in the model."""
-    owner = UserFactory.create()
-    for index in range(4):
-        prediction: Prediction = SucceededPredictionFactory.create(
-            user=owner, model_version=active_model, total_ms=40.0, inference_ms=20.0
-        )
-        if index < 3:
-            CorrectionFactory.create(
-                prediction=prediction, confirmed=True, label=prediction.label, class_id="n02123159"
-            )
-        else:
-            CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")
 
 
 def _text(html: bytes) -> str:
