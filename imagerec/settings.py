@@ -15,13 +15,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
+from .frontdoor import ANNOUNCED_CACHE_MAX_SECONDS, ANNOUNCED_CACHE_SECONDS  # noqa: F401
 from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
 from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
 from .storage import media_storage_backend
 
-# Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
-# ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
+# Django's generic classes (``ModelAdmin[Prediction]``) subscriptable at run time, as mypy sees them.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -12,6 +12,11 @@ broker, SQLite) a waiter re-reads its row on a slow, growing interval instead.
 Nothing here raises on a Redis outage: a lost wake-up only means the waiter notices at
 its next safety re-check (``EVENTS_RECHECK_SECONDS``) or at its deadline, and a
 listener that reconnects wakes every waiter to re-check at once.
+
+The same listener hears **change announcements** (``change_publish(topic)`` on
+``imagerec:changed:<topic>``, e.g. a model switch): ``change_stamp(topic)`` changes
+whenever one arrives or the listener loses or regains Redis, so a value kept in the
+process (``predictions.announced``) knows at once that it must be read again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "imagerec:prediction:"
+CHANGED_PREFIX = "imagerec:changed:"
 
 
 def channel_for(prediction_id: object) -> str:
@@ -58,6 +64,29 @@ def prediction_final_publish(prediction_ids: Iterable[object]) -> None:
         logger.warning("Could not announce %d finished predictions: %s", len(ids), error)
 
 
+def change_publish(topic: str) -> None:
+    """Announce to every web process that what ``topic`` names has changed (call after
+    the change is committed). Without Redis, or on an outage, nobody hears it: a value
+    kept under that topic then lives only its short time (``announced``)."""
+    url = settings.EVENTS_REDIS_URL
+    if not url:
+        return
+    try:
+        _publisher(url).publish(f"{CHANGED_PREFIX}{topic}", "changed")
+    except redis.RedisError as error:
+        logger.warning("Could not announce a change of %s: %s", topic, error)
+
+
+def change_stamp(topic: str) -> tuple[int, int] | None:
+    """A stamp that differs whenever a change of ``topic`` was announced to this process
+    or the listener lost or regained Redis since; ``None`` when announcements are not
+    heard now (no Redis, or not subscribed yet). Starts the listener when needed."""
+    listener = _listener()
+    if listener is None or not listener.subscribed.is_set():
+        return None
+    return listener.epoch, listener.changes.get(topic, 0)
+
+
 class _Waiter:
     """One waiting request: woken from the listener thread, awaited on its own loop."""
 
@@ -81,6 +110,9 @@ class _Listener(threading.Thread):
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
         self._waiters: defaultdict[str, set[_Waiter]] = defaultdict(set)
+        # Read from other threads without the lock: each is replaced or incremented whole.
+        self.epoch = 0  # one more at every subscription and every loss of Redis
+        self.changes: dict[str, int] = {}  # announcements heard per topic
 
     def register(self, prediction_id: object, waiter: _Waiter) -> None:
         with self._lock:
@@ -108,21 +140,37 @@ class _Listener(threading.Thread):
         while True:
             try:
                 client = redis.Redis.from_url(self.url, socket_connect_timeout=2, health_check_interval=30)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
-                pubsub.get_message(timeout=2)  # the confirmation: from here on nothing is missed
+                pubsub = client.pubsub()
+                pubsub.psubscribe(f"{CHANNEL_PREFIX}*", f"{CHANGED_PREFIX}*")
+                self._confirmed(pubsub, 2)  # from here on nothing is missed
+                self.epoch += 1
                 self.subscribed.set()
                 self._wake(None)  # anything announced while (re)connecting: everyone re-checks
                 delay = 0.5
                 for message in pubsub.listen():
                     if message.get("type") == "pmessage":
                         channel = message["channel"].decode()
-                        self._wake(channel.removeprefix(CHANNEL_PREFIX))
+                        if channel.startswith(CHANGED_PREFIX):
+                            topic = channel.removeprefix(CHANGED_PREFIX)
+                            self.changes[topic] = self.changes.get(topic, 0) + 1
+                        else:
+                            self._wake(channel.removeprefix(CHANNEL_PREFIX))
             except (redis.RedisError, OSError) as error:
                 self.subscribed.clear()
+                self.epoch += 1
                 logger.warning("Prediction events: Redis unavailable (%s); retrying in %.1fs", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    @staticmethod
+    def _confirmed(pubsub: redis.client.PubSub, count: int) -> None:
+        """Read the ``count`` subscription confirmations (each within 2 s)."""
+        while count:
+            message = pubsub.get_message(timeout=2)
+            if message is None:
+                raise redis.TimeoutError("no subscription confirmation from Redis")
+            if message.get("type") == "psubscribe":
+                count -= 1
 
 
 _listener_lock = threading.Lock()
