@@ -265,11 +265,13 @@ def setup_django(args: argparse.Namespace) -> None:
 
 def complete_on_enqueue() -> None:
     """No worker runs here: the enqueue still sends its real message to Redis, then the
-    row is completed and announced on Redis (as the worker does) so that a wait ends."""
+    row is completed and announced on Redis with its outcome (as the worker does) so
+    that a wait ends."""
     from django.utils import timezone
 
     from predictions import events
     from predictions.models import Prediction, PredictionStatus
+    from predictions.outcomes import outcome_message
     from predictions.services import submissions
 
     original = submissions.prediction_enqueue
@@ -286,7 +288,10 @@ def complete_on_enqueue() -> None:
             completed_at=timezone.now(),
             started_at=timezone.now(),
         )
-        events.prediction_final_publish([kwargs["prediction_id"]])
+        # As the worker announces it: with the outcome, so that a waiter holding the row
+        # need not read it again (predictions.outcomes).
+        completed = Prediction.objects.select_related("model_version").get(id=kwargs["prediction_id"])
+        events.prediction_final_publish([completed.id], [outcome_message(completed)])
         return sent
 
     submissions.prediction_enqueue = enqueue_and_complete  # type: ignore[assignment]

@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import redis
 from django.conf import settings
@@ -49,16 +49,18 @@ def _publisher(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
 
 
-def prediction_final_publish(prediction_ids: Iterable[object]) -> None:
-    """Announce that these predictions are final (call after their rows are committed)."""
+def prediction_final_publish(prediction_ids: Iterable[object], messages: Sequence[str] | None = None) -> None:
+    """Announce that these predictions are final (call after their rows are committed);
+    ``messages``: one per id, what a waiter that holds the row needs instead of reading
+    it again (``outcomes.outcome_message``), else a bare "final"."""
     url = settings.EVENTS_REDIS_URL
     ids = list(prediction_ids)
     if not url or not ids:
         return
     try:
         with _publisher(url).pipeline(transaction=False) as pipe:
-            for prediction_id in ids:
-                pipe.publish(channel_for(prediction_id), "final")
+            for index, prediction_id in enumerate(ids):
+                pipe.publish(channel_for(prediction_id), messages[index] if messages is not None else "final")
             pipe.execute()
     except redis.RedisError as error:
         logger.warning("Could not announce %d finished predictions: %s", len(ids), error)
@@ -90,15 +92,24 @@ def change_stamp(topic: str) -> tuple[int, int] | None:
 class _Waiter:
     """One waiting request: woken from the listener thread, awaited on its own loop."""
 
-    __slots__ = ("event", "loop")
+    __slots__ = ("event", "loop", "messages", "recheck")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.messages: dict[str, str] = {}  # prediction id -> its announcement (only on the loop)
+        self.recheck = False  # woken by a reconnection: announcements may have been missed
 
-    def wake(self) -> None:
+    def wake(self, prediction_id: str | None = None, message: str = "") -> None:
         with contextlib.suppress(RuntimeError):  # its loop has closed: nobody is waiting
-            self.loop.call_soon_threadsafe(self.event.set)
+            self.loop.call_soon_threadsafe(self._woken, prediction_id, message)
+
+    def _woken(self, prediction_id: str | None, message: str) -> None:
+        if prediction_id is None:
+            self.recheck = True
+        else:
+            self.messages[prediction_id] = message
+        self.event.set()
 
 
 class _Listener(threading.Thread):
@@ -126,14 +137,14 @@ class _Listener(threading.Thread):
                 if not waiters:
                     del self._waiters[str(prediction_id)]
 
-    def _wake(self, prediction_id: str | None) -> None:
+    def _wake(self, prediction_id: str | None, message: str = "") -> None:
         with self._lock:
             if prediction_id is None:
                 waiters = [w for group in self._waiters.values() for w in group]
             else:
                 waiters = list(self._waiters.get(prediction_id, ()))
         for waiter in waiters:
-            waiter.wake()
+            waiter.wake(prediction_id, message)
 
     def run(self) -> None:
         delay = 0.5
@@ -154,7 +165,7 @@ class _Listener(threading.Thread):
                             topic = channel.removeprefix(CHANGED_PREFIX)
                             self.changes[topic] = self.changes.get(topic, 0) + 1
                         else:
-                            self._wake(channel.removeprefix(CHANNEL_PREFIX))
+                            self._wake(channel.removeprefix(CHANNEL_PREFIX), message["data"].decode())
             except (redis.RedisError, OSError) as error:
                 self.subscribed.clear()
                 self.epoch += 1
@@ -220,6 +231,15 @@ class Subscription:
             return False
         self._waiter.event.clear()
         return True
+
+    def announced(self) -> dict[str, str] | None:
+        """The announcements heard so far, by prediction id (the latest of each); ``None``
+        when some may have been missed since the last call (the listener reconnected):
+        then the rows must be read."""
+        if self._waiter.recheck:
+            self._waiter.recheck = False
+            return None
+        return self._waiter.messages
 
     def add(self, prediction_ids: Iterable[object]) -> None:
         """Listen for these too. Safe from another thread: a submission that waits adds

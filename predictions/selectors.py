@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
-from . import events
+from . import events, outcomes
 from .exceptions import NotFoundError
 from .models import (
     ModelVersion,
@@ -154,7 +154,21 @@ async def _predictions_wait(
             return predictions
         # The safety re-read, jittered: 200 waiters that began together must not all
         # read at the same instant (seen as a 1 s stall of everything else).
-        await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS * random.uniform(0.8, 1.2)))
+        if await subscription.wait(min(remaining, settings.EVENTS_RECHECK_SECONDS * random.uniform(0.8, 1.2))):
+            announced = subscription.announced()
+            if announced is not None and _announced_apply(predictions, announced):
+                unread = predictions  # the worker's announcements said it all: no read
+
+
+def _announced_apply(predictions: Sequence[Prediction], announced: dict[str, str]) -> bool:
+    """Give the rows not final yet the outcome their announcement carries
+    (``outcomes``); ``False`` when one announced carries none (the rows must be read).
+    Rows not announced yet stay as they are: their announcement wakes the waiter."""
+    for prediction in predictions:
+        message = None if prediction.is_final else announced.get(str(prediction.id))
+        if message is not None and not outcomes.outcome_apply(prediction, message):
+            return False
+    return True
 
 
 def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId]) -> list[Prediction]:

@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ml.runner import Classifier
-from predictions import events, selectors
+from predictions import events, outcomes, selectors
 from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
 from predictions.models import (
     ModelVersion,
@@ -250,7 +250,9 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
             report.store_ms += (time.perf_counter() - began) * 1000
             done.update(str(p.id) for p in part)
             began = time.perf_counter()
-            events.prediction_final_publish(p.id for p in part_stored)
+            events.prediction_final_publish(
+                [p.id for p in part_stored], [outcomes.outcome_message(p) for p in part_stored]
+            )
             report.notify_ms += (time.perf_counter() - began) * 1000
             stored += part_stored
     except (OperationalError, InterfaceError, ModelUnavailableError, StorageUnavailableError):
