@@ -226,7 +226,11 @@ def _per_request_rows(revisions: dict[str, dict], best_raw: float | None) -> lis
             s = rev.get("levels", {}).get(str(clients)) if k == 1 and runs[name] else runs[name].get(str(k))
             values.append(f"{_fmt(s['images_per_s'], 1)} ({_pct(s['images_per_s'], best_raw)})" if s else "not run")
         rows.append(
-            (f"{k} image{'s' if k > 1 else ''} per request at {clients} clients (images/s, % of best raw)", values)
+            (
+                f"{k} image{'s' if k > 1 else ''} per request at {clients} client{'s' if clients > 1 else ''} "
+                "(images/s, % of best raw)",
+                values,
+            )
         )
     return rows
 
