@@ -5,6 +5,7 @@ that hears a result however early it comes."""
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -172,9 +173,9 @@ def test_a_waiting_submit_listens_before_its_rows_are_queued(
         order.append("subscribed")
         real_add(self, prediction_ids)
 
-    def enqueue(*, prediction_id: PredictionId) -> bool:
+    def enqueue(*, prediction_id: PredictionId, chunk: Sequence[PredictionId] = ()) -> bool:
         order.append("queued")
-        Prediction.objects.filter(id=prediction_id).update(
+        Prediction.objects.filter(id__in=[prediction_id, *chunk]).update(
             status=PredictionStatus.SUCCEEDED, label="tabby cat", class_id="n02123045", confidence=0.9,
             top_predictions=[{"label": "tabby cat", "class_id": "n02123045", "score": 0.9}],
             completed_at=timezone.now(),
