@@ -310,7 +310,7 @@ EVENTS_RECHECK_SECONDS = env.float("EVENTS_RECHECK_SECONDS", default=5)
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "predictions.api.authentication.KeptTokenAuthentication",  # DRF's, with the token kept while heard
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -43,9 +43,12 @@ class _Kept(Generic[T]):
 class AnnouncedValue(Generic[T]):
     """``load()``'s result, kept until ``topic`` changes (see the module)."""
 
-    def __init__(self, *, topic: str, load: Callable[[], T]) -> None:
+    def __init__(self, *, topic: str, load: Callable[[], T], unheard_seconds: float | None = None) -> None:
+        """``unheard_seconds``: how long it is kept while no announcement is heard
+        (``ANNOUNCED_CACHE_SECONDS`` by default; 0: only while they are heard)."""
         self.topic = topic
         self._load = load
+        self._unheard_seconds = unheard_seconds
         self._lock = threading.Lock()
         self._kept: _Kept[T] | None = None
         self._generation = 0  # one more at every local change: a read begun before it is not kept
@@ -64,12 +67,12 @@ class AnnouncedValue(Generic[T]):
                 self._kept = _Kept(value=value, stamp=stamp, read_at=now)
         return value
 
-    @staticmethod
-    def _fresh(kept: _Kept[T], stamp: tuple[int, int] | None, now: float) -> bool:
+    def _fresh(self, kept: _Kept[T], stamp: tuple[int, int] | None, now: float) -> bool:
         age = now - kept.read_at
         if stamp is not None and kept.stamp == stamp:
             return age < float(settings.ANNOUNCED_CACHE_MAX_SECONDS)
-        return stamp is None and kept.stamp is None and age < float(settings.ANNOUNCED_CACHE_SECONDS)
+        unheard = settings.ANNOUNCED_CACHE_SECONDS if self._unheard_seconds is None else self._unheard_seconds
+        return stamp is None and kept.stamp is None and age < float(unheard)
 
     def forget(self) -> None:
         """Drop the kept value in this process (the next ``get`` reads it)."""
