@@ -86,7 +86,12 @@ def test_one_image_costs_one_insert_and_no_query_beyond_what_it_needs(
     sent: list[PredictionId],
     django_assert_num_queries: DjangoAssertNumQueries,
     django_capture_on_commit_callbacks: Any,
+    settings: Any,
 ) -> None:
+    # No change announcements (as without Redis): tokens are read on every request, and the
+    # model versions kept for ANNOUNCED_CACHE_SECONDS (tests/predictions/test_api_authentication.py
+    # and test_registry_choice.py cover what is kept while announcements are heard).
+    settings.EVENTS_REDIS_URL = ""
     # The token, the model versions (read by the process's first submission only, then
     # kept until a switch), the INSERT (inside its transaction's savepoint here, as the
     # test runs in a transaction); RESULT_CACHE looks for an earlier result.
@@ -104,6 +109,7 @@ def test_a_batch_is_one_insert_and_its_queries_do_not_grow_with_the_images(
     api: APIClient, sent: list[PredictionId], settings: Any, count: int, django_capture_on_commit_callbacks: Any
 ) -> None:
     settings.RESULT_CACHE = "off"  # else one lookup per image, by design
+    settings.EVENTS_REDIS_URL = ""  # as above: what is kept does not change between the two requests
     api.post(LIST_URL, {"image": _images(1)}, format="multipart")  # the model versions are read once, then kept
     with CaptureQueriesContext(connection) as one, django_capture_on_commit_callbacks(execute=True):
         assert api.post(LIST_URL, {"image": _images(1)}, format="multipart").status_code == 202
