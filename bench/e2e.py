@@ -178,6 +178,7 @@ def summary_rows(raw: dict | None, keras: dict | None, revisions: dict[str, dict
             s = levels_of[name].get(level)
             values.append(f"{_fmt(s['images_per_s'], 1)} ({_pct(s['images_per_s'], best_raw)})" if s else "not run")
         rows.append((f"service throughput at {level} (images/s, % of best raw)", values))
+    rows += _per_request_rows(revisions, best_raw)
     values = []
     raw_p50 = raw.get("batch1", {}).get("p50_ms")
     for name in revisions:
@@ -208,6 +209,29 @@ def summary_rows(raw: dict | None, keras: dict | None, revisions: dict[str, dict
         agree = rev.get("top1_agreement")
         values.append(f"{agree['same']}/{agree['compared']}" if agree else "n/a")
     rows.append(("service top-1 = raw runner top-1", values))
+    return rows
+
+
+def _per_request_rows(revisions: dict[str, dict], best_raw: float | None) -> list[tuple[str, list[str]]]:
+    """One row per number of images per request (1 from the levels at the same clients)."""
+    runs = {name: rev.get("per_request", {}) for name, rev in revisions.items()}
+    ks = sorted({int(k) for per in runs.values() for k in per})
+    if not ks:
+        return []
+    clients = next(s["clients"] for per in runs.values() for s in per.values())
+    rows = []
+    for k in [1, *ks]:
+        values = []
+        for name, rev in revisions.items():
+            s = rev.get("levels", {}).get(str(clients)) if k == 1 and runs[name] else runs[name].get(str(k))
+            values.append(f"{_fmt(s['images_per_s'], 1)} ({_pct(s['images_per_s'], best_raw)})" if s else "not run")
+        rows.append(
+            (
+                f"{k} image{'s' if k > 1 else ''} per request at {clients} client{'s' if clients > 1 else ''} "
+                "(images/s, % of best raw)",
+                values,
+            )
+        )
     return rows
 
 
@@ -540,7 +564,7 @@ class Stack:
                 argv, cwd=self.src, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def start(self, levels: list[int]) -> dict[str, list[dict]]:
+    def start(self, levels: list[int], extra_groups: dict[str, int] | None = None) -> dict[str, list[dict]]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for old in self.run_dir.glob("*.log"):
             old.unlink()
@@ -564,7 +588,7 @@ class Stack:
         for step in commands["setup"]:
             _run(step, env=env, cwd=self.src)
         _run(["python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=self.src)
-        users = self._create_users(levels, env)
+        users = self._create_users(levels, env, extra_groups or {})
 
         web_argv, worker_argv = commands["web"], commands["worker"]
         if self.pin is not None:
@@ -586,8 +610,8 @@ class Stack:
             self._spawn("worker2", argv, env2)
         return users
 
-    def _create_users(self, levels: list[int], env: dict) -> dict[str, list[dict]]:
-        wanted = {"warmup": 1, **{str(level): level for level in levels}}
+    def _create_users(self, levels: list[int], env: dict, extra_groups: dict[str, int]) -> dict[str, list[dict]]:
+        wanted = {"warmup": 1, **{str(level): level for level in levels}, **extra_groups}
         out = self.run_dir / "users.json"
         script = f"""
 import json
@@ -762,7 +786,8 @@ async def run_clients(
         return record
 
     async def several(session: aiohttp.ClientSession, items: list, token: str) -> list[dict]:
-        """``per_request`` photos in one POST with ``?wait=30``; one record per photo."""
+        """``per_request`` photos in one POST to the batch endpoint with ``?wait=30``; one
+        record per photo."""
         headers = {"Authorization": f"Token {token}"}
         began = time.perf_counter()
         form = aiohttp.FormData()
@@ -773,9 +798,11 @@ async def run_clients(
             for index, (name, _) in items
         ]
         try:
-            async with session.post(f"{base}/api/v1/predictions/?wait=30", data=form, headers=headers) as response:
+            url = f"{base}/api/v1/predictions/batch/?wait=30"
+            async with session.post(url, data=form, headers=headers) as response:
                 text = await response.text()
-                bodies = json.loads(text) if response.status in (201, 202) else None
+                answer = json.loads(text) if response.status in (201, 202) else None
+                bodies = None if answer is None else [r.get("prediction") or {} for r in answer["results"]]
         except (TimeoutError, aiohttp.ClientError) as error:
             bodies, text = None, repr(error)
         now = time.perf_counter()
@@ -825,7 +852,8 @@ def run_service(
 ) -> dict:
     result: dict[str, Any] = {"tag": stack.tag, "src": str(stack.src), "git": git_revision(stack.src)}
     began = time.monotonic()
-    users = stack.start(levels)
+    per_request = _per_request_plan(stack, levels, args)
+    users = stack.start(levels, {f"x{k}": clients for k, clients in per_request.items()})
     result["commands"] = stack.commands
     result["ready_s"] = stack.wait_ready(args.ready_timeout)
     print(f"[{stack.tag}] stack ready in {time.monotonic() - began:.0f} s; warm-up ({len(warmup)} images)", flush=True)
@@ -842,6 +870,7 @@ def run_service(
         os.sched_setaffinity(0, {stack.pin[0]})
     try:
         _run_levels(stack, photos, levels, users, args, result)
+        _run_per_request(stack, photos, per_request, users, args, result)
     finally:
         os.sched_setaffinity(0, affinity)
     return result
@@ -861,7 +890,7 @@ def _run_levels(stack: Stack, photos: list, levels: list[int], users: dict, args
                 level,
                 deadline_s=args.level_timeout,
                 submit_wait=args.submit_wait,
-                per_request=args.images_per_request,
+                per_request=args.images_per_request[0],
             )
         )
         cpu = meter.stop(len(photos))
@@ -876,6 +905,43 @@ def _run_levels(stack: Stack, photos: list, levels: list[int], users: dict, args
             f"p50 {_fmt(summary['latency_ms']['p50'])} ms, {summary['succeeded']} ok, {summary['failed']} failed, "
             f"{summary['lost']} lost, {summary['http_errors']} HTTP errors, "
             f"{summary['cached']} cached" + (f"; first errors: {errors}" if errors else ""),
+            flush=True,
+        )
+
+
+def _per_request_plan(stack: Stack, levels: list[int], args) -> dict[int, int]:
+    """The extra runs of several images per request (``--images-per-request`` after its
+    first value, which the levels use): images per request -> clients. The current tree
+    on shared cores only, at the highest level up to 16 clients."""
+    if stack.tag != "now" or not levels:
+        return {}
+    clients = max([level for level in levels if level <= 16] or [min(levels)])
+    return {k: clients for k in args.images_per_request[1:]}
+
+
+def _run_per_request(stack: Stack, photos: list, plan: dict[int, int], users: dict, args, result: dict) -> None:
+    """The many-images-per-request path: the same photos, ``k`` per POST to the batch
+    endpoint with ``?wait=30``, by fresh users (no result-cache hits)."""
+    result["per_request"] = {}
+    for k, clients in plan.items():
+        time.sleep(2)
+        offsets = stack.log_offsets()
+        meter = CpuMeter(stack.roots())
+        meter.start()
+        tokens = [u["token"] for u in users[f"x{k}"]]
+        records = asyncio.run(
+            run_clients(stack.base_url, tokens, photos, clients, deadline_s=args.level_timeout, per_request=k)
+        )
+        cpu = meter.stop(len(photos))
+        time.sleep(1)
+        batches = stack.worker_log_since(offsets, f"x{k}")
+        summary = level_summary(records, n=len(photos), cpu=cpu, batches=batches) | {"clients": clients}
+        result["per_request"][str(k)] = summary
+        result["records"][f"x{k}"] = records
+        print(
+            f"[{stack.tag}] {k} images per request, c={clients}: {_fmt(summary['images_per_min'])} images/min, "
+            f"{summary['succeeded']} ok, {summary['failed']} failed, {summary['lost']} lost, "
+            f"{summary['http_errors']} HTTP errors",
             flush=True,
         )
 
@@ -1073,9 +1139,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--images-per-request",
-        type=int,
-        default=int(env_default("BENCH_IMAGES_PER_REQUEST", "1")),
-        help="photos per POST (several `image` fields, with ?wait=30) (BENCH_IMAGES_PER_REQUEST)",
+        type=lambda text: [int(k) for k in text.split(",") if k.strip()],
+        default=env_default("BENCH_IMAGES_PER_REQUEST", "1,8,20"),
+        help="photos per POST, comma-separated: the levels run with the first; each further K is one more run "
+        "of the current tree (shared cores, the highest level up to 16 clients) with K photos per POST to the "
+        "batch endpoint with ?wait=30, reported in the final table (BENCH_IMAGES_PER_REQUEST, default 1,8,20)",
     )
     parser.add_argument(
         "--pinned",
@@ -1245,7 +1313,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(final, indent=1, default=str) + "\n")
     print(f"written {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     failed = any(rev.get("error") for rev in revisions.values()) or any(
-        s["http_errors"] or s["lost"] or s["cached"] for rev in revisions.values() for s in rev["levels"].values()
+        s["http_errors"] or s["lost"] or s["cached"]
+        for rev in revisions.values()
+        for s in [*rev["levels"].values(), *rev.get("per_request", {}).values()]
     )
     return 1 if failed else 0
 

@@ -265,18 +265,21 @@ def setup_django(args: argparse.Namespace) -> None:
 
 def complete_on_enqueue() -> None:
     """No worker runs here: the enqueue still sends its real message to Redis, then the
-    row is completed and announced on Redis (as the worker does) so that a wait ends."""
+    row is completed and announced on Redis with its outcome (as the worker does) so
+    that a wait ends."""
     from django.utils import timezone
 
     from predictions import events
     from predictions.models import Prediction, PredictionStatus
+    from predictions.outcomes import outcome_message
     from predictions.services import submissions
 
     original = submissions.prediction_enqueue
 
     def enqueue_and_complete(**kwargs: Any) -> bool:
         sent = original(**kwargs)
-        Prediction.objects.filter(id=kwargs["prediction_id"]).update(
+        ids = [kwargs["prediction_id"], *kwargs.get("chunk", ())]  # a message carries a chunk of rows
+        Prediction.objects.filter(id__in=ids).update(
             status=PredictionStatus.SUCCEEDED,
             label="tabby",
             class_id="n02123045",
@@ -286,7 +289,10 @@ def complete_on_enqueue() -> None:
             completed_at=timezone.now(),
             started_at=timezone.now(),
         )
-        events.prediction_final_publish([kwargs["prediction_id"]])
+        # As the worker announces them: with the outcome, so that a waiter holding the row
+        # need not read it again (predictions.outcomes).
+        completed = list(Prediction.objects.select_related("model_version").filter(id__in=ids))
+        events.prediction_final_publish([p.id for p in completed], [outcome_message(p) for p in completed])
         return sent
 
     submissions.prediction_enqueue = enqueue_and_complete  # type: ignore[assignment]

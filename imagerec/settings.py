@@ -15,13 +15,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
+from .frontdoor import ANNOUNCED_CACHE_MAX_SECONDS, ANNOUNCED_CACHE_SECONDS  # noqa: F401
 from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
 from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
 from .storage import media_storage_backend
 
-# Generic classes of Django's that django-stubs types (``ModelAdmin[Prediction]``,
-# ``ModelForm[ModelVersion]``) can then be subscripted at run time, as mypy sees them.
+# Django's generic classes (``ModelAdmin[Prediction]``) subscriptable at run time, as mypy sees them.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -247,6 +247,8 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT = "imagerec.broker:Transport"  # atomic message files
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "imagerec.broker:RedisTransport"  # one client per channel, not per message
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
     {
         "data_folder_in": str(_broker_dir / "queue"),
@@ -261,8 +263,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True  # the Prediction row is the result store
-# No result backend ("disabled"), shared by all threads: Celery otherwise builds one per
-# thread, and under ASGI every request runs in a new thread (one per upload).
+# No result backend, shared by all threads (Celery builds one per thread: under ASGI, one per upload).
 CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -292,8 +293,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
-# Fail fast when the broker is down at submission: the row stays pending and the
-# reconciler re-enqueues it, instead of the request hanging.
+# Fail fast on a broker outage at submission: the row stays pending for the reconciler, no hanging request.
 CELERY_BROKER_TRANSPORT_OPTIONS.setdefault("max_retries", 2)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 RECONCILE_AFTER_SECONDS = env.int("RECONCILE_AFTER_SECONDS", default=300)
@@ -310,7 +310,7 @@ EVENTS_RECHECK_SECONDS = env.float("EVENTS_RECHECK_SECONDS", default=5)
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "predictions.api.authentication.KeptTokenAuthentication",  # DRF's, with the token kept while heard
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

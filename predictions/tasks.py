@@ -39,6 +39,8 @@ class PredictionTask(Task[Any, Any]):
             message = services.FAILED_SERVER_MESSAGE
         logger.error("Prediction %s failed: %r", args[0], exc)
         services.prediction_fail(prediction_id=args[0], error=message)
+        if kwargs.get("chunk"):  # failed before its batch sent them on: they get their own tries
+            services.prediction_chunk_forward(chunk=kwargs["chunk"])
 
 
 @shared_task(
@@ -55,12 +57,19 @@ class PredictionTask(Task[Any, Any]):
     retry_jitter=False,
     max_retries=8,
 )
-def prediction_run(self: Task[Any, Any], prediction_id: str, rerun: bool = False) -> None:
+def prediction_run(
+    self: Task[Any, Any], prediction_id: str, rerun: bool = False, chunk: list[str] | None = None
+) -> None:
     """Classify this prediction, batched with others waiting; ``rerun``: sent again by a
-    reprocess job, so not skipped as one this process finished before."""
-    if not rerun and worker.finished_recently(prediction_id):
-        return  # classified as part of an earlier batch: its own message needs no query
-    batch = services.prediction_batch_claim(prediction_id=prediction_id)
+    reprocess job, so not skipped as one this process finished before. ``chunk``: more
+    rows of the same submission in this message, claimed with it where the batch has
+    room (fairly: ``_fair_draw``), the others sent on in one message."""
+    ids = [prediction_id, *(chunk or [])]
+    # Classified as part of an earlier batch: a row's message needs no query.
+    ids = ids if rerun else [i for i in ids if not worker.finished_recently(i)]
+    if not ids:
+        return
+    batch = services.prediction_batch_claim(prediction_id=ids[0], chunk=ids[1:])
     if batch is None:
         return
     if settings.INFERENCE_BATCH_WAIT_MS and batch.room:

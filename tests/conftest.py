@@ -83,6 +83,19 @@ def _fresh_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_registry_choice() -> Iterator[None]:
+    """Web processes keep the model versions a submission chooses from and what API
+    tokens name: no test inherits another's (its rows are rolled back without a signal)."""
+    from predictions.api import authentication
+
+    registry_selectors.model_versions_forget()
+    authentication.tokens_forget()
+    yield
+    registry_selectors.model_versions_forget()
+    authentication.tokens_forget()
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The shipped default model, built by the same code as `make model` if absent."""

@@ -173,3 +173,15 @@ def test_frontdoor_goals_compare_each_run_with_its_own_raw_runner() -> None:
     everything = next(g for m, g in goals.items() if m.startswith("lost"))
     assert everything["value"] == "1; top-1 4/4"
     assert not everything["met"]
+
+
+def test_the_final_table_has_a_row_per_number_of_images_per_request() -> None:
+    records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
+    level = e2e.level_summary(records, n=10)
+    many = level | {"clients": 16}
+    now = {"levels": {"16": level}, "per_request": {"8": many, "20": many}}
+    rows = e2e.summary_rows({}, None, {"baseline": {"levels": {"16": level}}, "now": now})
+    per_request = {label: values for label, values in rows if "per request at 16 clients" in label}
+    assert [label.split(" per request")[0] for label in per_request] == ["1 image", "8 images", "20 images"]
+    assert all(values[0] == "not run" and values[1] != "not run" for values in per_request.values())
+    assert e2e.parse_args(["--images-per-request", "1,8,20"]).images_per_request == [1, 8, 20]

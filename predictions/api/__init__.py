@@ -9,6 +9,7 @@
 - ``errors``: the error body ``{"error": {"code", "message", "field"}}`` and the exception handler.
 - ``permissions``: who may do what, as DRF permission classes over ``predictions.access``.
 - ``throttles``: per-user submit and read rates; ``base``: the async view they all build on.
+- ``authentication``: DRF's token authentication, the token kept in the process while changes are heard.
 - ``bodies``: the prediction as JSON, written directly (the hot paths), equal to ``serializers``.
 - ``negotiation``: binary answers whatever the client accepts.
 - ``dispatch`` + ``schema``: several views behind one URL, routed by method, each

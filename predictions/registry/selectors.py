@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 
+from predictions.announced import AnnouncedValue
 from predictions.exceptions import ModelUnavailableError
 from predictions.models import (
     ModelActivation,
@@ -45,6 +46,29 @@ def traffic_bucket(*, user_id: int, model_version_id: int) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
+def _model_versions_in_play() -> tuple[ModelVersion, ...]:
+    return tuple(
+        ModelVersion.objects.filter(Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0))
+    )
+
+
+# What a submission chooses from (the active version and the A/B candidate with a share),
+# kept in the process until a switch (``announced``): ``model_versions_changed``.
+_in_play = AnnouncedValue(topic="registry", load=_model_versions_in_play)
+
+
+def model_versions_changed(**_: object) -> None:
+    """A version was saved, deleted or updated in bulk (the save/delete signals and the
+    services that ``update()`` call this): submissions choose from the database again,
+    in this process at once and in the others once it commits (``announced``)."""
+    _in_play.changed()
+
+
+def model_versions_forget() -> None:
+    """Drop what this process keeps of the registry (a test's database is rolled back)."""
+    _in_play.forget()
+
+
 def model_version_for_user(*, user: User) -> ModelVersion | None:
     """The version a new prediction of ``user`` runs with (A/B test): the candidate with
     a share of traffic when the user's ``traffic_bucket`` for it is below its
@@ -52,12 +76,11 @@ def model_version_for_user(*, user: User) -> ModelVersion | None:
 
     Sticky: the same user gets the same answer on every submission while the share is
     unchanged; raising the share only moves users from the active side to the candidate.
-    One query.
+    No query while the versions are kept in the process (``_in_play``); one after a switch.
+    The version returned is shared by the process's threads: read-only.
     """
     active: ModelVersion | None = None
-    for version in ModelVersion.objects.filter(
-        Q(is_active=True) | Q(status=ModelVersionStatus.CANDIDATE, traffic_percent__gt=0)
-    ):
+    for version in _in_play.get():
         if version.is_active:
             active = version
         elif traffic_bucket(user_id=user.pk, model_version_id=version.pk) < version.traffic_percent:

@@ -180,6 +180,7 @@ def model_version_retire(*, model_version: ModelVersion) -> ModelVersion:
     retired = ModelVersion.objects.filter(pk=model_version.pk, is_active=False).update(
         status=ModelVersionStatus.RETIRED, traffic_percent=0
     )
+    registry_selectors.model_versions_changed()  # a bulk update: no save signal
     if not retired:
         raise ConflictError(
             f"{model_version.name} v{model_version.version} is active; activate another version before retiring it."

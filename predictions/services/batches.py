@@ -18,7 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ml.runner import Classifier
-from predictions import events, selectors
+from predictions import events, outcomes, selectors
 from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
 from predictions.models import (
     ModelVersion,
@@ -40,13 +40,12 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_chunk_forward, prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
 
-# A message whose row's user is at INFLIGHT_PER_USER is sent again for this much later:
-# long enough not to spin through the queue, short next to one batch of costly images.
+# A row whose user is at INFLIGHT_PER_USER is sent again this much later (no spinning through the queue).
 DEFER_SECONDS = 1.0
 
 
@@ -72,10 +71,13 @@ class BatchReport:
         )
 
 
-def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tuple[uuid.UUID, list[Prediction]]:
+def prediction_claim(
+    *, prediction_id: PredictionId, batch_size: int = 1, chunk: Sequence[PredictionId] = ()
+) -> tuple[uuid.UUID, list[Prediction]]:
     """Claim ``prediction_id`` and up to ``batch_size - 1`` other pending predictions,
     drawn fairly (``_fair_draw``), in one conditional UPDATE; returns the claim token and
-    the claimed rows (empty when there was nothing to do).
+    the claimed rows (empty when there was nothing to do). The message's ``chunk`` rows
+    the batch did not take are sent on in one message (``prediction_chunk_forward``).
 
     Only ``pending`` rows are claimed, plus this message's own row when it has been
     ``running`` for longer than ``RECONCILE_AFTER_SECONDS`` (its worker died mid-task).
@@ -91,13 +93,14 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
     token = uuid.uuid4()
     lead = Prediction.objects.filter(id=prediction_id).values("user_id", "decode_bytes", "status").first()
     if lead is None:
+        prediction_chunk_forward(chunk=chunk)
         return token, []
     # Eager mode (debugging) runs tasks in line: a message sent again would recurse.
     if lead["status"] == PredictionStatus.PENDING and not settings.CELERY_TASK_ALWAYS_EAGER:
         running = selectors.prediction_running_by_user(since=stale, user_ids=[lead["user_id"]])
         if running.get(lead["user_id"], 0) >= settings.INFLIGHT_PER_USER:
             logger.info("Prediction %s waits: its user has %d running", prediction_id, running[lead["user_id"]])
-            prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS)
+            prediction_enqueue(prediction_id=prediction_id, countdown=DEFER_SECONDS, chunk=chunk)
             return token, []
     own = Q(id=prediction_id) & (
         Q(status=PredictionStatus.PENDING) | Q(status=PredictionStatus.RUNNING, started_at__lt=stale)
@@ -106,6 +109,7 @@ def prediction_claim(*, prediction_id: PredictionId, batch_size: int = 1) -> tup
         limit=batch_size - 1, exclude=prediction_id, taken=[(lead["user_id"], lead["decode_bytes"])], since=stale
     )
     claimed = _claim_rows(ids=[prediction_id, *others], token=token, now=now, also=own)
+    prediction_chunk_forward(chunk=chunk, taken=claimed)
     if not any(str(p.id) == str(prediction_id) for p in claimed):
         exhausted = Prediction.objects.filter(own, id=prediction_id, attempts__gte=settings.MAX_ATTEMPTS)
         if exhausted.exists():
@@ -193,7 +197,7 @@ class ClaimedBatch:
         return max(0, int(settings.INFERENCE_BATCH_SIZE) - len(self.predictions))
 
 
-def prediction_batch_claim(*, prediction_id: PredictionId) -> ClaimedBatch | None:
+def prediction_batch_claim(*, prediction_id: PredictionId, chunk: Sequence[PredictionId] = ()) -> ClaimedBatch | None:
     """What a worker does first for one message: make the active model ready, then
     claim this prediction and up to ``INFERENCE_BATCH_SIZE - 1`` others waiting beside
     it. ``None`` when there is nothing to do (the prediction is final, gone or being
@@ -205,7 +209,9 @@ def prediction_batch_claim(*, prediction_id: PredictionId) -> ClaimedBatch | Non
     active = registry_selectors.model_version_active_get()
     classifier = runtime.classifier_for(model_version=active)
     began = time.perf_counter()
-    token, claimed = prediction_claim(prediction_id=prediction_id, batch_size=settings.INFERENCE_BATCH_SIZE)
+    token, claimed = prediction_claim(
+        prediction_id=prediction_id, batch_size=settings.INFERENCE_BATCH_SIZE, chunk=chunk
+    )
     if not claimed:
         return None
     batch = ClaimedBatch(lead_id=prediction_id, token=token, predictions=claimed, active=active, classifier=classifier)
@@ -250,7 +256,9 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
             report.store_ms += (time.perf_counter() - began) * 1000
             done.update(str(p.id) for p in part)
             began = time.perf_counter()
-            events.prediction_final_publish(p.id for p in part_stored)
+            events.prediction_final_publish(
+                [p.id for p in part_stored], [outcomes.outcome_message(p) for p in part_stored]
+            )
             report.notify_ms += (time.perf_counter() - began) * 1000
             stored += part_stored
     except (OperationalError, InterfaceError, ModelUnavailableError, StorageUnavailableError):
@@ -281,10 +289,9 @@ COSTLY_SHARE = 4
 
 
 def _light_first(claimed: list[Prediction]) -> list[list[Prediction]]:
-    """The batch in the order it is run: one part when nothing in it is costly (or
-    everything is), else the light images first and then the costly ones (over
-    ``MAX_DECODE_BYTES / COSTLY_SHARE`` to decode), each part classified, stored and
-    announced before the next is decoded."""
+    """The batch in the order it is run: one part when nothing in it is costly (or everything is),
+    else the light images first, then the costly ones (over ``MAX_DECODE_BYTES / COSTLY_SHARE`` to
+    decode), each part classified, stored and announced before the next is decoded."""
     threshold = settings.MAX_DECODE_BYTES // COSTLY_SHARE
     light = [p for p in claimed if p.decode_bytes <= threshold]
     costly = [p for p in claimed if p.decode_bytes > threshold]
@@ -292,9 +299,8 @@ def _light_first(claimed: list[Prediction]) -> list[list[Prediction]]:
 
 
 def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
-    """Store the thumbnail of each classified image, after its result is announced (no
-    one waits for it): pages then show it without decoding the original, and a read
-    never has to write one. One that cannot be made is made on each read instead."""
+    """Store each classified image's thumbnail once its result is announced (no one waits): pages
+    show it without decoding the original. One that cannot be made is made on each read instead."""
     for prediction in predictions:
         try:
             prediction_thumbnail(prediction=prediction)
@@ -303,9 +309,8 @@ def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
 
 
 def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
-    """Claim and run one message's batch without waiting for more (``prediction_batch_claim``
-    then ``prediction_batch_run``); ``None`` when there was nothing to do. The task does the
-    same with an optional wait in between (``INFERENCE_BATCH_WAIT_MS``)."""
+    """Claim and run one message's batch (``prediction_batch_claim``, ``prediction_batch_run``; the
+    task may wait in between: ``INFERENCE_BATCH_WAIT_MS``); ``None`` when there was nothing to do."""
     batch = prediction_batch_claim(prediction_id=prediction_id)
     return None if batch is None else prediction_batch_run(batch=batch)
 

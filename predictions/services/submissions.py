@@ -179,17 +179,21 @@ def _predictions_insert(
             if before_queue is not None:
                 before_queue([prediction.id for prediction in predictions])
             if queued:
-                transaction.on_commit(lambda: _enqueue_each(queued), robust=True)
+                transaction.on_commit(lambda: _enqueue_chunks(queued), robust=True)
     except BaseException:
         for prediction in predictions:
             prediction.image.delete(save=False)
         raise
 
 
-def _enqueue_each(prediction_ids: Sequence[PredictionId]) -> None:
-    # Each its own message: a worker claims its batch from the database, so every row needs one.
-    for prediction_id in prediction_ids:
-        prediction_enqueue(prediction_id=prediction_id)
+def _enqueue_chunks(prediction_ids: Sequence[PredictionId]) -> None:
+    # One message per chunk of up to INFERENCE_BATCH_SIZE rows (what one batch takes), not
+    # one per row: its worker claims the first with its batch and sends on the chunk's rows
+    # that batch did not take (``batches.prediction_claim``), so every row is still sent.
+    size = max(1, int(settings.INFERENCE_BATCH_SIZE))
+    for start in range(0, len(prediction_ids), size):
+        first, *rest = prediction_ids[start : start + size]
+        prediction_enqueue(prediction_id=first, chunk=rest)
 
 
 def _copy_result(*, source: Prediction, target: Prediction, received: float) -> None:
@@ -213,15 +217,24 @@ def _copy_result(*, source: Prediction, target: Prediction, received: float) -> 
 PREDICTION_RUN_TASK = "predictions.tasks.prediction_run"
 
 
-def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False, countdown: float | None = None) -> bool:
-    """Send the task. A broker outage is logged, not raised: the row stays pending
-    and ``prediction_reconcile`` sends it again later. ``rerun``: a prediction finished
+def prediction_enqueue(
+    *,
+    prediction_id: PredictionId,
+    rerun: bool = False,
+    countdown: float | None = None,
+    chunk: Sequence[PredictionId] = (),
+) -> bool:
+    """Send the task. A broker outage is logged, not raised: the rows stay pending
+    and ``prediction_reconcile`` sends them again later. ``rerun``: a prediction finished
     before and sent again (reprocessing), which a worker must not skip as done.
-    ``countdown``: seconds before a worker may take it (a row whose user is at the in-flight limit)."""
+    ``countdown``: seconds before a worker may take it (a row whose user is at the in-flight limit).
+    ``chunk``: more rows of the same submission in the same message (``_enqueue_chunks``)."""
     try:
         # The registered task when this process has imported it (eager mode, tests),
         # else a message by name, routed to the inference queue like the task itself.
-        kwargs = {"rerun": True} if rerun else {}
+        kwargs: dict[str, Any] = {"rerun": True} if rerun else {}
+        if chunk:
+            kwargs["chunk"] = [str(i) for i in chunk]
         signature = current_app.signature(PREDICTION_RUN_TASK, args=[str(prediction_id)], kwargs=kwargs)
         if countdown:
             signature.apply_async(retry=False, countdown=countdown)
@@ -229,10 +242,27 @@ def prediction_enqueue(*, prediction_id: PredictionId, rerun: bool = False, coun
             signature.apply_async(retry=False)
     except broker_errors() as error:
         logger.warning("Broker unavailable, prediction %s stays pending: %s", prediction_id, error)
-        # Unsent: the reconciler picks it up once it is older than its threshold.
-        Prediction.objects.filter(id=prediction_id).update(enqueued_at=None)
+        # Unsent: the reconciler picks them up once older than its threshold.
+        Prediction.objects.filter(id__in=[prediction_id, *chunk]).update(enqueued_at=None)
         return False
     return True
+
+
+def prediction_chunk_forward(*, chunk: Sequence[PredictionId], taken: Sequence[Prediction] = ()) -> bool:
+    """Send on, in one message, the rows of a message's chunk still pending that its batch
+    did not take (``taken``; none when it failed before claiming); ``False`` when none is."""
+    claimed = {str(p.id) for p in taken}
+    rest = [i for i in chunk if str(i) not in claimed]
+    if not rest:
+        return False
+    pending = list(
+        Prediction.objects.filter(id__in=rest, status=PredictionStatus.PENDING)
+        .order_by("created_at")
+        .values_list("id", flat=True)
+    )
+    if not pending:
+        return False
+    return prediction_enqueue(prediction_id=pending[0], chunk=pending[1:])
 
 
 def prediction_enqueue_many(*, prediction_ids: Iterable[PredictionId]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,8 +66,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[PredictionId]:
     """The prediction ids the services send to the workers, recorded instead of sent."""
     messages: list[PredictionId] = []
 
-    def enqueue(*, prediction_id: PredictionId) -> bool:
-        messages.append(prediction_id)
+    def enqueue(*, prediction_id: PredictionId, chunk: Sequence[PredictionId] = ()) -> bool:
+        messages.extend([prediction_id, *chunk])
         return True
 
     monkeypatch.setattr(submissions, "prediction_enqueue", enqueue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -121,3 +122,24 @@ def test_submit_with_wait_answers_with_the_label_in_one_request(
     assert again.json()["cached"] is True
     assert again.json()["label"] == body["label"]
     assert again.json()["timings_ms"]["inference"] == 0
+
+
+def test_a_batch_of_20_with_wait_is_classified_in_one_request(
+    celery_worker: subprocess.Popen[bytes], active_model: ModelVersion, user: User, settings: Any
+) -> None:
+    # 20 images: two messages (chunks of INFERENCE_BATCH_SIZE=16 and 4), each image classified.
+    settings.RESULT_CACHE = "off"  # the same photos repeat: each is classified, none reused
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    files = [SimpleUploadedFile(f"{i}.jpg", photo_bytes("chelsea" if i % 2 else "coffee")) for i in range(20)]
+
+    response = api.post("/api/v1/predictions/batch/?wait=30", {"image": files}, format="multipart")
+
+    assert response.status_code == 201, response.content
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == [f"{i}.jpg" for i in range(20)]
+    assert all(r["prediction"]["status"] == "succeeded" and not r["prediction"]["cached"] for r in results)
+    assert {r["prediction"]["class_id"] for i, r in enumerate(results) if i % 2} <= CAT_CLASSES
+    stored = Prediction.objects.filter(user=user)
+    assert stored.count() == 20
+    assert set(stored.values_list("attempts", flat=True)) == {1}

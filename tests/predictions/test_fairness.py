@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -122,7 +123,9 @@ def test_no_user_has_more_than_the_limit_in_flight(settings: Settings, monkeypat
 
     sent: list[tuple[PredictionId, float | None]] = []
 
-    def enqueue(*, prediction_id: PredictionId, countdown: float | None = None) -> bool:
+    def enqueue(
+        *, prediction_id: PredictionId, countdown: float | None = None, chunk: Sequence[PredictionId] = ()
+    ) -> bool:
         sent.append((prediction_id, countdown))
         return True
 

@@ -1,16 +1,17 @@
 """The prediction task: a model missing during a deploy hands the batch back and the
-task retries; and enqueueing reaches the task by name (services never import tasks)."""
+task retries; enqueueing reaches the task by name (services never import tasks), one
+message per chunk of a submission, whose rows a batch has no room for are sent on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from pytest_django import Settings
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from ml.runner import Classifier
 from predictions import services, tasks
@@ -135,3 +136,61 @@ def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
     prediction.refresh_from_db()
     assert prediction.status == PredictionStatus.FAILED
     assert prediction.error == "Classification took too long and was stopped. Please try again."
+
+
+# --- One message per chunk of a submission ---------------------------------------------
+
+
+def test_a_batch_of_images_is_sent_as_one_message_per_chunk_of_a_batch_size(
+    user: User,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    settings.INFERENCE_BATCH_SIZE = 16
+    messages: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(tasks.prediction_run, "apply_async", lambda args, kwargs, **_: messages.append((args, kwargs)))
+    files = [_photo(name) for name in ("chelsea", "coffee") * 10]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes = services.prediction_create_many(user=user, uploaded_files=files)
+
+    ids = [str(o.prediction.id) for o in outcomes if o.prediction is not None]
+    assert len(ids) == 20
+    assert [len(kwargs.get("chunk", [])) + 1 for _, kwargs in messages] == [16, 4]
+    assert [i for args, kwargs in messages for i in (*args, *kwargs["chunk"])] == ids  # every row, in order
+
+
+def test_a_chunk_its_batch_has_no_room_for_is_sent_on_in_one_message(
+    user: User, active_model: ModelVersion, settings: Settings, sent: list[PredictionId]
+) -> None:
+    settings.INFERENCE_BATCH_SIZE = 2
+    first, second, third = (services.prediction_create(user=user, uploaded_file=_photo("chelsea")) for _ in range(3))
+    sent.clear()
+
+    tasks.prediction_run.apply(args=(str(first.id),), kwargs={"chunk": [str(second.id), str(third.id)]})
+
+    assert [str(i) for i in sent] == [str(third.id)]  # the rest of the chunk, sent on once
+    statuses = dict(Prediction.objects.values_list("id", "status"))
+    assert statuses == {first.id: "succeeded", second.id: "succeeded", third.id: "pending"}
+    tasks.prediction_run.apply(args=(str(third.id),))
+    assert Prediction.objects.get(id=third.id).status == PredictionStatus.SUCCEEDED
+    assert set(Prediction.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_chunk_whose_task_fails_before_its_batch_gives_its_other_rows_their_own_tries(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch, sent: list[PredictionId]
+) -> None:
+    first, second = (services.prediction_create(user=user, uploaded_file=_photo("chelsea")) for _ in range(2))
+    sent.clear()
+
+    def classifier_for(*, model_version: ModelVersion) -> Classifier:
+        raise ModelUnavailableError("No exported model at /models/efficientnet_lite0/2")
+
+    monkeypatch.setattr(runtime, "classifier_for", classifier_for)
+
+    tasks.prediction_run.apply(args=(str(first.id),), kwargs={"chunk": [str(second.id)]})
+
+    assert Prediction.objects.get(id=first.id).status == PredictionStatus.FAILED
+    assert Prediction.objects.get(id=second.id).status == PredictionStatus.PENDING
+    assert [str(i) for i in sent] == [str(second.id)]
