@@ -342,14 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-u", args.redis_url, "flushdb"], capture_output=True)
     setup_django(args)
 
-    from django.core.asgi import get_asgi_application
     from rest_framework.authtoken.models import Token
 
     from predictions.models import Prediction
     from tests.factories import UserFactory
     from training.photoset import photoset
 
-    app = get_asgi_application()
+    from imagerec.asgi import application as app  # what the server serves: the body limit, the fast path, Django
+
     complete_on_enqueue()
     user = UserFactory.create(username=f"frontdoor-{uuid.uuid4().hex[:8]}")
     token = Token.objects.create(user=user).key
