@@ -310,21 +310,33 @@ def _admitted(request: HttpRequest, view_class: type[Any]) -> User:
     """The token's user, if the view's first authentication is DRF's token one and its
     permissions and its one throttle let the request through (the throttle counts it);
     else ``HandOver``, before anything is counted."""
+    user = _authenticate(request, view_class)
+    view = view_class(request=request, args=(), kwargs={})
+    for permission in view_class.permission_classes:
+        if not permission().has_permission(request, view):
+            raise HandOver
+    _throttle(request, view)
+    return user
+
+
+def _authenticate(request: HttpRequest, view_class: type[Any]) -> User:
     authentication = view_class.authentication_classes[0]()
-    if not isinstance(authentication, TokenAuthentication) or len(view_class.throttle_classes) > 1:
+    if not isinstance(authentication, TokenAuthentication):
         raise HandOver
     authenticated = authentication.authenticate(request)  # type: ignore[arg-type]  # reads META only
     if authenticated is None:
         raise HandOver
     request.user = authenticated[0]
-    view = view_class(request=request, args=(), kwargs={})
-    for permission in view_class.permission_classes:
-        if not permission().has_permission(request, view):
-            raise HandOver
-    for throttle in view_class.throttle_classes:
+    return cast(User, authenticated[0])
+
+
+def _throttle(request: HttpRequest, view: Any) -> None:
+    """The view's throttle, as DRF checks it; one at most, so that a refusal counts nothing."""
+    if len(view.throttle_classes) > 1:
+        raise HandOver
+    for throttle in view.throttle_classes:
         if not throttle().allow_request(request, view):
             raise HandOver
-    return cast(User, authenticated[0])
 
 
 def _rendered(response: Response, view_class: type[Any], *, allow: str) -> Response:

@@ -113,7 +113,7 @@ class AsgiApi:
         kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
 
         async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=application)
+            transport = httpx.ASGITransport(app=application)  # type: ignore[arg-type]  # Mapping vs MutableMapping
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 return await client.request(method, url, **kwargs)
 
