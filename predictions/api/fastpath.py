@@ -100,17 +100,19 @@ class FastPath:
                 break
         size = body.tell()
         body.seek(0)
-        request = ASGIRequest(scope, body)
         later: list[Message] = []  # what the client sent while this path worked (its disconnect)
+        request: ASGIRequest | None = None
         try:
+            request = ASGIRequest(scope, body)  # may refuse the path's encoding: Django's to answer
             async with ThreadSensitiveContext():  # this request's sync work in its own thread, as Django's
                 response = await self._answer(request, receive, later)
-        except HandOver:
+        except (HandOver, UnicodeDecodeError):
             FAST_PATH_REQUESTS.labels(outcome="handed_over").inc()
             await self.app(scope, _replay(body, size, later, receive), send)
             return
         finally:
-            request.close()  # uploaded temporary files
+            if request is not None:
+                request.close()  # uploaded temporary files
         if response is not None:
             FAST_PATH_REQUESTS.labels(outcome="served").inc()
             await _send(response, send)

@@ -214,3 +214,13 @@ def test_other_kinds_of_request_go_to_django(asgi_api: AsgiApi, front_door: str,
     assert browsable.headers["Content-Type"].startswith("text/html")
     _error(form, 400, "invalid")
     assert (_served("served"), _served("handed_over")) == before  # not even looked at
+
+
+def test_a_host_not_allowed_is_refused_by_django_on_both_paths(asgi_api: AsgiApi, user: User) -> None:
+    prediction = PredictionFactory.create(user=user)
+
+    polled = asgi_api.get(f"{LIST_URL}{prediction.id}/", headers={"Host": "elsewhere.example"})
+    submitted = asgi_api.post(LIST_URL, files=_image(), headers={"Host": "elsewhere.example"})
+
+    assert (polled.status_code, submitted.status_code) == (400, 400)
+    assert not Prediction.objects.exclude(id=prediction.id).exists()
