@@ -224,3 +224,14 @@ def test_a_host_not_allowed_is_refused_by_django_on_both_paths(asgi_api: AsgiApi
 
     assert (polled.status_code, submitted.status_code) == (400, 400)
     assert not Prediction.objects.exclude(id=prediction.id).exists()
+
+
+def test_a_file_over_the_upload_limit_is_413(asgi_api: AsgiApi, settings: Any) -> None:
+    # (A body over MAX_REQUEST_BYTES never reaches either path: tests/test_request_limits.py.)
+    photo = photo_bytes("chelsea")
+    settings.MAX_UPLOAD_BYTES = len(photo) - 1
+
+    error = _error(asgi_api.post(LIST_URL, files=_image(content=photo)), 413, "too_large")
+
+    assert error["field"] == "image"
+    assert not Prediction.objects.exists()
