@@ -4,6 +4,7 @@ fast path really serves the happy path (its ``imagerec_api_fast_path_requests`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -235,3 +236,44 @@ def test_a_file_over_the_upload_limit_is_413(asgi_api: AsgiApi, settings: Any) -
 
     assert error["field"] == "image"
     assert not Prediction.objects.exists()
+
+
+def test_a_client_that_goes_away_ends_its_long_poll_without_an_answer(
+    user: User, front_door: str, settings: Any
+) -> None:
+    from asgiref.sync import async_to_sync
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    from imagerec.asgi import application
+
+    settings.EVENTS_RECHECK_SECONDS = 3600
+    prediction = PredictionFactory.create(user=user, status=PredictionStatus.RUNNING)
+    token = Token.objects.create(user=user).key
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": f"{LIST_URL}{prediction.id}/", "raw_path": f"{LIST_URL}{prediction.id}/".encode(),
+        "query_string": b"wait=30", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Token {token}".encode())],
+    }  # fmt: skip
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Mapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        async_to_sync(application)(scope, receive, send)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+    assert sent == []  # the wait was cancelled: nobody is left to answer
