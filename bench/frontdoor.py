@@ -4,8 +4,10 @@
     python bench/frontdoor.py --label after   # stored under that label in bench/frontdoor.json
 
 In one process, without a network server: the real ASGI application (``imagerec.asgi``:
-every middleware, URL routing, DRF authentication, throttling, parsing, the service, the
-PostgreSQL insert, the Celery message to Redis, the Redis wake-up listener) is called
+the body limit; the fast path for one-image submit and poll, every middleware, URL
+routing and DRF for the batch or with ``API_FAST_PATH=off``; authentication, throttling,
+parsing, the service, the PostgreSQL insert, the Celery message to Redis, the Redis
+wake-up listener) is called
 with real multipart requests carrying real photos (``training.photoset``), as uvicorn
 would call it. Measured per path:
 
