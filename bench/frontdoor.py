@@ -4,8 +4,10 @@
     python bench/frontdoor.py --label after   # stored under that label in bench/frontdoor.json
 
 In one process, without a network server: the real ASGI application (``imagerec.asgi``:
-every middleware, URL routing, DRF authentication, throttling, parsing, the service, the
-PostgreSQL insert, the Celery message to Redis, the Redis wake-up listener) is called
+the body limit; the fast path for one-image submit and poll, every middleware, URL
+routing and DRF for the batch or with ``API_FAST_PATH=off``; authentication, throttling,
+parsing, the service, the PostgreSQL insert, the Celery message to Redis, the Redis
+wake-up listener) is called
 with real multipart requests carrying real photos (``training.photoset``), as uvicorn
 would call it. Measured per path:
 
@@ -50,12 +52,21 @@ sys.path.insert(0, str(ROOT))
 # Nested stages are listed inner first and subtracted from the outer (see ``budget``).
 STAND_IN = "stand-in worker"
 STAGES: dict[str, list[tuple[str, str]]] = {
+    # Each with the fast path's own (predictions/api/fastpath.py), which skips DRF's view.
     "authentication": [
         ("adrf/views.py", "perform_authentication"),
         ("rest_framework/views.py", "perform_authentication"),
+        ("predictions/api/fastpath.py", "_authenticate"),
     ],
-    "throttling": [("adrf/views.py", "check_throttles"), ("rest_framework/views.py", "check_throttles")],
-    "multipart parsing": [("rest_framework/request.py", "_load_data_and_files")],
+    "throttling": [
+        ("adrf/views.py", "check_throttles"),
+        ("rest_framework/views.py", "check_throttles"),
+        ("predictions/api/fastpath.py", "_throttle"),
+    ],
+    "multipart parsing": [
+        ("rest_framework/request.py", "_load_data_and_files"),
+        ("django/http/request.py", "_load_post_and_files"),
+    ],
     "hashing": [("~", "<built-in method _hashlib.openssl_sha256>")],
     "validation (header, size)": [("predictions/images.py", "validate_image_bytes")],
     "model version choice": [("predictions/registry/selectors.py", "model_version_for_user")],
@@ -348,14 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["redis-cli", "-u", args.redis_url, "flushdb"], capture_output=True)
     setup_django(args)
 
-    from django.core.asgi import get_asgi_application
     from rest_framework.authtoken.models import Token
 
+    from imagerec.asgi import application as app  # what the server serves: the body limit, the fast path, Django
     from predictions.models import Prediction
     from tests.factories import UserFactory
     from training.photoset import photoset
 
-    app = get_asgi_application()
     complete_on_enqueue()
     user = UserFactory.create(username=f"frontdoor-{uuid.uuid4().hex[:8]}")
     token = Token.objects.create(user=user).key

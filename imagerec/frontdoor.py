@@ -1,12 +1,17 @@
-"""Settings of what the web process keeps in memory between requests
-(``predictions.announced``), read from the environment here so settings.py stays short;
-settings.py imports them."""
+"""Settings of the API's front door, read from the environment here so settings.py stays
+short; settings.py imports them: the fast path (docs/architecture.md, "The fast path")
+and what the web process keeps in memory between requests (``predictions.announced``)."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
+
+# The happy path of one-image submit and poll, token-authenticated, answered by a lean
+# ASGI route in front of Django (predictions.api.fastpath); everything else, and all of
+# it when off, goes through Django's middleware and DRF as before. on/off (true/false).
+API_FAST_PATH = env.bool("API_FAST_PATH", default=True)
 
 # Without change announcements (no Redis: `make run` on SQLite, or Redis down) a value kept
 # in a web process (the model versions a submission chooses from) is read again after this

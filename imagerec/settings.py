@@ -15,11 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECODE_BYTES  # noqa: F401
-from .frontdoor import ANNOUNCED_CACHE_MAX_SECONDS, ANNOUNCED_CACHE_SECONDS  # noqa: F401
+from .frontdoor import ANNOUNCED_CACHE_MAX_SECONDS, ANNOUNCED_CACHE_SECONDS, API_FAST_PATH  # noqa: F401
 from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
-from .storage import LOCAL_MEDIA_BACKEND as _LOCAL_MEDIA
-from .storage import media_storage_backend
+from .storage import LOCAL_MEDIA_BACKEND, media_storage_backend
 
 # Django's generic classes (``ModelAdmin[Prediction]``) subscriptable at run time, as mypy sees them.
 django_stubs_ext.monkeypatch()
@@ -225,7 +224,7 @@ MODEL_ENGINE = env.str("MODEL_ENGINE", default="savedmodel")
 MODEL_THREADS = env.int("MODEL_THREADS", default=0)  # 0 = let the engine decide
 # Models distributed through the media bucket (predictions/registry/distribution.py): on with
 # MEDIA_STORAGE=s3. Workers fetch a version into MODEL_CACHE_DIR, keeping at most that many.
-MODEL_DISTRIBUTION = env.bool("MODEL_DISTRIBUTION", default=STORAGES["default"]["BACKEND"] != _LOCAL_MEDIA)
+MODEL_DISTRIBUTION = env.bool("MODEL_DISTRIBUTION", default=STORAGES["default"]["BACKEND"] != LOCAL_MEDIA_BACKEND)
 MODEL_CACHE_DIR = VAR_DIR / env.str("MODEL_CACHE_DIR", default="model-cache")
 MODEL_CACHE_MAX_VERSIONS = env.int("MODEL_CACHE_MAX_VERSIONS", default=3)
 DEFAULT_TOP_K = env.int("DEFAULT_TOP_K", default=5)

@@ -188,6 +188,12 @@ def _predictions_read_sync(user: User, prediction_ids: Sequence[PredictionId], f
         connection_release()
 
 
+def predictions_read(*, user: User, prediction_ids: Sequence[PredictionId]) -> list[Prediction]:
+    """The user's predictions, in the order asked, with their model version, read once
+    (a missing or foreign id is a 404); the connection is handed back after."""
+    return _predictions_read_sync(user, prediction_ids)
+
+
 def connection_release() -> None:
     """Hand this thread's database connection back (to the pool) before a long wait:
     a waiting request must not hold one of the few connections for its whole wait."""

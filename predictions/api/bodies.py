@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -39,7 +40,9 @@ def _label_score(entry: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def prediction_body(prediction: Prediction, request: Request | None, *, submitted: bool = False) -> dict[str, Any]:
+def prediction_body(
+    prediction: Prediction, request: Request | HttpRequest | None, *, submitted: bool = False
+) -> dict[str, Any]:
     """``PredictionOutputSerializer(prediction).data`` (``submitted``: that of
     ``SubmittedPredictionSerializer``, with the deprecated ``filename``)."""
     detail = reverse("api:prediction-detail", kwargs={"prediction_id": prediction.id})

@@ -26,6 +26,7 @@ class MethodDispatchView(Protocol):
     """What ``method_dispatch`` returns: a view function, plus the view of each method."""
 
     views_by_method: dict[str, ViewFunction]
+    allow: str  # the Allow header of every answer
 
     def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -89,4 +90,5 @@ def method_dispatch(**views: type[APIView]) -> MethodDispatchView:
 
     view = cast(MethodDispatchView, csrf_exempt(dispatcher))
     view.views_by_method = views_by_method
+    view.allow = allow
     return view

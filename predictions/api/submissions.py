@@ -13,9 +13,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.http import HttpRequest
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.http import AuthenticatedRequest
@@ -57,20 +60,8 @@ class _SubmitApi(AsyncAPIView):
         # Listening from before the rows are queued: the wait starts without reading them again.
         async with events.prediction_final_subscription(()) as subscription:
             outcomes = await sync_to_async(self._create)(request, before_queue=subscription.add)
-            created = [o.prediction for o in outcomes if o.prediction is not None]
-            if created:
-                created = await selectors.predictions_wait(
-                    user=request.user,
-                    prediction_ids=[p.id for p in created],
-                    seconds=wait,
-                    subscription=subscription,
-                    known=created,
-                )
-                by_id = {p.id: p for p in created}
-                for outcome in outcomes:
-                    if outcome.prediction is not None:
-                        outcome.prediction = by_id[outcome.prediction.id]
-        return outcomes, wait, bool(created) and all(p.is_final for p in created)
+            done = await outcomes_wait(user=request.user, outcomes=outcomes, seconds=wait, subscription=subscription)
+        return outcomes, wait, done
 
     def _create(
         self, request: AuthenticatedRequest, *, before_queue: Callable[[Sequence[PredictionId]], None] | None
@@ -86,6 +77,37 @@ class _SubmitApi(AsyncAPIView):
         if before_queue is not None:  # about to wait: do not hold a pooled connection meanwhile
             selectors.connection_release()
         return outcomes
+
+
+async def outcomes_wait(
+    *, user: User, outcomes: list[services.SubmissionOutcome], seconds: float, subscription: events.Subscription
+) -> bool:
+    """Wait for a submission's accepted rows (``subscription`` was opened before they were
+    queued) and put them, re-read, into ``outcomes``: whether every one of them is final.
+    The submit views and the fast path (``api.fastpath``) both wait through here."""
+    created = [o.prediction for o in outcomes if o.prediction is not None]
+    if created:
+        created = await selectors.predictions_wait(
+            user=user, prediction_ids=[p.id for p in created], seconds=seconds, subscription=subscription, known=created
+        )
+        by_id = {p.id: p for p in created}
+        for outcome in outcomes:
+            if outcome.prediction is not None:
+                outcome.prediction = by_id[outcome.prediction.id]
+    return bool(created) and all(p.is_final for p in created)
+
+
+def submitted_answer(
+    outcome: services.SubmissionOutcome, request: Request | HttpRequest, *, wait: float, done: bool
+) -> Response:
+    """The answer to one image: 201 when final within the wait, else 202, with ``Location``;
+    a refused image raises its error (the exception handler answers it)."""
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.prediction is not None  # an outcome has one or the other
+    code = status.HTTP_201_CREATED if wait and done else status.HTTP_202_ACCEPTED
+    body = prediction_body(outcome.prediction, request, submitted=True)
+    return Response(body, status=code, headers={"Location": body["url"]})
 
 
 SUBMIT_RESPONSE_HEADERS = [
@@ -160,15 +182,10 @@ class PredictionCreateApi(_SubmitApi):
     def _answer(
         self, request: AuthenticatedRequest, outcomes: list[services.SubmissionOutcome], *, wait: float, done: bool
     ) -> Response:
-        code = status.HTTP_201_CREATED if wait and done else status.HTTP_202_ACCEPTED
         if len(outcomes) > 1:
+            code = status.HTTP_201_CREATED if wait and done else status.HTTP_202_ACCEPTED
             return self._legacy_list(request, outcomes, wait=wait, code=code)
-        outcome = outcomes[0]
-        if outcome.error is not None:
-            raise outcome.error
-        assert outcome.prediction is not None  # an outcome has one or the other
-        body = prediction_body(outcome.prediction, request, submitted=True)
-        return Response(body, status=code, headers={"Location": body["url"]})
+        return submitted_answer(outcomes[0], request, wait=wait, done=done)
 
     def _legacy_list(
         self, request: AuthenticatedRequest, outcomes: list[services.SubmissionOutcome], *, wait: float, code: int

@@ -41,11 +41,15 @@ WAIT_PARAMETERS = [
 
 def wait_seconds(request: Request) -> float:
     """Seconds to wait, from ``?wait=N`` or ``Prefer: wait=N``; 0 when neither is given."""
-    raw = request.query_params.get("wait")
+    return wait_from(request.query_params.get("wait"), request.headers.get("Prefer", ""))
+
+
+def wait_from(raw: str | None, prefer: str) -> float:
+    """``wait_seconds`` from the raw ``?wait`` (``None``: not given) and ``Prefer`` header."""
     if raw is not None:
         if not _NUMBER.fullmatch(raw.strip()):
             raise ApplicationError("wait must be a number of seconds.", field="wait")
     else:
-        match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+        match = _PREFER_WAIT.search(prefer)
         raw = match.group(1) if match and _NUMBER.fullmatch(match.group(1)) else "0"
     return min(max(float(raw), 0.0), MAX_WAIT_SECONDS)

@@ -41,6 +41,12 @@ REQUESTS = Counter(
     ["view", "method", "status"],
     registry=REQUEST_REGISTRY,
 )
+FAST_PATH_REQUESTS = Counter(
+    "imagerec_api_fast_path_requests",
+    "Requests the API's fast path took up (predictions.api.fastpath): served by it, or handed over to Django.",
+    ["outcome"],
+    registry=REQUEST_REGISTRY,
+)
 REQUEST_LATENCY = Histogram(
     "imagerec_http_request_duration_seconds",
     "Time to produce a response, by view and method.",

@@ -8,8 +8,11 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -90,3 +93,53 @@ def measured(active_model: ModelVersion) -> None:
             )
         else:
             CorrectionFactory.create(prediction=prediction, label="tabby cat", class_id="n02123045")
+
+
+class AsgiApi:
+    """An API client that calls ``imagerec.asgi.application`` as the server does: the
+    body limit, the fast path (``predictions.api.fastpath``) and Django behind it. The
+    request runs in the test's thread (``async_to_sync``), so it sees the test's rows;
+    as Django's own test clients do, the request signals do not close that connection."""
+
+    def __init__(self, token: str | None) -> None:
+        self.headers = {} if token is None else {"Authorization": f"Token {token}"}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        from django.core.signals import request_finished, request_started
+        from django.db import close_old_connections
+
+        from imagerec.asgi import application
+
+        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
+
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=application)  # type: ignore[arg-type]  # Mapping vs MutableMapping
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return await client.request(method, url, **kwargs)
+
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            return async_to_sync(call)()
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+@pytest.fixture(params=["fast path", "django"])
+def front_door(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Each test using it runs twice: with the API's fast path on, and with it off."""
+    settings.API_FAST_PATH = request.param == "fast path"
+    return str(request.param)
+
+
+@pytest.fixture
+def asgi_api(user: User, front_door: str) -> AsgiApi:
+    """``user``'s token client through the real ASGI application, fast path on and off."""
+    return AsgiApi(Token.objects.create(user=user).key)

@@ -20,8 +20,10 @@ from rest_framework.authtoken.models import Token
 
 from predictions import events, selectors
 from predictions.models import ModelVersion, Prediction, PredictionId, PredictionStatus
+from predictions.operations.metrics import FAST_PATH_REQUESTS
 from tests.conftest import BASE_DIR, _compose_web_command, _database_url, _free_port, photo_bytes
 from tests.factories import PredictionFactory
+from tests.predictions.conftest import AsgiApi
 
 if TYPE_CHECKING:
     from aiohttp import ClientSession, TraceRequestHeadersSentParams
@@ -87,6 +89,29 @@ def test_a_waiting_request_is_woken_by_the_announcement_not_by_polling(
 
     assert asyncio.run(wait()) == PredictionStatus.FAILED
     assert waits[-1] == (True, True), waits  # the last wait was on Redis and ended by a wake-up
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast path", "django"])
+def test_a_long_poll_through_the_asgi_application_is_woken_by_the_announcement(
+    user: User, settings: Settings, monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    _redis_or_skip()
+    settings.EVENTS_REDIS_URL = LOCAL_REDIS
+    settings.EVENTS_RECHECK_SECONDS = 3600
+    settings.API_FAST_PATH = fast_path
+    prediction = _in_progress(user)
+    waits = _finish_once_waiting(monkeypatch, prediction.id, publish=True)
+    served = FAST_PATH_REQUESTS.labels(outcome="served")._value.get()
+
+    response = AsgiApi(Token.objects.create(user=user).key).get(
+        f"/api/v1/predictions/{prediction.id}/", params={"wait": "30"}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == PredictionStatus.FAILED
+    assert waits[-1] == (True, True), waits
+    assert FAST_PATH_REQUESTS.labels(outcome="served")._value.get() - served == (1 if fast_path else 0)
 
 
 @pytest.mark.django_db(transaction=True)
