@@ -6,7 +6,7 @@ its boto3 session and resource in a thread-local, so every upload would build a 
 (loading boto3's service models again, tens of milliseconds of CPU). The boto3 client
 underneath is thread-safe, so the process shares one. ``read_bytes`` fetches an object
 with a single GET (``open()`` does a HEAD, then the GET); a save is a single PUT. Direct
-uploads (predictions/services/uploads.py) use ``presigned_put``, ``head``, ``read_head``
+uploads (predictions/services/uploads.py) use ``presigned_put``, ``read_head``
 and ``listed``. docs/operations/object-storage.md.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +22,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from storages.backends.s3 import S3Storage  # type: ignore[import-untyped]  # django-storages ships no types
 from storages.utils import clean_name, is_seekable  # type: ignore[import-untyped]
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    size_bytes: int
-    content_type: str
 
 
 def _missing(error: ClientError) -> bool:
@@ -118,18 +111,9 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
                 )
             return self._signers[endpoint_url]
 
-    def head(self, name: str) -> StoredObject | None:
-        """The object's size and type (one HEAD), or ``None`` when there is none."""
-        try:
-            response = self.connection.meta.client.head_object(Bucket=self.bucket_name, Key=self._normalize_name(name))
-        except ClientError as error:
-            if _missing(error):
-                return None
-            raise
-        return StoredObject(size_bytes=int(response["ContentLength"]), content_type=response.get("ContentType", ""))
-
-    def read_head(self, name: str, length: int) -> bytes:
-        """The first ``length`` bytes of the object (one ranged GET)."""
+    def read_head(self, name: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes of the object and its whole size, in one ranged GET
+        (no HEAD first); ``FileNotFoundError`` when there is none."""
         key = self._normalize_name(name)
         try:
             response = self.connection.meta.client.get_object(
@@ -138,9 +122,13 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         except ClientError as error:
             if _missing(error):
                 raise FileNotFoundError(f"File does not exist: {name}") from error
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:  # an empty object
+                return b"", 0
             raise
         content: bytes = response["Body"].read()
-        return content
+        # "bytes 0-65535/1048576"; a whole object answered without a range has none.
+        total = str(response.get("ContentRange", "")).rpartition("/")[2]
+        return content, int(total) if total.isdigit() else int(response["ContentLength"])
 
     def listed(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         """Each object under ``prefix``: its name and when it was last written."""

@@ -36,7 +36,7 @@ class DirectUploadCreateApi(AsyncAPIView):
 
     class InputSerializer(JsonInputSerializer):
         class Meta:
-            ref_name = "DirectUploadRequest"
+            ref_name = "DirectUploadDeclaration"
 
         filename = serializers.CharField(max_length=1024, help_text="The image's file name, shown in the history")
         content_type = serializers.CharField(

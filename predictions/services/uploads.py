@@ -6,8 +6,8 @@ the bytes (docs/operations/object-storage.md, "Direct uploads").
 type (413, 415) before signing anything, and signs a PUT for a fresh key under
 ``uploads/direct/<user id>/``. The upload id is a signed token (``django.core.signing``)
 carrying what was declared: no row is written until the commit, and a token of another
-user, or altered, is not found. ``direct_upload_commit`` checks the object (one HEAD, one
-ranged GET of its header, checked by ``images.check_image_header`` as an upload is),
+user, or altered, is not found. ``direct_upload_commit`` checks the object (one ranged GET
+of its header, which also gives its size, checked by ``images.check_image_header`` as an upload is),
 writes the prediction with the object's UUID as its id (a second commit is refused by
 the primary key) and queues it as a submit does. The SHA-256 the result cache needs is
 computed by the worker, which reads the bytes anyway (``batches._classify``): the commit
@@ -193,29 +193,32 @@ def direct_upload_commit(
 ) -> Prediction:
     """Turn a PUT image into a prediction, queued after commit as a submit's is.
 
-    Checks, each refusal writing no row: the id is this user's (404), not committed before
-    (409 ``already_committed``), within its commit window (410 ``upload_expired``), its
-    object stored (409 ``upload_missing``) with the declared size and a header of the
-    declared format (400 ``upload_mismatch``) that a submit would accept (the submit's
-    codes: 400 ``invalid_image``, 415, ``image_too_costly``). A refused object is deleted.
+    Checks, each refusal writing no row: the id is this user's (404), within its commit
+    window (410 ``upload_expired``), its object stored (409 ``upload_missing``) with the
+    declared size and a header of the declared format (400 ``upload_mismatch``) that a
+    submit would accept (the submit's codes: 400 ``invalid_image``, 415,
+    ``image_too_costly``), not committed before (409 ``already_committed``: the primary
+    key, so two commits at once write one row). A refused object is deleted. The object is
+    read once: a ranged GET of its first ``HEADER_BYTES`` also says its size (no HEAD).
     ``before_queue``: as in ``prediction_create_many`` (a waiting commit subscribes there).
     """
     storage = _direct_storage()
     declared = _declared(user=user, upload_id=upload_id)
     name = declared.name
-    if Prediction.objects.filter(id=declared.object_id).exists():
-        raise AlreadyCommittedError("This upload was committed already.", field="id")
     if time.time() > declared.commit_by:
-        _delete(storage, name)
+        _refused(storage, declared)
         raise UploadExpiredError("This upload expired; ask for a new one and upload the image again.", field="id")
-    with media_store():
-        stored = storage.head(name)
-    if stored is None:
-        raise UploadMissingError("Nothing was uploaded yet: PUT the image to the upload URL first.", field="id")
     try:
-        header = _checked(storage, name, declared=declared, stored_size=stored.size_bytes)
+        with media_store():
+            head, stored_size = storage.read_head(name, HEADER_BYTES)
+    except FileNotFoundError as error:
+        raise UploadMissingError(
+            "Nothing was uploaded yet: PUT the image to the upload URL first.", field="id"
+        ) from error
+    try:
+        header = _checked(storage, name, head=head, declared=declared, stored_size=stored_size)
     except (InvalidImageError, UploadMismatchError):
-        _delete(storage, name)
+        _refused(storage, declared)
         raise
     now = timezone.now()
     prediction = Prediction(
@@ -225,7 +228,7 @@ def direct_upload_commit(
         enqueued_at=now,  # sent on commit; cleared if the broker refuses (prediction_enqueue)
         original_filename=declared.filename,
         image_format=header.image_format,
-        size_bytes=stored.size_bytes,
+        size_bytes=stored_size,
         width=header.width,
         height=header.height,
         decode_bytes=header.decode_bytes,
@@ -242,14 +245,12 @@ def direct_upload_commit(
     return prediction
 
 
-def _checked(storage: Any, name: str, *, declared: _Declared, stored_size: int) -> ImageHeader:
+def _checked(storage: Any, name: str, *, head: bytes, declared: _Declared, stored_size: int) -> ImageHeader:
     """The stored object's header, checked as an upload's and against the declaration."""
     if stored_size != declared.size_bytes:
         raise UploadMismatchError(
             f"The stored file has {stored_size} bytes, not the {declared.size_bytes} declared.", field="size"
         )
-    with media_store():
-        head = storage.read_head(name, HEADER_BYTES)
     try:
         header = check_image_header(head)
     except InvalidImageError:
@@ -265,13 +266,16 @@ def _checked(storage: Any, name: str, *, declared: _Declared, stored_size: int) 
     return header
 
 
-def _delete(storage: Any, name: str) -> None:
-    # Best effort: an object left by an outage here is deleted by the sweep.
+def _refused(storage: Any, declared: _Declared) -> None:
+    """A refused upload: 409 if it was committed before (its object is the prediction's
+    and stays), else its object is deleted (best effort: the sweep deletes what an outage left)."""
+    if Prediction.objects.filter(id=declared.object_id).exists():
+        raise AlreadyCommittedError("This upload was committed already.", field="id")
     try:
         with media_store():
-            storage.delete(name)
+            storage.delete(declared.name)
     except ApplicationError as error:
-        logger.warning("Direct upload %s not deleted now (the sweep will): %s", name, error)
+        logger.warning("Direct upload %s not deleted now (the sweep will): %s", declared.name, error)
 
 
 def _object_id(name: str) -> uuid.UUID | None:
