@@ -8,11 +8,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from accounts.http import AuthenticatedRequest
 from predictions import events, selectors, services
@@ -28,6 +30,17 @@ from .throttles import SubmitRateThrottle
 from .waiting import WAIT_PARAMETERS, wait_seconds
 
 
+class _AnyText(serializers.CharField):
+    """A string as the schema says, any characters (NUL and lone surrogates too): the
+    service keeps only a file name's printable characters and refuses a type it does not
+    know (415) as the submit does, without echoing it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)  # as sent: the schema's limits are the server's
+        refused = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
+        self.validators = [v for v in self.validators if not isinstance(v, refused)]
+
+
 class DirectUploadCreateApi(AsyncAPIView):
     """Ask for a presigned PUT of one image to the object store."""
 
@@ -38,8 +51,8 @@ class DirectUploadCreateApi(AsyncAPIView):
         class Meta:
             ref_name = "DirectUploadDeclaration"
 
-        filename = serializers.CharField(max_length=1024, help_text="The image's file name, shown in the history")
-        content_type = serializers.CharField(
+        filename = _AnyText(max_length=1024, help_text="The image's file name, shown in the history")
+        content_type = _AnyText(
             max_length=100, help_text="The image's media type: image/jpeg, image/png, image/webp, image/avif, ..."
         )
         size = serializers.IntegerField(min_value=0, help_text="The image's size in bytes, exactly")

@@ -127,7 +127,7 @@ def direct_upload_create(
     extension = CONTENT_TYPES.get(content_type)
     if extension is None:
         raise UnsupportedImageError(
-            f"{content_type or 'This type'} is not a supported image type; upload {SUPPORTED_DESCRIPTION}.",
+            f"content_type is not a supported image type; upload {SUPPORTED_DESCRIPTION}.",
             field="content_type",
         )
     top_k = settings.DEFAULT_TOP_K if top_k is None else top_k

@@ -5,6 +5,7 @@ every refusal answers a clear 4xx and writes no row; local media answer 409."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import urllib.error
 import urllib.request
@@ -165,6 +166,9 @@ def test_a_request_a_submit_would_refuse_is_refused_before_signing(
     _error(api.post(UPLOADS_URL, {**declared, "content_type": "application/pdf"}, format="json"), 415,
            "unsupported_media_type")  # fmt: skip
     _error(api.post(UPLOADS_URL, {**declared, "size": 0}, format="json"), 400, "invalid_image")
+    for odd in ("image/jpeg\x00", "\udb66", "   "):  # any string the schema allows: refused as a type, not a 400
+        body = json.dumps({**declared, "content_type": odd})  # escaped as JSON, as a client sends it
+        _error(api.post(UPLOADS_URL, body, content_type="application/json"), 415, "unsupported_media_type")
     _error(api.post(UPLOADS_URL, {**declared, "top_k": 99}, format="json"), 400, "max_value")
     _error(api.post(UPLOADS_URL, declared, format="multipart"), 415, "unsupported_media_type")
     _error(APIClient().post(UPLOADS_URL, declared, format="json"), 401, "not_authenticated")
