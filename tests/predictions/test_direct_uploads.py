@@ -5,6 +5,7 @@ every refusal answers a clear 4xx and writes no row; local media answer 409."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import urllib.error
@@ -17,6 +18,7 @@ import boto3
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
@@ -288,3 +290,53 @@ def test_with_local_media_direct_uploads_answer_409_naming_the_normal_path(user:
     assert "POST /api/v1/predictions/" in response.json()["error"]["message"]
     _error(api.post(f"{UPLOADS_URL}anything/commit/"), 409, "direct_upload_unavailable")
     assert services.direct_upload_sweep() == 0
+
+
+def test_an_image_whose_header_is_past_the_first_read_is_read_whole_and_accepted(
+    s3_media: S3Server, user: User, active_model: ModelVersion, sent: list[PredictionId]
+) -> None:
+    buffer = io.BytesIO()  # a 150 KB colour profile before the frame header
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buffer, "JPEG", icc_profile=bytes(150_000))
+    content = buffer.getvalue()
+    assert content.find(b"\xff\xc0") > uploads.HEADER_BYTES
+    api = api_as(user)
+    upload = _presign(api, content)
+    assert _put(upload, content) == 200
+
+    committed = _commit(api, upload)
+
+    assert committed.status_code == 202, committed.content
+    assert (committed.json()["image"]["width"], committed.json()["image"]["height"]) == (64, 48)
+
+
+def test_a_late_second_commit_is_refused_and_keeps_the_committed_image(
+    s3_media: S3Server, user: User, active_model: ModelVersion, sent: list[PredictionId],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    content = photo_bytes("chelsea")
+    api = api_as(user)
+    upload = _presign(api, content)
+    assert _put(upload, content) == 200
+    assert _commit(api, upload).status_code == 202
+    later = time.time() + 3600
+    monkeypatch.setattr(uploads, "time", SimpleNamespace(time=lambda: later))
+
+    _error(_commit(api, upload), 409, "already_committed")
+
+    assert _key(upload) in _keys(s3_media)
+    assert Prediction.objects.get().image.name == _key(upload)
+
+
+def test_the_url_names_the_address_clients_reach_when_it_is_another(
+    s3_media: S3Server, user: User, settings: Settings, active_model: ModelVersion, sent: list[PredictionId]
+) -> None:
+    public = s3_media.endpoint.replace("127.0.0.1", "localhost")  # the same store under another name
+    settings.DIRECT_UPLOAD_ENDPOINT_URL = public
+    content = photo_bytes("chelsea")
+    api = api_as(user)
+
+    upload = _presign(api, content)
+
+    assert upload["url"].startswith(f"{public}/{s3_media.bucket}/uploads/direct/")
+    assert _put(upload, content) == 200  # signed for that host
+    assert _commit(api, upload).status_code == 202
