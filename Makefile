@@ -15,7 +15,7 @@ PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q --require-hash
 # The directory `make lock` reads the PyTorch CPU wheel of requirements/verify.in from.
 TORCH_FIND_LINKS ?= /opt/wheels
 
-.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-frontdoor bench-servers bench-hosts chaos multihost loadtest verify-model convert clean
+.PHONY: help deps dev-deps a11y-deps verify-deps lock model model-lite2 migrate run dev worker storage bench-storage test test-fast lint format docs clients contract api-compat bench bench-e2e bench-frontdoor bench-direct bench-servers bench-hosts chaos multihost loadtest verify-model convert clean
 
 help:
 	@echo "make run    - install, build the model if absent, migrate, serve on http://127.0.0.1:$(PORT) with a worker"
@@ -28,6 +28,7 @@ help:
 	@echo "make storage - SeaweedFS (S3) on 127.0.0.1:8333 with data in var/storage, for MEDIA_STORAGE=s3"
 	@echo "make bench  - measure inference latency per engine and batch size (writes bench/results.json)"
 	@echo "make bench-frontdoor - the web process's CPU per request by stage (writes bench/frontdoor.json)"
+	@echo "make bench-direct - web CPU per image, direct upload (presigned PUT) against multipart (bench/direct.json)"
 	@echo "make lock   - recompile the hashed locks requirements/*.txt from requirements/*.in"
 
 # `make run` builds the model on first use, so it installs the training lock (the worker's
@@ -191,6 +192,11 @@ bench-e2e: dev-deps model
 # in-process under cProfile (bench/frontdoor.py, writes bench/frontdoor.json). PostgreSQL + Redis.
 bench-frontdoor: dev-deps
 	$(PY) bench/frontdoor.py
+
+# Direct uploads (presign + PUT to SeaweedFS + commit) against a multipart submit: the web
+# process's CPU per image, small and phone-size photos (bench/direct.py, writes bench/direct.json).
+bench-direct: dev-deps
+	$(PY) bench/direct.py
 
 # The web server alone: gunicorn + uvicorn workers against granian (bench/servers.py, writes
 # bench/servers.json; granian is in the dev lock, for this measurement only).

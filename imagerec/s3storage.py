@@ -5,17 +5,28 @@ Under ASGI each request runs its synchronous part in a new thread; django-storag
 its boto3 session and resource in a thread-local, so every upload would build a new one
 (loading boto3's service models again, tens of milliseconds of CPU). The boto3 client
 underneath is thread-safe, so the process shares one. ``read_bytes`` fetches an object
-with a single GET (``open()`` does a HEAD, then the GET); a save is a single PUT. docs/operations/object-storage.md.
+with a single GET (``open()`` does a HEAD, then the GET); a save is a single PUT. Direct
+uploads (predictions/services/uploads.py) use ``presigned_put``, ``read_head``
+and ``listed``. docs/operations/object-storage.md.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from storages.backends.s3 import S3Storage  # type: ignore[import-untyped]  # django-storages ships no types
 from storages.utils import clean_name, is_seekable  # type: ignore[import-untyped]
+
+
+def _missing(error: ClientError) -> bool:
+    # No key, or no bucket yet: a 404 (a HEAD's error has no code, only the status).
+    return bool(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404)
 
 
 class S3MediaStorage(S3Storage):  # type: ignore[misc]
@@ -23,6 +34,7 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         super().__init__(**settings)
         self._shared_lock = threading.Lock()
         self._shared_connection: Any = None
+        self._signers: dict[str, Any] = {}
 
     @property
     def connection(self) -> Any:
@@ -36,6 +48,7 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         state: dict[str, Any] = super().__getstate__()
         state.pop("_shared_lock", None)
         state["_shared_connection"] = None
+        state["_signers"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -60,8 +73,66 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         try:
             response = self.connection.meta.client.get_object(Bucket=self.bucket_name, Key=key)
         except ClientError as error:
-            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:  # no key, or no bucket yet
+            if _missing(error):
                 raise FileNotFoundError(f"File does not exist: {name}") from error
             raise
         content: bytes = response["Body"].read()
         return content
+
+    def presigned_put(
+        self, name: str, *, content_type: str, size_bytes: int, expires_seconds: int, endpoint_url: str = ""
+    ) -> str:
+        """A URL that lets its holder PUT exactly ``size_bytes`` of ``content_type`` to
+        ``name`` until it expires: both headers are signed (SigV4), so the store refuses any
+        other length or type. Computed locally (no request); ``endpoint_url``: the address
+        clients reach, when it is not the one this process uses."""
+        params = {"Bucket": self.bucket_name, "Key": self._normalize_name(name)}
+        params |= {"ContentType": content_type, "ContentLength": size_bytes}
+        url: str = self._signer(endpoint_url or self.endpoint_url).generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires_seconds, HttpMethod="PUT"
+        )
+        return url
+
+    def _signer(self, endpoint_url: str) -> Any:
+        # Its own client, built once per endpoint: SigV4 always (a presigned URL of the
+        # default client can be SigV2, which signs neither the length nor, as a header, the type).
+        with self._shared_lock:
+            if endpoint_url not in self._signers:
+                config = self.client_config.merge(
+                    Config(s3={"addressing_style": self.addressing_style}, signature_version="s3v4")
+                )
+                self._signers[endpoint_url] = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=endpoint_url,
+                    region_name=self.region_name,
+                    aws_access_key_id=self.access_key,
+                    aws_secret_access_key=self.secret_key,
+                    config=config,
+                )
+            return self._signers[endpoint_url]
+
+    def read_head(self, name: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes of the object and its whole size, in one ranged GET
+        (no HEAD first); ``FileNotFoundError`` when there is none."""
+        key = self._normalize_name(name)
+        try:
+            response = self.connection.meta.client.get_object(
+                Bucket=self.bucket_name, Key=key, Range=f"bytes=0-{length - 1}"
+            )
+        except ClientError as error:
+            if _missing(error):
+                raise FileNotFoundError(f"File does not exist: {name}") from error
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:  # an empty object
+                return b"", 0
+            raise
+        content: bytes = response["Body"].read()
+        # "bytes 0-65535/1048576"; a whole object answered without a range has none.
+        total = str(response.get("ContentRange", "")).rpartition("/")[2]
+        return content, int(total) if total.isdigit() else int(response["ContentLength"])
+
+    def listed(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Each object under ``prefix``: its name and when it was last written."""
+        paginator = self.connection.meta.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket_name, Prefix=self._normalize_name(prefix)):
+            for entry in page.get("Contents", []):
+                yield entry["Key"], entry["LastModified"]

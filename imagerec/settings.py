@@ -18,7 +18,8 @@ from .fairness import EXPLANATIONS_PENDING_PER_USER, INFLIGHT_PER_USER, MAX_DECO
 from .frontdoor import ANNOUNCED_CACHE_MAX_SECONDS, ANNOUNCED_CACHE_SECONDS, API_FAST_PATH  # noqa: F401
 from .learning import *  # noqa: F403 - LEARNING_* (docs/model/learning.md)
 from .openapi import OPENAPI_SETTINGS
-from .storage import LOCAL_MEDIA_BACKEND, media_storage_backend
+from .storage import *  # noqa: F403 - media_storage_backend, DIRECT_UPLOAD_* (imagerec/storage.py)
+from .storage import LOCAL_MEDIA_BACKEND
 
 # Django's generic classes (``ModelAdmin[Prediction]``) subscriptable at run time, as mypy sees them.
 django_stubs_ext.monkeypatch()
@@ -193,15 +194,14 @@ STATIC_ROOT = Path(env.str("STATIC_ROOT", default=VAR_DIR / "static"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     # MEDIA_STORAGE: local (MEDIA_ROOT) or s3 (django-storages, AWS_* variables; imagerec/storage.py).
-    "default": media_storage_backend(),
+    "default": media_storage_backend(),  # noqa: F405
     "staticfiles": {
         "BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Uploaded images are private: they are never served from MEDIA_URL, only
-# through the permission-checked image view.
+# Uploaded images are private: never served from MEDIA_URL, only through the permission-checked image view.
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=BASE_DIR / "media"))
 MEDIA_URL = "/media-not-served/"
 
@@ -274,13 +274,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.int("CELERY_WORKER_PROC_ALIVE_TIMEOUT", default=120)
 CELERY_TASK_SOFT_TIME_LIMIT = env.float("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
 CELERY_TASK_TIME_LIMIT = env.float("CELERY_TASK_TIME_LIMIT", default=180)
-# Inference has its own queue; reconcile and stats refresh go to "maintenance" so a slow
-# stats refresh never holds up an image (docker-compose runs a worker for each).
+# Inference has its own queue; the rest goes to "maintenance": a slow stats refresh never holds up an image.
 CELERY_TASK_ROUTES = {
     "predictions.tasks.prediction_run": {"queue": "inference"},
     "predictions.explanations.tasks.explanation_compute": {"queue": "inference"},  # Grad-CAM needs the model
     "predictions.tasks.prediction_reconcile": {"queue": "maintenance"},
     "predictions.tasks.media_delete": {"queue": "maintenance"},
+    "predictions.tasks.direct_upload_sweep": {"queue": "maintenance"},
     "predictions.operations.tasks.stats_refresh": {"queue": "maintenance"},
     "predictions.reprocessing.tasks.reprocess_step": {"queue": "maintenance"},
     **LEARNING_TASK_ROUTES,  # noqa: F405 - training on its own queue
@@ -391,6 +391,7 @@ STATS_REFRESH_SECONDS = env.int("STATS_REFRESH_SECONDS", default=60)
 # Celery beat: the reconciler, the all-users stats refresh and the learning tick.
 CELERY_BEAT_SCHEDULE = {
     **LEARNING_BEAT_SCHEDULE,  # noqa: F405
+    **DIRECT_UPLOAD_BEAT_SCHEDULE,  # noqa: F405 - uncommitted direct uploads deleted
     "reconcile-stuck-predictions": {
         "task": "predictions.tasks.prediction_reconcile",
         "schedule": float(env.int("RECONCILE_INTERVAL_SECONDS", default=60)),

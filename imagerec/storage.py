@@ -22,6 +22,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .env import env
 
+__all__ = [
+    "DIRECT_UPLOAD_BEAT_SCHEDULE",
+    "DIRECT_UPLOAD_ENDPOINT_URL",
+    "DIRECT_UPLOAD_EXPIRES_SECONDS",
+    "media_storage_backend",
+]
+
 # `make storage` and bin/storage configure SeaweedFS with these when nothing is set.
 LOCAL_ENDPOINT = "http://127.0.0.1:8333"
 LOCAL_BUCKET = "imagerec"
@@ -29,6 +36,22 @@ LOCAL_ACCESS_KEY_ID = "imagerec"
 LOCAL_SECRET_ACCESS_KEY = "imagerec-local-only"  # noqa: S105 - loopback-only default, documented
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 LOCAL_MEDIA_BACKEND = "django.core.files.storage.FileSystemStorage"
+
+# Direct uploads (MEDIA_STORAGE=s3, POST /api/v1/uploads/): a presigned PUT is good for
+# DIRECT_UPLOAD_EXPIRES_SECONDS and its commit for twice that; an object never committed
+# is deleted by the sweep (every DIRECT_UPLOAD_SWEEP_SECONDS, maintenance queue) once its
+# commit can no longer come. DIRECT_UPLOAD_ENDPOINT_URL: the S3 address clients reach, when
+# it is not AWS_S3_ENDPOINT_URL (the one the app uses); the presigned URL names it.
+DIRECT_UPLOAD_EXPIRES_SECONDS = env.int("DIRECT_UPLOAD_EXPIRES_SECONDS", default=300)
+DIRECT_UPLOAD_ENDPOINT_URL = env.str("DIRECT_UPLOAD_ENDPOINT_URL", default="").strip()
+if DIRECT_UPLOAD_EXPIRES_SECONDS < 1:
+    raise ImproperlyConfigured("DIRECT_UPLOAD_EXPIRES_SECONDS must be positive")
+DIRECT_UPLOAD_BEAT_SCHEDULE = {
+    "direct-upload-sweep": {
+        "task": "predictions.tasks.direct_upload_sweep",
+        "schedule": float(env.int("DIRECT_UPLOAD_SWEEP_SECONDS", default=600)),
+    },
+}
 
 
 def media_storage_backend() -> dict[str, Any]:

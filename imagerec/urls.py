@@ -6,6 +6,7 @@ from accounts import urls as accounts_urls
 from predictions import views as prediction_views
 from predictions.api import predictions as prediction_api
 from predictions.api import submissions as submission_api
+from predictions.api import uploads as upload_api
 from predictions.api.dispatch import method_dispatch
 from predictions.explanations import api as explanation_api
 from predictions.operations import views as observability_views
@@ -21,6 +22,8 @@ api_urls = [
         name="prediction-list",
     ),
     path("predictions/batch/", submission_api.PredictionBatchCreateApi.as_view(), name="prediction-batch"),
+    path("uploads/", upload_api.DirectUploadCreateApi.as_view(), name="upload-list"),
+    path("uploads/<str:upload_id>/commit/", upload_api.DirectUploadCommitApi.as_view(), name="upload-commit"),
     path(
         "predictions/<str:prediction_id>/",
         method_dispatch(GET=prediction_api.PredictionDetailApi, DELETE=prediction_api.PredictionDeleteApi),

@@ -101,3 +101,34 @@ class ExplanationFailedError(ConflictError):
     """Computing the asked-for explanation failed; the message says why."""
 
     code = "explanation_failed"
+
+
+class DirectUploadUnavailableError(ConflictError):
+    """Direct uploads need object storage (MEDIA_STORAGE=s3); the message names the normal path."""
+
+    code = "direct_upload_unavailable"
+
+
+class UploadExpiredError(ApplicationError):
+    """A direct upload committed after its commit window (410); its object is deleted."""
+
+    status_code = 410
+    code = "upload_expired"
+
+
+class UploadMissingError(ConflictError):
+    """A direct upload committed before its bytes were PUT to the store (409)."""
+
+    code = "upload_missing"
+
+
+class AlreadyCommittedError(ConflictError):
+    """A direct upload committed a second time (409): it already has its prediction."""
+
+    code = "already_committed"
+
+
+class UploadMismatchError(ApplicationError):
+    """The stored object is not what was declared (another size, or another format)."""
+
+    code = "upload_mismatch"

@@ -44,6 +44,17 @@ MEDIA_TYPES = {
 
 
 @dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header declares, checked (``check_image_header``)."""
+
+    image_format: str
+    extension: str
+    width: int
+    height: int
+    decode_bytes: int  # what the worker's decode will cost, reduced if it will be decoded reduced
+
+
+@dataclass(frozen=True)
 class ValidatedImage:
     image_format: str
     extension: str
@@ -77,10 +88,8 @@ def megabytes(size_bytes: int) -> str:
 
 def validate_image_bytes(content: bytes) -> ValidatedImage:
     """Check what the upload path can check without decoding the pixels: not empty, under
-    the size limit, a supported format, declared dimensions within ``MAX_IMAGE_PIXELS``,
-    a decode that fits ``MAX_DECODE_BYTES`` (a JPEG reduced if need be, ``ml.decoding``;
-    anything else over it is refused with ``ImageTooCostlyError``), and (JPEG, PNG) not
-    cut short. Computes the SHA-256.
+    the size limit, the header (``check_image_header``), and (JPEG, PNG) not cut short.
+    Computes the SHA-256.
 
     The full decode happens once, in the worker, which needs the pixels anyway: decoding a
     12-megapixel JPEG costs ~160 ms of CPU against ~0.05 ms for its header (README
@@ -92,11 +101,32 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
     if not content:
         raise InvalidImageError("The file is empty.", field="image")
     check_upload_size(len(content))
+    header = check_image_header(content)
+    if not _is_complete(header.image_format, content):
+        raise InvalidImageError(DAMAGED_MESSAGE, field="image")
+    return ValidatedImage(
+        image_format=header.image_format,
+        extension=header.extension,
+        width=header.width,
+        height=header.height,
+        sha256=hashlib.sha256(content).hexdigest(),
+        size_bytes=len(content),
+        decode_bytes=header.decode_bytes,
+    )
+
+
+def check_image_header(head: bytes) -> ImageHeader:
+    """What the first bytes of an image say, checked: a supported format, declared
+    dimensions within ``MAX_IMAGE_PIXELS`` (no decompression bomb), a decode that fits
+    ``MAX_DECODE_BYTES`` (a JPEG reduced if need be, ``ml.decoding``; anything else over
+    it is refused with ``ImageTooCostlyError``). ``head`` may be the whole file or only its
+    start (a direct upload's ranged read); a start too short to hold the header reads as
+    damaged. Raises an ``InvalidImageError`` subclass with a message meant for the uploader."""
     max_pixels = settings.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as image:
+            with Image.open(io.BytesIO(head)) as image:
                 image_format = image.format or ""
                 width, height = image.size
                 cost = decoding.decode_cost(image)
@@ -120,15 +150,11 @@ def validate_image_bytes(content: bytes) -> ValidatedImage:
     fitting = cost.within(settings.MAX_DECODE_BYTES)
     if fitting is None:
         raise ImageTooCostlyError(cost.refusal(settings.MAX_DECODE_BYTES), field="image")
-    if not _is_complete(image_format, content):
-        raise InvalidImageError(DAMAGED_MESSAGE, field="image")
-    return ValidatedImage(
+    return ImageHeader(
         image_format=image_format,
         extension=SUPPORTED_FORMATS[image_format],
         width=width,
         height=height,
-        sha256=hashlib.sha256(content).hexdigest(),
-        size_bytes=len(content),
         decode_bytes=fitting.bytes,
     )
 

@@ -98,3 +98,9 @@ def media_delete(names: list[str]) -> None:
     """Delete the stored files of a deleted prediction that a media-store outage left."""
     if services.media_delete(names=names, retry_later=False):
         raise StorageUnavailableError("The media store is still unavailable.")
+
+
+@shared_task
+def direct_upload_sweep() -> int:
+    """Delete direct uploads never committed, once their commit can no longer come (Celery beat)."""
+    return services.direct_upload_sweep()

@@ -2,6 +2,7 @@
 
 - ``submissions``: create (one or many), queue, retry, delete, the thumbnail, reconcile.
 - ``batches``: the worker claims a batch and classifies it, one model call per version.
+- ``uploads``: direct uploads (a presigned PUT to the bucket, then a commit).
 - ``results``: every outcome of a batch stored at once; a prediction failed with a reason.
 
 The life of one image::
@@ -48,6 +49,7 @@ from .submissions import (
     prediction_retry,
     prediction_thumbnail,
 )
+from .uploads import DirectUpload, direct_upload_commit, direct_upload_create, direct_upload_sweep
 
 __all__ = [
     "FAILED_SERVER_MESSAGE",
@@ -58,7 +60,11 @@ __all__ = [
     "TOO_LONG_MESSAGE",
     "BatchReport",
     "ClaimedBatch",
+    "DirectUpload",
     "SubmissionOutcome",
+    "direct_upload_commit",
+    "direct_upload_create",
+    "direct_upload_sweep",
     "media_delete",
     "prediction_batch_claim",
     "prediction_batch_fill",

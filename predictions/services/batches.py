@@ -4,6 +4,7 @@ outcome at once, announce it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -348,11 +349,14 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
         try:
             # Through the storage API (local disk or the bucket); an outage raises
             # StorageUnavailableError: the batch is handed back and retried.
-            images.append(media_read(prediction.image))
+            content = media_read(prediction.image)
         except OSError:  # not stored (deleted meanwhile) or unreadable
             prediction_failure_set(prediction, MISSING_FILE_MESSAGE, now)
         else:
+            images.append(content)
             readable.append(prediction)
+            # A direct upload's SHA-256 (services.uploads): its commit never reads all the bytes.
+            prediction.sha256 = prediction.sha256 or hashlib.sha256(content).hexdigest()
     if not readable:
         return
     results = classifier.classify(

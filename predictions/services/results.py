@@ -49,7 +49,7 @@ MISSING_FILE_MESSAGE = "The stored image file is missing, so it could not be cla
 
 _OUTCOME_FIELDS = (
     "status", "model_version", "label", "class_id", "confidence", "top_predictions", "entropy", "margin", "uncertain",
-    "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error",
+    "queue_ms", "preprocess_ms", "inference_ms", "total_ms", "completed_at", "error", "sha256",
 )  # fmt: skip
 
 

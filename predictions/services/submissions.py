@@ -168,10 +168,14 @@ def _prediction_stored(
 
 
 def _predictions_insert(
-    *, predictions: list[Prediction], before_queue: Callable[[Sequence[PredictionId]], None] | None
+    *,
+    predictions: list[Prediction],
+    before_queue: Callable[[Sequence[PredictionId]], None] | None,
+    keep_files: bool = False,
 ) -> None:
     """The rows in one INSERT and one transaction, each not cached queued after commit;
-    on any failure no row is written and the stored files are deleted."""
+    on any failure no row is written and the stored files are deleted (unless
+    ``keep_files``: a direct upload's object, which a second commit must not delete)."""
     queued = [prediction.id for prediction in predictions if not prediction.cached]
     try:
         with transaction.atomic():
@@ -181,7 +185,7 @@ def _predictions_insert(
             if queued:
                 transaction.on_commit(lambda: _enqueue_chunks(queued), robust=True)
     except BaseException:
-        for prediction in predictions:
+        for prediction in predictions if not keep_files else ():
             prediction.image.delete(save=False)
         raise
 

@@ -138,7 +138,8 @@ def _seed(url: str, headers: dict[str, str]) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def api_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
     work = tmp_path_factory.mktemp("api-stack")
-    port = _free_port()
+    # A free port, or the one given (a shared machine with port ranges).
+    port = int(os.environ.get("CONTRACT_TEST_PORT") or _free_port())
     env = {
         **os.environ,
         "VAR_DIR": str(work / "var"),
