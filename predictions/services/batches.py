@@ -1,6 +1,5 @@
 """The worker's side: claim a batch, classify it in one model call per version, store every
-outcome at once, announce it.
-"""
+outcome at once, announce it."""
 
 from __future__ import annotations
 
@@ -21,13 +20,7 @@ from django.utils import timezone
 from ml.runner import Classifier
 from predictions import events, outcomes, selectors
 from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
-from predictions.models import (
-    ModelVersion,
-    ModelVersionStatus,
-    Prediction,
-    PredictionId,
-    PredictionStatus,
-)
+from predictions.models import ModelVersion, ModelVersionStatus, Prediction, PredictionId, PredictionStatus
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
 from predictions.storage import media_read
