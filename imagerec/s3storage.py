@@ -83,11 +83,12 @@ class S3MediaStorage(S3Storage):  # type: ignore[misc]
         self, name: str, *, content_type: str, size_bytes: int, expires_seconds: int, endpoint_url: str = ""
     ) -> str:
         """A URL that lets its holder PUT exactly ``size_bytes`` of ``content_type`` to
-        ``name`` until it expires: both headers are signed (SigV4), so the store refuses any
-        other length or type. Computed locally (no request); ``endpoint_url``: the address
-        clients reach, when it is not the one this process uses."""
+        ``name`` once, until it expires: both headers are signed (SigV4), so the store refuses
+        any other length or type, and so is ``If-None-Match: *``, so the store refuses to
+        replace an object already there (412). Computed locally (no request);
+        ``endpoint_url``: the address clients reach, when it is not the one this process uses."""
         params = {"Bucket": self.bucket_name, "Key": self._normalize_name(name)}
-        params |= {"ContentType": content_type, "ContentLength": size_bytes}
+        params |= {"ContentType": content_type, "ContentLength": size_bytes, "IfNoneMatch": "*"}
         url: str = self._signer(endpoint_url or self.endpoint_url).generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires_seconds, HttpMethod="PUT"
         )

@@ -72,7 +72,8 @@ class DirectUploadCreateApi(AsyncAPIView):
         method = serializers.CharField(help_text="Always PUT")
         headers = serializers.DictField(
             child=serializers.CharField(),
-            help_text="Send exactly these (Content-Type, Content-Length): the store refuses another type or size",
+            help_text="Send exactly these (Content-Type, Content-Length, If-None-Match): the store refuses another "
+            "type or size, and a second PUT to the same URL (412)",
         )
         expires_at = serializers.DateTimeField(help_text="The URL is refused after this")
         commit_by = serializers.DateTimeField(help_text="The commit is refused (410) after this")

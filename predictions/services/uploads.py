@@ -158,7 +158,7 @@ def direct_upload_create(
     return DirectUpload(
         id=upload_id,
         url=url,
-        headers={"Content-Type": content_type, "Content-Length": str(size_bytes)},
+        headers={"Content-Type": content_type, "Content-Length": str(size_bytes), "If-None-Match": "*"},
         expires_at=datetime.fromtimestamp(now + expires, tz=UTC),
         commit_by=datetime.fromtimestamp(declared.commit_by, tz=UTC),
     )

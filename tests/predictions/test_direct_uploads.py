@@ -102,7 +102,9 @@ def test_a_photo_put_straight_to_the_store_is_committed_and_classified(
     api = api_as(user)
 
     upload = _presign(api, content, top_k=3)
-    assert upload["headers"] == {"Content-Type": "image/jpeg", "Content-Length": str(len(content))}
+    assert upload["headers"] == {
+        "Content-Type": "image/jpeg", "Content-Length": str(len(content)), "If-None-Match": "*"
+    }  # fmt: skip
     assert _put(upload, content) == 200
     with django_capture_on_commit_callbacks(execute=True):
         committed = _commit(api, upload)
@@ -151,11 +153,32 @@ def test_the_store_refuses_another_size_or_type_than_was_signed(
     content = photo_bytes("chelsea")
     upload = _presign(api_as(user), content)
 
-    assert _put(upload, content + b"more", {"Content-Type": "image/jpeg"}) == 403  # its own Content-Length
-    assert _put(upload, content, {"Content-Type": "image/png", "Content-Length": str(len(content))}) == 403
+    signed = upload["headers"]
+    assert _put(upload, content + b"more", {**signed, "Content-Length": str(len(content) + 4)}) == 403
+    assert _put(upload, content, {**signed, "Content-Type": "image/png"}) == 403
+    assert _put(upload, content, {k: v for k, v in signed.items() if k != "If-None-Match"}) == 403
     assert _key(upload) not in _keys(s3_media)
     assert _put(upload, content) == 200
     assert _key(upload) in _keys(s3_media)
+
+
+def test_a_committed_image_cannot_be_replaced_through_its_url(
+    s3_media: S3Server, user: User, active_model: ModelVersion, sent: list[PredictionId]
+) -> None:
+    # The URL is still good after the commit; the signed If-None-Match makes the store
+    # refuse a second PUT, so the bytes the commit checked are the bytes the worker reads.
+    content, other = photo_bytes("chelsea"), photo_bytes("coffee")
+    api = api_as(user)
+    upload = _presign(api, content)
+    assert _put(upload, content) == 200
+    assert _commit(api, upload).status_code == 202
+
+    assert _put(upload, other[: len(content)]) == 412
+
+    services.prediction_process(prediction_id=Prediction.objects.get().id)  # the worker, run eagerly
+    prediction = Prediction.objects.get()
+    assert prediction.sha256 == hashlib.sha256(content).hexdigest()
+    assert prediction.class_id in CAT_CLASSES
 
 
 def test_a_request_a_submit_would_refuse_is_refused_before_signing(
