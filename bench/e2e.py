@@ -1310,7 +1310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=os.environ.get("BENCH_PINNED", "1") == "1",
         help="also run the current tree pinned: web server and clients on CPU 0, the worker on CPU 1, against "
-        "the raw runner on CPU 1 (BENCH_PINNED, default 1; needs 2 cores and taskset)",
+        "what that worker drains alone (N queued photos, no web traffic) and the raw runner on CPU 1 "
+        "(BENCH_PINNED, default 1; needs 2 cores and taskset)",
     )
     parser.add_argument(
         "--frontdoor",
