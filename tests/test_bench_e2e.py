@@ -233,6 +233,19 @@ def test_the_final_table_shows_the_drain_beside_the_raw_runner_on_cpu_1() -> Non
     ]
 
 
+def test_the_drain_line_under_the_pinned_table_says_what_was_drained_or_why_not() -> None:
+    raw_cpu1 = {"batch1": {"images_per_s": 40.0}, "batched": {"images_per_s": 80.0}}
+    drain = {"images": 60, "images_per_s": 70.0, "batches": 4, "mean_batch_size": 15.0, "succeeded": 60}
+    drain |= {"failed": 0, "lost": 0, "http_errors": 0, "cached": 0}
+
+    line = e2e.drain_line(drain, raw_cpu1)
+    assert "draining 60 queued photos" in line
+    assert "70.0 images/s, 88 % of the raw runner's 80.0 on CPU 1" in line
+    assert "4 batches of 15.0" in line
+    failed = e2e.drain_line({"error": "cancel_consumer inference: no worker answered OK"}, raw_cpu1)
+    assert failed.endswith("failed (cancel_consumer inference: no worker answered OK)")
+
+
 def test_the_final_table_has_a_row_per_number_of_images_per_request() -> None:
     records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
     level = e2e.level_summary(records, n=10)
