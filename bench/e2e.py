@@ -9,7 +9,10 @@ level with a fresh set of users, waits until every one is final and reports thro
 client latency, per-stage p50s and CPU share per component. In the same run it measures
 the raw runner (Classifier.classify in one process, batch 1 and batched) and a seed-style
 Keras ``model.predict()`` per image, and runs the identical client against a baseline git
-revision (checked out as a worktree). Writes bench/e2e.json. Only talks to 127.0.0.1.
+revision (checked out as a worktree). The pinned run (worker on CPU 1) also measures what
+its worker drains alone: N photos queued while it does not consume, then drained with no
+web traffic (``measure_drain``), the denominator of issue 25's pinned goal. Writes
+bench/e2e.json. Only talks to 127.0.0.1.
 """
 
 from __future__ import annotations
