@@ -175,6 +175,77 @@ def test_frontdoor_goals_compare_each_run_with_its_own_raw_runner() -> None:
     assert not everything["met"]
 
 
+def _pinned_goal(drain: dict[str, Any] | None) -> dict[str, Any]:
+    raw_cpu1 = {"batch1": {"images_per_s": 40.0, "p50_ms": 12.0}, "batched": {"images_per_s": 80.0}}
+    pinned = {"levels": {"16": _level(63, 400)}, "drain": drain}
+    goals = e2e.frontdoor_goals({}, raw_cpu1, {"now-pinned": pinned})
+    return next(g for g in goals if g["measure"].startswith("worker pinned"))
+
+
+def test_the_pinned_goal_divides_by_what_the_worker_drained_alone() -> None:
+    goal = _pinned_goal({"images_per_s": 70.0})
+
+    assert "drains alone" in goal["measure"]
+    assert goal["value"].startswith("63.0 of 70.0 = 90%")
+    assert "drain = 88 % of the raw runner's 80.0 on CPU 1" in goal["value"]
+    assert goal["goal"] == ">= 90 %"
+    assert goal["met"]
+    assert not _pinned_goal({"images_per_s": 72.0})["met"]  # 63 / 72 = 87.5 %
+
+
+def test_without_a_clean_drain_the_pinned_goal_falls_back_to_the_raw_runner_on_cpu_1() -> None:
+    for drain in (None, {"error": "cancel_consumer inference: no worker answered OK"}, {"images_per_s": None}):
+        goal = _pinned_goal(drain)
+        assert "no clean drain measured" in goal["measure"]
+        assert goal["value"] == "63.0 of 80.0 = 79%"
+        assert not goal["met"]
+
+
+def test_drain_rate_spans_first_claim_to_last_result_and_only_when_nothing_is_missing() -> None:
+    submitted = [{"index": i, "id": f"id-{i}", "status": "pending"} for i in range(60)]
+    batches = [{"size": 16.0}, {"size": 16.0}, {"size": 16.0}, {"size": 12.0}]
+    rows = {"final": 60.0, "succeeded": 60.0, "failed": 0.0, "first_started": 1000.0, "last_completed": 1000.8}
+
+    clean = e2e.drain_summary(60, rows, submitted, batches)
+    assert clean["images_per_s"] == pytest.approx(75.0)
+    assert (clean["lost"], clean["failed"], clean["http_errors"], clean["batches"]) == (0, 0, 0, 4)
+    assert clean["mean_batch_size"] == 15.0
+
+    one_failed = e2e.drain_summary(60, rows | {"succeeded": 59.0, "failed": 1.0}, submitted, batches)
+    assert one_failed["images_per_s"] is None
+    assert one_failed["failed"] == 1
+    refused = [*submitted[:59], {"index": 59, "error": "POST 503: busy"}]
+    one_refused = e2e.drain_summary(60, rows | {"final": 59.0, "succeeded": 59.0}, refused, batches)
+    assert one_refused["images_per_s"] is None
+    assert (one_refused["lost"], one_refused["http_errors"]) == (1, 1)
+
+
+def test_the_final_table_shows_the_drain_beside_the_raw_runner_on_cpu_1() -> None:
+    raw_cpu1 = {"batch1": {"images_per_s": 40.0}, "batched": {"images_per_s": 80.0}}
+    drain = {"images_per_s": 70.0}
+    revisions = {"now": {"levels": {}}, "now-pinned": {"levels": {}, "drain": drain}}
+
+    rows = dict(e2e.summary_rows({}, None, revisions, raw_cpu1))
+
+    assert rows[next(label for label in rows if label.startswith("worker alone on CPU 1"))] == [
+        "not run",
+        "70.0 (88 % of 80.0)",
+    ]
+
+
+def test_the_drain_line_under_the_pinned_table_says_what_was_drained_or_why_not() -> None:
+    raw_cpu1 = {"batch1": {"images_per_s": 40.0}, "batched": {"images_per_s": 80.0}}
+    drain = {"images": 60, "images_per_s": 70.0, "batches": 4, "mean_batch_size": 15.0, "succeeded": 60}
+    drain |= {"failed": 0, "lost": 0, "http_errors": 0, "cached": 0}
+
+    line = e2e.drain_line(drain, raw_cpu1)
+    assert "draining 60 queued photos" in line
+    assert "70.0 images/s, 88 % of the raw runner's 80.0 on CPU 1" in line
+    assert "4 batches of 15.0" in line
+    failed = e2e.drain_line({"error": "cancel_consumer inference: no worker answered OK"}, raw_cpu1)
+    assert failed.endswith("failed (cancel_consumer inference: no worker answered OK)")
+
+
 def test_the_final_table_has_a_row_per_number_of_images_per_request() -> None:
     records = [_record(i, i * 0.1, i * 0.1 + 0.2) for i in range(10)]
     level = e2e.level_summary(records, n=10)
