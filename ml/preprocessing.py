@@ -79,6 +79,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+def thumbnail_of(image: Image.Image, size: int) -> bytes:
+    """A small JPEG of a decoded RGB image (``open_rgb``): aspect ratio kept, at most
+    ``size`` on each side, never enlarged."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
 def to_model_input(image: Image.Image, input_size: int) -> NDArray[np.float32]:
     """Centre-crop and resize to ``input_size`` square; float32 HxWx3 in [0, 255].
 

@@ -25,7 +25,7 @@ from .engines import ENGINES, EngineLoadError, load_engine
 from .engines import Engine as _Engine
 from .ensemble import EnsembleEngine, is_ensemble
 from .export import ModelLoadError, export_read
-from .preprocessing import CROP_FRACTION, open_rgb, to_model_input
+from .preprocessing import CROP_FRACTION, open_rgb, thumbnail_of, to_model_input
 from .tta import TTA, tta_from_metadata, tta_views
 from .uncertainty import (
     DEFAULT_UNCERTAINTY,
@@ -68,13 +68,14 @@ class ImageResult:
     multi_label: bool = False
     labels: list[LabelScore] = field(default_factory=list)
     uncertainty: Uncertainty | None = None
+    thumbnail: bytes = b""  # a small JPEG, when ``classify`` was asked for one (``thumbnail_size``)
 
     @property
     def top(self) -> LabelScore:
         return self.predictions[0]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "thumbnail"}
 
 
 REDUCING_GAP = 3  # a large image is reduced early to this many times the side the model resamples from
@@ -148,18 +149,24 @@ class Classifier:
         """The model's input for one image: decoded within ``max_decode_bytes``, reduced early
         to three times the crop the model resamples from (``reduce_early``), then cropped
         and resized (``to_model_input``)."""
+        return to_model_input(self._decoded(source, max_decode_bytes), self.input_size)
+
+    def _decoded(self, source: bytes | str | Path, max_decode_bytes: int | None) -> Image.Image:
+        """Decoded within ``max_decode_bytes``, upright, RGB, reduced early to three times the
+        crop the model resamples from (``reduce_early``)."""
         min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
-        image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
-        return to_model_input(image, self.input_size)
+        return open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
+
+    def _views(self, image: Image.Image) -> np.ndarray:
+        """The ``[V, S, S, 3]`` views of one decoded image (one view without TTA)."""
+        if not self.tta.active:
+            return to_model_input(image, self.input_size)[None]
+        return tta_views(image, self.input_size, self.tta)
 
     def preprocess_views(self, source: bytes | str | Path, *, max_decode_bytes: int | None = None) -> np.ndarray:
         """``preprocess`` with test-time augmentation: the ``[V, S, S, 3]`` views of one
         image (``ml.tta``; one view, the serving crop, without TTA)."""
-        if not self.tta.active:
-            return self.preprocess(source, max_decode_bytes=max_decode_bytes)[None]
-        min_side = round(REDUCING_GAP * self.input_size / CROP_FRACTION)
-        image = open_rgb(source, max_decode_bytes=max_decode_bytes, min_side=min_side)
-        return tta_views(image, self.input_size, self.tta)
+        return self._views(self._decoded(source, max_decode_bytes))
 
     def predict_views(self, views: np.ndarray, count: int) -> np.ndarray:
         """Scores of ``count`` images from their stacked views ``[count * V, S, S, 3]``: the
@@ -205,11 +212,18 @@ class Classifier:
         return LabelScore(label=entry["label"], class_id=entry["class_id"], score=float(scores[index]))
 
     def classify(
-        self, sources: Sequence[bytes | str | Path], *, top_k: int = 5, max_decode_bytes: int | None = None
+        self,
+        sources: Sequence[bytes | str | Path],
+        *,
+        top_k: int = 5,
+        max_decode_bytes: int | None = None,
+        thumbnail_size: int = 0,
     ) -> list[ImageResult]:
         """Classify images (bytes or paths); an unreadable one gets an ``error``, the rest go on.
         ``max_decode_bytes``: the decode budget of one image (``ml.decoding``); one over it
-        is decoded reduced (JPEG) or gets an ``error`` without being decoded."""
+        is decoded reduced (JPEG) or gets an ``error`` without being decoded. With
+        ``thumbnail_size`` each result also carries a JPEG thumbnail (``thumbnail_of``) made
+        from the pixels decoded for the model: the image is not decoded a second time."""
         results: list[ImageResult] = [ImageResult() for _ in sources]
         for start in range(0, len(sources), MAX_BATCH):
             chunk = range(start, min(start + MAX_BATCH, len(sources)))
@@ -218,12 +232,15 @@ class Classifier:
             for index in chunk:
                 began = time.perf_counter()
                 try:
-                    arrays.append(self.preprocess_views(sources[index], max_decode_bytes=max_decode_bytes))
+                    image = self._decoded(sources[index], max_decode_bytes)
+                    arrays.append(self._views(image))
                     ready.append(index)
                 except ImageTooCostlyError as error:
                     results[index].error, results[index].too_costly = str(error), True
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                     results[index].error = f"Cannot decode image: {error}"
+                else:
+                    results[index].thumbnail = _thumbnail(image, thumbnail_size)
                 results[index].preprocess_ms = (time.perf_counter() - began) * 1000
             if not arrays:
                 continue
@@ -238,3 +255,14 @@ class Classifier:
                     results[index].multi_label = True
                     results[index].labels = self.passing(probabilities[row])
         return results
+
+
+def _thumbnail(image: Image.Image, size: int) -> bytes:
+    """``thumbnail_of`` when asked (``size``); none rather than a failed classification."""
+    if not size:
+        return b""
+    try:
+        return thumbnail_of(image, size)
+    except (OSError, ValueError) as error:
+        logger.warning("No thumbnail: %s", error)
+        return b""

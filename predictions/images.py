@@ -13,7 +13,7 @@ from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from ml import decoding
-from ml.preprocessing import open_rgb
+from ml.preprocessing import open_rgb, thumbnail_of
 
 from .exceptions import ImageTooCostlyError, ImageTooLargeError, InvalidImageError, UnsupportedImageError
 
@@ -179,16 +179,15 @@ def _is_complete(image_format: str, content: bytes) -> bool:
     return True
 
 
-def thumbnail_jpeg(source: str | IO[bytes], *, size: int = 160) -> bytes:
+THUMBNAIL_SIZE = 160  # px, the longer side of the thumbnails pages show
+
+
+def thumbnail_jpeg(source: str | IO[bytes], *, size: int = THUMBNAIL_SIZE) -> bytes:
     """A small upright JPEG of a stored image, a path or an open file (EXIF orientation
     applied, any mode)."""
     with Image.open(source) as image:
         image.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-        thumb = open_rgb(image)
-        thumb.thumbnail((size, size))
-    buffer = io.BytesIO()
-    thumb.save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
+        return thumbnail_of(open_rgb(image), size)
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,6 +20,7 @@ from django.utils import timezone
 from ml.runner import Classifier
 from predictions import events, outcomes, selectors
 from predictions.exceptions import ModelUnavailableError, StorageUnavailableError
+from predictions.images import THUMBNAIL_SIZE
 from predictions.models import ModelVersion, ModelVersionStatus, Prediction, PredictionId, PredictionStatus
 from predictions.registry import runtime
 from predictions.registry import selectors as registry_selectors
@@ -34,7 +35,8 @@ from .results import (
     prediction_failure_set,
     prediction_result_set,
 )
-from .submissions import prediction_chunk_forward, prediction_enqueue, prediction_enqueue_many, prediction_thumbnail
+from .submissions import prediction_chunk_forward, prediction_enqueue, prediction_enqueue_many
+from .thumbnails import prediction_thumbnails_store
 
 logger = logging.getLogger(__name__)
 batch_logger = logging.getLogger("predictions.batch")
@@ -56,6 +58,7 @@ class BatchReport:
     store_ms: float = 0.0
     notify_ms: float = 0.0
     finished: list[str] = field(default_factory=list)  # ids final here (not failed)
+    thumbnails: dict[str, bytes] = field(default_factory=dict)  # by id: made from the pixels decoded
 
     def log_line(self) -> str:
         return (
@@ -269,7 +272,8 @@ def prediction_batch_run(*, batch: ClaimedBatch) -> BatchReport:
         prediction_complete_many(predictions=rest, token=batch.token, model_version=None)
         events.prediction_final_publish(p.id for p in rest)
         raise
-    _thumbnails_store(p for p in stored if p.status == PredictionStatus.SUCCEEDED)
+    succeeded = [p for p in stored if p.status == PredictionStatus.SUCCEEDED]
+    prediction_thumbnails_store(made=[(p, report.thumbnails.get(str(p.id), b"")) for p in succeeded])
     # Not the failed ones: a retry makes them pending again, and its message must be worked.
     report.finished = [str(p.id) for p in claimed if p.status != PredictionStatus.FAILED]
     report.succeeded = sum(p.status == PredictionStatus.SUCCEEDED for p in stored)
@@ -290,16 +294,6 @@ def _light_first(claimed: list[Prediction]) -> list[list[Prediction]]:
     light = [p for p in claimed if p.decode_bytes <= threshold]
     costly = [p for p in claimed if p.decode_bytes > threshold]
     return [part for part in (light, costly) if part] if light and costly else [claimed]
-
-
-def _thumbnails_store(predictions: Iterable[Prediction]) -> None:
-    """Store each classified image's thumbnail once its result is announced (no one waits): pages
-    show it without decoding the original. One that cannot be made is made on each read instead."""
-    for prediction in predictions:
-        try:
-            prediction_thumbnail(prediction=prediction)
-        except (OSError, ValueError, SyntaxError, StorageUnavailableError) as error:
-            logger.warning("No thumbnail stored for %s: %s", prediction.id, error)
 
 
 def prediction_process(*, prediction_id: PredictionId) -> BatchReport | None:
@@ -352,12 +346,12 @@ def _classify(claimed: list[Prediction], classifier: Classifier, report: BatchRe
             prediction.sha256 = prediction.sha256 or hashlib.sha256(content).hexdigest()
     if not readable:
         return
-    results = classifier.classify(
-        images, top_k=max(p.top_k for p in readable), max_decode_bytes=settings.MAX_DECODE_BYTES
-    )
+    top_k, budget = max(p.top_k for p in readable), settings.MAX_DECODE_BYTES
+    results = classifier.classify(images, top_k=top_k, max_decode_bytes=budget, thumbnail_size=THUMBNAIL_SIZE)
     completed_at = timezone.now()
     for prediction, result in zip(readable, results, strict=True):
         prediction_result_set(prediction, result, completed_at)
+        report.thumbnails[str(prediction.id)] = result.thumbnail
     report.preprocess_ms += sum(r.preprocess_ms for r in results)
     report.inference_ms += sum(r.inference_ms for r in results)
 

@@ -164,9 +164,10 @@ def test_the_worker_runs_a_mixed_batch_with_each_rows_version(
         *,
         top_k: int = 5,
         max_decode_bytes: int | None = None,
+        thumbnail_size: int = 0,
     ) -> list[ImageResult]:
         calls.append((Path(self.model_dir).name, len(sources)))
-        return original(self, sources, top_k=top_k, max_decode_bytes=max_decode_bytes)
+        return original(self, sources, top_k=top_k, max_decode_bytes=max_decode_bytes, thumbnail_size=thumbnail_size)
 
     monkeypatch.setattr(runner.Classifier, "classify", counted)
 

@@ -393,6 +393,36 @@ def test_result_cache_is_per_user_unless_widened_or_off(
     assert services.prediction_create(user=user, uploaded_file=_photo_upload("coffee")).cached is False
 
 
+def test_a_batch_stores_thumbnails_made_from_the_pixels_it_decoded_once(
+    user: User, active_model: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    created = [
+        services.prediction_create(user=user, uploaded_file=_photo_upload(name)) for name in ("chelsea", "rocket")
+    ]
+    decoded = []
+    real_open = Image.open
+
+    def counting_open(*args: object, **kwargs: object) -> Image.Image:
+        decoded.append(args[0])
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", counting_open)
+
+    services.prediction_process(prediction_id=created[0].id)
+
+    assert len(decoded) == 2  # one decode per image: the thumbnail is made from the model's pixels
+    for prediction in Prediction.objects.filter(id__in=[p.id for p in created]):
+        assert prediction.status == PredictionStatus.SUCCEEDED
+        with real_open(prediction.image.path) as original:
+            width, height = original.size
+        with real_open(prediction.thumbnail.path) as thumb:
+            assert thumb.format == "JPEG"
+            assert max(thumb.size) == images.THUMBNAIL_SIZE
+            assert abs(thumb.size[0] / thumb.size[1] - width / height) < 0.02  # the photo's shape, not the crop's
+
+
 def test_thumbnail_is_made_once_and_stored(user: User, monkeypatch: pytest.MonkeyPatch) -> None:
     prediction = services.prediction_create(user=user, uploaded_file=_photo_upload("rocket"))
     made = []

@@ -125,7 +125,12 @@ def test_a_batch_past_the_soft_time_limit_says_it_took_too_long(
     prediction = services.prediction_create(user=user, uploaded_file=_photo("chelsea"))
 
     def classify_forever(
-        self: Classifier, sources: Sequence[bytes | str | Path], *, top_k: int = 5, max_decode_bytes: int | None = None
+        self: Classifier,
+        sources: Sequence[bytes | str | Path],
+        *,
+        top_k: int = 5,
+        max_decode_bytes: int | None = None,
+        thumbnail_size: int = 0,
     ) -> NoReturn:
         raise SoftTimeLimitExceeded()
 
