@@ -232,8 +232,8 @@ MAX_TOP_K = 20
 # Micro-batching: a worker classifies its message's image together with up to
 # INFERENCE_BATCH_SIZE - 1 others already waiting, in one model call. With
 # INFERENCE_BATCH_WAIT_MS > 0 a batch that is not full waits that long once for more
-# (0: never wait; an idle worker answers a lone image at once).
-INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=16)
+# (0: never wait; an idle worker answers a lone image at once). 32: docs/benchmarks.md.
+INFERENCE_BATCH_SIZE = env.int("INFERENCE_BATCH_SIZE", default=32)
 INFERENCE_BATCH_WAIT_MS = env.int("INFERENCE_BATCH_WAIT_MS", default=0)
 if not 1 <= INFERENCE_BATCH_SIZE <= 32:
     raise ImproperlyConfigured("INFERENCE_BATCH_SIZE must be between 1 and 32")

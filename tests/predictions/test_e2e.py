@@ -127,7 +127,7 @@ def test_submit_with_wait_answers_with_the_label_in_one_request(
 def test_a_batch_of_20_with_wait_is_classified_in_one_request(
     celery_worker: subprocess.Popen[bytes], active_model: ModelVersion, user: User, settings: Any
 ) -> None:
-    # 20 images: two messages (chunks of INFERENCE_BATCH_SIZE=16 and 4), each image classified.
+    # 20 images in one request (one message per INFERENCE_BATCH_SIZE of them), each image classified.
     settings.RESULT_CACHE = "off"  # the same photos repeat: each is classified, none reused
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
