@@ -922,7 +922,7 @@ def run_service(
     per_request = _per_request_plan(stack, levels, args)
     extra_groups = {f"x{k}": clients for k, clients in per_request.items()}
     if stack.pin is not None:
-        extra_groups["drain"] = 1
+        extra_groups["drain"] = DRAIN_USERS
     users = stack.start(levels, extra_groups)
     result["commands"] = stack.commands
     result["ready_s"] = stack.wait_ready(args.ready_timeout)
@@ -943,7 +943,7 @@ def run_service(
         _run_per_request(stack, photos, per_request, users, args, result)
         if stack.pin is not None:
             try:
-                result["drain"] = measure_drain(stack, photos, users["drain"][0]["token"], args)
+                result["drain"] = measure_drain(stack, photos, [u["token"] for u in users["drain"]], args)
             except RuntimeError as error:  # the levels stand; the pinned goal falls back to the raw runner
                 print(f"[{stack.tag}] drain FAILED: {error}", flush=True)
                 result["drain"] = {"error": str(error)[-2000:]}
@@ -1022,11 +1022,16 @@ def _run_per_request(stack: Stack, photos: list, plan: dict[int, int], users: di
         )
 
 
-async def submit_only(base: str, token: str, photos: list[tuple[str, bytes]], concurrency: int) -> list[dict]:
-    """POST each photo once and keep the 202's answer (id, status); never polls."""
+# The drain's photos come from this many users, as the levels' do: one user's photos are
+# held to INFLIGHT_PER_USER (16) running at once, which would cap the drain's batches at 16.
+DRAIN_USERS = 8
+
+
+async def submit_only(base: str, tokens: list[str], photos: list[tuple[str, bytes]], concurrency: int) -> list[dict]:
+    """POST each photo once, the users' tokens in turn, and keep the 202's answer (id,
+    status); never polls."""
     import aiohttp
 
-    headers = {"Authorization": f"Token {token}"}
     queue: asyncio.Queue = asyncio.Queue()
     for item in enumerate(photos):
         queue.put_nowait(item)
@@ -1038,6 +1043,7 @@ async def submit_only(base: str, token: str, photos: list[tuple[str, bytes]], co
             form = aiohttp.FormData()
             form.add_field("image", content, filename=name, content_type="image/jpeg")
             record: dict[str, Any] = {"index": index}
+            headers = {"Authorization": f"Token {tokens[index % len(tokens)]}"}
             try:
                 async with session.post(f"{base}/api/v1/predictions/", data=form, headers=headers) as response:
                     text = await response.text()
@@ -1080,14 +1086,14 @@ def drain_summary(n: int, rows: dict[str, float | None], submitted: list[dict], 
     }
 
 
-def measure_drain(stack: Stack, photos: list[tuple[str, bytes]], token: str, args) -> dict:
+def measure_drain(stack: Stack, photos: list[tuple[str, bytes]], tokens: list[str], args) -> dict:
     """The worker alone on its core: N photos queued while it does not consume (warm: model
     loaded, batch shapes traced by the levels before), then it drains them with no web
     traffic. The denominator of issue 25's pinned goal ("what that worker drains alone")."""
     time.sleep(2)  # the last level's stragglers
     stack.consumer("cancel")
     try:
-        submitted = asyncio.run(submit_only(stack.base_url, token, photos, concurrency=8))
+        submitted = asyncio.run(submit_only(stack.base_url, tokens, photos, concurrency=8))
         offsets = stack.log_offsets()
     finally:
         stack.consumer("add")
