@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from frontdoor import call, cpu_model, git_revision, multipart, setup_django  # noqa: E402
+from frontdoor import call, cpu_model, git_revision, multipart, scratch_services, setup_django  # noqa: E402
 
 VAR = ROOT / "var" / "bench-direct"
 
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--internal-port", type=int, default=int(os.environ.get("BENCH_S3_INTERNAL_PORT", "19350")))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "direct.json")
     args = parser.parse_args(argv)
-    if args.database_url.startswith("postgres"):
-        subprocess.run(
-            ["createdb", "-h", "127.0.0.1", "-U", "root", args.database_url.rsplit("/", 1)[1]], capture_output=True
-        )
-    if args.redis_url.startswith("redis://127.0.0.1"):  # this script's own scratch database: queued messages
-        subprocess.run(["redis-cli", "-u", args.redis_url, "flushdb"], capture_output=True)
+    scratch_services(args.database_url, args.redis_url)
     storage_dir = VAR / "seaweedfs"
     shutil.rmtree(storage_dir, ignore_errors=True)
     storage_script = [sys.executable, str(ROOT / "bin" / "storage")]

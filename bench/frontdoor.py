@@ -245,6 +245,17 @@ async def call(
 # --- the run -----------------------------------------------------------------------------
 
 
+def scratch_services(database_url: str, redis_url: str) -> None:
+    """The bench's own scratch database (created if missing) and Redis database (emptied:
+    messages queued by an earlier run)."""
+    if database_url.startswith("postgres"):
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-U", "root", database_url.rsplit("/", 1)[1]], capture_output=True
+        )
+    if redis_url.startswith("redis://127.0.0.1"):
+        subprocess.run(["redis-cli", "-u", redis_url, "flushdb"], capture_output=True)
+
+
 def setup_django(args: argparse.Namespace) -> None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="imagerec.settings",
@@ -351,12 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=os.environ.get("BENCH_LABEL", ""))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "frontdoor.json")
     args = parser.parse_args(argv)
-    if args.database_url.startswith("postgres"):
-        subprocess.run(
-            ["createdb", "-h", "127.0.0.1", "-U", "root", args.database_url.rsplit("/", 1)[1]], capture_output=True
-        )
-    if args.redis_url.startswith("redis://127.0.0.1"):  # this script's own scratch database: queued messages
-        subprocess.run(["redis-cli", "-u", args.redis_url, "flushdb"], capture_output=True)
+    scratch_services(args.database_url, args.redis_url)
     setup_django(args)
 
     from rest_framework.authtoken.models import Token

@@ -36,6 +36,18 @@ class S3Server:
             endpoint=self.endpoint, bucket=self.bucket, access_key=self.access_key, secret_key=self.secret_key
         )
 
+    def client(self) -> Any:
+        """A boto3 S3 client of this server (what a test reads the bucket with)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
     def env(self) -> dict[str, str]:
         """The environment of a process (a worker, the web server) using this server."""
         return {

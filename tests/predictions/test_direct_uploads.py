@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -37,21 +36,11 @@ LIST_URL = "/api/v1/predictions/"
 
 def _keys(server: S3Server) -> set[str]:
     """Every object in the bucket, read with boto3 directly (not through the app)."""
-    client = _s3(server)
+    client = server.client()
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=server.bucket):
         keys |= {entry["Key"] for entry in page.get("Contents", [])}
     return keys
-
-
-def _s3(server: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-    )
 
 
 def _presign(api: APIClient, content: bytes, content_type: str = "image/jpeg", **extra: Any) -> dict[str, Any]:
@@ -274,7 +263,7 @@ def test_an_object_of_another_size_than_declared_is_refused(
     api = api_as(user)
     upload = _presign(api, content)
     # A store that did not hold the client to the signed length: written past the URL.
-    _s3(s3_media).put_object(Bucket=s3_media.bucket, Key=_key(upload), Body=content[:-10], ContentType="image/jpeg")
+    s3_media.client().put_object(Bucket=s3_media.bucket, Key=_key(upload), Body=content[:-10], ContentType="image/jpeg")
 
     _error(_commit(api, upload), 400, "upload_mismatch")
     assert not Prediction.objects.exists()

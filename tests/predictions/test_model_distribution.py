@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -58,22 +57,12 @@ def published(db: None, distributed: Path, model_dir: Path, tmp_path: Path) -> M
     return registry_services.model_version_activate(model_version=model_version)
 
 
-def _client(server: S3Server) -> object:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-    )
-
-
 def test_register_model_publishes_every_file_with_its_checksum(
     published: ModelVersion, s3_media: S3Server, model_dir: Path
 ) -> None:
-    client = _client(s3_media)
+    client = s3_media.client()
     prefix = f"models/{published.name}/{published.version}/"
-    manifest = json.loads(client.get_object(Bucket=s3_media.bucket, Key=prefix + MANIFEST_FILE)["Body"].read())  # type: ignore[attr-defined]
+    manifest = json.loads(client.get_object(Bucket=s3_media.bucket, Key=prefix + MANIFEST_FILE)["Body"].read())
 
     local = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == local
@@ -104,11 +93,11 @@ def test_a_host_without_the_files_fetches_the_version_and_classifies_a_real_phot
 def test_a_tampered_file_is_refused_and_the_prediction_fails_with_a_message(
     published: ModelVersion, distributed: Path, s3_media: S3Server, user: User, sent: list[PredictionId]
 ) -> None:
-    client = _client(s3_media)
+    client = s3_media.client()
     key = f"models/{published.name}/{published.version}/labels.json"
-    labels = json.loads(client.get_object(Bucket=s3_media.bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    labels = json.loads(client.get_object(Bucket=s3_media.bucket, Key=key)["Body"].read())
     labels[0], labels[1] = labels[1], labels[0]  # swapped class names: wrong answers if served
-    client.put_object(Bucket=s3_media.bucket, Key=key, Body=json.dumps(labels).encode())  # type: ignore[attr-defined]
+    client.put_object(Bucket=s3_media.bucket, Key=key, Body=json.dumps(labels).encode())
     try:
         response = api_as(user).post(
             LIST_URL, {"image": SimpleUploadedFile("cat.jpg", photo_bytes("chelsea"))}, format="multipart"
@@ -127,7 +116,7 @@ def test_a_tampered_file_is_refused_and_the_prediction_fails_with_a_message(
         assert "checksums" in failed.error
         assert failed.label == ""
     finally:  # the next publish uploads every file again
-        client.delete_object(Bucket=s3_media.bucket, Key=f"models/{published.name}/{published.version}/{MANIFEST_FILE}")  # type: ignore[attr-defined]
+        client.delete_object(Bucket=s3_media.bucket, Key=f"models/{published.name}/{published.version}/{MANIFEST_FILE}")
 
 
 def test_a_version_never_published_cannot_be_activated(
